@@ -1,0 +1,212 @@
+import CRdKafka
+import Foundation
+import Logging
+import ServiceLifecycle
+import Synchronization
+
+/// An idempotent Kafka producer with per-message delivery results.
+///
+/// A dedicated thread serves librdkafka's delivery reports from the moment the
+/// producer is created until ``shutdown()``; callers never block Swift's
+/// cooperative thread pool. As a `Service`, it runs until graceful shutdown and
+/// then flushes what is still in flight.
+///
+/// ```swift
+/// let producer = try KafkaProducer(configuration: .init(common: kafka), logger: logger)
+/// let results = await producer.send(messages)   // one result per message, in order
+/// try await producer.shutdown()
+/// ```
+public final class KafkaProducer: Service, Sendable {
+    /// The producer's settings.
+    public let configuration: KafkaProducerConfiguration
+    private let client: RdKafkaClient
+    private let logger: Logger
+    private let pollThread: PollThread
+
+    /// Creates the producer and starts its delivery-report thread.
+    public init(configuration: KafkaProducerConfiguration, logger: Logger) throws(KafkaError) {
+        self.configuration = configuration
+        self.logger = logger
+        self.client = try RdKafkaClient(kind: .producer, properties: configuration.properties, callbacks: RdKafkaCallbacks(logger: logger))
+        let client = self.client
+        self.pollThread = PollThread(name: "kafka-producer-poll") {
+            // Serves delivery reports and errors; returns early when there are events.
+            _ = rd_kafka_poll(client.handle, 100)
+            return true
+        }
+    }
+
+    deinit {
+        pollThread.stop()
+    }
+
+    // MARK: Sending
+
+    /// Sends `messages` and waits until every one of them is delivered or has failed.
+    ///
+    /// Returns one result per message, in the order given. Messages with one key
+    /// keep their order in their partition. A message librdkafka refuses outright
+    /// (too large, producer shut down) fails at once without holding up the rest.
+    public func send(_ messages: [KafkaProducerMessage]) async -> [Result<KafkaDeliveryReport, KafkaError>] {
+        guard !messages.isEmpty else { return [] }
+        let batch = DeliveryBatch(count: messages.count)
+        for (index, message) in messages.enumerated() {
+            while true {
+                let error = enqueue(message, token: DeliveryToken(batch: batch, index: index))
+                if error == RD_KAFKA_RESP_ERR__QUEUE_FULL, !pollThread.isStopped {
+                    // librdkafka's local queue is full: give the poll thread time to drain it.
+                    try? await Task.sleep(for: .milliseconds(2))
+                    continue
+                }
+                if error != RD_KAFKA_RESP_ERR_NO_ERROR {
+                    batch.complete(index, .failure(KafkaError(code: .produce, rdKafkaError: error, context: "cannot produce to \(message.topic)")))
+                }
+                break
+            }
+        }
+        return await batch.results()
+    }
+
+    /// Sends one message and waits for its delivery.
+    /// - Throws: ``KafkaError`` when the message was refused or not delivered.
+    @discardableResult
+    public func send(_ message: KafkaProducerMessage) async throws(KafkaError) -> KafkaDeliveryReport {
+        try await send([message])[0].get()
+    }
+
+    /// Hands one message to librdkafka; on success the token is released by the delivery report.
+    private func enqueue(_ message: KafkaProducerMessage, token: DeliveryToken) -> rd_kafka_resp_err_t {
+        if pollThread.isStopped { return RD_KAFKA_RESP_ERR__DESTROY }
+        var headers: OpaquePointer?
+        if !message.headers.isEmpty {
+            headers = rd_kafka_headers_new(message.headers.count)
+            for header in message.headers {
+                if let value = header.value {
+                    value.withUnsafeBytes { _ = rd_kafka_header_add(headers, header.key, -1, $0.baseAddress, $0.count) }
+                } else {
+                    _ = rd_kafka_header_add(headers, header.key, -1, nil, 0)
+                }
+            }
+        }
+        let opaque = Unmanaged.passRetained(token).toOpaque()
+        let error = message.key.withOptionalBytes { key in
+            message.value.withOptionalBytes { value in
+                trw_produce(
+                    client.handle, message.topic, message.partition ?? RD_KAFKA_PARTITION_UA,
+                    key.baseAddress, key.count, value.baseAddress, value.count, headers, opaque
+                )
+            }
+        }
+        if error != RD_KAFKA_RESP_ERR_NO_ERROR {
+            // librdkafka did not take the message: we still own the headers and the token.
+            if let headers { rd_kafka_headers_destroy(headers) }
+            Unmanaged<DeliveryToken>.fromOpaque(opaque).release()
+        }
+        return error
+    }
+
+    // MARK: Lifecycle
+
+    /// Waits until every message handed to the producer is delivered or failed.
+    /// - Throws: ``KafkaError`` with code ``KafkaError/Code/delivery`` when messages are still outstanding after `timeout`.
+    public func flush(timeout: Duration) async throws(KafkaError) {
+        let client = self.client
+        let error = await runBlocking { rd_kafka_flush(client.handle, Int32(clamping: timeout.milliseconds)) }
+        if error != RD_KAFKA_RESP_ERR_NO_ERROR {
+            let outstanding = rd_kafka_outq_len(client.handle)
+            throw KafkaError(code: .delivery, rdKafkaError: error, context: "flush left \(outstanding) messages undelivered")
+        }
+    }
+
+    /// Flushes outstanding messages (up to the configured flush timeout) and stops
+    /// the delivery-report thread. Later sends fail with `_DESTROY`.
+    public func shutdown() async throws(KafkaError) {
+        guard !pollThread.isStopped else { return }
+        defer { pollThread.stop() }
+        try await flush(timeout: configuration.flushTimeout)
+        logger.info("Kafka producer flushed")
+    }
+
+    /// Runs until graceful shutdown or cancellation, then flushes and stops.
+    public func run() async throws {
+        // Returns on graceful shutdown; throws on cancellation, when we flush all the same.
+        try? await gracefulShutdown()
+        try await shutdown()
+    }
+}
+
+// MARK: - Delivery bookkeeping
+
+/// The results of one ``KafkaProducer/send(_:)-(array)`` call, filled in by delivery reports.
+final class DeliveryBatch: Sendable {
+    private struct State {
+        var results: [Result<KafkaDeliveryReport, KafkaError>?]
+        var remaining: Int
+        var waiter: CheckedContinuation<[Result<KafkaDeliveryReport, KafkaError>], Never>?
+    }
+
+    private let state: Mutex<State>
+
+    init(count: Int) {
+        state = Mutex(State(results: Array(repeating: nil, count: count), remaining: count))
+    }
+
+    func complete(_ index: Int, _ result: Result<KafkaDeliveryReport, KafkaError>) {
+        let finished: (CheckedContinuation<[Result<KafkaDeliveryReport, KafkaError>], Never>, [Result<KafkaDeliveryReport, KafkaError>])? = state.withLock { state in
+            precondition(state.results[index] == nil, "delivery reported twice")
+            state.results[index] = result
+            state.remaining -= 1
+            guard state.remaining == 0, let waiter = state.waiter else { return nil }
+            state.waiter = nil
+            return (waiter, state.results.map { $0! })
+        }
+        if let (waiter, results) = finished { waiter.resume(returning: results) }
+    }
+
+    func results() async -> [Result<KafkaDeliveryReport, KafkaError>] {
+        await withCheckedContinuation { continuation in
+            let ready: [Result<KafkaDeliveryReport, KafkaError>]? = state.withLock { state in
+                if state.remaining == 0 { return state.results.map { $0! } }
+                state.waiter = continuation
+                return nil
+            }
+            if let ready { continuation.resume(returning: ready) }
+        }
+    }
+}
+
+/// The per-message opaque pointer handed to librdkafka: which batch, which slot.
+final class DeliveryToken: Sendable {
+    let batch: DeliveryBatch
+    let index: Int
+
+    init(batch: DeliveryBatch, index: Int) {
+        self.batch = batch
+        self.index = index
+    }
+
+    /// Called from librdkafka's delivery-report callback; releases the token.
+    static func complete(_ message: UnsafePointer<rd_kafka_message_t>) {
+        guard let opaque = message.pointee._private else { return }
+        let token = Unmanaged<DeliveryToken>.fromOpaque(opaque).takeRetainedValue()
+        let topic = message.pointee.rkt.map { String(cString: rd_kafka_topic_name($0)) } ?? ""
+        let topicPartition = KafkaTopicPartition(topic: topic, partition: message.pointee.partition)
+        if message.pointee.err == RD_KAFKA_RESP_ERR_NO_ERROR {
+            let offset = message.pointee.offset
+            token.batch.complete(token.index, .success(KafkaDeliveryReport(topicPartition: topicPartition, offset: offset >= 0 ? offset : nil)))
+        } else {
+            let error = KafkaError(code: .delivery, rdKafkaError: message.pointee.err, context: "delivery to \(topic) failed")
+            token.batch.complete(token.index, .failure(error))
+        }
+    }
+}
+
+extension Optional where Wrapped == [UInt8] {
+    /// Calls `body` with the bytes, or with an empty buffer at `nil` for `nil`.
+    func withOptionalBytes<R>(_ body: (UnsafeRawBufferPointer) -> R) -> R {
+        switch self {
+        case .some(let bytes): bytes.withUnsafeBytes(body)
+        case .none: body(UnsafeRawBufferPointer(start: nil, count: 0))
+        }
+    }
+}

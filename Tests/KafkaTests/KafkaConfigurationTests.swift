@@ -1,0 +1,55 @@
+import Kafka
+import Testing
+
+@Suite("Kafka configuration")
+struct KafkaConfigurationTests {
+    @Test("consumer defaults commit only explicit offsets")
+    func consumerDefaults() {
+        let properties = KafkaConsumerConfiguration(groupID: "trigger-worker", topics: ["vendor-events"]).properties
+        #expect(properties["bootstrap.servers"] == "127.0.0.1:9092")
+        #expect(properties["group.id"] == "trigger-worker")
+        #expect(properties["enable.auto.commit"] == "false")
+        #expect(properties["enable.auto.offset.store"] == "false")
+        #expect(properties["auto.offset.reset"] == "earliest")
+        #expect(properties["session.timeout.ms"] == "10000")
+        #expect(properties["max.poll.interval.ms"] == "30000")
+    }
+
+    @Test("overrides win over typed settings")
+    func overrides() {
+        let common = KafkaConfiguration(brokers: ["a:1", "b:2"], overrides: ["max.poll.interval.ms": "6000", "enable.auto.commit": "true", "compression.type": "lz4"])
+        let consumer = KafkaConsumerConfiguration(common: common, groupID: "g", topics: ["t"]).properties
+        #expect(consumer["bootstrap.servers"] == "a:1,b:2")
+        #expect(consumer["max.poll.interval.ms"] == "6000")
+        #expect(consumer["enable.auto.commit"] == "true")
+        let producer = KafkaProducerConfiguration(common: common).properties
+        #expect(producer["compression.type"] == "lz4")
+        #expect(producer["enable.idempotence"] == "true")
+        #expect(producer["linger.ms"] == "5")
+    }
+
+    @Test("durations become whole milliseconds")
+    func milliseconds() {
+        #expect(Duration.milliseconds(1500).milliseconds == 1500)
+        #expect(Duration.seconds(2).milliseconds == 2000)
+        #expect(Duration.microseconds(999).milliseconds == 0)
+    }
+
+    @Test("librdkafka refuses an unknown property, naming it but not its value")
+    func unknownProperty() {
+        let common = KafkaConfiguration(overrides: ["no.such.property": "secret-value"])
+        #expect {
+            _ = try KafkaProducer(configuration: KafkaProducerConfiguration(common: common), logger: .init(label: "t"))
+        } throws: { error in
+            let error = error as? KafkaError
+            return error?.code == .configuration && error!.description.contains("no.such.property") && !error!.description.contains("secret-value")
+        }
+    }
+
+    @Test("the loaded librdkafka is at least 2.3")
+    func libraryVersion() {
+        let parts = KafkaAdmin.librdkafkaVersion.split(separator: ".").compactMap { Int($0) }
+        #expect(parts.count >= 2)
+        #expect(parts[0] > 2 || (parts[0] == 2 && parts[1] >= 3), "librdkafka \(KafkaAdmin.librdkafkaVersion) is too old")
+    }
+}
