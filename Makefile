@@ -1,0 +1,34 @@
+# trigger-worker: `make run` and `make test` work from a fresh clone on Debian or
+# Ubuntu (as root or with sudo); both install what is missing first.
+SHELL := /bin/bash
+# librdkafka built from source lands in /usr/local; make sure SwiftPM finds it.
+export PKG_CONFIG_PATH := /usr/local/lib/pkgconfig:$(PKG_CONFIG_PATH)
+
+SWIFT_BUILD_FLAGS ?=
+
+.PHONY: all deps build run test validate clean
+
+all: build
+
+## deps: install librdkafka >= 2.3 and the local broker when missing
+deps:
+	@scripts/install-deps.sh
+
+## build: build the worker (debug)
+build: deps
+	swift build $(SWIFT_BUILD_FLAGS)
+
+## run: start a local broker on 127.0.0.1:9092 when none answers, then the worker with the demo org
+run: build
+	@scripts/run-local.sh
+
+## test: start a throw-away broker on a free port, run every test, stop the broker
+test: deps
+	@scripts/test.sh
+
+## validate: check the demo org and workflows
+validate: build
+	.build/debug/trigger-worker validate --workflows examples/workflows --orgs examples/orgs.yaml
+
+clean:
+	rm -rf .build .broker

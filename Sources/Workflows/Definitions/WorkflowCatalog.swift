@@ -1,0 +1,274 @@
+import Crypto
+import Foundation
+import Yams
+
+/// Every workflow definition of every org, read from `WORKFLOWS_DIR`.
+///
+/// The layout is one folder per org id and one YAML file per workflow, named
+/// after the workflow: `workflows/cborg_…/onboard-vendor.yaml`.
+public struct WorkflowCatalog: Sendable {
+    /// Workflows by org id, then by name.
+    public private(set) var workflows: [String: [String: WorkflowDefinition]]
+
+    public init(_ definitions: [WorkflowDefinition]) {
+        workflows = [:]
+        for definition in definitions { workflows[definition.orgID, default: [:]][definition.name] = definition }
+    }
+
+    /// The workflow `name` of `orgID`, enabled or not.
+    public func workflow(orgID: String, name: String) -> WorkflowDefinition? {
+        workflows[orgID]?[name]
+    }
+
+    /// The enabled workflows of `orgID` bound to `event`, by name.
+    public func workflows(orgID: String, boundTo event: VendorEventType) -> [WorkflowDefinition] {
+        (workflows[orgID] ?? [:]).values
+            .filter { $0.enabled && $0.trigger == .event(event) }
+            .sorted { $0.name < $1.name }
+    }
+
+    /// How many workflows there are in all.
+    public var count: Int { workflows.values.reduce(0) { $0 + $1.count } }
+
+    /// Reads and validates every workflow under `directory`.
+    /// - Parameter knownOrgs: when given, a folder for an org outside this set is a problem.
+    /// - Throws: ``DefinitionProblems`` listing every problem of every file.
+    public static func load(directory: String, knownOrgs: Set<String>? = nil) throws(DefinitionProblems) -> WorkflowCatalog {
+        var problems: [DefinitionProblem] = []
+        var definitions: [WorkflowDefinition] = []
+        let files = FileManager.default
+        var isDirectory: ObjCBool = false
+        guard files.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue else {
+            throw DefinitionProblems([DefinitionProblem(file: directory, line: 1, message: "the workflows directory does not exist")])
+        }
+        let entries = ((try? files.contentsOfDirectory(atPath: directory)) ?? []).sorted()
+        for entry in entries where !entry.hasPrefix(".") {
+            let orgPath = (directory as NSString).appendingPathComponent(entry)
+            guard files.fileExists(atPath: orgPath, isDirectory: &isDirectory), isDirectory.boolValue else {
+                if Self.isWorkflowFile(entry) {
+                    problems.append(DefinitionProblem(file: orgPath, line: 1, message: "workflow files belong in a folder named after their org id (\(directory)/cborg_…/\(entry))"))
+                }
+                continue
+            }
+            guard Identifier.isValid(entry, prefix: "cborg") else {
+                problems.append(DefinitionProblem(file: orgPath, line: 1, message: "folder name '\(entry)' is not an org id (cborg_ followed by 32 lowercase hex digits)"))
+                continue
+            }
+            if let knownOrgs, !knownOrgs.contains(entry) {
+                problems.append(DefinitionProblem(file: orgPath, line: 1, message: "org '\(entry)' has workflows but is not in the orgs file"))
+            }
+            let workflowFiles = ((try? files.contentsOfDirectory(atPath: orgPath)) ?? []).filter(Self.isWorkflowFile).sorted()
+            for fileName in workflowFiles {
+                let path = (orgPath as NSString).appendingPathComponent(fileName)
+                let reader = YAMLReader(file: path)
+                let expectedName = (fileName as NSString).deletingPathExtension
+                if let text = files.contents(atPath: path).flatMap({ String(data: $0, encoding: .utf8) }) {
+                    if let definition = WorkflowParser(reader: reader, orgID: entry, expectedName: expectedName).parse(text) {
+                        definitions.append(definition)
+                    }
+                } else {
+                    reader.report("cannot read the file as UTF-8 text", line: 1)
+                }
+                problems += reader.problems
+            }
+        }
+        guard problems.isEmpty else { throw DefinitionProblems(problems) }
+        return WorkflowCatalog(definitions)
+    }
+
+    private static func isWorkflowFile(_ name: String) -> Bool {
+        name.hasSuffix(".yaml") || name.hasSuffix(".yml")
+    }
+}
+
+/// Turns one workflow file into a ``WorkflowDefinition``, reporting every problem.
+struct WorkflowParser {
+    let reader: YAMLReader
+    let orgID: String
+    let expectedName: String
+
+    /// The roots a condition field or template path may start with.
+    static let contextRoots = ["vendor", "input", "assessment", "steps", "event", "run"]
+
+    func parse(_ text: String) -> WorkflowDefinition? {
+        guard let root = reader.parse(text), let top = reader.mapping(root, "the workflow") else { return nil }
+        top.rejectUnknownKeys(allowed: ["name", "description", "enabled", "trigger", "conditions", "steps"])
+        let name = top.string("name", required: true)
+        if let name, name != expectedName {
+            reader.report("name '\(name)' does not match the file name '\(expectedName)' (the file name is the workflow's name)", line: top.line(of: "name"))
+        }
+        _ = top.string("description")
+        let enabled = top.bool("enabled") ?? true
+        let trigger = top.mapping("trigger", required: true, what: "the trigger").flatMap(parseTrigger)
+        let conditions = top.mapping("conditions", what: "the conditions").flatMap(parseConditions)
+        let steps = parseSteps(top)
+
+        guard reader.problems.isEmpty, let name, let trigger, let steps else { return nil }
+        return WorkflowDefinition(
+            orgID: orgID, name: name, id: Identifier.derive(prefix: "cbwd", from: [orgID, name, text]),
+            enabled: enabled, trigger: trigger, conditions: conditions, steps: steps, file: reader.file
+        )
+    }
+
+    private func parseTrigger(_ trigger: MappingReader) -> WorkflowTrigger? {
+        trigger.rejectUnknownKeys(allowed: ["type", "event"])
+        switch trigger.choice("type", of: ["event", "direct"], required: true) {
+        case "event":
+            guard let event = trigger.string("event", required: true) else { return nil }
+            guard let type = VendorEventType(rawValue: event) else {
+                let known = VendorEventType.allCases.map(\.rawValue).joined(separator: ", ")
+                reader.report("unknown trigger event '\(event)' (known: \(known))", line: trigger.line(of: "event"))
+                return nil
+            }
+            return .event(type)
+        case "direct":
+            if trigger.value("event") != nil {
+                reader.report("a direct trigger takes no 'event'", line: trigger.line(of: "event"))
+            }
+            return .direct
+        default:
+            return nil
+        }
+    }
+
+    private func parseConditions(_ conditions: MappingReader) -> ConditionSet? {
+        conditions.rejectUnknownKeys(allowed: ["match", "rules"])
+        let match = conditions.choice("match", of: ConditionSet.Match.allCases.map(\.rawValue)).flatMap(ConditionSet.Match.init) ?? .all
+        guard let ruleNodes = conditions.sequence("rules", required: true) else { return nil }
+        if ruleNodes.isEmpty { reader.report("'rules' in the conditions is empty; leave out 'conditions' to match everything", at: conditions.node) }
+        var rules: [ConditionRule] = []
+        for (index, node) in ruleNodes.enumerated() {
+            guard let rule = reader.mapping(node, "rule \(index + 1) of the conditions") else { continue }
+            rule.rejectUnknownKeys(allowed: ["field", "op", "value"])
+            let field = rule.string("field", required: true)
+            if let field { checkPath(field, line: rule.line(of: "field"), what: "field") }
+            guard let opName = rule.string("op", required: true) else { continue }
+            guard let op = ConditionOperator(rawValue: opName) else {
+                let known = ConditionOperator.allCases.map(\.rawValue).joined(separator: " ")
+                reader.report("unknown condition op '\(opName)' (known: \(known))", line: rule.line(of: "op"))
+                continue
+            }
+            let value = rule.value("value", required: op != .exists).flatMap { reader.json($0, "the value of rule \(index + 1)") }
+            if let value { checkValue(value, for: op, line: rule.line(of: "value")) }
+            if let field { rules.append(ConditionRule(field: field, op: op, value: value)) }
+        }
+        return ConditionSet(match: match, rules: rules)
+    }
+
+    private func checkValue(_ value: JSONValue, for op: ConditionOperator, line: Int) {
+        switch op {
+        case .in, .notIn:
+            if case .array = value { return }
+            reader.report("op '\(op.rawValue)' needs a list as its value, not a \(value.typeName)", line: line)
+        case .gt, .gte, .lt, .lte:
+            if value.numberValue != nil || value.stringValue != nil { return }
+            reader.report("op '\(op.rawValue)' needs a number or a string as its value, not a \(value.typeName)", line: line)
+        case .matches:
+            guard let pattern = value.stringValue else {
+                reader.report("op 'matches' needs a regular expression string as its value", line: line)
+                return
+            }
+            if (try? NSRegularExpression(pattern: pattern)) == nil {
+                reader.report("'\(pattern)' is not a valid regular expression", line: line)
+            }
+        case .exists:
+            if case .bool = value { return }
+            reader.report("op 'exists' takes true or false as its value (or none)", line: line)
+        case .eq, .ne, .contains, .notContains:
+            return
+        }
+    }
+
+    private func parseSteps(_ top: MappingReader) -> [WorkflowStep]? {
+        guard let nodes = top.sequence("steps", required: true) else { return nil }
+        if nodes.isEmpty { reader.report("a workflow needs at least one step", line: top.line(of: "steps")) }
+        var steps: [WorkflowStep] = []
+        var seen: [String: Int] = [:]
+        for (index, node) in nodes.enumerated() {
+            guard let step = reader.mapping(node, "step \(index + 1)") else { continue }
+            step.rejectUnknownKeys(allowed: ["id", "name", "action", "with"])
+            let id = step.string("id", required: true)
+            if let id {
+                if !Template.isName(id) || id.contains(".") {
+                    reader.report("step id '\(id)' may hold only letters, digits, '_' and '-'", line: step.line(of: "id"))
+                } else if let first = seen[id] {
+                    reader.report("duplicate step id '\(id)' (first used on line \(first))", line: step.line(of: "id"))
+                } else {
+                    seen[id] = step.line(of: "id")
+                }
+            }
+            _ = step.string("name")
+            var action: WorkflowAction?
+            if let actionName = step.string("action", required: true) {
+                action = WorkflowAction(rawValue: actionName)
+                if action == nil {
+                    let known = WorkflowAction.allCases.map(\.rawValue).joined(separator: ", ")
+                    reader.report("unknown action '\(actionName)' (known: \(known))", line: step.line(of: "action"))
+                }
+            }
+            var inputs: [String: JSONValue] = [:]
+            if let withNode = step.value("with") {
+                if case .object(let object)? = reader.json(withNode, "'with' of step \(index + 1)") {
+                    inputs = object
+                } else if case .mapping = withNode {
+                } else {
+                    reader.report("'with' of step \(index + 1) must be a mapping", at: withNode)
+                }
+                checkTemplates(in: withNode)
+            }
+            if let action {
+                for key in action.requiredInputs where inputs[key] == nil {
+                    reader.report("action '\(action.rawValue)' needs '\(key)' under 'with'", line: step.line(of: "action"))
+                }
+                if action == .updateWorkflowRun, let status = inputs["status"]?.stringValue, !["completed", "failed", "canceled"].contains(status) {
+                    reader.report("update_workflow_run status must be completed, failed or canceled, not '\(status)'", line: step.line(of: "with"))
+                }
+            }
+            if let id, let action { steps.append(WorkflowStep(id: id, action: action, with: inputs)) }
+        }
+        return steps
+    }
+
+    /// Every string under `node` must be a well-formed template over known roots.
+    private func checkTemplates(in node: Node) {
+        switch node {
+        case .scalar(let scalar) where node.tagName == .str:
+            do {
+                let template = try Template(parsing: scalar.string)
+                for path in template.paths { checkPath(path.joined(separator: "."), line: node.mark?.line ?? 1, what: "template path") }
+            } catch {
+                reader.report("bad template: \(error)", at: node)
+            }
+        case .sequence(let sequence):
+            for item in sequence { checkTemplates(in: item) }
+        case .mapping(let mapping):
+            for (_, value) in mapping { checkTemplates(in: value) }
+        default:
+            return
+        }
+    }
+
+    private func checkPath(_ path: String, line: Int, what: String) {
+        let root = path.split(separator: ".").first.map(String.init) ?? ""
+        if !Self.contextRoots.contains(root) {
+            reader.report("\(what) '\(path)' must start with one of: \(Self.contextRoots.joined(separator: ", "))", line: line)
+        }
+    }
+}
+
+/// Coverbase identifiers: `<prefix>_<32 lowercase hex>`.
+public enum Identifier {
+    /// Whether `value` is `<prefix>_` followed by 32 lowercase hex digits.
+    public static func isValid(_ value: String, prefix: String) -> Bool {
+        let expectedPrefix = prefix + "_"
+        guard value.hasPrefix(expectedPrefix) else { return false }
+        let hex = value.utf8.dropFirst(expectedPrefix.utf8.count)
+        return hex.count == 32 && hex.allSatisfy { ($0 >= 48 && $0 <= 57) || ($0 >= 97 && $0 <= 102) }
+    }
+
+    /// A deterministic id: `<prefix>_` + the first 32 hex digits of SHA-256 over the parts joined by `|`.
+    public static func derive(prefix: String, from parts: [String]) -> String {
+        let digest = SHA256.hash(data: Array(parts.joined(separator: "|").utf8))
+        return prefix + "_" + digest.prefix(16).map { String(format: "%02x", $0) }.joined()
+    }
+}

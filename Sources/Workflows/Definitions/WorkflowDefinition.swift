@@ -1,0 +1,117 @@
+/// A workflow as written in `WORKFLOWS_DIR/<org_id>/<name>.yaml`.
+public struct WorkflowDefinition: Sendable, Hashable {
+    /// The org the workflow belongs to (its folder's name).
+    public var orgID: String
+    /// The workflow's name (its file's name without `.yaml`).
+    public var name: String
+    /// A stable id, `cbwd_` + 32 hex, derived from the org, the name and the file's content.
+    public var id: String
+    /// Disabled workflows are never started: by name they answer `409 workflow_disabled`.
+    public var enabled: Bool
+    /// What starts a run.
+    public var trigger: WorkflowTrigger
+    /// What must hold for an event to start a run; `nil` means always.
+    public var conditions: ConditionSet?
+    /// The steps, run in order.
+    public var steps: [WorkflowStep]
+    /// The file it was read from.
+    public var file: String
+
+    public init(orgID: String, name: String, id: String, enabled: Bool, trigger: WorkflowTrigger, conditions: ConditionSet?, steps: [WorkflowStep], file: String) {
+        self.orgID = orgID
+        self.name = name
+        self.id = id
+        self.enabled = enabled
+        self.trigger = trigger
+        self.conditions = conditions
+        self.steps = steps
+        self.file = file
+    }
+}
+
+/// The vendor events a workflow can be bound to.
+public enum VendorEventType: String, Sendable, Hashable, CaseIterable {
+    case vendorCreated = "Vendor.Created"
+    case vendorUpdated = "Vendor.Updated"
+}
+
+/// What starts a workflow's runs.
+public enum WorkflowTrigger: Sendable, Hashable {
+    /// Every matching vendor event of the org starts a run (Pattern 1).
+    case event(VendorEventType)
+    /// Runs start only when invoked by name (Patterns 2 and 3).
+    case direct
+}
+
+/// Rules combined with "match all" or "match any".
+public struct ConditionSet: Sendable, Hashable {
+    public enum Match: String, Sendable, Hashable, CaseIterable {
+        case all
+        case any
+    }
+
+    public var match: Match
+    public var rules: [ConditionRule]
+
+    public init(match: Match, rules: [ConditionRule]) {
+        self.match = match
+        self.rules = rules
+    }
+}
+
+/// One condition: a path into the run context, an operator and a value.
+public struct ConditionRule: Sendable, Hashable {
+    /// A dotted path: `vendor.tier`, `input.due_date`, `steps.assess.id` …
+    public var field: String
+    public var op: ConditionOperator
+    /// The value to compare with; `nil` only for ``ConditionOperator/exists``.
+    public var value: JSONValue?
+
+    public init(field: String, op: ConditionOperator, value: JSONValue?) {
+        self.field = field
+        self.op = op
+        self.value = value
+    }
+}
+
+/// The condition operators of the contract.
+public enum ConditionOperator: String, Sendable, Hashable, CaseIterable {
+    case eq, ne, `in`, notIn = "not_in", contains, notContains = "not_contains", exists, gt, gte, lt, lte, matches
+}
+
+/// One step of a workflow.
+public struct WorkflowStep: Sendable, Hashable {
+    /// Unique within the workflow; later steps and conditions refer to it as `steps.<id>`.
+    public var id: String
+    public var action: WorkflowAction
+    /// The action's input; strings may hold `{{ path }}` templates.
+    public var with: [String: JSONValue]
+
+    public init(id: String, action: WorkflowAction, with: [String: JSONValue]) {
+        self.id = id
+        self.action = action
+        self.with = with
+    }
+}
+
+/// The actions a step can take.
+public enum WorkflowAction: String, Sendable, Hashable, CaseIterable {
+    case createAssessment = "create_assessment"
+    case sendQuestionnaire = "send_questionnaire"
+    case sendEmail = "send_email"
+    case sendWebhook = "send_webhook"
+    case runWorkflow = "run_workflow"
+    case updateWorkflowRun = "update_workflow_run"
+    case createWorkQueueItem = "create_work_queue_item"
+
+    /// Keys of `with` that the action cannot do without.
+    public var requiredInputs: [String] {
+        switch self {
+        case .sendEmail: ["to", "subject"]
+        case .sendWebhook: ["url"]
+        case .runWorkflow: ["workflow"]
+        case .updateWorkflowRun: ["status"]
+        case .createAssessment, .sendQuestionnaire, .createWorkQueueItem: []
+        }
+    }
+}

@@ -1,0 +1,53 @@
+import Foundation
+
+/// A string with `{{ path }}` placeholders, such as `"Onboarding {{ vendor.name }}"`.
+///
+/// Paths are dotted names into the run context (`vendor.owner_email`,
+/// `steps.assess.id`); there are no expressions and nothing is evaluated.
+public struct Template: Sendable, Hashable {
+    public enum Segment: Sendable, Hashable {
+        case literal(String)
+        case path([String])
+    }
+
+    public struct ParseError: Error, Sendable, Hashable, CustomStringConvertible {
+        public var description: String
+    }
+
+    public let segments: [Segment]
+
+    /// Parses `text`. Throws for an unclosed `{{` or a placeholder that is not a dotted path.
+    public init(parsing text: String) throws(ParseError) {
+        var segments: [Segment] = []
+        var rest = Substring(text)
+        while let open = rest.range(of: "{{") {
+            if open.lowerBound > rest.startIndex { segments.append(.literal(String(rest[..<open.lowerBound]))) }
+            guard let close = rest[open.upperBound...].range(of: "}}") else {
+                throw ParseError(description: "'{{' without a closing '}}'")
+            }
+            let inner = rest[open.upperBound..<close.lowerBound].trimmingCharacters(in: .whitespaces)
+            let parts = inner.split(separator: ".", omittingEmptySubsequences: false).map(String.init)
+            guard !inner.isEmpty, parts.allSatisfy(Self.isName) else {
+                throw ParseError(description: "'{{ \(inner) }}' is not a dotted path such as {{ vendor.name }}")
+            }
+            segments.append(.path(parts))
+            rest = rest[close.upperBound...]
+        }
+        if !rest.isEmpty { segments.append(.literal(String(rest))) }
+        self.segments = segments
+    }
+
+    /// Whether the text has any placeholder.
+    public var hasPlaceholders: Bool {
+        segments.contains { if case .path = $0 { true } else { false } }
+    }
+
+    /// The paths the template reads.
+    public var paths: [[String]] {
+        segments.compactMap { if case .path(let path) = $0 { path } else { nil } }
+    }
+
+    static func isName(_ part: String) -> Bool {
+        !part.isEmpty && part.unicodeScalars.allSatisfy { $0.properties.isAlphabetic || ("0"..."9").contains($0) || $0 == "_" || $0 == "-" }
+    }
+}

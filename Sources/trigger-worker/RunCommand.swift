@@ -1,0 +1,107 @@
+import ArgumentParser
+import Foundation
+import Kafka
+import Logging
+import ServiceLifecycle
+import Worker
+import Workflows
+
+/// `trigger-worker run`: consume, handle, commit; shut down gracefully on SIGTERM/SIGINT.
+struct RunCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Join the consumer group and handle vendor events and trigger requests until SIGTERM or SIGINT."
+    )
+
+    @Option(help: "A YAML or JSON file of configuration keys (KAFKA_BROKERS: …); environment variables win over it.")
+    var config: String?
+
+    /// librdkafka versions before this fail against brokers that send tagged fields in ApiVersions v3.
+    static let minimumLibrdkafka = [2, 3]
+
+    func run() async throws {
+        let configuration = try loadConfiguration(config)
+        LoggingBootstrap.bootstrap(configuration)
+        let logger = Logger(label: "trigger-worker")
+
+        let version = KafkaAdmin.librdkafkaVersion
+        logger.info("Starting trigger-worker", metadata: configuration.summary.merging(["librdkafka": "\(version)"]) { $1 })
+        let parts = version.split(separator: ".").compactMap { Int($0) }
+        guard parts.lexicographicallyPrecedes(Self.minimumLibrdkafka) == false else {
+            logger.critical("librdkafka \(version) is too old; 2.3 or newer is needed (run scripts/install-deps.sh)")
+            throw ExitCode(1)
+        }
+
+        let orgs: OrgDirectory
+        let catalog: WorkflowCatalog
+        do {
+            orgs = try OrgDirectory.load(path: configuration.orgsFile)
+            catalog = try WorkflowCatalog.load(directory: configuration.workflowsDirectory, knownOrgs: orgs.ids)
+        } catch {
+            for problem in error.problems { logger.critical("Invalid definition: \(problem)") }
+            throw ExitCode(1)
+        }
+        logger.info("Loaded definitions", metadata: ["orgs": "\(orgs.orgs.count)", "workflows": "\(catalog.count)"])
+
+        try await createTopics(configuration, logger: logger)
+
+        let producer = try KafkaProducer(configuration: KafkaProducerConfiguration(common: configuration.kafka), logger: logger)
+        let consumer = try KafkaConsumer(
+            configuration: KafkaConsumerConfiguration(common: configuration.kafka, groupID: configuration.groupID, topics: configuration.topics.inputs),
+            logger: logger
+        )
+        let pipeline = BatchConsumerService(consumer: consumer, handler: LoggingBatchHandler(logger: logger), logger: logger)
+
+        // Graceful shutdown runs in reverse order: the consumer stops fetching, the
+        // pipeline commits what it finished and the group is left, then the producer flushes.
+        let group = ServiceGroup(
+            configuration: ServiceGroupConfiguration(
+                services: [
+                    .init(service: producer),
+                    .init(service: pipeline, successTerminationBehavior: .gracefullyShutdownGroup),
+                    .init(service: consumer, successTerminationBehavior: .gracefullyShutdownGroup),
+                ],
+                gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: logger
+            )
+        )
+        try await group.run()
+        logger.info("trigger-worker stopped")
+    }
+
+    /// Creates the four topics when missing, retrying while the broker does not answer.
+    private func createTopics(_ configuration: WorkerConfiguration, logger: Logger) async throws {
+        let specifications = configuration.topics.all.map { KafkaTopicSpecification(name: $0, partitions: configuration.topicPartitions) }
+        var delay = Duration.milliseconds(500)
+        let deadline = ContinuousClock.now + .seconds(120)
+        while true {
+            let failure: KafkaError
+            do {
+                _ = try await KafkaAdmin.createTopics(specifications, configuration: configuration.kafka, timeout: .seconds(10), logger: logger)
+                return
+            } catch {
+                failure = error
+            }
+            guard failure.isRetriable, ContinuousClock.now + delay < deadline else { throw failure }
+            logger.warning("Brokers not answering yet; retrying topic creation", metadata: ["error": "\(failure)", "retry_in": "\(delay)"])
+            try await Task.sleep(for: delay)
+            delay = min(delay * 2, .seconds(10))
+        }
+    }
+}
+
+/// Reads the configuration, turning a problem into a clear message and exit code 2.
+func loadConfiguration(_ file: String?) throws -> WorkerConfiguration {
+    do {
+        return try WorkerConfiguration.load(environment: ProcessInfo.processInfo.environment, configFile: file)
+    } catch {
+        FileHandleOutput.standardError("trigger-worker: configuration error: \(error)\n")
+        throw ExitCode(2)
+    }
+}
+
+enum FileHandleOutput {
+    static func standardError(_ text: String) {
+        FileHandle.standardError.write(Data(text.utf8))
+    }
+}

@@ -1,0 +1,12 @@
+import ArgumentParser
+
+/// The `trigger-worker` command line.
+@main
+struct TriggerWorker: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "trigger-worker",
+        abstract: "Starts Coverbase workflows from Kafka messages: vendor events, assessment requests and named workflow runs.",
+        subcommands: [RunCommand.self, ValidateCommand.self, APIKeyCommand.self],
+        defaultSubcommand: nil
+    )
+}

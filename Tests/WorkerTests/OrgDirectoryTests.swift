@@ -1,0 +1,69 @@
+import Foundation
+import Testing
+import Workflows
+@testable import Worker
+
+@Suite("Orgs file")
+struct OrgDirectoryTests {
+    private func load(_ text: String) throws(DefinitionProblems) -> OrgDirectory {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("orgs-\(UUID()).yaml").path
+        try? text.write(toFile: file, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        return try OrgDirectory.load(path: file)
+    }
+
+    private let hash = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+
+    @Test("the contract's example loads")
+    func example() throws {
+        let directory = try load("""
+        orgs:
+          - id: cborg_0f1e2d3c4b5a69788796a5b4c3d2e1f0
+            name: Acme Corp
+            api_keys:
+              - sha256: \(hash)  # hex SHA-256 of the key
+            webhook_signing_secret: whsec_example
+        """)
+        let org = try #require(directory.org(apiKeySHA256: hash))
+        #expect(org.id == "cborg_0f1e2d3c4b5a69788796a5b4c3d2e1f0")
+        #expect(org.webhookSigningSecret == "whsec_example")
+        #expect(directory.org(id: org.id)?.name == "Acme Corp")
+        #expect(directory.org(apiKeySHA256: String(repeating: "0", count: 64)) == nil)
+    }
+
+    @Test("each problem is reported with its line")
+    func problems() {
+        let error = #expect(throws: DefinitionProblems.self) {
+            try load("""
+            orgs:
+              - id: cborg_0f1e2d3c4b5a69788796a5b4c3d2e1f0
+                name: Acme
+                api_keys:
+                  - sha256: \(hash)
+              - id: cborg_0f1e2d3c4b5a69788796a5b4c3d2e1f0
+                name: Twin
+                plan: enterprise
+                api_keys:
+                  - sha256: ak_live_plaintext
+                  - sha256: \(hash)
+              - id: org-3
+                api_keys: []
+            """)
+        }
+        let problems = error?.problems ?? []
+        let lines = problems.map(\.line)
+        #expect(lines.contains(6), "duplicate org id: \(problems)")
+        #expect(lines.contains(8), "unknown key: \(problems)")
+        #expect(lines.contains(10), "not a hash: \(problems)")
+        #expect(lines.contains(11), "key reused across orgs: \(problems)")
+        #expect(lines.contains(12), "bad org id: \(problems)")
+        #expect(problems.contains { $0.message.contains("missing 'name'") })
+    }
+
+    @Test("the demo orgs file is valid")
+    func demo() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let directory = try OrgDirectory.load(path: root.appendingPathComponent("examples/orgs.yaml").path)
+        #expect(directory.orgs.count == 1)
+    }
+}
