@@ -125,3 +125,13 @@ public struct KafkaDeliveryReport: Sendable, Hashable {
     /// The record's offset, when the broker reported one.
     public var offset: Int64?
 }
+
+extension Collection where Element == KafkaMessage {
+    /// Where to resume after handling these messages: one past the highest offset
+    /// of each partition. These are the positions to commit.
+    public var nextOffsets: [KafkaTopicPartition: Int64] {
+        reduce(into: [:]) { offsets, message in
+            offsets[message.topicPartition] = Swift.max(offsets[message.topicPartition] ?? 0, message.offset + 1)
+        }
+    }
+}

@@ -52,14 +52,13 @@ struct RunCommand: AsyncParsableCommand {
         )
         let pipeline = BatchConsumerService(consumer: consumer, handler: LoggingBatchHandler(logger: logger), logger: logger)
 
-        // Graceful shutdown runs in reverse order: the consumer stops fetching, the
-        // pipeline commits what it finished and the group is left, then the producer flushes.
+        // Graceful shutdown runs in reverse order: the pipeline's consumer stops
+        // fetching, what was handled is committed and the group is left; then the producer flushes.
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(
                 services: [
                     .init(service: producer),
                     .init(service: pipeline, successTerminationBehavior: .gracefullyShutdownGroup),
-                    .init(service: consumer, successTerminationBehavior: .gracefullyShutdownGroup),
                 ],
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger

@@ -85,7 +85,7 @@ final class TestMember: Sendable {
             case .messages(let batch):
                 if commitBatches {
                     do {
-                        try await consumer.commit(Self.nextOffsets(after: batch))
+                        try await consumer.commit(batch.nextOffsets)
                     } catch {
                         Issue.record("commit failed: \(error)")
                     }
@@ -101,13 +101,6 @@ final class TestMember: Sendable {
         }
         state.withLock { $0.finished = true }
         notify.yield()
-    }
-
-    /// The offsets to commit after handling `batch`: one past the last message of each partition.
-    static func nextOffsets(after batch: [KafkaMessage]) -> [KafkaTopicPartition: Int64] {
-        batch.reduce(into: [:]) { offsets, message in
-            offsets[message.topicPartition] = max(offsets[message.topicPartition] ?? 0, message.offset + 1)
-        }
     }
 
     var snapshot: State { state.withLock { $0 } }

@@ -53,3 +53,15 @@ struct KafkaConfigurationTests {
         #expect(parts[0] > 2 || (parts[0] == 2 && parts[1] >= 3), "librdkafka \(KafkaAdmin.librdkafkaVersion) is too old")
     }
 }
+
+@Suite("Offsets to commit")
+struct NextOffsetsTests {
+    @Test("one past the highest offset of each partition")
+    func nextOffsets() {
+        let a = KafkaTopicPartition(topic: "t", partition: 0)
+        let b = KafkaTopicPartition(topic: "t", partition: 1)
+        let batch = [(a, 4), (b, 9), (a, 5), (a, 7)].map { KafkaMessage(topicPartition: $0.0, offset: Int64($0.1), key: nil, value: nil) }
+        #expect(batch.nextOffsets == [a: 8, b: 10])
+        #expect([KafkaMessage]().nextOffsets.isEmpty)
+    }
+}

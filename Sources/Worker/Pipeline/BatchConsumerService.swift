@@ -2,8 +2,12 @@ import Kafka
 import Logging
 import ServiceLifecycle
 
-/// Reads the consumer's events, hands each batch to a ``BatchHandler`` and
-/// commits the batch's offsets once the handler returns.
+/// Runs a consumer, hands each of its batches to a ``BatchHandler`` and commits
+/// the batch's offsets once the handler returns.
+///
+/// The consumer runs as a child task, so it sees this service's graceful shutdown:
+/// it stops fetching, the final revocation is handled here, the group is left and
+/// the events end, and then this service returns.
 ///
 /// A revocation arrives after every batch of the revoked partitions, and those
 /// batches' offsets are committed as each one finishes, so by the time the reader
@@ -20,8 +24,22 @@ public struct BatchConsumerService<Handler: BatchHandler>: Service {
         self.logger = logger
     }
 
-    /// Runs until the consumer's events end (the consumer was shut down).
+    /// Runs the consumer and handles its events until it is shut down.
     public func run() async throws {
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await consumer.run() }
+            tasks.addTask { try await handleEvents() }
+            do {
+                try await tasks.waitForAll()
+            } catch {
+                // Either side failed: stop the consumer so the other side ends too.
+                consumer.triggerShutdown()
+                throw error
+            }
+        }
+    }
+
+    private func handleEvents() async throws {
         let group = consumer.configuration.groupID
         for await event in consumer.events {
             switch event {
@@ -32,7 +50,7 @@ public struct BatchConsumerService<Handler: BatchHandler>: Service {
                 ])
             case .messages(let batch):
                 try await handler.handle(batch)
-                let offsets = Self.nextOffsets(after: batch)
+                let offsets = batch.nextOffsets
                 do {
                     try await consumer.commit(offsets)
                     logger.debug("Committed", metadata: [LogKey.partitions: "\(Self.describe(offsets))"])
@@ -49,13 +67,6 @@ public struct BatchConsumerService<Handler: BatchHandler>: Service {
             }
         }
         logger.info("Consumer stopped; offsets committed and the group left", metadata: [LogKey.group: "\(group)"])
-    }
-
-    /// One past the highest offset of each partition in `batch`: where to resume.
-    public static func nextOffsets(after batch: [KafkaMessage]) -> [KafkaTopicPartition: Int64] {
-        batch.reduce(into: [:]) { offsets, message in
-            offsets[message.topicPartition] = max(offsets[message.topicPartition] ?? 0, message.offset + 1)
-        }
     }
 
     static func describe(_ offsets: [KafkaTopicPartition: Int64]) -> String {

@@ -1,0 +1,179 @@
+import Foundation
+import Kafka
+import Synchronization
+import Testing
+
+/// Runs the built `trigger-worker` executable as a user would and reads its log.
+final class WorkerProcess: Sendable {
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    static let executable = root.appendingPathComponent(".build/debug/trigger-worker").path
+
+    /// What the output reader shares with the test: the unfinished line and every complete one.
+    private final class Output: Sendable {
+        let pending = Mutex(Data())
+        let lines = Mutex<[String]>([])
+    }
+
+    private let process: Process
+    private let lines: AsyncStream<String>
+    private let log = Output()
+
+    init(arguments: [String], environment: [String: String]) throws {
+        process = Process()
+        process.executableURL = URL(fileURLWithPath: Self.executable)
+        process.arguments = arguments
+        process.currentDirectoryURL = Self.root
+        var merged = ProcessInfo.processInfo.environment
+        merged.merge(environment) { _, new in new }
+        process.environment = merged
+        let pipe = Pipe()
+        process.standardError = pipe
+        process.standardOutput = pipe
+        let (stream, continuation) = AsyncStream.makeStream(of: String.self)
+        lines = stream
+        let log = self.log
+        pipe.fileHandleForReading.readabilityHandler = { handle in
+            let chunk = handle.availableData
+            if chunk.isEmpty {
+                handle.readabilityHandler = nil
+                continuation.finish()
+                return
+            }
+            let complete: [String] = log.pending.withLock { buffer in
+                buffer.append(chunk)
+                var found: [String] = []
+                while let newline = buffer.firstIndex(of: 0x0A) {
+                    found.append(String(decoding: buffer[buffer.startIndex..<newline], as: UTF8.self))
+                    buffer.removeSubrange(buffer.startIndex...newline)
+                }
+                return found
+            }
+            for line in complete {
+                log.lines.withLock { $0.append(line) }
+                continuation.yield(line)
+            }
+        }
+        try process.run()
+    }
+
+    var output: [String] { log.lines.withLock { $0 } }
+
+    /// Waits for a log line that satisfies `predicate`; fails after `timeout`.
+    func waitForLine(_ what: String, timeout: Duration, _ predicate: @escaping @Sendable (String) -> Bool) async throws -> String {
+        let lines = self.lines
+        return try await withThrowingTaskGroup(of: String.self) { group in
+            group.addTask {
+                for await line in lines where predicate(line) { return line }
+                throw TimedOut(what: what + " (the worker exited)")
+            }
+            group.addTask {
+                try await Task.sleep(for: timeout)  // a deadline, not a synchronisation
+                throw TimedOut(what: what)
+            }
+            let line = try await group.next()!
+            group.cancelAll()
+            return line
+        }
+    }
+
+    func interrupt() { process.interrupt() }
+    func kill() { if process.isRunning { process.terminate() } }
+
+    /// Waits until the process exits and returns its status; fails after `timeout`.
+    func waitForExit(timeout: Duration) async throws -> Int32 {
+        let process = self.process
+        return try await withThrowingTaskGroup(of: Int32.self) { group in
+            group.addTask {
+                await withCheckedContinuation { continuation in
+                    DispatchQueue.global().async {
+                        process.waitUntilExit()
+                        continuation.resume()
+                    }
+                }
+                return process.terminationStatus
+            }
+            group.addTask {
+                try await Task.sleep(for: timeout)
+                throw TimedOut(what: "the worker to exit")
+            }
+            let status = try await group.next()!
+            group.cancelAll()
+            return status
+        }
+    }
+}
+
+@Suite("The trigger-worker executable", .enabled(if: TestBroker.isAvailable, TestBroker.skipReason), .serialized)
+struct WorkerProcessTests {
+    @Test("run: joins within 15 s, consumes and commits both input topics, stops within 5 s of SIGINT")
+    func runAndInterrupt() async throws {
+        let suffix = TestBroker.uniqueName("proc")
+        let topics = ["VENDOR_EVENTS_TOPIC": "ve-\(suffix)", "TRIGGER_REQUESTS_TOPIC": "tr-\(suffix)", "RUN_STATUS_TOPIC": "rs-\(suffix)", "DLQ_TOPIC": "dl-\(suffix)"]
+        let group = "group-\(suffix)"
+        let worker = try WorkerProcess(arguments: ["run"], environment: topics.merging([
+            "KAFKA_BROKERS": TestBroker.brokers!,
+            "KAFKA_GROUP_ID": group,
+            "TOPIC_PARTITIONS": "2",
+            "WORKFLOWS_DIR": "examples/workflows",
+            "ORGS_FILE": "examples/orgs.yaml",
+            "RDKAFKA_MAX_POLL_INTERVAL_MS": "6000",
+            "RDKAFKA_SESSION_TIMEOUT_MS": "6000",
+            "LOG_FORMAT": "json",
+            "HTTP_PORT": "0",
+        ]) { $1 })
+        defer { worker.kill() }
+
+        let joined = try await worker.waitForLine("the group join", timeout: .seconds(15)) { $0.contains("Joined the consumer group") }
+        for topic in [topics["VENDOR_EVENTS_TOPIC"]!, topics["TRIGGER_REQUESTS_TOPIC"]!] {
+            #expect(joined.contains("\(topic)[0]") && joined.contains("\(topic)[1]"), "not assigned both partitions of \(topic): \(joined)")
+        }
+        #expect(try JSONSerialization.jsonObject(with: Data(joined.utf8)) is [String: Any], "LOG_FORMAT=json gives JSON lines")
+
+        let producer = try KafkaProducer(configuration: KafkaProducerConfiguration(common: TestBroker.common), logger: TestBroker.logger)
+        for topic in [topics["VENDOR_EVENTS_TOPIC"]!, topics["TRIGGER_REQUESTS_TOPIC"]!] {
+            try await produce(producer, topic: topic, partitions: [0, 1], count: 3, tag: "m")
+        }
+        try await producer.shutdown()
+        // Four batches at most (two topics × two partitions); wait until all twelve messages are logged.
+        let consumed = Mutex(0)
+        _ = try await worker.waitForLine("twelve consumed messages", timeout: .seconds(30)) { line in
+            guard line.contains("Consumed batch"), let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: String],
+                  let count = object["count"].flatMap(Int.init) else { return false }
+            return consumed.withLock { $0 += count; return $0 >= 12 }
+        }
+
+        let interrupted = ContinuousClock.now
+        worker.interrupt()
+        let status = try await worker.waitForExit(timeout: .seconds(5))
+        #expect(status == 0)
+        #expect(ContinuousClock.now - interrupted < .seconds(5))
+        let log = worker.output.joined(separator: "\n")
+        #expect(log.contains("Left the consumer group"))
+        #expect(log.contains("Kafka producer flushed"))
+        #expect(log.contains("trigger-worker stopped"))
+
+        // The group's committed offsets cover everything consumed.
+        let reader = try KafkaConsumer(configuration: TestBroker.consumerConfiguration(group: group, topics: []), logger: TestBroker.logger)
+        let partitions = [topics["VENDOR_EVENTS_TOPIC"]!, topics["TRIGGER_REQUESTS_TOPIC"]!].flatMap { topic in
+            [0, 1].map { KafkaTopicPartition(topic: topic, partition: Int32($0)) }
+        }
+        let committed = try await reader.committedOffsets(for: partitions)
+        for partition in partitions {
+            #expect(committed[partition] == 3, "\(partition) committed at \(String(describing: committed[partition]))")
+        }
+    }
+
+    @Test("validate: the examples pass; the broken fixtures fail with file and line")
+    func validate() async throws {
+        let good = try WorkerProcess(arguments: ["validate", "--workflows", "examples/workflows", "--orgs", "examples/orgs.yaml"], environment: [:])
+        #expect(try await good.waitForExit(timeout: .seconds(30)) == 0)
+
+        let bad = try WorkerProcess(arguments: ["validate", "--workflows", "Tests/Fixtures/broken-workflows", "--orgs", "Tests/Fixtures/orgs.yaml"], environment: [:])
+        #expect(try await bad.waitForExit(timeout: .seconds(30)) == 1)
+        let output = bad.output
+        for file in ["unknown-key.yaml:3:", "wrong-type.yaml:2:", "unknown-op.yaml:7:", "unknown-action.yaml:7:", "unknown-event.yaml:4:", "duplicate-step.yaml:6:", "name-mismatch.yaml:2:", "syntax-error.yaml:3:"] {
+            #expect(output.contains { $0.contains(file) }, "no problem reported at \(file)")
+        }
+        #expect(output.last == "8 problem(s) found")
+    }
+}
