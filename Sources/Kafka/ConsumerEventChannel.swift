@@ -115,14 +115,31 @@ final class ConsumerEventChannel: @unchecked Sendable {
 }
 
 /// The events of a ``KafkaConsumer``, to be read by one task.
+///
+/// When the reader stops reading (its iterator is released), the stream ends for
+/// the poll thread too: later revocations do not wait for a reader that is gone.
 public struct KafkaConsumerEvents: AsyncSequence, Sendable {
     public typealias Element = KafkaConsumerEvent
     let channel: ConsumerEventChannel
 
     public struct AsyncIterator: AsyncIteratorProtocol {
         let channel: ConsumerEventChannel
+        private let reader: Reader
+
+        init(channel: ConsumerEventChannel) {
+            self.channel = channel
+            self.reader = Reader(channel: channel)
+        }
+
         public mutating func next() async -> KafkaConsumerEvent? { await channel.next() }
     }
 
     public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(channel: channel) }
+
+    /// Ends the channel when the last copy of an iterator is released.
+    private final class Reader: Sendable {
+        let channel: ConsumerEventChannel
+        init(channel: ConsumerEventChannel) { self.channel = channel }
+        deinit { channel.finish() }
+    }
 }

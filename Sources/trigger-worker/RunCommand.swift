@@ -3,6 +3,7 @@ import Foundation
 import Kafka
 import Logging
 import ServiceLifecycle
+import Store
 import Worker
 import Workflows
 
@@ -45,20 +46,27 @@ struct RunCommand: AsyncParsableCommand {
 
         try await createTopics(configuration, logger: logger)
 
+        let store = try StoreFactory.open(url: configuration.storeURL)
         let producer = try KafkaProducer(configuration: KafkaProducerConfiguration(common: configuration.kafka), logger: logger)
         let consumer = try KafkaConsumer(
             configuration: KafkaConsumerConfiguration(common: configuration.kafka, groupID: configuration.groupID, topics: configuration.topics.inputs),
             logger: logger
         )
-        let pipeline = BatchConsumerService(consumer: consumer, handler: LoggingBatchHandler(logger: logger), logger: logger)
+        let publisher = OutboxPublisher(store: store, producer: producer, logger: logger)
+        let pipeline = Pipeline(configuration: configuration, orgs: orgs, catalog: catalog, store: store, logger: logger) { publisher.notify() }
+        let consuming = BatchConsumerService(consumer: consumer, handler: pipeline, logger: logger)
+        let sweeper = ExpirySweeper(store: store, ttl: configuration.idempotencyTTL, logger: logger)
 
-        // Graceful shutdown runs in reverse order: the pipeline's consumer stops
-        // fetching, what was handled is committed and the group is left; then the producer flushes.
+        // Graceful shutdown runs in reverse order: the consumer stops fetching, what
+        // was handled is committed and the group is left; the publisher publishes
+        // what is left in the outbox; then the producer flushes.
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(
                 services: [
                     .init(service: producer),
-                    .init(service: pipeline, successTerminationBehavior: .gracefullyShutdownGroup),
+                    .init(service: publisher),
+                    .init(service: sweeper),
+                    .init(service: consuming, successTerminationBehavior: .gracefullyShutdownGroup),
                 ],
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger

@@ -52,3 +52,20 @@ struct ConsumerEventChannelTests {
         #expect(!channel.sendAndWaitUntilHandled(.partitionsRevoked([], lost: false), timeout: .milliseconds(50)))
     }
 }
+
+@Suite("Consumer event hand-off: a departed reader")
+struct DepartedReaderTests {
+    @Test("a revocation does not wait for a reader that stopped reading")
+    func departedReader() async {
+        let channel = ConsumerEventChannel()
+        do {
+            var iterator = KafkaConsumerEvents(channel: channel).makeAsyncIterator()
+            let sender = Thread { channel.send(.partitionsAssigned([])) }
+            sender.start()
+            _ = await iterator.next()
+        }  // the iterator is released here, as when a for-await loop returns
+        let started = ContinuousClock.now
+        #expect(channel.sendAndWaitUntilHandled(.partitionsRevoked([], lost: false), timeout: .seconds(20)))
+        #expect(ContinuousClock.now - started < .seconds(5))
+    }
+}

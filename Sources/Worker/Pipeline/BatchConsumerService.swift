@@ -78,25 +78,3 @@ public struct BatchConsumerService<Handler: BatchHandler>: Service {
 public protocol BatchHandler: Sendable {
     func handle(_ batch: [KafkaMessage]) async throws
 }
-
-/// The handler until the pipeline exists: logs a summary of each batch per partition.
-public struct LoggingBatchHandler: BatchHandler {
-    private let logger: Logger
-
-    public init(logger: Logger) {
-        self.logger = logger
-    }
-
-    public func handle(_ batch: [KafkaMessage]) async throws {
-        let byPartition = Dictionary(grouping: batch, by: \.topicPartition)
-        for (partition, messages) in byPartition.sorted(by: { $0.key < $1.key }) {
-            logger.info("Consumed batch", metadata: [
-                LogKey.topic: "\(partition.topic)",
-                LogKey.partition: "\(partition.partition)",
-                LogKey.count: "\(messages.count)",
-                LogKey.firstOffset: "\(messages.first!.offset)",
-                LogKey.lastOffset: "\(messages.last!.offset)",
-            ])
-        }
-    }
-}

@@ -51,3 +51,37 @@ public struct Template: Sendable, Hashable {
         !part.isEmpty && part.unicodeScalars.allSatisfy { $0.properties.isAlphabetic || ("0"..."9").contains($0) || $0 == "_" || $0 == "-" }
     }
 }
+
+extension Template {
+    /// Fills the placeholders from `context`. A template that is exactly one
+    /// placeholder yields the value itself (a list stays a list); otherwise
+    /// values are written into the text, and a missing value leaves it empty.
+    public func render(_ context: JSONValue) -> JSONValue {
+        if segments.count == 1, case .path(let path) = segments[0] {
+            return context[path: path] ?? .null
+        }
+        var text = ""
+        for segment in segments {
+            switch segment {
+            case .literal(let literal): text += literal
+            case .path(let path): text += context[path: path].map { $0 == .null ? "" : $0.templateText } ?? ""
+            }
+        }
+        return .string(text)
+    }
+
+    /// Renders every string inside `value` as a template (strings without placeholders stay as they are).
+    public static func render(_ value: JSONValue, context: JSONValue) -> JSONValue {
+        switch value {
+        case .string(let string):
+            guard string.contains("{{"), let template = try? Template(parsing: string) else { return value }
+            return template.render(context)
+        case .array(let items):
+            return .array(items.map { render($0, context: context) })
+        case .object(let object):
+            return .object(object.mapValues { render($0, context: context) })
+        default:
+            return value
+        }
+    }
+}

@@ -1,0 +1,321 @@
+import Foundation
+import GRDB
+
+/// The embedded store: one SQLite file in WAL mode, for a single worker instance.
+///
+/// Tables are compact (`WITHOUT ROWID`, keyed by the 16-byte scope hash where
+/// the key is random) and statements are prepared once per connection and
+/// reused across a batch: random-key B-tree inserts and per-statement overhead
+/// dominate the cost of a batch.
+public final class SQLiteStore: Store {
+    private let pool: DatabasePool
+    /// The database file.
+    public let path: String
+
+    /// Opens (creating when missing) the database at `path` and migrates it.
+    public init(path: String) throws {
+        self.path = path
+        let directory = (path as NSString).deletingLastPathComponent
+        if !directory.isEmpty {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        }
+        var configuration = Configuration()
+        configuration.busyMode = .timeout(10)
+        configuration.prepareDatabase { db in
+            // WAL is set by DatabasePool; NORMAL is durable at each checkpoint and
+            // loses at most the last transactions on power loss, never consistency.
+            try db.execute(sql: "PRAGMA synchronous = NORMAL")
+        }
+        do {
+            pool = try DatabasePool(path: path, configuration: configuration)
+            try Self.migrator.migrate(pool)
+        } catch {
+            throw StoreError(code: .unavailable, message: "cannot open the SQLite store at \(path): \(error)")
+        }
+    }
+
+    /// The schema, versioned: add a migration for each change, never edit one.
+    static var migrator: DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1") { db in
+            try db.execute(sql: """
+                CREATE TABLE partition_progress (
+                    topic TEXT NOT NULL,
+                    partition INTEGER NOT NULL,
+                    next_offset INTEGER NOT NULL,
+                    PRIMARY KEY (topic, partition)
+                ) WITHOUT ROWID;
+                CREATE TABLE idempotency (
+                    scope BLOB PRIMARY KEY,
+                    org_id TEXT NOT NULL,
+                    endpoint TEXT NOT NULL,
+                    key TEXT NOT NULL,
+                    fingerprint BLOB NOT NULL,
+                    status INTEGER NOT NULL,
+                    body BLOB NOT NULL,
+                    created_at INTEGER NOT NULL,
+                    expires_at INTEGER NOT NULL
+                ) WITHOUT ROWID;
+                CREATE INDEX idempotency_expiry ON idempotency (expires_at);
+                CREATE TABLE vendors (
+                    org_id TEXT NOT NULL,
+                    id TEXT NOT NULL,
+                    document BLOB NOT NULL,
+                    occurred_at INTEGER NOT NULL,
+                    PRIMARY KEY (org_id, id)
+                ) WITHOUT ROWID;
+                CREATE TABLE runs (
+                    id TEXT PRIMARY KEY,
+                    org_id TEXT NOT NULL,
+                    workflow_name TEXT NOT NULL,
+                    status TEXT NOT NULL,
+                    started_at INTEGER NOT NULL,
+                    document BLOB NOT NULL
+                ) WITHOUT ROWID;
+                CREATE INDEX runs_by_start ON runs (started_at);
+                CREATE TABLE assessments (
+                    id TEXT PRIMARY KEY,
+                    org_id TEXT NOT NULL,
+                    vendor_id TEXT NOT NULL,
+                    document BLOB NOT NULL
+                ) WITHOUT ROWID;
+                CREATE TABLE outbox (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    topic TEXT NOT NULL,
+                    key BLOB,
+                    value BLOB NOT NULL,
+                    headers BLOB NOT NULL
+                );
+                """)
+        }
+        return migrator
+    }
+
+    // MARK: Batches
+
+    public func load(_ query: BatchQuery, now: Timestamp) async throws -> BatchSnapshot {
+        try await pool.read { db in
+            var snapshot = BatchSnapshot()
+            let watermark = try db.cachedStatement(sql: "SELECT next_offset FROM partition_progress WHERE topic = ? AND partition = ?")
+            for partition in query.partitions {
+                if let next = try Int64.fetchOne(watermark, arguments: [partition.topic, partition.partition]) {
+                    snapshot.watermarks[partition] = next
+                }
+            }
+            let record = try db.cachedStatement(sql: """
+                SELECT org_id, endpoint, key, fingerprint, status, body, created_at, expires_at
+                FROM idempotency WHERE scope = ? AND expires_at > ?
+                """)
+            for scope in query.scopes {
+                if let row = try Row.fetchOne(record, arguments: [Data(scope.bytes), now]) {
+                    snapshot.records[scope] = IdempotencyRecord(
+                        scope: scope, orgID: row[0], endpoint: row[1], key: row[2],
+                        fingerprint: Array(row[3] as Data), responseStatus: row[4], responseBody: Array(row[5] as Data),
+                        createdAt: row[6], expiresAt: row[7]
+                    )
+                }
+            }
+            let vendor = try db.cachedStatement(sql: "SELECT document, occurred_at FROM vendors WHERE org_id = ? AND id = ?")
+            for key in query.vendors {
+                if let row = try Row.fetchOne(vendor, arguments: [key.orgID, key.vendorID]) {
+                    snapshot.vendors[key] = VendorRecord(id: key.vendorID, orgID: key.orgID, document: Array(row[0] as Data), occurredAt: row[1])
+                }
+            }
+            return snapshot
+        }
+    }
+
+    public func apply(_ writes: BatchWrites) async throws {
+        guard !writes.isEmpty else { return }
+        do {
+            try await pool.write { db in try Self.apply(writes, db) }
+        } catch let error as DatabaseError where error.resultCode == .SQLITE_CONSTRAINT {
+            // A run or assessment id exists already: another writer handled these inputs.
+            throw StoreError(code: .conflict, message: "a row the batch creates exists already: \(error.message ?? "")")
+        }
+    }
+
+    private static func apply(_ writes: BatchWrites, _ db: Database) throws {
+        let insertWatermark = try db.cachedStatement(sql: "INSERT INTO partition_progress (topic, partition, next_offset) VALUES (?, ?, ?) ON CONFLICT DO NOTHING")
+        let moveWatermark = try db.cachedStatement(sql: "UPDATE partition_progress SET next_offset = ? WHERE topic = ? AND partition = ? AND next_offset = ?")
+        for (partition, change) in writes.watermarks {
+            if let expected = change.expected {
+                try moveWatermark.execute(arguments: [change.next, partition.topic, partition.partition, expected])
+            } else {
+                try insertWatermark.execute(arguments: [partition.topic, partition.partition, change.next])
+            }
+            if db.changesCount != 1 {
+                throw StoreError(code: .conflict, message: "the watermark of \(partition.topic)[\(partition.partition)] moved since it was read")
+            }
+        }
+
+        // A live record with the same scope is a conflict; an expired one is replaced.
+        let insertRecord = try db.cachedStatement(sql: """
+            INSERT INTO idempotency (scope, org_id, endpoint, key, fingerprint, status, body, created_at, expires_at)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+            ON CONFLICT (scope) DO UPDATE SET
+                org_id = excluded.org_id, endpoint = excluded.endpoint, key = excluded.key,
+                fingerprint = excluded.fingerprint, status = excluded.status, body = excluded.body,
+                created_at = excluded.created_at, expires_at = excluded.expires_at
+            WHERE idempotency.expires_at <= ?
+            """)
+        for record in writes.records {
+            try insertRecord.execute(arguments: [
+                Data(record.scope.bytes), record.orgID, record.endpoint, record.key, Data(record.fingerprint),
+                record.responseStatus, Data(record.responseBody), record.createdAt, record.expiresAt, writes.now,
+            ])
+            if db.changesCount != 1 {
+                throw StoreError(code: .conflict, message: "idempotency scope \(record.scope) was claimed since it was read")
+            }
+        }
+
+        let upsertVendor = try db.cachedStatement(sql: """
+            INSERT INTO vendors (org_id, id, document, occurred_at) VALUES (?, ?, ?, ?)
+            ON CONFLICT (org_id, id) DO UPDATE SET document = excluded.document, occurred_at = excluded.occurred_at
+            WHERE excluded.occurred_at >= vendors.occurred_at
+            """)
+        for vendor in writes.vendors {
+            try upsertVendor.execute(arguments: [vendor.orgID, vendor.id, Data(vendor.document), vendor.occurredAt])
+        }
+
+        let insertRun = try db.cachedStatement(sql: "INSERT INTO runs (id, org_id, workflow_name, status, started_at, document) VALUES (?, ?, ?, ?, ?, ?)")
+        for run in writes.runs {
+            try insertRun.execute(arguments: [run.id, run.orgID, run.workflowName, run.status, run.startedAt, Data(run.document)])
+        }
+
+        let insertAssessment = try db.cachedStatement(sql: "INSERT INTO assessments (id, org_id, vendor_id, document) VALUES (?, ?, ?, ?)")
+        for assessment in writes.assessments {
+            try insertAssessment.execute(arguments: [assessment.id, assessment.orgID, assessment.vendorID, Data(assessment.document)])
+        }
+
+        let insertOutbox = try db.cachedStatement(sql: "INSERT INTO outbox (topic, key, value, headers) VALUES (?, ?, ?, ?)")
+        for message in writes.outbox {
+            try insertOutbox.execute(arguments: [message.topic, message.key.map { Data($0) }, Data(message.value), Data(HeaderCoding.encode(message.headers))])
+        }
+    }
+
+    // MARK: Outbox
+
+    public func pendingOutbox(limit: Int) async throws -> [OutboxMessage] {
+        try await pool.read { db in
+            try Row.fetchAll(db.cachedStatement(sql: "SELECT id, topic, key, value, headers FROM outbox ORDER BY id LIMIT ?"), arguments: [limit]).map { row in
+                OutboxMessage(
+                    id: row[0], topic: row[1], key: (row[2] as Data?).map { Array($0) }, value: Array(row[3] as Data),
+                    headers: HeaderCoding.decode(Array(row[4] as Data))
+                )
+            }
+        }
+    }
+
+    public func deleteOutbox(ids: [Int64]) async throws {
+        guard !ids.isEmpty else { return }
+        try await pool.write { db in
+            let delete = try db.cachedStatement(sql: "DELETE FROM outbox WHERE id = ?")
+            for id in ids { try delete.execute(arguments: [id]) }
+        }
+    }
+
+    // MARK: Expiry
+
+    public func deleteExpiredIdempotencyRecords(now: Timestamp, limit: Int) async throws -> Int {
+        try await pool.write { db in
+            try db.execute(
+                sql: "DELETE FROM idempotency WHERE scope IN (SELECT scope FROM idempotency WHERE expires_at <= ? ORDER BY expires_at LIMIT ?)",
+                arguments: [now, limit]
+            )
+            return db.changesCount
+        }
+    }
+
+    // MARK: Queries
+
+    public func run(id: String) async throws -> RunRecord? {
+        try await pool.read { db in
+            try Row.fetchOne(db, sql: "SELECT id, org_id, workflow_name, status, started_at, document FROM runs WHERE id = ?", arguments: [id]).map(Self.run)
+        }
+    }
+
+    public func runs(statuses: [String], limit: Int, offset: Int) async throws -> [RunRecord] {
+        try await pool.read { db in
+            var sql = "SELECT id, org_id, workflow_name, status, started_at, document FROM runs"
+            var arguments: StatementArguments = []
+            if !statuses.isEmpty {
+                sql += " WHERE status IN (\(statuses.map { _ in "?" }.joined(separator: ",")))"
+                arguments += StatementArguments(statuses)
+            }
+            sql += " ORDER BY started_at DESC, id LIMIT ? OFFSET ?"
+            arguments += [limit, offset]
+            return try Row.fetchAll(db, sql: sql, arguments: arguments).map(Self.run)
+        }
+    }
+
+    public func assessment(id: String) async throws -> AssessmentRecord? {
+        try await pool.read { db in
+            try Row.fetchOne(db, sql: "SELECT id, org_id, vendor_id, document FROM assessments WHERE id = ?", arguments: [id]).map { row in
+                AssessmentRecord(id: row[0], orgID: row[1], vendorID: row[2], document: Array(row[3] as Data))
+            }
+        }
+    }
+
+    private static func run(_ row: Row) -> RunRecord {
+        RunRecord(id: row[0], orgID: row[1], workflowName: row[2], status: row[3], startedAt: row[4], document: Array(row[5] as Data))
+    }
+}
+
+/// Headers in one blob: for each, a 2-byte name length, the name, a 4-byte value length, the value.
+enum HeaderCoding {
+    static func encode(_ headers: [OutboxHeader]) -> [UInt8] {
+        var bytes: [UInt8] = []
+        for header in headers {
+            let name = Array(header.name.utf8)
+            append(UInt32(name.count), width: 2, to: &bytes)
+            bytes += name
+            append(UInt32(header.value.count), width: 4, to: &bytes)
+            bytes += header.value
+        }
+        return bytes
+    }
+
+    static func decode(_ bytes: [UInt8]) -> [OutboxHeader] {
+        var headers: [OutboxHeader] = []
+        var index = 0
+        func read(_ width: Int) -> Int? {
+            guard index + width <= bytes.count else { return nil }
+            defer { index += width }
+            return bytes[index..<index + width].reduce(0) { $0 << 8 | Int($1) }
+        }
+        while index < bytes.count, let nameLength = read(2), index + nameLength <= bytes.count {
+            let name = String(decoding: bytes[index..<index + nameLength], as: UTF8.self)
+            index += nameLength
+            guard let valueLength = read(4), index + valueLength <= bytes.count else { break }
+            headers.append(OutboxHeader(name: name, value: Array(bytes[index..<index + valueLength])))
+            index += valueLength
+        }
+        return headers
+    }
+
+    private static func append(_ value: UInt32, width: Int, to bytes: inout [UInt8]) {
+        for shift in stride(from: (width - 1) * 8, through: 0, by: -8) { bytes.append(UInt8(truncatingIfNeeded: value >> UInt32(shift))) }
+    }
+}
+
+/// Opens the store a `STORE_URL` names.
+public enum StoreFactory {
+    /// `sqlite://relative/path.sqlite` (relative to the working directory) or `sqlite:///absolute/path.sqlite`.
+    public static func sqlitePath(from url: String) throws(StoreError) -> String {
+        guard url.hasPrefix("sqlite://") else {
+            throw StoreError(code: .invalidURL, message: "not a sqlite:// URL")
+        }
+        let path = String(url.dropFirst("sqlite://".count))
+        guard !path.isEmpty, path != "/" else { throw StoreError(code: .invalidURL, message: "sqlite:// URL without a path") }
+        return path
+    }
+
+    /// Opens the store for `url`.
+    public static func open(url: String) throws -> any Store {
+        if url.hasPrefix("postgres://") || url.hasPrefix("postgresql://") {
+            throw StoreError(code: .invalidURL, message: "the PostgreSQL store is not built yet; use a sqlite:// STORE_URL with a single instance")
+        }
+        return try SQLiteStore(path: sqlitePath(from: url))
+    }
+}

@@ -1,0 +1,269 @@
+/// The worker's durable state: idempotency records, processed-offset watermarks,
+/// the vendor directory, runs, assessments and the outbox.
+///
+/// The pipeline works in two calls per batch, so that one protocol fits an
+/// embedded (SQLite) and a shared (PostgreSQL) database alike:
+///
+/// 1. ``load(_:now:)`` reads what the batch's decisions depend on;
+/// 2. ``apply(_:)`` writes everything the batch changes in **one transaction**,
+///    checking that nothing it read has changed meanwhile (another instance
+///    handling the same partition, or claiming the same idempotency scope). If
+///    something has, nothing is written and ``StoreError/conflict`` is thrown: the
+///    caller loads again and decides again.
+public protocol Store: Sendable {
+    /// Reads the state a batch's decisions depend on. Idempotency records that
+    /// expired at `now` are treated as absent.
+    func load(_ query: BatchQuery, now: Timestamp) async throws -> BatchSnapshot
+
+    /// Writes a batch's changes in one transaction.
+    /// - Throws: ``StoreError`` with code ``StoreError/Code/conflict`` when a
+    ///   watermark moved or an idempotency scope was claimed since ``load(_:now:)``.
+    func apply(_ writes: BatchWrites) async throws
+
+    /// Up to `limit` outbox messages, oldest first.
+    func pendingOutbox(limit: Int) async throws -> [OutboxMessage]
+
+    /// Deletes delivered outbox messages.
+    func deleteOutbox(ids: [Int64]) async throws
+
+    /// Deletes up to `limit` idempotency records that expired at `now`; returns how many.
+    func deleteExpiredIdempotencyRecords(now: Timestamp, limit: Int) async throws -> Int
+
+    /// The run with id `id`.
+    func run(id: String) async throws -> RunRecord?
+
+    /// Runs, newest first, optionally only those with one of `statuses`.
+    func runs(statuses: [String], limit: Int, offset: Int) async throws -> [RunRecord]
+
+    /// The assessment with id `id`.
+    func assessment(id: String) async throws -> AssessmentRecord?
+}
+
+/// Milliseconds since the Unix epoch. (Events carry seconds; the store keeps
+/// milliseconds so that short TTLs such as `500ms` work.)
+public typealias Timestamp = Int64
+
+/// A source partition, without depending on the Kafka module.
+public struct PartitionID: Sendable, Hashable, Comparable {
+    public var topic: String
+    public var partition: Int32
+
+    public init(topic: String, partition: Int32) {
+        self.topic = topic
+        self.partition = partition
+    }
+
+    public static func < (lhs: Self, rhs: Self) -> Bool { (lhs.topic, lhs.partition) < (rhs.topic, rhs.partition) }
+}
+
+/// The 16-byte hash of an idempotency scope `(org, endpoint, key)`.
+public struct ScopeHash: Sendable, Hashable, CustomStringConvertible {
+    public let bytes: [UInt8]
+
+    public init(bytes: [UInt8]) {
+        precondition(bytes.count == 16, "a scope hash has 16 bytes")
+        self.bytes = bytes
+    }
+
+    public var description: String { bytes.map { String($0, radix: 16).leftPadded(to: 2) }.joined() }
+}
+
+extension String {
+    func leftPadded(to width: Int) -> String { count >= width ? self : String(repeating: "0", count: width - count) + self }
+}
+
+// MARK: - Records
+
+/// What a key's first successful request answered; replays answer the same.
+public struct IdempotencyRecord: Sendable, Hashable {
+    public var scope: ScopeHash
+    public var orgID: String
+    /// `event` for vendor events; otherwise method and concrete path (`POST /v1/assessments`).
+    public var endpoint: String
+    public var key: String
+    /// SHA-256 of the request body's canonical JSON.
+    public var fingerprint: [UInt8]
+    public var responseStatus: Int
+    /// The response body, as published.
+    public var responseBody: [UInt8]
+    public var createdAt: Timestamp
+    public var expiresAt: Timestamp
+
+    public init(scope: ScopeHash, orgID: String, endpoint: String, key: String, fingerprint: [UInt8], responseStatus: Int, responseBody: [UInt8], createdAt: Timestamp, expiresAt: Timestamp) {
+        self.scope = scope
+        self.orgID = orgID
+        self.endpoint = endpoint
+        self.key = key
+        self.fingerprint = fingerprint
+        self.responseStatus = responseStatus
+        self.responseBody = responseBody
+        self.createdAt = createdAt
+        self.expiresAt = expiresAt
+    }
+}
+
+/// A vendor of the directory fed by vendor events.
+public struct VendorRecord: Sendable, Hashable {
+    public var id: String
+    public var orgID: String
+    /// The vendor object of the latest event, as JSON.
+    public var document: [UInt8]
+    /// `occurred_at` of that event (seconds): older events do not overwrite newer ones.
+    public var occurredAt: Int64
+
+    public init(id: String, orgID: String, document: [UInt8], occurredAt: Int64) {
+        self.id = id
+        self.orgID = orgID
+        self.document = document
+        self.occurredAt = occurredAt
+    }
+}
+
+/// A workflow run; its document is the run object as `GET /v1/workflows/runs/{id}` returns it.
+public struct RunRecord: Sendable, Hashable {
+    public var id: String
+    public var orgID: String
+    public var workflowName: String
+    public var status: String
+    /// Seconds since the epoch.
+    public var startedAt: Int64
+    public var document: [UInt8]
+
+    public init(id: String, orgID: String, workflowName: String, status: String, startedAt: Int64, document: [UInt8]) {
+        self.id = id
+        self.orgID = orgID
+        self.workflowName = workflowName
+        self.status = status
+        self.startedAt = startedAt
+        self.document = document
+    }
+}
+
+/// An assessment; its document is the assessment object of the API.
+public struct AssessmentRecord: Sendable, Hashable {
+    public var id: String
+    public var orgID: String
+    public var vendorID: String
+    public var document: [UInt8]
+
+    public init(id: String, orgID: String, vendorID: String, document: [UInt8]) {
+        self.id = id
+        self.orgID = orgID
+        self.vendorID = vendorID
+        self.document = document
+    }
+}
+
+/// A message to publish: a status event, a response or a dead letter.
+public struct OutboxMessage: Sendable, Hashable {
+    /// Assigned by the store, increasing in insertion order; 0 before insertion.
+    public var id: Int64
+    public var topic: String
+    public var key: [UInt8]?
+    public var value: [UInt8]
+    public var headers: [OutboxHeader]
+
+    public init(id: Int64 = 0, topic: String, key: [UInt8]?, value: [UInt8], headers: [OutboxHeader]) {
+        self.id = id
+        self.topic = topic
+        self.key = key
+        self.value = value
+        self.headers = headers
+    }
+}
+
+/// One header of an outbox message.
+public struct OutboxHeader: Sendable, Hashable {
+    public var name: String
+    public var value: [UInt8]
+
+    public init(name: String, value: [UInt8]) {
+        self.name = name
+        self.value = value
+    }
+}
+
+// MARK: - Batches
+
+/// What a batch's decisions depend on.
+public struct BatchQuery: Sendable {
+    public var partitions: Set<PartitionID> = []
+    public var scopes: Set<ScopeHash> = []
+    /// Vendor ids per org.
+    public var vendors: Set<VendorKey> = []
+
+    public init() {}
+}
+
+/// A vendor of an org.
+public struct VendorKey: Sendable, Hashable {
+    public var orgID: String
+    public var vendorID: String
+
+    public init(orgID: String, vendorID: String) {
+        self.orgID = orgID
+        self.vendorID = vendorID
+    }
+}
+
+/// The state a batch's decisions were made on.
+public struct BatchSnapshot: Sendable {
+    /// The next offset to handle, per partition; absent when the store has seen nothing of it.
+    public var watermarks: [PartitionID: Int64] = [:]
+    /// Live (unexpired) idempotency records.
+    public var records: [ScopeHash: IdempotencyRecord] = [:]
+    public var vendors: [VendorKey: VendorRecord] = [:]
+
+    public init() {}
+}
+
+/// Everything a batch changes, written in one transaction.
+public struct BatchWrites: Sendable {
+    /// Per partition: the watermark read (`nil` for none) and the new one.
+    public var watermarks: [PartitionID: (expected: Int64?, next: Int64)] = [:]
+    /// New idempotency records. A live record with the same scope is a conflict;
+    /// an expired one is replaced.
+    public var records: [IdempotencyRecord] = []
+    public var vendors: [VendorRecord] = []
+    public var runs: [RunRecord] = []
+    public var assessments: [AssessmentRecord] = []
+    public var outbox: [OutboxMessage] = []
+    /// When the batch was decided; records expired at this time may be replaced.
+    public var now: Timestamp = 0
+
+    public init() {}
+
+    public var isEmpty: Bool {
+        watermarks.isEmpty && records.isEmpty && vendors.isEmpty && runs.isEmpty && assessments.isEmpty && outbox.isEmpty
+    }
+}
+
+/// A store failure.
+public struct StoreError: Error, Sendable, Hashable, CustomStringConvertible {
+    public struct Code: Sendable, Hashable, CustomStringConvertible {
+        fileprivate enum Base: String, Sendable, Hashable {
+            case conflict
+            case unavailable
+            case invalidURL
+        }
+
+        fileprivate let base: Base
+        /// What a batch read changed before it was written; load and decide again.
+        public static let conflict = Code(base: .conflict)
+        /// The database cannot be opened or used.
+        public static let unavailable = Code(base: .unavailable)
+        /// `STORE_URL` is not a supported URL.
+        public static let invalidURL = Code(base: .invalidURL)
+        public var description: String { base.rawValue }
+    }
+
+    public var code: Code
+    public var message: String
+
+    public init(code: Code, message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    public var description: String { "StoreError(\(code)): \(message)" }
+}

@@ -1,0 +1,369 @@
+import Kafka
+import Logging
+import Store
+import Workflows
+
+/// Decides what a batch changes, given the store's state: the heart of the
+/// contract's rules (§3–§6). It does no I/O; ``Pipeline`` loads, calls it and
+/// writes the result in one transaction.
+///
+/// Inputs are taken in order, and each sees the effects of the ones before it
+/// (a second request with the same key in one batch replays the first).
+struct BatchDecider: Sendable {
+    var catalog: WorkflowCatalog
+    var executor: any RunExecutor
+    var outputs: Outputs
+    var idempotencyTTL: Duration
+    var mismatchPolicy: WorkerConfiguration.IdempotencyMismatchPolicy
+    var logger: Logger
+
+    /// What happened to each input, for logs and metrics.
+    struct Tally: Sendable, Equatable {
+        var alreadyDone = 0
+        var runsStarted = 0
+        var responses = 0
+        var replays = 0
+        var mismatches = 0
+        var deadLetters = 0
+        var ignored = 0
+        var duplicateEvents = 0
+    }
+
+    struct Decision: Sendable {
+        var writes: BatchWrites
+        var tally: Tally
+    }
+
+    // MARK: What to read
+
+    func query(for items: [(Source, Input)]) -> BatchQuery {
+        var query = BatchQuery()
+        for (source, input) in items {
+            query.partitions.insert(source.partitionID)
+            switch input {
+            case .vendorEvent(let event):
+                query.scopes.insert(event.scope)
+                query.vendors.insert(VendorKey(orgID: event.org.id, vendorID: event.vendorID))
+            case .request(let request):
+                if let scope = request.scope { query.scopes.insert(scope) }
+                if let vendorID = request.vendorID { query.vendors.insert(VendorKey(orgID: request.org.id, vendorID: vendorID)) }
+            case .answered, .deadLetter, .ignored:
+                break
+            }
+        }
+        return query
+    }
+
+    // MARK: Deciding
+
+    func decide(_ items: [(Source, Input)], snapshot: BatchSnapshot, now: Timestamp) -> Decision {
+        var state = State(snapshot: snapshot, now: now)
+        for (source, input) in items {
+            let partition = source.partitionID
+            let next = state.watermarks[partition]?.next ?? snapshot.watermarks[partition]
+            if let next, source.offset < next {
+                state.tally.alreadyDone += 1
+                continue
+            }
+            switch input {
+            case .vendorEvent(let event): handle(event, &state)
+            case .request(let request): handle(request, &state)
+            case .answered(let answered): respond(answered, &state)
+            case .deadLetter(let letter):
+                state.writes.outbox.append(outputs.deadLetter(letter))
+                state.tally.deadLetters += 1
+                logger.warning("Dead-lettered a vendor event", metadata: Self.metadata(source, [LogKey.error: "\(letter.code): \(letter.message)"]))
+            case .ignored(let type):
+                state.tally.ignored += 1
+                logger.debug("Ignored an event type the worker does not act on", metadata: Self.metadata(source, ["event_type": "\(type)"]))
+            }
+            state.watermarks[partition] = (expected: snapshot.watermarks[partition], next: source.offset + 1)
+        }
+        state.writes.watermarks = state.watermarks
+        state.writes.now = now
+        return Decision(writes: state.writes, tally: state.tally)
+    }
+
+    /// The batch's view of the store: the snapshot plus what the batch wrote so far.
+    private struct State {
+        var records: [ScopeHash: IdempotencyRecord]
+        var vendors: [VendorKey: VendorRecord]
+        var watermarks: [PartitionID: (expected: Int64?, next: Int64)] = [:]
+        var writes = BatchWrites()
+        var tally = Tally()
+        let now: Timestamp
+
+        init(snapshot: BatchSnapshot, now: Timestamp) {
+            records = snapshot.records
+            vendors = snapshot.vendors
+            self.now = now
+        }
+
+        var seconds: Int64 { now / 1000 }
+    }
+
+    private var ttlMilliseconds: Int64 { idempotencyTTL.milliseconds }
+
+    // MARK: Pattern 1: vendor events
+
+    private func handle(_ event: VendorEvent, _ state: inout State) {
+        let source = event.source
+        if state.records[event.scope] != nil {
+            state.tally.duplicateEvents += 1
+            logger.info("Duplicate vendor event; nothing started", metadata: Self.metadata(source, [LogKey.org: "\(event.org.id)", "event_id": "\(event.eventID)"]))
+            return
+        }
+        // Keep the directory current (an older event never overwrites a newer one).
+        let key = VendorKey(orgID: event.org.id, vendorID: event.vendorID)
+        if (state.vendors[key]?.occurredAt ?? .min) <= event.occurredAt {
+            let vendor = VendorRecord(id: event.vendorID, orgID: event.org.id, document: event.vendor.canonicalBytes, occurredAt: event.occurredAt)
+            state.vendors[key] = vendor
+            state.writes.vendors.append(vendor)
+        }
+        let context: JSONValue = [
+            "vendor": event.vendor,
+            "input": event.data,
+            "event": ["event_id": .string(event.eventID), "event_type": .string(event.type.rawValue), "occurred_at": .int(event.occurredAt)],
+        ]
+        let trigger: JSONValue = ["kind": "event", "event_id": .string(event.eventID), "request_id": source.header("Request-Id").json, "source": source.json]
+        var runIDs: [JSONValue] = []
+        for workflow in catalog.workflows(orgID: event.org.id, boundTo: event.type) where ConditionEvaluator.matches(workflow.conditions, context: context) {
+            let runID = Identifier.derive(prefix: "cbwr", from: [event.org.id, Scopes.eventEndpoint, event.eventID, workflow.name] + source.coordinates)
+            let run = PendingRun(id: runID, definition: workflow, input: event.data, trigger: trigger, vendor: event.vendor, assessment: nil, now: state.seconds)
+            start(run, orgID: event.org.id, source: source, &state)
+            runIDs.append(.string(runID))
+        }
+        state.records[event.scope] = IdempotencyRecord(
+            scope: event.scope, orgID: event.org.id, endpoint: Scopes.eventEndpoint, key: event.eventID,
+            fingerprint: Digest.sha256(event.data.canonicalBytes), responseStatus: 200,
+            responseBody: (["workflow_run_ids": .array(runIDs)] as JSONValue).canonicalBytes,
+            createdAt: state.now, expiresAt: state.now + ttlMilliseconds
+        )
+        state.writes.records.append(state.records[event.scope]!)
+        logger.info("Vendor event handled", metadata: Self.metadata(source, [
+            LogKey.org: "\(event.org.id)", "event_id": "\(event.eventID)", "event_type": "\(event.type.rawValue)", "runs_started": "\(runIDs.count)",
+        ]))
+    }
+
+    // MARK: Patterns 2 and 3: requests
+
+    private func handle(_ request: TriggerRequest, _ state: inout State) {
+        var answer = AnsweredRequest(
+            source: request.source, orgID: request.org.id, requestType: request.type.rawValue,
+            workflowName: request.workflowName, idempotencyKey: request.idempotencyKey, response: Responses.unauthorized
+        )
+        if let scope = request.scope, let original = state.records[scope] {
+            let mismatch = original.fingerprint != request.fingerprint
+            if mismatch {
+                state.tally.mismatches += 1
+                logger.warning("Idempotency key replayed with a different body", metadata: Self.metadata(request.source, [
+                    LogKey.org: "\(request.org.id)", LogKey.idempotencyKey: "\(request.idempotencyKey ?? "")", "policy": "\(mismatchPolicy.rawValue)",
+                ]))
+            }
+            if mismatch && mismatchPolicy == .reject {
+                answer.response = Responses.idempotencyKeyReused
+                respond(answer, fingerprintMismatch: true, &state)
+                return
+            }
+            let body = (try? JSONValue.parse(original.responseBody)) ?? .null
+            answer.response = Response(status: original.responseStatus, body: body)
+            state.tally.replays += 1
+            respond(answer, replayed: true, fingerprintMismatch: mismatch, &state)
+            return
+        }
+
+        let issues = Self.validate(request)
+        guard issues.isEmpty else {
+            answer.response = Responses.validation(issues)
+            respond(answer, &state)
+            return
+        }
+
+        var workflow: WorkflowDefinition?
+        if let name = request.workflowName {
+            guard let found = catalog.workflow(orgID: request.org.id, name: name) else {
+                answer.response = Responses.workflowNotFound(name)
+                respond(answer, &state)
+                return
+            }
+            guard found.enabled else {
+                answer.response = Responses.workflowDisabled(name)
+                respond(answer, &state)
+                return
+            }
+            workflow = found
+        }
+
+        let idParts = [request.org.id, request.endpoint, request.idempotencyKey ?? ""]
+        let trigger: JSONValue = [
+            "kind": "request", "idempotency_key": request.idempotencyKey.json, "request_id": request.requestID.json, "source": request.source.json,
+        ]
+        switch request.type {
+        case .workflowRun:
+            let input = request.body["input"].flatMap { $0 == .null ? nil : $0 } ?? .object([:])
+            let runID = Identifier.derive(prefix: "cbwr", from: idParts + [workflow!.name] + request.source.coordinates)
+            let vendor = input["vendor_id"]?.stringValue.flatMap { state.vendors[VendorKey(orgID: request.org.id, vendorID: $0)] }
+            answer.response = Response(status: 201, body: [
+                "workflow_run_id": .string(runID), "workflow_name": .string(workflow!.name), "status": "started",
+                "started_at": .int(state.seconds), "input": input,
+            ])
+            store(answer.response, for: request, &state)
+            respond(answer, &state)
+            let run = PendingRun(id: runID, definition: workflow!, input: input, trigger: trigger, vendor: vendor.flatMap { try? JSONValue.parse($0.document) }, assessment: nil, now: state.seconds)
+            start(run, orgID: request.org.id, source: request.source, &state)
+
+        case .assessmentCreate:
+            let vendorID = request.vendorID!
+            guard let vendorRecord = state.vendors[VendorKey(orgID: request.org.id, vendorID: vendorID)] else {
+                answer.response = Responses.vendorNotFound(vendorID)
+                respond(answer, &state)
+                return
+            }
+            let vendor = (try? JSONValue.parse(vendorRecord.document)) ?? ["id": .string(vendorID)]
+            let assessmentID = Identifier.derive(prefix: "cbqsrw", from: idParts + request.source.coordinates)
+            let runID = workflow.map { Identifier.derive(prefix: "cbwr", from: idParts + [$0.name] + request.source.coordinates) }
+            let body = request.body
+            let document = AssessmentDocument.make(
+                id: assessmentID, vendorID: vendorID,
+                name: body["name"]?.stringValue ?? "Assessment of \(vendor["name"]?.stringValue ?? vendorID)",
+                controlSetIDs: body["control_set_ids"]?.arrayValue ?? [], serviceIDs: body["service_ids"]?.arrayValue ?? [],
+                assigneeID: body["assignee_id"] ?? .null, workflowRunID: runID.json, now: state.seconds
+            )
+            state.writes.assessments.append(AssessmentRecord(id: assessmentID, orgID: request.org.id, vendorID: vendorID, document: document.canonicalBytes))
+            answer.response = Response(status: 201, body: document)
+            store(answer.response, for: request, &state)
+            respond(answer, &state)
+            if let workflow, let runID {
+                let run = PendingRun(id: runID, definition: workflow, input: .object([:]), trigger: trigger, vendor: vendor, assessment: document, now: state.seconds)
+                start(run, orgID: request.org.id, source: request.source, &state)
+            }
+        }
+    }
+
+    /// Only a 201 is stored under a key, so a rejected request can be fixed and retried with it.
+    private func store(_ response: Response, for request: TriggerRequest, _ state: inout State) {
+        guard let scope = request.scope, let key = request.idempotencyKey else { return }
+        let record = IdempotencyRecord(
+            scope: scope, orgID: request.org.id, endpoint: request.endpoint, key: key, fingerprint: request.fingerprint,
+            responseStatus: response.status, responseBody: response.body.canonicalBytes,
+            createdAt: state.now, expiresAt: state.now + ttlMilliseconds
+        )
+        state.records[scope] = record
+        state.writes.records.append(record)
+    }
+
+    /// Publishes the request's one `TriggerRequest.Responded` (and its dead letter, if any).
+    private func respond(_ answer: AnsweredRequest, replayed: Bool = false, fingerprintMismatch: Bool = false, _ state: inout State) {
+        let source = answer.source
+        let endpoint = answer.requestType.flatMap(RequestType.init(rawValue:)).map { Scopes.endpoint(for: $0, workflowName: answer.workflowName) } ?? (answer.requestType ?? "")
+        let eventID = Identifier.derive(prefix: "cbevt", from: [answer.orgID ?? "", endpoint, answer.idempotencyKey ?? ""] + source.coordinates + ["TriggerRequest.Responded"])
+        let data: JSONValue = [
+            "request": [
+                "request_type": answer.requestType.json,
+                "workflow_name": answer.workflowName.json,
+                "idempotency_key": answer.idempotencyKey.json,
+                "request_id": source.header("Request-Id").json,
+                "source": source.json,
+            ],
+            "response": ["status": .int(Int64(answer.response.status)), "body": answer.response.body],
+            "replayed": .bool(replayed),
+            "fingerprint_mismatch": .bool(fingerprintMismatch),
+        ]
+        let key = answer.idempotencyKey.map { Array($0.utf8) } ?? source.key
+        state.writes.outbox.append(outputs.event(id: eventID, type: "TriggerRequest.Responded", orgID: answer.orgID, data: data, key: key, now: state.now, source: source))
+        state.tally.responses += 1
+        if let letter = answer.deadLetter {
+            state.writes.outbox.append(outputs.deadLetter(letter))
+            state.tally.deadLetters += 1
+        }
+        let level: Logger.Level = answer.response.status >= 400 ? .info : .debug
+        logger.log(level: level, "Request answered", metadata: Self.metadata(source, [
+            LogKey.org: "\(answer.orgID ?? "-")", LogKey.idempotencyKey: "\(answer.idempotencyKey ?? "-")",
+            "status": "\(answer.response.status)", "replayed": "\(replayed)",
+        ]))
+    }
+
+    // MARK: Runs
+
+    /// Executes a run and writes it, its assessments and its events (Started first).
+    private func start(_ run: PendingRun, orgID: String, source: Source, _ state: inout State) {
+        let execution = executor.execute(run)
+        let key = Array(run.id.utf8)
+        func event(_ type: String, _ data: JSONValue, _ idParts: [String]) {
+            state.writes.outbox.append(outputs.event(id: Identifier.derive(prefix: "cbevt", from: idParts), type: type, orgID: orgID, data: data, key: key, now: state.now, source: source))
+        }
+        event(RunStatus.started.eventType, execution.started, [run.id, RunStatus.started.eventType])
+        for effect in execution.effects {
+            event(effect.eventType, effect.data, [run.id, effect.stepID, effect.eventType])
+        }
+        event(execution.status.eventType, execution.finished, [run.id, execution.status.eventType])
+        for assessment in execution.assessments {
+            state.writes.assessments.append(AssessmentRecord(id: assessment.id, orgID: orgID, vendorID: assessment.vendorID, document: assessment.document.canonicalBytes))
+        }
+        state.writes.runs.append(RunRecord(
+            id: run.id, orgID: orgID, workflowName: run.definition.name, status: execution.status.rawValue,
+            startedAt: run.now, document: execution.finished.canonicalBytes
+        ))
+        state.tally.runsStarted += 1
+    }
+
+    // MARK: Body validation (422)
+
+    static func validate(_ request: TriggerRequest) -> [Responses.ValidationIssue] {
+        guard let body = request.body.objectValue else {
+            return [Responses.ValidationIssue(location: ["body"], message: "Input should be a valid dictionary or object to extract fields from", type: "model_attributes_type")]
+        }
+        var issues: [Responses.ValidationIssue] = []
+        func string(_ field: String, required: Bool) {
+            switch body[field] {
+            case nil: if required { issues.append(.missing(["body", field])) }
+            case .null?: if required { issues.append(.notString(["body", field])) }
+            case .string?: break
+            default: issues.append(.notString(["body", field]))
+            }
+        }
+        func stringList(_ field: String, required: Bool) {
+            switch body[field] {
+            case nil: if required { issues.append(.missing(["body", field])) }
+            case .null?: if required { issues.append(.notList(["body", field])) }
+            case .array(let items)?:
+                for (index, item) in items.enumerated() where item.stringValue == nil {
+                    issues.append(.notString(["body", field, String(index)]))
+                }
+            default: issues.append(.notList(["body", field]))
+            }
+        }
+        switch request.type {
+        case .workflowRun:
+            if let input = body["input"], input != .null, input.objectValue == nil {
+                issues.append(.notObject(["body", "input"]))
+            }
+        case .assessmentCreate:
+            string("vendor_id", required: true)
+            stringList("control_set_ids", required: true)
+            string("name", required: false)
+            stringList("service_ids", required: false)
+            string("assignee_id", required: false)
+            string("trigger_workflow", required: false)
+            stringList("supporting_document_ids", required: false)
+        }
+        return issues
+    }
+
+    static func metadata(_ source: Source, _ extra: Logger.Metadata = [:]) -> Logger.Metadata {
+        var metadata: Logger.Metadata = [LogKey.topic: "\(source.topic)", LogKey.partition: "\(source.partition)", LogKey.offset: "\(source.offset)"]
+        metadata.merge(extra) { $1 }
+        return metadata
+    }
+}
+
+extension TriggerRequest {
+    /// The vendor an `assessment_create` names (when its body has a string `vendor_id`),
+    /// or the `input.vendor_id` of a `workflow_run`.
+    var vendorID: String? {
+        switch type {
+        case .assessmentCreate: body["vendor_id"]?.stringValue
+        case .workflowRun: body["input"]?["vendor_id"]?.stringValue
+        }
+    }
+}

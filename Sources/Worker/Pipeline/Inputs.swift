@@ -1,0 +1,123 @@
+import Kafka
+import Store
+import Workflows
+
+/// Where an input came from, and what of it is echoed into outputs.
+struct Source: Sendable {
+    var topic: String
+    var partition: Int32
+    var offset: Int64
+    var key: [UInt8]?
+    var headers: [KafkaHeader]
+
+    init(_ message: KafkaMessage) {
+        topic = message.topic
+        partition = message.partition
+        offset = message.offset
+        key = message.key
+        headers = message.headers
+    }
+
+    var partitionID: PartitionID { PartitionID(topic: topic, partition: partition) }
+
+    /// `{topic, partition, offset}` as events carry it.
+    var json: JSONValue { ["topic": .string(topic), "partition": .int(Int64(partition)), "offset": .int(offset)] }
+
+    /// The input header `name` (case-insensitive), as text.
+    func header(_ name: String) -> String? { headers.first(named: name)?.stringValue }
+
+    /// The parts every id derived from this input ends with.
+    var coordinates: [String] { [topic, String(partition), String(offset)] }
+}
+
+/// One consumed message after decoding and the checks that need no store.
+enum Input: Sendable {
+    /// A `Vendor.Created` or `Vendor.Updated` event of a known org, signature checked.
+    case vendorEvent(VendorEvent)
+    /// An authenticated trigger request of a known shape; body not yet validated.
+    case request(TriggerRequest)
+    /// A trigger request answered without the store (400, 401, 413, 422), perhaps dead-lettered too.
+    case answered(AnsweredRequest)
+    /// A vendor event that cannot be handled at all.
+    case deadLetter(DeadLetter)
+    /// A well-formed event of a type the worker does not act on.
+    case ignored(eventType: String)
+}
+
+struct VendorEvent: Sendable {
+    var source: Source
+    var org: Org
+    var eventID: String
+    var type: VendorEventType
+    var occurredAt: Int64
+    /// The event's `data`, `{"vendor": {…}}`: the input of the runs it starts.
+    var data: JSONValue
+    var vendor: JSONValue
+    var vendorID: String
+
+    var scope: ScopeHash { Scopes.hash(orgID: org.id, endpoint: Scopes.eventEndpoint, key: eventID) }
+}
+
+/// The two request types.
+enum RequestType: String, Sendable {
+    case workflowRun = "workflow_run"
+    case assessmentCreate = "assessment_create"
+}
+
+struct TriggerRequest: Sendable {
+    var source: Source
+    var org: Org
+    var type: RequestType
+    /// `workflow_name` of a `workflow_run`; `trigger_workflow` of an `assessment_create` when given.
+    var workflowName: String?
+    var body: JSONValue
+    var idempotencyKey: String?
+    var requestID: String?
+    /// Method and concrete path: `POST /v1/workflows/<name>/run` or `POST /v1/assessments`.
+    var endpoint: String
+    var fingerprint: [UInt8]
+
+    var scope: ScopeHash? { idempotencyKey.map { Scopes.hash(orgID: org.id, endpoint: endpoint, key: $0) } }
+}
+
+/// A request answered before the store is involved.
+struct AnsweredRequest: Sendable {
+    var source: Source
+    var orgID: String?
+    var requestType: String?
+    var workflowName: String?
+    var idempotencyKey: String?
+    var response: Response
+    /// When set, the raw message also goes to the dead-letter topic with this error.
+    var deadLetter: DeadLetter?
+}
+
+struct DeadLetter: Sendable {
+    /// `invalid_json`, `invalid_request`, `invalid_event`, `message_too_large`, `invalid_signature`.
+    var code: String
+    var message: String
+    var source: Source
+    var value: [UInt8]
+}
+
+/// An API response: a status and a JSON body.
+struct Response: Sendable, Hashable {
+    var status: Int
+    var body: JSONValue
+}
+
+/// Idempotency scopes: `(org, endpoint, key)` hashed to 16 bytes.
+enum Scopes {
+    static let eventEndpoint = "event"
+
+    static func hash(orgID: String, endpoint: String, key: String) -> ScopeHash {
+        ScopeHash(bytes: Digest.sha256(Array("\(orgID)|\(endpoint)|\(key)".utf8)).prefix(16).map { $0 })
+    }
+
+    static func endpoint(for type: RequestType, workflowName: String?) -> String {
+        switch type {
+        case .workflowRun: "POST /v1/workflows/\(workflowName ?? "")/run"
+        case .assessmentCreate: "POST /v1/assessments"
+        }
+    }
+}

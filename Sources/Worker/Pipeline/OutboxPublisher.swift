@@ -1,0 +1,132 @@
+import Kafka
+import Logging
+import ServiceLifecycle
+import Store
+import Synchronization
+
+/// Publishes outbox rows with the idempotent producer and deletes each row once
+/// the broker confirmed it. Rows are read oldest first, so messages with one key
+/// keep their order; failed rows stay and are retried with backoff while the
+/// broker is unreachable. Every row is published at least once, with the
+/// `event_id` it was written with.
+public final class OutboxPublisher: Service {
+    private let store: any Store
+    private let producer: KafkaProducer
+    private let logger: Logger
+    private let batchSize: Int
+    private let doorbell = Doorbell()
+
+    /// How long to wait without a wake-up before looking at the outbox anyway.
+    static let idleInterval: Duration = .seconds(1)
+
+    public init(store: any Store, producer: KafkaProducer, logger: Logger, batchSize: Int = 2000) {
+        self.store = store
+        self.producer = producer
+        self.logger = logger
+        self.batchSize = batchSize
+    }
+
+    /// Tells the publisher there are new rows.
+    public func notify() { doorbell.ring() }
+
+    /// Publishes until graceful shutdown, then publishes what is left once more.
+    public func run() async throws {
+        await withGracefulShutdownHandler {
+            var backoff = Duration.milliseconds(100)
+            while !Task.isShuttingDownGracefully && !Task.isCancelled {
+                if await drain() {
+                    backoff = .milliseconds(100)
+                    await doorbell.wait(timeout: Self.idleInterval)
+                } else {
+                    try? await Task.sleep(for: backoff)
+                    backoff = min(backoff * 2, .seconds(5))
+                }
+            }
+        } onGracefulShutdown: {
+            self.doorbell.ring()
+        }
+        // The consumer has stopped by now (it shuts down first): publish the rest.
+        _ = await drain()
+    }
+
+    /// Publishes every row there is. Returns false when a delivery failed (retry later).
+    @discardableResult
+    public func drain() async -> Bool {
+        while true {
+            let rows: [OutboxMessage]
+            do {
+                rows = try await store.pendingOutbox(limit: batchSize)
+            } catch {
+                logger.error("Reading the outbox failed", metadata: [LogKey.error: "\(error)"])
+                return false
+            }
+            guard !rows.isEmpty else { return true }
+            let results = await producer.send(rows.map { row in
+                KafkaProducerMessage(topic: row.topic, key: row.key, value: row.value, headers: row.headers.map { KafkaHeader(key: $0.name, value: $0.value) })
+            })
+            var delivered: [Int64] = []
+            var failure: KafkaError?
+            for (row, result) in zip(rows, results) {
+                switch result {
+                case .success: delivered.append(row.id)
+                case .failure(let error): failure = failure ?? error
+                }
+            }
+            do {
+                try await store.deleteOutbox(ids: delivered)
+            } catch {
+                // The rows are published again later: consumers drop them by event_id.
+                logger.error("Deleting published outbox rows failed", metadata: [LogKey.error: "\(error)"])
+                return false
+            }
+            if let failure {
+                logger.warning("Publishing outbox rows failed; retrying with backoff", metadata: [
+                    LogKey.error: "\(failure)", "delivered": "\(delivered.count)", "failed": "\(rows.count - delivered.count)",
+                ])
+                return false
+            }
+        }
+    }
+}
+
+/// Wakes one waiting task, or the next one to wait when none is waiting yet.
+final class Doorbell: Sendable {
+    private struct State {
+        var rung = false
+        var waiter: CheckedContinuation<Void, Never>?
+    }
+
+    private let state = Mutex(State())
+
+    func ring() {
+        let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
+            guard let waiter = state.waiter else {
+                state.rung = true
+                return nil
+            }
+            state.waiter = nil
+            return waiter
+        }
+        waiter?.resume()
+    }
+
+    /// Returns when rung, or after `timeout`.
+    func wait(timeout: Duration) async {
+        let timer = Task { [weak self] in
+            try? await Task.sleep(for: timeout)
+            self?.ring()
+        }
+        defer { timer.cancel() }
+        await withCheckedContinuation { continuation in
+            let ready = state.withLock { state -> Bool in
+                if state.rung {
+                    state.rung = false
+                    return true
+                }
+                state.waiter = continuation
+                return false
+            }
+            if ready { continuation.resume() }
+        }
+    }
+}

@@ -1,0 +1,186 @@
+/// Runs all of a workflow's steps in order, at once, and records each step's
+/// outcome: assessments it created, events it asked to publish, its status and
+/// message. A step that fails fails the run; `update_workflow_run` ends the run
+/// with the status it names; the steps after either are `skipped`.
+public struct SynchronousRunExecutor: RunExecutor {
+    public init() {}
+
+    public func execute(_ run: PendingRun) -> RunExecution {
+        let definition = run.definition
+        var context: [String: JSONValue] = [
+            "input": run.input,
+            "vendor": run.vendor ?? .null,
+            "assessment": run.assessment ?? .null,
+            "run": ["id": .string(run.id), "workflow_name": .string(definition.name)],
+            "steps": .object([:]),
+        ]
+        var stepOutputs: [String: JSONValue] = [:]
+        var steps: [JSONValue] = []
+        var pendingSteps: [JSONValue] = []
+        var assessments: [CreatedAssessment] = []
+        var effects: [RunEffect] = []
+        var finalStatus: RunStatus?
+
+        for step in definition.steps {
+            let stepID = Identifier.derive(prefix: "cbwrs", from: [run.id, step.id])
+            pendingSteps.append(Self.step(step, id: stepID, status: .null, message: .null, artifacts: [], now: run.now))
+            guard finalStatus == nil else {
+                steps.append(Self.step(step, id: stepID, status: "skipped", message: "not run: the run had already ended", artifacts: [], now: run.now))
+                continue
+            }
+            context["steps"] = .object(stepOutputs)
+            let inputs = Template.render(.object(step.with), context: .object(context))
+            let outcome = perform(step, stepID: stepID, inputs: inputs, run: run, context: context)
+            steps.append(Self.step(step, id: stepID, status: outcome.failed ? "failed" : "success", message: outcome.message, artifacts: outcome.artifacts, now: run.now))
+            stepOutputs[step.id] = outcome.output
+            if let assessment = outcome.assessment {
+                assessments.append(assessment)
+                context["assessment"] = assessment.document
+            }
+            effects += outcome.effects
+            if outcome.failed { finalStatus = .failed }
+            if let ends = outcome.endsRunWith { finalStatus = ends }
+        }
+        let status = finalStatus ?? .completed
+        return RunExecution(
+            started: runObject(run, status: .started, steps: pendingSteps, completedAt: .null),
+            finished: runObject(run, status: status, steps: steps, completedAt: .int(run.now)),
+            status: status,
+            assessments: assessments,
+            effects: effects
+        )
+    }
+
+    // MARK: Actions
+
+    private struct Outcome {
+        var failed = false
+        var message: JSONValue = .null
+        var artifacts: [JSONValue] = []
+        var output: JSONValue = .object([:])
+        var assessment: CreatedAssessment?
+        var effects: [RunEffect] = []
+        var endsRunWith: RunStatus?
+    }
+
+    private func perform(_ step: WorkflowStep, stepID: String, inputs: JSONValue, run: PendingRun, context: [String: JSONValue]) -> Outcome {
+        var outcome = Outcome()
+        let inputFields = inputs.objectValue ?? [:]
+        func effect(_ type: String, _ extra: [String: JSONValue]) {
+            var data = inputFields
+            data["workflow_run_id"] = .string(run.id)
+            data["step_id"] = .string(stepID)
+            for (key, value) in extra { data[key] = value }
+            outcome.effects.append(RunEffect(eventType: type, stepID: stepID, data: .object(data)))
+        }
+        func fail(_ message: String) {
+            outcome.failed = true
+            outcome.message = .string(message)
+        }
+        let vendorID = context["vendor"]?[path: ["id"]]?.stringValue
+
+        switch step.action {
+        case .createAssessment:
+            guard let vendorID else {
+                fail("create_assessment needs a vendor, and this run has none")
+                break
+            }
+            let id = Identifier.derive(prefix: "cbqsrw", from: [run.id, step.id])
+            let name = inputFields["name"]?.stringValue ?? "\(run.definition.name) assessment"
+            let document = AssessmentDocument.make(
+                id: id, vendorID: vendorID, name: name,
+                controlSetIDs: inputFields["control_set_ids"]?.arrayValue ?? [],
+                serviceIDs: inputFields["service_ids"]?.arrayValue ?? [],
+                assigneeID: inputFields["assignee_id"] ?? .null,
+                workflowRunID: .string(run.id), now: run.now
+            )
+            outcome.assessment = CreatedAssessment(id: id, vendorID: vendorID, document: document)
+            outcome.artifacts = [["artifact_type": "assessment", "id": .string(id), "role": "result"]]
+            outcome.output = document
+            outcome.message = .string("created assessment \(id)")
+        case .sendQuestionnaire:
+            effect("Questionnaire.SendRequested", ["vendor_id": vendorID.json])
+            outcome.message = "questionnaire send requested"
+        case .sendEmail:
+            guard let to = inputFields["to"]?.stringValue, !to.isEmpty else {
+                fail("send_email has no recipient: 'to' is empty for this run")
+                break
+            }
+            effect("Email.SendRequested", [:])
+            outcome.message = .string("email to \(to) requested")
+        case .sendWebhook:
+            let deliveryID = Identifier.derive(prefix: "cbevt", from: [run.id, step.id, "webhook"])
+            effect("Webhook.SendRequested", ["delivery_id": .string(deliveryID)])
+            outcome.output = ["delivery_id": .string(deliveryID)]
+            outcome.message = "webhook delivery requested"
+        case .createWorkQueueItem:
+            effect("WorkQueueItem.Created", ["vendor_id": vendorID.json])
+            outcome.message = "work queue item created"
+        case .updateWorkflowRun:
+            let status = inputFields["status"]?.stringValue.flatMap(RunStatus.init(rawValue:))
+            guard let status, status != .started else {
+                fail("update_workflow_run needs status completed, failed or canceled")
+                break
+            }
+            outcome.endsRunWith = status
+            outcome.message = inputFields["message"] ?? .string("run set to \(status.rawValue)")
+        case .runWorkflow:
+            fail("run_workflow is not supported by this engine yet; the durable engine will start child runs")
+        }
+        return outcome
+    }
+
+    // MARK: Documents
+
+    private static func step(_ step: WorkflowStep, id: String, status: JSONValue, message: JSONValue, artifacts: [JSONValue], now: Int64) -> JSONValue {
+        [
+            "step_id": .string(id),
+            "component_id": .string(step.id),
+            "component_name": .string(step.id),
+            "action_type": .string(step.action.rawValue),
+            "status": status,
+            "message": message,
+            "artifacts": .array(artifacts),
+            "created_at": .int(now),
+            "updated_at": .int(now),
+        ]
+    }
+
+    private func runObject(_ run: PendingRun, status: RunStatus, steps: [JSONValue], completedAt: JSONValue) -> JSONValue {
+        [
+            "workflow_run_id": .string(run.id),
+            "workflow_name": .string(run.definition.name),
+            "workflow_definition_id": .string(run.definition.id),
+            "status": .string(status.rawValue),
+            "started_at": .int(run.now),
+            "completed_at": completedAt,
+            "input": run.input,
+            "steps": .array(steps),
+            "trigger": run.trigger,
+        ]
+    }
+}
+
+/// The assessment object of the API, shared by `POST /v1/assessments` and the `create_assessment` step.
+public enum AssessmentDocument {
+    public static func make(
+        id: String, vendorID: String, name: String, controlSetIDs: [JSONValue], serviceIDs: [JSONValue],
+        assigneeID: JSONValue, workflowRunID: JSONValue, now: Int64
+    ) -> JSONValue {
+        [
+            "id": .string(id),
+            "vendor_id": .string(vendorID),
+            "name": .string(name),
+            "status": "created",
+            "control_set_ids": .array(controlSetIDs),
+            "service_ids": .array(serviceIDs),
+            "assignee_id": assigneeID,
+            "score_percent": .null,
+            "findings_count": 0,
+            "initiated_at": .int(now),
+            "created_at": .int(now),
+            "updated_at": .int(now),
+            "workflow_run_id": workflowRunID,
+        ]
+    }
+}

@@ -1,0 +1,225 @@
+import ArgumentParser
+import Crypto
+import Foundation
+import Kafka
+import Logging
+import Worker
+import Workflows
+
+/// `trigger-worker send …`: publish a well-formed input, print it, and (unless
+/// `--no-wait`) print the response and the status events it caused.
+struct SendCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "send",
+        abstract: "Publish a vendor event or a trigger request (for demos and smoke tests) and show what it caused.",
+        subcommands: [VendorCreated.self, WorkflowRun.self, AssessmentCreate.self]
+    )
+
+    struct Common: ParsableArguments {
+        @Option(help: "A YAML or JSON configuration file (KAFKA_BROKERS, topics …); the environment wins.")
+        var config: String?
+
+        @Flag(inversion: .prefixedNo, help: "Wait for the response and the run's status events, and print them.")
+        var wait = true
+
+        @Option(help: "How long to wait for them, in seconds.")
+        var timeout: Int = 30
+
+        func loadConfiguration() throws -> WorkerConfiguration {
+            try trigger_worker.loadConfiguration(config)
+        }
+    }
+
+    struct RequestOptions: ParsableArguments {
+        @Option(name: .customLong("api-key"), help: "The API key (Authorization: Bearer …); default: $TRIGGER_WORKER_API_KEY.")
+        var apiKey: String?
+
+        @Option(name: .customLong("idempotency-key"), help: "The Idempotency-Key header.")
+        var idempotencyKey: String?
+
+        @Option(name: .customLong("request-id"), help: "The Request-Id header, echoed in the outputs.")
+        var requestID: String?
+
+        func headers() throws -> [KafkaHeader] {
+            guard let key = apiKey ?? ProcessInfo.processInfo.environment["TRIGGER_WORKER_API_KEY"] else {
+                throw ValidationError("--api-key is required (or set TRIGGER_WORKER_API_KEY); the demo key is in examples/orgs.yaml")
+            }
+            var headers = [KafkaHeader(key: "Authorization", value: "Bearer \(key)")]
+            if let idempotencyKey { headers.append(KafkaHeader(key: "Idempotency-Key", value: idempotencyKey)) }
+            if let requestID { headers.append(KafkaHeader(key: "Request-Id", value: requestID)) }
+            return headers
+        }
+    }
+
+    // MARK: Pattern 1
+
+    struct VendorCreated: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "vendor-created", abstract: "Publish a Vendor.Created event (Pattern 1).")
+
+        @OptionGroup var common: Common
+        @Option(help: "The org (cborg_…).") var org: String
+        @Option(name: .customLong("vendor-id"), help: "The vendor id; default: a new one.") var vendorID: String?
+        @Option(help: "The vendor's name.") var name = "Acme Payroll"
+        @Option(help: "The vendor's tier.") var tier = "high"
+        @Option(name: .customLong("tag"), help: "A tag (repeatable).") var tags: [String] = ["processes_pii"]
+        @Option(name: .customLong("owner-email"), help: "The internal owner's email.") var ownerEmail = "risk-owner@example.com"
+        @Option(name: .customLong("event-id"), help: "The event id; default: a new one.") var eventID: String?
+        @Flag(help: "Send Vendor.Updated instead of Vendor.Created.") var updated = false
+        @Option(name: .customLong("signing-secret"), help: "Sign the value with this webhook signing secret (Coverbase-Signature).") var signingSecret: String?
+
+        func run() async throws {
+            let configuration = try common.loadConfiguration()
+            let event: JSONValue = [
+                "event_id": .string(eventID ?? SendCommand.newID("cbevt")),
+                "event_type": .string(updated ? "Vendor.Updated" : "Vendor.Created"),
+                "occurred_at": .int(Int64(Date().timeIntervalSince1970)),
+                "org_id": .string(org),
+                "data": ["vendor": [
+                    "id": .string(vendorID ?? SendCommand.newID("cbvndr")), "name": .string(name), "tier": .string(tier),
+                    "tags": .array(tags.map(JSONValue.string)), "owner_email": .string(ownerEmail), "attributes": .object([:]),
+                ]],
+            ]
+            let value = event.canonicalBytes
+            var headers: [KafkaHeader] = []
+            if let signingSecret {
+                let mac = HMAC<SHA256>.authenticationCode(for: value, using: SymmetricKey(data: Array(signingSecret.utf8)))
+                headers.append(KafkaHeader(key: "Coverbase-Signature", value: mac.map { String(format: "%02x", $0) }.joined()))
+            }
+            let key = event[path: ["data", "vendor", "id"]]!.stringValue!
+            try await SendCommand.send(configuration, topic: configuration.topics.vendorEvents, key: key, value: value, headers: headers, common: common)
+        }
+    }
+
+    // MARK: Pattern 3
+
+    struct WorkflowRun: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "workflow-run", abstract: "Publish a workflow_run request (Pattern 3).")
+
+        @OptionGroup var common: Common
+        @OptionGroup var request: RequestOptions
+        @Option(help: "The workflow to run.") var workflow: String
+        @Option(help: "The run's input, as a JSON object.") var input = "{}"
+
+        func run() async throws {
+            let configuration = try common.loadConfiguration()
+            guard let input = try? JSONValue.parse(Array(input.utf8)) else { throw ValidationError("--input must be JSON") }
+            let value: JSONValue = ["request_type": "workflow_run", "workflow_name": .string(workflow), "body": ["input": input]]
+            try await SendCommand.send(
+                configuration, topic: configuration.topics.triggerRequests, key: request.idempotencyKey ?? workflow,
+                value: value.canonicalBytes, headers: try request.headers(), common: common
+            )
+        }
+    }
+
+    // MARK: Pattern 2
+
+    struct AssessmentCreate: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "assessment-create", abstract: "Publish an assessment_create request (Pattern 2).")
+
+        @OptionGroup var common: Common
+        @OptionGroup var request: RequestOptions
+        @Option(name: .customLong("vendor-id"), help: "The vendor (it must have been seen in a vendor event).") var vendorID: String
+        @Option(name: .customLong("control-set-id"), help: "A control set (repeatable).") var controlSetIDs: [String] = []
+        @Option(name: .customLong("service-id"), help: "A service (repeatable).") var serviceIDs: [String] = []
+        @Option(name: .customLong("trigger-workflow"), help: "A workflow to start alongside the assessment.") var triggerWorkflow: String?
+        @Option(help: "The assessment's name.") var name: String?
+
+        func run() async throws {
+            let configuration = try common.loadConfiguration()
+            var body: [String: JSONValue] = [
+                "vendor_id": .string(vendorID),
+                "control_set_ids": .array(controlSetIDs.map(JSONValue.string)),
+                "service_ids": .array(serviceIDs.map(JSONValue.string)),
+            ]
+            if let triggerWorkflow { body["trigger_workflow"] = .string(triggerWorkflow) }
+            if let name { body["name"] = .string(name) }
+            let value: JSONValue = ["request_type": "assessment_create", "body": .object(body)]
+            try await SendCommand.send(
+                configuration, topic: configuration.topics.triggerRequests, key: request.idempotencyKey ?? vendorID,
+                value: value.canonicalBytes, headers: try request.headers(), common: common
+            )
+        }
+    }
+
+    // MARK: Shared
+
+    static func newID(_ prefix: String) -> String {
+        prefix + "_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased()
+    }
+
+    static func send(_ configuration: WorkerConfiguration, topic: String, key: String, value: [UInt8], headers: [KafkaHeader], common: Common) async throws {
+        var logger = Logger(label: "trigger-worker-send")
+        logger.logLevel = .error
+        let producer = try KafkaProducer(configuration: KafkaProducerConfiguration(common: configuration.kafka), logger: logger)
+        let report = try await producer.send(KafkaProducerMessage(topic: topic, key: Array(key.utf8), value: value, headers: headers))
+        try await producer.shutdown()
+        let offset = report.offset ?? -1
+        print("sent to \(report.topicPartition) at offset \(offset)")
+        for header in headers { print("  \(header.key): \(header.key == "Authorization" ? "Bearer ***" : header.stringValue ?? "")") }
+        print("  \(String(decoding: value, as: UTF8.self))")
+        guard common.wait else { return }
+        try await StatusWatcher(configuration: configuration, logger: logger).watch(
+            source: (topic: report.topicPartition.topic, partition: Int64(report.topicPartition.partition), offset: offset),
+            timeout: .seconds(common.timeout)
+        )
+    }
+}
+
+/// Reads the status topic and prints what one input caused: its response and the
+/// events of the runs it started, until every run has ended.
+struct StatusWatcher {
+    var configuration: WorkerConfiguration
+    var logger: Logger
+
+    func watch(source: (topic: String, partition: Int64, offset: Int64), timeout: Duration) async throws {
+        let group = "trigger-worker-send-\(UUID().uuidString.prefix(8))"
+        var consumerConfiguration = KafkaConsumerConfiguration(common: configuration.kafka, groupID: group, topics: [configuration.topics.runStatus])
+        consumerConfiguration.autoOffsetReset = .earliest
+        let consumer = try KafkaConsumer(configuration: consumerConfiguration, logger: logger)
+        let expected: JSONValue = ["topic": .string(source.topic), "partition": .int(source.partition), "offset": .int(source.offset)]
+        print("waiting for the response and status events on \(configuration.topics.runStatus) …")
+
+        let outcome: Bool = try await withThrowingTaskGroup(of: Bool.self) { tasks in
+            tasks.addTask { try await consumer.run(); return false }
+            tasks.addTask {
+                var runs: Set<String> = []
+                var ended: Set<String> = []
+                var responded = source.topic == configuration.topics.vendorEvents
+                for await event in consumer.events {
+                    guard case .messages(let batch) = event else { continue }
+                    for message in batch {
+                        guard let envelope = try? JSONValue.parse(message.value ?? []), let type = envelope["event_type"]?.stringValue,
+                              let data = envelope["data"] else { continue }
+                        if type == "TriggerRequest.Responded", data[path: ["request", "source"]] == expected {
+                            responded = true
+                            print(Self.line(type, envelope))
+                            if let id = data[path: ["response", "body", "workflow_run_id"]]?.stringValue { runs.insert(id) }
+                        } else if let runID = data["workflow_run_id"]?.stringValue,
+                                  runs.contains(runID) || data[path: ["trigger", "source"]] == expected {
+                            runs.insert(runID)
+                            print(Self.line(type, envelope))
+                            if type.hasPrefix("WorkflowRun."), type != "WorkflowRun.Started" { ended.insert(runID) }
+                        }
+                    }
+                    if responded, ended == runs, !(source.topic == configuration.topics.vendorEvents && runs.isEmpty) { return true }
+                }
+                return false
+            }
+            tasks.addTask {
+                try await Task.sleep(for: timeout)
+                return false
+            }
+            let done = try await tasks.next()!
+            consumer.triggerShutdown()
+            tasks.cancelAll()
+            return done
+        }
+        if !outcome {
+            print("no (further) status events within \(timeout); is the worker running?")
+        }
+    }
+
+    static func line(_ type: String, _ envelope: JSONValue) -> String {
+        "\(type): \(envelope.canonicalString)"
+    }
+}
