@@ -102,6 +102,7 @@ let package = Package(
             name: "IntegrationTests",
             dependencies: [
                 "Kafka",
+                .product(name: "Crypto", package: "swift-crypto"),
                 "Store",
                 "Worker",
                 "Workflows",
