@@ -77,6 +77,8 @@ final class WorkerProcess: Sendable {
     }
 
     func interrupt() { process.interrupt() }
+    /// SIGKILL: no shutdown, no flush, no commit.
+    func crash() { if process.isRunning { Foundation.kill(process.processIdentifier, SIGKILL) } }
     func kill() { if process.isRunning { process.terminate() } }
 
     /// Waits until the process exits and returns its status; fails after `timeout`.
@@ -120,6 +122,7 @@ struct WorkerProcessTests {
             "RDKAFKA_SESSION_TIMEOUT_MS": "6000",
             "LOG_FORMAT": "json",
             "HTTP_PORT": "0",
+            "STORE_URL": "sqlite://\(FileManager.default.temporaryDirectory.path)/\(suffix).sqlite",
         ]) { $1 })
         defer { worker.kill() }
 
@@ -134,12 +137,12 @@ struct WorkerProcessTests {
             try await produce(producer, topic: topic, partitions: [0, 1], count: 3, tag: "m")
         }
         try await producer.shutdown()
-        // Four batches at most (two topics × two partitions); wait until all twelve messages are logged.
-        let consumed = Mutex(0)
-        _ = try await worker.waitForLine("twelve consumed messages", timeout: .seconds(30)) { line in
-            guard line.contains("Consumed batch"), let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: String],
-                  let count = object["count"].flatMap(Int.init) else { return false }
-            return consumed.withLock { $0 += count; return $0 >= 12 }
+        // The values are not valid inputs: each vendor event is dead-lettered and each
+        // request answered 400 (and dead-lettered). Wait until all twelve were handled.
+        let handled = Mutex(0)
+        _ = try await worker.waitForLine("twelve handled messages", timeout: .seconds(30)) { line in
+            guard line.contains("Dead-lettered a vendor event") || line.contains("Request answered") else { return false }
+            return handled.withLock { $0 += 1; return $0 >= 12 }
         }
 
         let interrupted = ContinuousClock.now
