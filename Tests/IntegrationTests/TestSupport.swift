@@ -57,14 +57,12 @@ final class TestMember: Sendable {
 
     let consumer: KafkaConsumer
     private let state = Mutex(State())
-    private let changes: AsyncStream<Void>
-    private let notify: AsyncStream<Void>.Continuation
+    private let changes = ChangeNotifier()
     private let commitBatches: Bool
     private let tasks = Mutex<[Task<Void, Never>]>([])
 
     init(group: String, topics: [String], commitBatches: Bool = true, maxBatchSize: Int = 500) throws {
         consumer = try KafkaConsumer(configuration: TestBroker.consumerConfiguration(group: group, topics: topics, maxBatchSize: maxBatchSize), logger: TestBroker.logger)
-        (changes, notify) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
         self.commitBatches = commitBatches
     }
 
@@ -97,21 +95,30 @@ final class TestMember: Sendable {
                     $0.revocations += 1
                 }
             }
-            notify.yield()
+            changes.notify()
         }
         state.withLock { $0.finished = true }
-        notify.yield()
+        changes.notify()
     }
 
     var snapshot: State { state.withLock { $0 } }
 
     /// Waits until `condition` holds, re-checking after each event; fails after `timeout`.
     func waitUntil(_ what: String, timeout: Duration = .seconds(30), _ condition: @escaping @Sendable (State) -> Bool) async throws {
+        try await Self.waitUntil(what, of: [self], timeout: timeout) { condition(self.snapshot) }
+    }
+
+    /// Waits until `condition` holds, re-checking after an event of any of `members`; fails after `timeout`.
+    static func waitUntil(_ what: String, of members: [TestMember], timeout: Duration = .seconds(30), _ condition: @escaping @Sendable () -> Bool) async throws {
         try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask {
-                if condition(self.snapshot) { return }
-                for await _ in self.changes where condition(self.snapshot) { return }
-                if !condition(self.snapshot) { throw TimedOut(what: what + " (stream ended)") }
+            for member in members {
+                group.addTask {
+                    var seen = member.changes.version
+                    while !condition() {
+                        seen = await member.changes.waitForChange(after: seen)
+                        try Task.checkCancellation()
+                    }
+                }
             }
             group.addTask {
                 try await Task.sleep(for: timeout)  // a deadline, not a synchronisation
@@ -140,4 +147,48 @@ func produce(_ producer: KafkaProducer, topic: String, partitions: [Int32], coun
     }
     for result in await producer.send(messages) { _ = try result.get() }
     return messages
+}
+
+/// A version number that waiters can await changes of: any number of waiters, and
+/// a cancelled waiter leaves the others (and later ones) unaffected.
+final class ChangeNotifier: Sendable {
+    private struct State {
+        var version = 0
+        var waiters: [Int: CheckedContinuation<Int, Never>] = [:]
+        var nextWaiter = 0
+    }
+
+    private let state = Mutex(State())
+
+    var version: Int { state.withLock { $0.version } }
+
+    func notify() {
+        let (version, waiters) = state.withLock { state -> (Int, [CheckedContinuation<Int, Never>]) in
+            state.version += 1
+            defer { state.waiters = [:] }
+            return (state.version, Array(state.waiters.values))
+        }
+        for waiter in waiters { waiter.resume(returning: version) }
+    }
+
+    /// Returns the new version once it differs from `seen` (at once if it already does, or on cancellation).
+    func waitForChange(after seen: Int) async -> Int {
+        let id = state.withLock { state -> Int in
+            state.nextWaiter += 1
+            return state.nextWaiter
+        }
+        return await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                let current = state.withLock { state -> Int? in
+                    if state.version != seen || Task.isCancelled { return state.version }
+                    state.waiters[id] = continuation
+                    return nil
+                }
+                if let current { continuation.resume(returning: current) }
+            }
+        } onCancel: {
+            let waiter = state.withLock { state in state.waiters.removeValue(forKey: id).map { ($0, state.version) } }
+            waiter?.0.resume(returning: waiter!.1)
+        }
+    }
 }

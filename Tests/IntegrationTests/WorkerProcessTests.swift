@@ -12,6 +12,8 @@ final class WorkerProcess: Sendable {
     private final class Output: Sendable {
         let pending = Mutex(Data())
         let lines = Mutex<[String]>([])
+        let closed = Mutex(false)
+        let changes = ChangeNotifier()
     }
 
     private let process: Process
@@ -37,6 +39,8 @@ final class WorkerProcess: Sendable {
             if chunk.isEmpty {
                 handle.readabilityHandler = nil
                 continuation.finish()
+                log.closed.withLock { $0 = true }
+                log.changes.notify()
                 return
             }
             let complete: [String] = log.pending.withLock { buffer in
@@ -84,7 +88,7 @@ final class WorkerProcess: Sendable {
     /// Waits until the process exits and returns its status; fails after `timeout`.
     func waitForExit(timeout: Duration) async throws -> Int32 {
         let process = self.process
-        return try await withThrowingTaskGroup(of: Int32.self) { group in
+        let status = try await withThrowingTaskGroup(of: Int32.self) { group in
             group.addTask {
                 await withCheckedContinuation { continuation in
                     DispatchQueue.global().async {
@@ -102,6 +106,10 @@ final class WorkerProcess: Sendable {
             group.cancelAll()
             return status
         }
+        // The process may exit before its output is read to the end.
+        var seen = log.changes.version
+        while !log.closed.withLock({ $0 }) { seen = await log.changes.waitForChange(after: seen) }
+        return status
     }
 }
 

@@ -1,0 +1,116 @@
+import Foundation
+import Kafka
+import Logging
+import Store
+import Testing
+import Workflows
+@testable import Worker
+
+/// The decisions of the pipeline, without a broker: a snapshot in, writes out, at a time the test sets.
+@Suite("Batch decisions")
+struct BatchDeciderTests {
+    static let org = "cborg_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+    static let key = "ak_test_alpha_key"
+    static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("Fixtures/pipeline").path
+
+    let configuration: WorkerConfiguration
+    let decoder: InputDecoder
+    let decider: BatchDecider
+
+    init() throws {
+        var configuration = WorkerConfiguration()
+        configuration.idempotencyTTL = .seconds(60)
+        self.configuration = configuration
+        let orgs = try OrgDirectory.load(path: "\(Self.fixtures)/orgs.yaml")
+        decoder = InputDecoder(topics: configuration.topics, maxMessageBytes: configuration.maxMessageBytes, orgs: orgs)
+        decider = BatchDecider(
+            catalog: try WorkflowCatalog.load(directory: "\(Self.fixtures)/workflows"), executor: SynchronousRunExecutor(),
+            outputs: Outputs(topics: configuration.topics), idempotencyTTL: configuration.idempotencyTTL,
+            mismatchPolicy: .replay, logger: Logger(label: "test")
+        )
+    }
+
+    func request(offset: Int64, key: String?, input: JSONValue = [:]) -> KafkaMessage {
+        var headers = [KafkaHeader(key: "Authorization", value: "Bearer \(Self.key)")]
+        if let key { headers.append(KafkaHeader(key: "Idempotency-Key", value: key)) }
+        let value: JSONValue = ["request_type": "workflow_run", "workflow_name": "quarterly-privacy-sweep", "body": ["input": input]]
+        return KafkaMessage(topicPartition: .init(topic: configuration.topics.triggerRequests, partition: 0), offset: offset, key: nil, value: value.canonicalBytes, headers: headers)
+    }
+
+    func decide(_ messages: [KafkaMessage], snapshot: BatchSnapshot = BatchSnapshot(), now: Timestamp) -> BatchDecider.Decision {
+        decider.decide(messages.map { (Source($0), decoder.decode($0)) }, snapshot: snapshot, now: now)
+    }
+
+    /// The snapshot a store would give after `writes`, at `now`.
+    func snapshot(after writes: BatchWrites, now: Timestamp) -> BatchSnapshot {
+        var snapshot = BatchSnapshot()
+        for record in writes.records where record.expiresAt > now { snapshot.records[record.scope] = record }
+        for (partition, change) in writes.watermarks { snapshot.watermarks[partition] = change.next }
+        return snapshot
+    }
+
+    @Test("a new request writes its run, its 201 under the key, its events and the watermark")
+    func newRequest() {
+        let decision = decide([request(offset: 7, key: "k1")], now: 1_000_000)
+        let writes = decision.writes
+        #expect(writes.runs.count == 1)
+        #expect(writes.records.count == 1)
+        #expect(writes.records[0].expiresAt == 1_000_000 + 60_000)
+        #expect(writes.records[0].responseStatus == 201)
+        #expect(writes.watermarks[PartitionID(topic: configuration.topics.triggerRequests, partition: 0)]?.next == 8)
+        #expect(writes.outbox.count == 4, "Responded, Started, Questionnaire.SendRequested, Completed")
+        #expect(decision.tally.runsStarted == 1)
+    }
+
+    @Test("redelivered offsets below the watermark are skipped, with or without a key")
+    func redelivery() {
+        let first = decide([request(offset: 0, key: nil), request(offset: 1, key: "k")], now: 1000)
+        let again = decide([request(offset: 0, key: nil), request(offset: 1, key: "k"), request(offset: 2, key: nil)], snapshot: snapshot(after: first.writes, now: 1000), now: 2000)
+        #expect(again.tally.alreadyDone == 2)
+        #expect(again.writes.runs.count == 1, "only offset 2 is new")
+        #expect(again.writes.watermarks.first?.value.expected == 2)
+        #expect(again.writes.watermarks.first?.value.next == 3)
+    }
+
+    @Test("a key answers replays until it expires, then starts a new run with a new id")
+    func expiry() throws {
+        let first = decide([request(offset: 0, key: "k")], now: 1000)
+        let originalRun = try #require(first.writes.runs.first?.id)
+        let replay = decide([request(offset: 1, key: "k")], snapshot: snapshot(after: first.writes, now: 60_999), now: 60_999)
+        #expect(replay.tally.replays == 1)
+        #expect(replay.writes.runs.isEmpty)
+        let expired = decide([request(offset: 2, key: "k")], snapshot: snapshot(after: first.writes, now: 61_000), now: 61_000)
+        #expect(expired.tally.replays == 0)
+        let newRun = try #require(expired.writes.runs.first?.id)
+        #expect(newRun != originalRun)
+    }
+
+    @Test("ids and event ids are the same when the same input is decided again")
+    func deterministic() {
+        let a = decide([request(offset: 3, key: "k")], now: 1000)
+        let b = decide([request(offset: 3, key: "k")], now: 5000)
+        #expect(a.writes.runs.map(\.id) == b.writes.runs.map(\.id))
+        let ids = { (writes: BatchWrites) in writes.outbox.compactMap { try? JSONValue.parse($0.value)["event_id"] } }
+        #expect(ids(a.writes) == ids(b.writes))
+        #expect(Set(ids(a.writes)).count == 4)
+    }
+
+    @Test("the fingerprint ignores key order; a different body is a mismatch")
+    func fingerprints() throws {
+        let one = KafkaMessage(topicPartition: .init(topic: "trigger-requests", partition: 0), offset: 0, key: nil,
+                               value: Array(#"{"request_type":"workflow_run","workflow_name":"w","body":{"input":{"a":1,"b":2}}}"#.utf8),
+                               headers: [KafkaHeader(key: "Authorization", value: "Bearer \(Self.key)")])
+        var two = one
+        two.value = Array(#"{"body":{"input":{"b":2,"a":1}}, "workflow_name":"w","request_type":"workflow_run"}"#.utf8)
+        var three = one
+        three.value = Array(#"{"request_type":"workflow_run","workflow_name":"w","body":{"input":{"a":1,"b":3}}}"#.utf8)
+        func fingerprint(_ message: KafkaMessage) throws -> [UInt8] {
+            guard case .request(let request) = decoder.decode(message) else { throw TestFailure() }
+            return request.fingerprint
+        }
+        #expect(try fingerprint(one) == fingerprint(two))
+        #expect(try fingerprint(one) != fingerprint(three))
+    }
+
+    struct TestFailure: Error {}
+}

@@ -1,0 +1,168 @@
+import Foundation
+import Testing
+@testable import Workflows
+
+@Suite("Canonical JSON")
+struct CanonicalJSONTests {
+    @Test("key order does not change the canonical bytes")
+    func keyOrder() throws {
+        let a = try JSONValue.parse(Array(#"{"b":1,"a":{"y":[1,2],"x":"s"}}"#.utf8))
+        let b = try JSONValue.parse(Array(#"{ "a" : { "x":"s", "y":[1, 2] }, "b" : 1 }"#.utf8))
+        #expect(a.canonicalBytes == b.canonicalBytes)
+        #expect(a.canonicalString == #"{"a":{"x":"s","y":[1,2]},"b":1}"#)
+    }
+
+    @Test("values round-trip; strings are escaped")
+    func roundTrip() throws {
+        let value: JSONValue = ["s": "quote \" backslash \\ newline \n tab \t bell \u{07} é", "n": .null, "t": true, "i": -42, "d": 1.5, "l": [[:], []]]
+        #expect(try JSONValue.parse(value.canonicalBytes) == value)
+        #expect(value.canonicalString.contains(#"\u0007"#))
+    }
+
+    @Test("1 and 1.0 are one number")
+    func numbers() throws {
+        #expect(try JSONValue.parse(Array("1.0".utf8)).canonicalString == "1")
+        #expect(try JSONValue.parse(Array("1e2".utf8)).canonicalString == "100")
+        #expect(try JSONValue.parse(Array("0.25".utf8)).canonicalString == "0.25")
+    }
+
+    @Test("paths reach into objects and lists")
+    func paths() {
+        let value: JSONValue = ["vendor": ["tags": ["a", "b"], "name": "Acme"]]
+        #expect(value[path: ["vendor", "name"]] == "Acme")
+        #expect(value[path: ["vendor", "tags", "1"]] == "b")
+        #expect(value[path: ["vendor", "missing"]] == nil)
+        #expect(value[path: ["vendor", "name", "deeper"]] == nil)
+    }
+}
+
+@Suite("Conditions")
+struct ConditionTests {
+    let context: JSONValue = [
+        "vendor": ["tier": "high", "tags": ["processes_pii", "eu"], "name": "Acme Payroll", "attributes": ["annual_spend": 250000, "country": "DE"], "empty": .null],
+        "input": ["due_date": "2026-06-30"],
+    ]
+
+    func rule(_ field: String, _ op: ConditionOperator, _ value: JSONValue?) -> ConditionRule { ConditionRule(field: field, op: op, value: value) }
+
+    @Test("each op, true and false", arguments: [
+        ("vendor.tier", ConditionOperator.eq, JSONValue.string("high"), true), ("vendor.tier", .eq, "low", false),
+        ("vendor.tier", .ne, "low", true), ("vendor.tier", .ne, "high", false), ("vendor.nothing", .ne, "x", true),
+        ("vendor.tier", .in, ["critical", "high"], true), ("vendor.tier", .in, ["low"], false),
+        ("vendor.tier", .notIn, ["low"], true), ("vendor.tier", .notIn, ["high"], false),
+        ("vendor.tags", .contains, "processes_pii", true), ("vendor.tags", .contains, "us", false),
+        ("vendor.name", .contains, "Pay", true), ("vendor.name", .contains, "pay", false),
+        ("vendor.tags", .notContains, "us", true), ("vendor.tags", .notContains, "eu", false),
+        ("vendor.attributes.annual_spend", .gt, 100000, true), ("vendor.attributes.annual_spend", .gt, 250000, false),
+        ("vendor.attributes.annual_spend", .gte, 250000, true), ("vendor.attributes.annual_spend", .lt, 250000, false),
+        ("vendor.attributes.annual_spend", .lte, 250000.0, true),
+        ("input.due_date", .lt, "2026-07-01", true), ("input.due_date", .gt, "2026-07-01", false),
+        ("vendor.attributes.annual_spend", .gt, "100", false),
+        ("vendor.name", .matches, "^Acme\\s", true), ("vendor.name", .matches, "^Payroll", false),
+        ("vendor.attributes.annual_spend", .matches, "250", false),
+        ("vendor.attributes.annual_spend", .eq, 250000.0, true),
+    ] as [(String, ConditionOperator, JSONValue, Bool)])
+    func ops(field: String, op: ConditionOperator, value: JSONValue, expected: Bool) {
+        #expect(ConditionEvaluator.matches(rule(field, op, value), context: context) == expected)
+    }
+
+    @Test("exists: present, absent, null, and exists: false")
+    func exists() {
+        #expect(ConditionEvaluator.matches(rule("vendor.tier", .exists, nil), context: context))
+        #expect(!ConditionEvaluator.matches(rule("vendor.missing", .exists, nil), context: context))
+        #expect(!ConditionEvaluator.matches(rule("vendor.empty", .exists, nil), context: context))
+        #expect(ConditionEvaluator.matches(rule("vendor.missing", .exists, false), context: context))
+    }
+
+    @Test("a missing field fails positive ops")
+    func missingField() {
+        for op in [ConditionOperator.eq, .in, .contains, .gt, .gte, .lt, .lte, .matches] {
+            #expect(!ConditionEvaluator.matches(rule("vendor.missing", op, "x"), context: context), "\(op)")
+        }
+    }
+
+    @Test("match all and match any; no conditions match")
+    func combinations() {
+        let yes = rule("vendor.tier", .eq, "high"), no = rule("vendor.tier", .eq, "low")
+        #expect(ConditionEvaluator.matches(ConditionSet(match: .all, rules: [yes, yes]), context: context))
+        #expect(!ConditionEvaluator.matches(ConditionSet(match: .all, rules: [yes, no]), context: context))
+        #expect(ConditionEvaluator.matches(ConditionSet(match: .any, rules: [no, yes]), context: context))
+        #expect(!ConditionEvaluator.matches(ConditionSet(match: .any, rules: [no, no]), context: context))
+        #expect(ConditionEvaluator.matches(nil, context: context))
+    }
+}
+
+@Suite("Template rendering")
+struct TemplateRenderTests {
+    let context: JSONValue = ["vendor": ["name": "Acme", "tags": ["a"], "spend": 10, "none": .null], "input": ["filter": ["tags": ["pii"]]]]
+
+    @Test("text with placeholders")
+    func text() throws {
+        #expect(try Template(parsing: "New vendor {{ vendor.name }} ({{vendor.spend}})").render(context) == "New vendor Acme (10)")
+        #expect(try Template(parsing: "[{{ vendor.missing }}][{{ vendor.none }}]").render(context) == "[][]")
+        #expect(try Template(parsing: "tags: {{ vendor.tags }}").render(context) == #"tags: ["a"]"#)
+    }
+
+    @Test("a lone placeholder keeps the value's type")
+    func wholeValue() throws {
+        #expect(try Template(parsing: "{{ input.filter }}").render(context) == ["tags": ["pii"]])
+        #expect(try Template(parsing: "{{ vendor.spend }}").render(context) == 10)
+        #expect(try Template(parsing: "{{ vendor.missing }}").render(context) == .null)
+    }
+
+    @Test("rendering walks lists and mappings")
+    func nested() {
+        let input: JSONValue = ["to": "{{ vendor.name }}", "list": ["{{ vendor.spend }}", "plain"], "n": 3]
+        #expect(Template.render(input, context: context) == ["to": "Acme", "list": [10, "plain"], "n": 3])
+    }
+}
+
+@Suite("Synchronous run executor")
+struct RunExecutorTests {
+    func definition(_ yaml: String) throws -> WorkflowDefinition {
+        let (definition, problems) = parseWorkflow(yaml)
+        #expect(problems.isEmpty, "\(problems)")
+        return try #require(definition)
+    }
+
+    @Test("steps run in order; the assessment a step creates is visible to later steps")
+    func order() throws {
+        let workflow = try definition("""
+        name: demo
+        trigger: { type: direct }
+        steps:
+          - { id: assess, action: create_assessment, with: { name: "Review {{ vendor.name }}", control_set_ids: [cbctst_1] } }
+          - { id: mail, action: send_email, with: { to: "{{ vendor.owner_email }}", subject: "Assessment {{ assessment.id }} / {{ steps.assess.name }}" } }
+        """)
+        let run = PendingRun(id: "cbwr_x", definition: workflow, input: [:], trigger: [:], vendor: ["id": "cbvndr_1", "name": "Acme", "owner_email": "o@example.com"], assessment: nil, now: 1000)
+        let execution = SynchronousRunExecutor().execute(run)
+        #expect(execution.status == .completed)
+        let assessment = try #require(execution.assessments.first)
+        #expect(assessment.id == Identifier.derive(prefix: "cbqsrw", from: ["cbwr_x", "assess"]))
+        #expect(assessment.document["name"] == "Review Acme")
+        #expect(execution.effects.map(\.eventType) == ["Email.SendRequested"])
+        #expect(execution.effects[0].data["subject"] == .string("Assessment \(assessment.id) / Review Acme"))
+        #expect(execution.started["status"] == "started")
+        #expect(execution.started[path: ["steps", "1", "status"]] == .null)
+        #expect(execution.finished[path: ["steps", "1", "status"]] == "success")
+        #expect(execution.finished["completed_at"] == 1000)
+    }
+
+    @Test("the same run executes to the same result (ids are derived, not random)")
+    func deterministic() throws {
+        let workflow = try definition("name: demo\ntrigger: { type: direct }\nsteps:\n  - { id: hook, action: send_webhook, with: { url: 'https://example.com' } }\n")
+        let run = PendingRun(id: "cbwr_y", definition: workflow, input: ["a": 1], trigger: [:], vendor: nil, assessment: nil, now: 5)
+        let first = SynchronousRunExecutor().execute(run), second = SynchronousRunExecutor().execute(run)
+        #expect(first.finished == second.finished)
+        #expect(first.effects == second.effects)
+    }
+
+    @Test("run_workflow is refused honestly: the step and the run fail")
+    func runWorkflow() throws {
+        let workflow = try definition("name: demo\ntrigger: { type: direct }\nsteps:\n  - { id: child, action: run_workflow, with: { workflow: other } }\n  - { id: after, action: send_questionnaire }\n")
+        let execution = SynchronousRunExecutor().execute(PendingRun(id: "cbwr_z", definition: workflow, input: [:], trigger: [:], vendor: nil, assessment: nil, now: 5))
+        #expect(execution.status == .failed)
+        #expect(execution.finished[path: ["steps", "0", "message"]]?.stringValue?.contains("not supported") == true)
+        #expect(execution.finished[path: ["steps", "1", "status"]] == "skipped")
+    }
+}
