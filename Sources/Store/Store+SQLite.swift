@@ -3,10 +3,10 @@ import GRDB
 
 /// The embedded store: one SQLite file in WAL mode, for a single worker instance.
 ///
-/// Tables are compact (`WITHOUT ROWID`, keyed by the 16-byte scope hash where
-/// the key is random) and statements are prepared once per connection and
-/// reused across a batch: random-key B-tree inserts and per-statement overhead
-/// dominate the cost of a batch.
+/// Small rows keyed at random live in `WITHOUT ROWID` tables; large ones (runs,
+/// responses) in rowid tables with a unique index on their key. Statements are
+/// prepared once per connection and reused across a batch: random-key B-tree
+/// inserts and per-statement overhead dominate the cost of a batch.
 public final class SQLiteStore: Store {
     private let pool: DatabasePool
     /// The database file.
@@ -25,6 +25,9 @@ public final class SQLiteStore: Store {
             // WAL is set by DatabasePool; NORMAL is durable at each checkpoint and
             // loses at most the last transactions on power loss, never consistency.
             try db.execute(sql: "PRAGMA synchronous = NORMAL")
+            // A batch writes megabytes (runs, events): checkpoint (and fsync) every
+            // ~40 MiB of WAL instead of every 4 MiB, i.e. every few batches, not every one.
+            try db.execute(sql: "PRAGMA wal_autocheckpoint = 10000")
         }
         do {
             pool = try DatabasePool(path: path, configuration: configuration)
@@ -86,6 +89,68 @@ public final class SQLiteStore: Store {
                     value BLOB NOT NULL,
                     headers BLOB NOT NULL
                 );
+                """)
+        }
+        // One outbox row per batch (up to 1,000 messages) instead of one per
+        // message: five fewer random inserts and deletes per request. Rows still
+        // waiting are carried over, in order.
+        migrator.registerMigration("v2-packed-outbox") { db in
+            try db.execute(sql: "ALTER TABLE outbox RENAME TO outbox_v1")
+            try db.execute(sql: "CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, messages BLOB NOT NULL)")
+            let pending = try Row.fetchAll(db, sql: "SELECT topic, key, value, headers FROM outbox_v1 ORDER BY id").map { row in
+                OutboxMessage(topic: row[0], key: (row[1] as Data?).map { Array($0) }, value: Array(row[2] as Data), headers: V1HeaderCoding.decode(Array(row[3] as Data)))
+            }
+            var start = 0
+            while start < pending.count {
+                let end = min(start + messagesPerOutboxEntry, pending.count)
+                try db.execute(sql: "INSERT INTO outbox (messages) VALUES (?)", arguments: [Data(OutboxCoding.encode(pending[start..<end]))])
+                start = end
+            }
+            try db.execute(sql: "DROP TABLE outbox_v1")
+        }
+        // Rows of a kilobyte and more (runs, responses) make WITHOUT ROWID B-trees
+        // split pages on every random-key insert; a rowid table with a unique index
+        // on the key appends instead (measured: a batch's writes ~3.5x faster).
+        migrator.registerMigration("v3-rowid-tables") { db in
+            try db.execute(sql: """
+                CREATE TABLE idempotency_v3 (
+                    scope BLOB NOT NULL UNIQUE,
+                    org_id TEXT NOT NULL,
+                    endpoint TEXT NOT NULL,
+                    key TEXT NOT NULL,
+                    fingerprint BLOB NOT NULL,
+                    status INTEGER NOT NULL,
+                    body BLOB NOT NULL,
+                    created_at INTEGER NOT NULL,
+                    expires_at INTEGER NOT NULL
+                );
+                INSERT INTO idempotency_v3 SELECT * FROM idempotency;
+                DROP TABLE idempotency;
+                ALTER TABLE idempotency_v3 RENAME TO idempotency;
+                CREATE INDEX idempotency_expiry ON idempotency (expires_at);
+
+                CREATE TABLE runs_v3 (
+                    id TEXT NOT NULL UNIQUE,
+                    org_id TEXT NOT NULL,
+                    workflow_name TEXT NOT NULL,
+                    status TEXT NOT NULL,
+                    started_at INTEGER NOT NULL,
+                    document BLOB NOT NULL
+                );
+                INSERT INTO runs_v3 SELECT * FROM runs;
+                DROP TABLE runs;
+                ALTER TABLE runs_v3 RENAME TO runs;
+                CREATE INDEX runs_by_start ON runs (started_at);
+
+                CREATE TABLE assessments_v3 (
+                    id TEXT NOT NULL UNIQUE,
+                    org_id TEXT NOT NULL,
+                    vendor_id TEXT NOT NULL,
+                    document BLOB NOT NULL
+                );
+                INSERT INTO assessments_v3 SELECT * FROM assessments;
+                DROP TABLE assessments;
+                ALTER TABLE assessments_v3 RENAME TO assessments;
                 """)
         }
         return migrator
@@ -188,21 +253,24 @@ public final class SQLiteStore: Store {
             try insertAssessment.execute(arguments: [assessment.id, assessment.orgID, assessment.vendorID, Data(assessment.document)])
         }
 
-        let insertOutbox = try db.cachedStatement(sql: "INSERT INTO outbox (topic, key, value, headers) VALUES (?, ?, ?, ?)")
-        for message in writes.outbox {
-            try insertOutbox.execute(arguments: [message.topic, message.key.map { Data($0) }, Data(message.value), Data(HeaderCoding.encode(message.headers))])
+        let insertOutbox = try db.cachedStatement(sql: "INSERT INTO outbox (messages) VALUES (?)")
+        var start = writes.outbox.startIndex
+        while start < writes.outbox.endIndex {
+            let end = min(start + Self.messagesPerOutboxEntry, writes.outbox.endIndex)
+            try insertOutbox.execute(arguments: [Data(OutboxCoding.encode(writes.outbox[start..<end]))])
+            start = end
         }
     }
 
     // MARK: Outbox
 
-    public func pendingOutbox(limit: Int) async throws -> [OutboxMessage] {
+    /// The most messages one outbox row holds.
+    static let messagesPerOutboxEntry = 1000
+
+    public func pendingOutbox(limit: Int) async throws -> [OutboxEntry] {
         try await pool.read { db in
-            try Row.fetchAll(db.cachedStatement(sql: "SELECT id, topic, key, value, headers FROM outbox ORDER BY id LIMIT ?"), arguments: [limit]).map { row in
-                OutboxMessage(
-                    id: row[0], topic: row[1], key: (row[2] as Data?).map { Array($0) }, value: Array(row[3] as Data),
-                    headers: HeaderCoding.decode(Array(row[4] as Data))
-                )
+            try Row.fetchAll(db.cachedStatement(sql: "SELECT id, messages FROM outbox ORDER BY id LIMIT ?"), arguments: [limit]).map { row in
+                OutboxEntry(id: row[0], messages: OutboxCoding.decode(Array(row[1] as Data)))
             }
         }
     }
@@ -262,20 +330,80 @@ public final class SQLiteStore: Store {
     }
 }
 
-/// Headers in one blob: for each, a 2-byte name length, the name, a 4-byte value length, the value.
-enum HeaderCoding {
-    static func encode(_ headers: [OutboxHeader]) -> [UInt8] {
+/// Outbox messages in one blob: for each, the topic, the key (or none), the value
+/// and the headers, each length-prefixed (big-endian).
+enum OutboxCoding {
+    static func encode(_ messages: ArraySlice<OutboxMessage>) -> [UInt8] {
         var bytes: [UInt8] = []
-        for header in headers {
-            let name = Array(header.name.utf8)
-            append(UInt32(name.count), width: 2, to: &bytes)
-            bytes += name
-            append(UInt32(header.value.count), width: 4, to: &bytes)
-            bytes += header.value
+        bytes.reserveCapacity(messages.reduce(0) { $0 + $1.value.count + 128 })
+        append(UInt32(messages.count), width: 4, to: &bytes)
+        for message in messages {
+            field(Array(message.topic.utf8), to: &bytes)
+            if let key = message.key {
+                bytes.append(1)
+                field(key, to: &bytes)
+            } else {
+                bytes.append(0)
+            }
+            field(message.value, to: &bytes)
+            append(UInt32(message.headers.count), width: 4, to: &bytes)
+            for header in message.headers {
+                field(Array(header.name.utf8), to: &bytes)
+                field(header.value, to: &bytes)
+            }
         }
         return bytes
     }
 
+    static func decode(_ bytes: [UInt8]) -> [OutboxMessage] {
+        var reader = Reader(bytes: bytes)
+        guard let count = reader.integer(4) else { return [] }
+        var messages: [OutboxMessage] = []
+        messages.reserveCapacity(count)
+        for _ in 0..<count {
+            guard let topic = reader.field(), let hasKey = reader.integer(1) else { break }
+            let key = hasKey == 1 ? reader.field() : nil
+            guard let value = reader.field(), let headerCount = reader.integer(4) else { break }
+            var headers: [OutboxHeader] = []
+            for _ in 0..<headerCount {
+                guard let name = reader.field(), let headerValue = reader.field() else { break }
+                headers.append(OutboxHeader(name: String(decoding: name, as: UTF8.self), value: headerValue))
+            }
+            messages.append(OutboxMessage(topic: String(decoding: topic, as: UTF8.self), key: key, value: value, headers: headers))
+        }
+        return messages
+    }
+
+    private static func field(_ value: [UInt8], to bytes: inout [UInt8]) {
+        append(UInt32(value.count), width: 4, to: &bytes)
+        bytes += value
+    }
+
+    private static func append(_ value: UInt32, width: Int, to bytes: inout [UInt8]) {
+        for shift in stride(from: (width - 1) * 8, through: 0, by: -8) { bytes.append(UInt8(truncatingIfNeeded: value >> UInt32(shift))) }
+    }
+
+    private struct Reader {
+        let bytes: [UInt8]
+        var index = 0
+
+        mutating func integer(_ width: Int) -> Int? {
+            guard index + width <= bytes.count else { return nil }
+            defer { index += width }
+            return bytes[index..<index + width].reduce(0) { $0 << 8 | Int($1) }
+        }
+
+        mutating func field() -> [UInt8]? {
+            guard let length = integer(4), index + length <= bytes.count else { return nil }
+            defer { index += length }
+            return Array(bytes[index..<index + length])
+        }
+    }
+}
+
+/// Headers as the v1 outbox stored them: a 2-byte name length, the name, a
+/// 4-byte value length, the value. Read only by the v2 migration.
+enum V1HeaderCoding {
     static func decode(_ bytes: [UInt8]) -> [OutboxHeader] {
         var headers: [OutboxHeader] = []
         var index = 0
@@ -284,7 +412,7 @@ enum HeaderCoding {
             defer { index += width }
             return bytes[index..<index + width].reduce(0) { $0 << 8 | Int($1) }
         }
-        while index < bytes.count, let nameLength = read(2), index + nameLength <= bytes.count {
+        while let nameLength = read(2), index + nameLength <= bytes.count {
             let name = String(decoding: bytes[index..<index + nameLength], as: UTF8.self)
             index += nameLength
             guard let valueLength = read(4), index + valueLength <= bytes.count else { break }
@@ -292,10 +420,6 @@ enum HeaderCoding {
             index += valueLength
         }
         return headers
-    }
-
-    private static func append(_ value: UInt32, width: Int, to bytes: inout [UInt8]) {
-        for shift in stride(from: (width - 1) * 8, through: 0, by: -8) { bytes.append(UInt8(truncatingIfNeeded: value >> UInt32(shift))) }
     }
 }
 

@@ -20,10 +20,11 @@ public protocol Store: Sendable {
     ///   watermark moved or an idempotency scope was claimed since ``load(_:now:)``.
     func apply(_ writes: BatchWrites) async throws
 
-    /// Up to `limit` outbox messages, oldest first.
-    func pendingOutbox(limit: Int) async throws -> [OutboxMessage]
+    /// Up to `limit` outbox entries, oldest first. An entry holds the messages of
+    /// (part of) one batch, in the order they were written.
+    func pendingOutbox(limit: Int) async throws -> [OutboxEntry]
 
-    /// Deletes delivered outbox messages.
+    /// Deletes outbox entries whose messages were all delivered.
     func deleteOutbox(ids: [Int64]) async throws
 
     /// Deletes up to `limit` idempotency records that expired at `now`; returns how many.
@@ -154,17 +155,27 @@ public struct AssessmentRecord: Sendable, Hashable {
     }
 }
 
+/// Messages written together, published together and deleted together once all
+/// were delivered: one row for many messages keeps the outbox's cost per request low.
+public struct OutboxEntry: Sendable, Hashable {
+    /// Increasing in insertion order.
+    public var id: Int64
+    public var messages: [OutboxMessage]
+
+    public init(id: Int64, messages: [OutboxMessage]) {
+        self.id = id
+        self.messages = messages
+    }
+}
+
 /// A message to publish: a status event, a response or a dead letter.
 public struct OutboxMessage: Sendable, Hashable {
-    /// Assigned by the store, increasing in insertion order; 0 before insertion.
-    public var id: Int64
     public var topic: String
     public var key: [UInt8]?
     public var value: [UInt8]
     public var headers: [OutboxHeader]
 
-    public init(id: Int64 = 0, topic: String, key: [UInt8]?, value: [UInt8], headers: [OutboxHeader]) {
-        self.id = id
+    public init(topic: String, key: [UInt8]?, value: [UInt8], headers: [OutboxHeader]) {
         self.topic = topic
         self.key = key
         self.value = value

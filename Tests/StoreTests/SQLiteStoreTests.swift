@@ -47,10 +47,34 @@ struct SQLiteStoreTests {
         #expect(try await store.assessment(id: "cbqsrw_1")?.vendorID == "cbvndr_1")
         let outbox = try await store.pendingOutbox(limit: 10)
         #expect(outbox.count == 1)
-        #expect(outbox[0].headers == writes.outbox[0].headers)
-        #expect(outbox[0].value == Array("v".utf8))
+        #expect(outbox[0].messages == writes.outbox)
         try await store.deleteOutbox(ids: outbox.map(\.id))
         #expect(try await store.pendingOutbox(limit: 10).isEmpty)
+    }
+
+    @Test("outbox messages keep their order, keys (or none), values and headers across entries")
+    func outboxEntries() async throws {
+        let store = try makeStore()
+        let messages = (0..<2500).map { (index: Int) -> OutboxMessage in
+            let key: [UInt8]? = index % 2 == 0 ? Array("k\(index)".utf8) : nil
+            var headers: [OutboxHeader] = []
+            if index % 5 != 0 {
+                headers = [OutboxHeader(name: "h", value: Array("\(index)".utf8)), OutboxHeader(name: "empty", value: [])]
+            }
+            return OutboxMessage(topic: "t\(index % 3)", key: key, value: Array("v\(index)".utf8), headers: headers)
+        }
+        var first = BatchWrites()
+        first.outbox = Array(messages[..<1500])
+        try await store.apply(first)
+        var second = BatchWrites()
+        second.outbox = Array(messages[1500...])
+        try await store.apply(second)
+        let entries = try await store.pendingOutbox(limit: 10)
+        #expect(entries.map(\.messages.count) == [1000, 500, 1000], "at most 1,000 messages an entry, never across batches")
+        #expect(entries.flatMap(\.messages) == messages)
+        #expect(entries.map(\.id) == entries.map(\.id).sorted())
+        try await store.deleteOutbox(ids: [entries[0].id])
+        #expect(try await store.pendingOutbox(limit: 10).map(\.id) == Array(entries.map(\.id).dropFirst()))
     }
 
     @Test("a watermark that moved since it was read is a conflict, and nothing of the batch is written")
@@ -150,5 +174,41 @@ struct SQLiteStoreTests {
         #expect(try StoreFactory.sqlitePath(from: "sqlite://data/trigger-worker.sqlite") == "data/trigger-worker.sqlite")
         #expect(try StoreFactory.sqlitePath(from: "sqlite:///var/lib/tw.sqlite") == "/var/lib/tw.sqlite")
         #expect(throws: StoreError.self) { try StoreFactory.sqlitePath(from: "sqlite://") }
+    }
+}
+
+@Suite("SQLite store migrations")
+struct MigrationTests {
+    @Test("v2 packs the outbox rows a v1 database still holds, in order")
+    func packedOutbox() async throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("v1-\(UUID()).sqlite").path
+        // A v1 database with two messages waiting, written as v1 wrote them.
+        let v1 = """
+        CREATE TABLE grdb_migrations (identifier TEXT NOT NULL PRIMARY KEY);
+        INSERT INTO grdb_migrations VALUES ('v1');
+        CREATE TABLE partition_progress (topic TEXT NOT NULL, partition INTEGER NOT NULL, next_offset INTEGER NOT NULL, PRIMARY KEY (topic, partition)) WITHOUT ROWID;
+        CREATE TABLE idempotency (scope BLOB PRIMARY KEY, org_id TEXT NOT NULL, endpoint TEXT NOT NULL, key TEXT NOT NULL, fingerprint BLOB NOT NULL, status INTEGER NOT NULL, body BLOB NOT NULL, created_at INTEGER NOT NULL, expires_at INTEGER NOT NULL) WITHOUT ROWID;
+        CREATE INDEX idempotency_expiry ON idempotency (expires_at);
+        CREATE TABLE vendors (org_id TEXT NOT NULL, id TEXT NOT NULL, document BLOB NOT NULL, occurred_at INTEGER NOT NULL, PRIMARY KEY (org_id, id)) WITHOUT ROWID;
+        CREATE TABLE runs (id TEXT PRIMARY KEY, org_id TEXT NOT NULL, workflow_name TEXT NOT NULL, status TEXT NOT NULL, started_at INTEGER NOT NULL, document BLOB NOT NULL) WITHOUT ROWID;
+        CREATE INDEX runs_by_start ON runs (started_at);
+        CREATE TABLE assessments (id TEXT PRIMARY KEY, org_id TEXT NOT NULL, vendor_id TEXT NOT NULL, document BLOB NOT NULL) WITHOUT ROWID;
+        CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, key BLOB, value BLOB NOT NULL, headers BLOB NOT NULL);
+        INSERT INTO outbox (topic, key, value, headers) VALUES ('a', X'6B', X'7631', X'0001680000000178');
+        INSERT INTO outbox (topic, key, value, headers) VALUES ('b', NULL, X'7632', X'');
+        """
+        let sqlite = Process()
+        sqlite.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        sqlite.arguments = ["python3", "-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.executescript(sys.argv[2]); c.commit()", path, v1]
+        try sqlite.run()
+        sqlite.waitUntilExit()
+        #expect(sqlite.terminationStatus == 0)
+
+        let store = try SQLiteStore(path: path)
+        let entries = try await store.pendingOutbox(limit: 10)
+        #expect(entries.flatMap(\.messages) == [
+            OutboxMessage(topic: "a", key: Array("k".utf8), value: Array("v1".utf8), headers: [OutboxHeader(name: "h", value: Array("x".utf8))]),
+            OutboxMessage(topic: "b", key: nil, value: Array("v2".utf8), headers: []),
+        ])
     }
 }

@@ -4,11 +4,11 @@ import ServiceLifecycle
 import Store
 import Synchronization
 
-/// Publishes outbox rows with the idempotent producer and deletes each row once
-/// the broker confirmed it. Rows are read oldest first, so messages with one key
-/// keep their order; failed rows stay and are retried with backoff while the
-/// broker is unreachable. Every row is published at least once, with the
-/// `event_id` it was written with.
+/// Publishes outbox entries with the idempotent producer and deletes each entry
+/// once the broker confirmed every message in it. Entries are read oldest first,
+/// so messages with one key keep their order; an entry with a failed message
+/// stays and is published again (all of it, with the same `event_id`s) with
+/// backoff while the broker is unreachable. Every message is published at least once.
 public final class OutboxPublisher: Service {
     private let store: any Store
     private let producer: KafkaProducer
@@ -19,7 +19,8 @@ public final class OutboxPublisher: Service {
     /// How long to wait without a wake-up before looking at the outbox anyway.
     static let idleInterval: Duration = .seconds(1)
 
-    public init(store: any Store, producer: KafkaProducer, logger: Logger, batchSize: Int = 2000) {
+    /// - Parameter batchSize: outbox entries per round (each holds up to a batch's messages).
+    public init(store: any Store, producer: KafkaProducer, logger: Logger, batchSize: Int = 4) {
         self.store = store
         self.producer = producer
         self.logger = logger
@@ -53,23 +54,31 @@ public final class OutboxPublisher: Service {
     @discardableResult
     public func drain() async -> Bool {
         while true {
-            let rows: [OutboxMessage]
+            let entries: [OutboxEntry]
             do {
-                rows = try await store.pendingOutbox(limit: batchSize)
+                entries = try await store.pendingOutbox(limit: batchSize)
             } catch {
                 logger.error("Reading the outbox failed", metadata: [LogKey.error: "\(error)"])
                 return false
             }
-            guard !rows.isEmpty else { return true }
-            let results = await producer.send(rows.map { row in
-                KafkaProducerMessage(topic: row.topic, key: row.key, value: row.value, headers: row.headers.map { KafkaHeader(key: $0.name, value: $0.value) })
+            guard !entries.isEmpty else { return true }
+            let messages = entries.flatMap(\.messages)
+            let results = await producer.send(messages.map { message in
+                KafkaProducerMessage(topic: message.topic, key: message.key, value: message.value, headers: message.headers.map { KafkaHeader(key: $0.name, value: $0.value) })
             })
             var delivered: [Int64] = []
             var failure: KafkaError?
-            for (row, result) in zip(rows, results) {
-                switch result {
-                case .success: delivered.append(row.id)
-                case .failure(let error): failure = failure ?? error
+            var position = 0
+            for entry in entries {
+                let outcome = results[position..<position + entry.messages.count]
+                position += entry.messages.count
+                if let error = outcome.lazy.compactMap({ result -> KafkaError? in
+                    if case .failure(let error) = result { return error }
+                    return nil
+                }).first {
+                    failure = failure ?? error
+                } else {
+                    delivered.append(entry.id)
                 }
             }
             do {
@@ -81,7 +90,7 @@ public final class OutboxPublisher: Service {
             }
             if let failure {
                 logger.warning("Publishing outbox rows failed; retrying with backoff", metadata: [
-                    LogKey.error: "\(failure)", "delivered": "\(delivered.count)", "failed": "\(rows.count - delivered.count)",
+                    LogKey.error: "\(failure)", "entries_delivered": "\(delivered.count)", "entries_failed": "\(entries.count - delivered.count)",
                 ])
                 return false
             }
