@@ -114,3 +114,22 @@ struct BatchDeciderTests {
 
     struct TestFailure: Error {}
 }
+
+@Suite("Event envelopes")
+struct EnvelopeTests {
+    @Test("the spliced envelope is the canonical encoding of the whole event")
+    func canonical() throws {
+        let outputs = Outputs(topics: WorkerConfiguration().topics)
+        let source = Source(KafkaMessage(topicPartition: .init(topic: "t", partition: 0), offset: 1, key: nil, value: nil,
+                                         headers: [KafkaHeader(key: "request-id", value: "r1"), KafkaHeader(key: "TRACEPARENT", value: "00-x")]))
+        let data: JSONValue = ["b": [1, "two"], "a": "quote \" here"]
+        for orgID in ["cborg_1", nil] as [String?] {
+            let message = outputs.event(id: "cbevt_1", type: "WorkflowRun.Started", orgID: orgID, data: data, key: nil, now: 1_746_576_000_123, source: source)
+            let expected: JSONValue = ["event_id": "cbevt_1", "event_type": "WorkflowRun.Started", "occurred_at": 1_746_576_000, "org_id": orgID.json, "data": data]
+            #expect(message.value == expected.canonicalBytes)
+            #expect(try JSONValue.parse(message.value) == expected)
+        }
+        let headers = outputs.event(id: "e", type: "T", orgID: nil, data: [:], key: nil, now: 0, source: source).headers
+        #expect(headers.map(\.name) == ["event-type", "request-id", "traceparent"])
+    }
+}

@@ -166,3 +166,14 @@ struct RunExecutorTests {
         #expect(execution.finished[path: ["steps", "1", "status"]] == "skipped")
     }
 }
+
+@Suite("Compiled step inputs")
+struct TemplateValueTests {
+    @Test("compiled inputs render as the uncompiled ones do")
+    func sameResult() {
+        let context: JSONValue = ["vendor": ["name": "Acme", "tags": ["pii"]], "input": ["n": 3]]
+        let inputs: JSONValue = ["to": "{{ vendor.name }}", "plain": "text", "nested": ["list": ["{{ input.n }}", 1, ["x": "{{ vendor.tags }}"]]], "n": 2.5, "bad": "{{ unclosed"]
+        #expect(TemplateValue(inputs).render(context) == Template.render(inputs, context: context))
+        #expect(TemplateValue(["a": 1, "b": ["c"]]) == .literal(["a": 1, "b": ["c"]]), "values without placeholders stay literal")
+    }
+}

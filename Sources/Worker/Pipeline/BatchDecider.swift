@@ -289,20 +289,23 @@ struct BatchDecider: Sendable {
     private func start(_ run: PendingRun, orgID: String, source: Source, _ state: inout State) {
         let execution = executor.execute(run)
         let key = Array(run.id.utf8)
-        func event(_ type: String, _ data: JSONValue, _ idParts: [String]) {
-            state.writes.outbox.append(outputs.event(id: Identifier.derive(prefix: "cbevt", from: idParts), type: type, orgID: orgID, data: data, key: key, now: state.now, source: source))
+        let finished = execution.finished.canonicalBytes  // stored and published: encoded once
+        func event(_ type: String, _ data: [UInt8], _ idParts: [String]) {
+            state.writes.outbox.append(outputs.event(
+                id: Identifier.derive(prefix: "cbevt", from: idParts), type: type, orgID: orgID, encodedData: data, key: key, now: state.now, source: source
+            ))
         }
-        event(RunStatus.started.eventType, execution.started, [run.id, RunStatus.started.eventType])
+        event(RunStatus.started.eventType, execution.started.canonicalBytes, [run.id, RunStatus.started.eventType])
         for effect in execution.effects {
-            event(effect.eventType, effect.data, [run.id, effect.stepID, effect.eventType])
+            event(effect.eventType, effect.data.canonicalBytes, [run.id, effect.stepID, effect.eventType])
         }
-        event(execution.status.eventType, execution.finished, [run.id, execution.status.eventType])
+        event(execution.status.eventType, finished, [run.id, execution.status.eventType])
         for assessment in execution.assessments {
             state.writes.assessments.append(AssessmentRecord(id: assessment.id, orgID: orgID, vendorID: assessment.vendorID, document: assessment.document.canonicalBytes))
         }
         state.writes.runs.append(RunRecord(
             id: run.id, orgID: orgID, workflowName: run.definition.name, status: execution.status.rawValue,
-            startedAt: run.now, document: execution.finished.canonicalBytes
+            startedAt: run.now, document: finished
         ))
         state.tally.runsStarted += 1
     }

@@ -9,18 +9,26 @@ struct Outputs: Sendable {
     /// An event envelope `{event_id, event_type, occurred_at, org_id, data}` for the
     /// status topic, with the input's `request-id`, `idempotency-key` and `traceparent`.
     func event(id: String, type: String, orgID: String?, data: JSONValue, key: [UInt8]?, now: Timestamp, source: Source) -> OutboxMessage {
-        let envelope: JSONValue = [
-            "event_id": .string(id),
-            "event_type": .string(type),
-            "occurred_at": .int(now / 1000),
-            "org_id": orgID.json,
-            "data": data,
-        ]
+        event(id: id, type: type, orgID: orgID, encodedData: data.canonicalBytes, key: key, now: now, source: source)
+    }
+
+    /// The same, with `data` already in canonical JSON (a document stored too is encoded once).
+    func event(id: String, type: String, orgID: String?, encodedData data: [UInt8], key: [UInt8]?, now: Timestamp, source: Source) -> OutboxMessage {
+        // The envelope's keys in canonical (sorted) order, around the encoded data.
+        var envelope: [UInt8] = []
+        envelope.reserveCapacity(data.count + 160)
+        envelope += Array(#"{"data":"#.utf8)
+        envelope += data
+        envelope += Array(#","event_id":"#.utf8) + JSONValue.string(id).canonicalBytes
+        envelope += Array(#","event_type":"#.utf8) + JSONValue.string(type).canonicalBytes
+        envelope += Array(#","occurred_at":"#.utf8) + Array(String(now / 1000).utf8)
+        envelope += Array(#","org_id":"#.utf8) + orgID.json.canonicalBytes
+        envelope.append(UInt8(ascii: "}"))
         var headers = [OutboxHeader(name: "event-type", value: Array(type.utf8))]
         for (input, output) in [("Request-Id", "request-id"), ("Idempotency-Key", "idempotency-key"), ("traceparent", "traceparent")] {
             if let value = source.headers.first(named: input)?.value { headers.append(OutboxHeader(name: output, value: value)) }
         }
-        return OutboxMessage(topic: topics.runStatus, key: key, value: envelope.canonicalBytes, headers: headers)
+        return OutboxMessage(topic: topics.runStatus, key: key, value: envelope, headers: headers)
     }
 
     /// The input's value byte for byte, with its headers and the error headers of the contract.

@@ -268,7 +268,21 @@ public enum Identifier {
 
     /// A deterministic id: `<prefix>_` + the first 32 hex digits of SHA-256 over the parts joined by `|`.
     public static func derive(prefix: String, from parts: [String]) -> String {
-        let digest = SHA256.hash(data: Array(parts.joined(separator: "|").utf8))
-        return prefix + "_" + digest.prefix(16).map { String(format: "%02x", $0) }.joined()
+        var hasher = SHA256()
+        for (index, part) in parts.enumerated() {
+            if index > 0 { hasher.update(data: separator) }
+            hasher.update(data: Array(part.utf8))
+        }
+        var text = Array(prefix.utf8)
+        text.reserveCapacity(text.count + 33)
+        text.append(UInt8(ascii: "_"))
+        for byte in hasher.finalize().prefix(16) {
+            text.append(hexDigits[Int(byte >> 4)])
+            text.append(hexDigits[Int(byte & 0x0F)])
+        }
+        return String(decoding: text, as: UTF8.self)
     }
+
+    private static let separator: [UInt8] = [UInt8(ascii: "|")]
+    private static let hexDigits = Array("0123456789abcdef".utf8)
 }

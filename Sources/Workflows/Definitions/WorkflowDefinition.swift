@@ -85,12 +85,17 @@ public struct WorkflowStep: Sendable, Hashable {
     public var id: String
     public var action: WorkflowAction
     /// The action's input; strings may hold `{{ path }}` templates.
-    public var with: [String: JSONValue]
+    public var with: [String: JSONValue] {
+        didSet { inputs = TemplateValue(.object(with)) }
+    }
+    /// ``with`` with its templates compiled.
+    public private(set) var inputs: TemplateValue
 
     public init(id: String, action: WorkflowAction, with: [String: JSONValue]) {
         self.id = id
         self.action = action
         self.with = with
+        self.inputs = TemplateValue(.object(with))
     }
 }
 

@@ -29,7 +29,7 @@ public struct SynchronousRunExecutor: RunExecutor {
                 continue
             }
             context["steps"] = .object(stepOutputs)
-            let inputs = Template.render(.object(step.with), context: .object(context))
+            let inputs = step.inputs.render(.object(context))
             let outcome = perform(step, stepID: stepID, inputs: inputs, run: run, context: context)
             steps.append(Self.step(step, id: stepID, status: outcome.failed ? "failed" : "success", message: outcome.message, artifacts: outcome.artifacts, now: run.now))
             stepOutputs[step.id] = outcome.output

@@ -22,10 +22,11 @@ extension JSONValue: Decodable {
 }
 
 extension JSONValue {
-    /// Parses JSON text (any value, not only objects).
+    /// Parses JSON text (any value, not only objects), strictly: one value,
+    /// UTF-8, no trailing characters, nesting at most 512 deep.
     /// - Throws: when `bytes` are not valid JSON.
     public static func parse(_ bytes: [UInt8]) throws -> JSONValue {
-        try JSONDecoder().decode(JSONValue.self, from: Data(bytes))
+        try JSONParser.parse(bytes)
     }
 
     /// The canonical JSON text: object keys sorted, no insignificant white space.
@@ -77,6 +78,15 @@ extension JSONValue {
 
     private static func writeString(_ string: String, to output: inout [UInt8]) {
         output.append(UInt8(ascii: "\""))
+        var string = string
+        let needsEscape = string.withUTF8 { utf8 in
+            utf8.contains { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }
+        }
+        if !needsEscape {
+            string.withUTF8 { output.append(contentsOf: $0) }
+            output.append(UInt8(ascii: "\""))
+            return
+        }
         for byte in string.utf8 {
             switch byte {
             case UInt8(ascii: "\""): output += [UInt8(ascii: "\\"), UInt8(ascii: "\"")]

@@ -85,3 +85,49 @@ extension Template {
         }
     }
 }
+
+/// A step's inputs with their templates parsed once, when the workflow is loaded,
+/// instead of on every run.
+public indirect enum TemplateValue: Sendable, Hashable {
+    /// A value without placeholders, used as it is.
+    case literal(JSONValue)
+    case template(Template)
+    case array([TemplateValue])
+    case object([String: TemplateValue])
+
+    /// Compiles `value`. A string whose placeholders do not parse stays a literal
+    /// (validation reports it before a workflow is ever loaded).
+    public init(_ value: JSONValue) {
+        switch value {
+        case .string(let string) where string.contains("{{"):
+            if let template = try? Template(parsing: string) {
+                self = .template(template)
+            } else {
+                self = .literal(value)
+            }
+        case .array(let items):
+            let compiled = items.map(TemplateValue.init)
+            self = compiled.allSatisfy(\.isLiteral) ? .literal(value) : .array(compiled)
+        case .object(let object):
+            let compiled = object.mapValues(TemplateValue.init)
+            self = compiled.values.allSatisfy(\.isLiteral) ? .literal(value) : .object(compiled)
+        default:
+            self = .literal(value)
+        }
+    }
+
+    private var isLiteral: Bool {
+        if case .literal = self { return true }
+        return false
+    }
+
+    /// The value with every placeholder filled from `context`.
+    public func render(_ context: JSONValue) -> JSONValue {
+        switch self {
+        case .literal(let value): value
+        case .template(let template): template.render(context)
+        case .array(let items): .array(items.map { $0.render(context) })
+        case .object(let object): .object(object.mapValues { $0.render(context) })
+        }
+    }
+}

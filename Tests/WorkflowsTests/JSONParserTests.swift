@@ -1,0 +1,46 @@
+import Foundation
+import Testing
+@testable import Workflows
+
+@Suite("JSON parser")
+struct JSONParserTests {
+    /// Parses `text` with Foundation's JSONDecoder (through JSONValue's Decodable) for comparison.
+    func foundation(_ text: String) throws -> JSONValue { try JSONDecoder().decode(JSONValue.self, from: Data(text.utf8)) }
+
+    @Test("agrees with JSONDecoder", arguments: [
+        #"{"a":1,"b":[true,false,null],"c":{"d":"e"}}"#, #"  [ 1 , -2 , 3.5 , -0.25e2 , 1E3 , 0 ]  "#, #""plain""#,
+        #""esc \" \\ \/ \b \f \n \r \t \u00e9 \ud83d\ude00""#, #"{"nested":[[[[{"x":[]}]]]]}"#, "12345678901234", "-0", #"{"":""}"#,
+        "\"é — ✓\"",
+    ])
+    func agreement(text: String) throws {
+        #expect(try JSONValue.parse(Array(text.utf8)) == foundation(text))
+    }
+
+    @Test("the last of duplicate keys wins")
+    func duplicateKeys() throws {
+        #expect(try JSONValue.parse(Array(#"{"dup":1,"dup":2}"#.utf8)) == ["dup": 2])
+    }
+
+    @Test("refuses what is not JSON", arguments: [
+        "", " ", "{", "[1,]", #"{"a":1,}"#, "01", "1.", ".5", "+1", "1e", "tru", "nul", #""unterminated"#, "\"tab\there\"",
+        #""\x""#, #""\ud83d""#, #"{"a" 1}"#, "[1 2]", "{} {}", "NaN", "1e999", #"{a:1}"#, "'single'",
+    ])
+    func refusals(text: String) {
+        #expect(throws: (any Error).self) { try JSONValue.parse(Array(text.utf8)) }
+    }
+
+    @Test("refuses invalid UTF-8 and absurd nesting")
+    func limits() {
+        #expect(throws: (any Error).self) { try JSONValue.parse([0x22, 0xFF, 0x22]) }
+        #expect(throws: (any Error).self) { try JSONValue.parse(Array(String(repeating: "[", count: 10_000).utf8)) }
+        #expect(throws: Never.self) { try JSONValue.parse(Array((String(repeating: "[", count: 100) + String(repeating: "]", count: 100)).utf8)) }
+    }
+
+    @Test("parse and canonical encoding round-trip")
+    func roundTrip() throws {
+        let text = #"{"b":"line\nbreak \"q\"","a":[1,2.5,{"z":null,"y":"é"}]}"#
+        let value = try JSONValue.parse(Array(text.utf8))
+        #expect(try JSONValue.parse(value.canonicalBytes) == value)
+        #expect(value.canonicalString == #"{"a":[1,2.5,{"y":"é","z":null}],"b":"line\nbreak \"q\""}"#)
+    }
+}
