@@ -6,7 +6,7 @@ export PKG_CONFIG_PATH := /usr/local/lib/pkgconfig:$(PKG_CONFIG_PATH)
 
 SWIFT_BUILD_FLAGS ?=
 
-.PHONY: all deps build run test validate clean
+.PHONY: all deps build run test bench validate clean
 
 all: build
 
@@ -25,6 +25,10 @@ run: build
 ## test: start a throw-away broker on a free port, run every test, stop the broker
 test: deps
 	@scripts/test.sh
+
+## bench: worker throughput as a ratio to a raw consumer, measured in one run (BENCH_COUNT=N)
+bench: deps
+	@scripts/bench.sh
 
 ## validate: check the demo org and workflows
 validate: build

@@ -1,0 +1,180 @@
+import ArgumentParser
+import Foundation
+import Kafka
+import Logging
+import ServiceLifecycle
+import Store
+import Worker
+import Workflows
+import Synchronization
+
+/// `trigger-worker bench` (run by `make bench`): the worker's throughput as a
+/// ratio to a plain consumer reading the same messages, measured in one run.
+struct BenchCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench",
+        abstract: "Measure throughput: new-run requests and replays, each against a raw consumer baseline (see make bench).",
+        shouldDisplay: false
+    )
+
+    @Option(help: "How many requests per pass.") var count = 100_000
+    @Option(help: "Partitions of the bench topics.") var partitions: Int32 = 6
+    @Option(help: "Brokers (default: KAFKA_BROKERS).") var brokers: String?
+
+    static let org = "cborg_0f1e2d3c4b5a69788796a5b4c3d2e1f0"
+    static let apiKey = "ak_test_demo0000000000000000000000000000000000000000000000000000"
+
+    func run() async throws {
+        var logger = Logger(label: "bench")
+        logger.logLevel = .error
+        var configuration = try loadConfiguration(nil)
+        if let brokers { configuration.kafka.brokers = brokers.split(separator: ",").map(String.init) }
+        configuration.logLevel = .error
+        let suffix = UUID().uuidString.prefix(8).lowercased()
+        let storePath = FileManager.default.temporaryDirectory.appendingPathComponent("bench-\(suffix).sqlite").path
+        defer { for ext in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: storePath + ext) } }
+        let store = try SQLiteStore(path: storePath)
+
+        print("machine: \(ProcessInfo.processInfo.activeProcessorCount) cores; librdkafka \(KafkaAdmin.librdkafkaVersion); \(count) requests per pass, \(partitions) partitions")
+        print(Self.row("pass", "raw msg/s", "worker msg/s", "ratio"))
+        for (pass, label) in [(1, "new runs (unique keys)"), (2, "replays (every key seen before)")] {
+            var topics = configuration.topics
+            topics.vendorEvents = "bench-ve-\(suffix)"
+            topics.triggerRequests = "bench-tr\(pass)-\(suffix)"
+            topics.runStatus = "bench-rs-\(suffix)"
+            topics.deadLetter = "bench-dl-\(suffix)"
+            _ = try await KafkaAdmin.createTopics(topics.all.map { KafkaTopicSpecification(name: $0, partitions: partitions) }, configuration: configuration.kafka, logger: logger)
+            try await produceRequests(topic: topics.triggerRequests, configuration: configuration, logger: logger)
+            let raw = try await measureRaw(topic: topics.triggerRequests, configuration: configuration, logger: logger)
+            var passConfiguration = configuration
+            passConfiguration.topics = topics
+            passConfiguration.groupID = "bench-worker\(pass)-\(suffix)"
+            let worker = try await measureWorker(configuration: passConfiguration, store: store, logger: logger)
+            print(Self.row(label, String(Int(raw)), String(Int(worker)), String(format: "%.3f", worker / raw)))
+        }
+    }
+
+    static func row(_ label: String, _ raw: String, _ worker: String, _ ratio: String) -> String {
+        func pad(_ text: String, _ width: Int, left: Bool = false) -> String {
+            let fill = String(repeating: " ", count: max(0, width - text.count))
+            return left ? text + fill : fill + text
+        }
+        return pad(label, 34, left: true) + pad(raw, 12) + pad(worker, 14) + pad(ratio, 8)
+    }
+
+    /// N `workflow_run` requests with unique keys (the same keys in each pass).
+    private func produceRequests(topic: String, configuration: WorkerConfiguration, logger: Logger) async throws {
+        let producer = try KafkaProducer(configuration: KafkaProducerConfiguration(common: configuration.kafka, linger: .milliseconds(20)), logger: logger)
+        let value = (["request_type": "workflow_run", "workflow_name": "quarterly-privacy-sweep", "body": ["input": ["due_date": "2026-06-30"]]] as JSONValue).canonicalBytes
+        var sent = 0
+        while sent < count {
+            let chunk = (sent..<min(sent + 10_000, count)).map { index in
+                KafkaProducerMessage(topic: topic, key: Array("bench-\(index)".utf8), value: value, headers: [
+                    KafkaHeader(key: "Authorization", value: "Bearer \(Self.apiKey)"), KafkaHeader(key: "Idempotency-Key", value: "bench-\(index)"),
+                ])
+            }
+            for result in await producer.send(chunk) { _ = try result.get() }
+            sent += chunk.count
+        }
+        try await producer.shutdown()
+    }
+
+    /// A plain consumer: reads the N messages and commits each batch, nothing else.
+    /// Timed from its first message to its last.
+    private func measureRaw(topic: String, configuration: WorkerConfiguration, logger: Logger) async throws -> Double {
+        let consumer = try KafkaConsumer(
+            configuration: KafkaConsumerConfiguration(common: configuration.kafka, groupID: "bench-raw-\(UUID().uuidString.prefix(8))", topics: [topic]),
+            logger: logger
+        )
+        return try await withThrowingTaskGroup(of: Double?.self) { group in
+            group.addTask { try await consumer.run(); return nil }
+            group.addTask {
+                var received = 0
+                var first: ContinuousClock.Instant?
+                for await event in consumer.events {
+                    guard case .messages(let batch) = event else { continue }
+                    first = first ?? .now
+                    received += batch.count
+                    try await consumer.commit(batch.nextOffsets)
+                    if received >= count {
+                        let seconds = (ContinuousClock.now - first!).seconds
+                        consumer.triggerShutdown()
+                        return Double(received) / seconds
+                    }
+                }
+                return nil
+            }
+            var rate: Double?
+            for try await result in group { rate = rate ?? result }
+            return rate ?? 0
+        }
+    }
+
+    /// The pipeline as `run` wires it, timed from its first batch until the
+    /// response to the N-th request is published.
+    private func measureWorker(configuration: WorkerConfiguration, store: SQLiteStore, logger: Logger) async throws -> Double {
+        let orgs = try OrgDirectory.load(path: "examples/orgs.yaml")
+        let catalog = try WorkflowCatalog.load(directory: "examples/workflows", knownOrgs: orgs.ids)
+        let producer = try KafkaProducer(configuration: KafkaProducerConfiguration(common: configuration.kafka), logger: logger)
+        let consumer = try KafkaConsumer(
+            configuration: KafkaConsumerConfiguration(common: configuration.kafka, groupID: configuration.groupID, topics: configuration.topics.inputs),
+            logger: logger
+        )
+        let publisher = OutboxPublisher(store: store, producer: producer, logger: logger)
+        let pipeline = Pipeline(configuration: configuration, orgs: orgs, catalog: catalog, store: store, logger: logger) { publisher.notify() }
+        let counting = CountingHandler(wrapped: pipeline, target: count)
+        let group = ServiceGroup(configuration: ServiceGroupConfiguration(
+            services: [
+                .init(service: producer),
+                .init(service: publisher),
+                .init(service: BatchConsumerService(consumer: consumer, handler: counting, logger: logger), successTerminationBehavior: .gracefullyShutdownGroup),
+            ],
+            logger: logger
+        ))
+        let running = Task { try await group.run() }
+        let started = await counting.firstBatch.value
+        await counting.reachedTarget.value
+        // Done when everything the N requests caused is published.
+        while try await !store.pendingOutbox(limit: 1).isEmpty { _ = await publisher.drain() }
+        let seconds = (ContinuousClock.now - started).seconds
+        await group.triggerGracefulShutdown()
+        try await running.value
+        return Double(count) / seconds
+    }
+}
+
+/// Passes batches on and notes when the first arrived and when `target` messages were handled.
+private final class CountingHandler<Wrapped: BatchHandler>: BatchHandler {
+    let wrapped: Wrapped
+    let target: Int
+    let firstBatch: Task<ContinuousClock.Instant, Never>
+    let reachedTarget: Task<Void, Never>
+    private let first: AsyncStream<ContinuousClock.Instant>.Continuation
+    private let done: AsyncStream<Void>.Continuation
+    private let handled = Mutex(0)
+
+    init(wrapped: Wrapped, target: Int) {
+        self.wrapped = wrapped
+        self.target = target
+        let (firstStream, first) = AsyncStream.makeStream(of: ContinuousClock.Instant.self)
+        let (doneStream, done) = AsyncStream.makeStream(of: Void.self)
+        self.first = first
+        self.done = done
+        firstBatch = Task { await firstStream.first { _ in true } ?? .now }
+        reachedTarget = Task { _ = await doneStream.first { _ in true } }
+    }
+
+    func handle(_ batch: [KafkaMessage]) async throws {
+        first.yield(.now)
+        first.finish()
+        try await wrapped.handle(batch)
+        if handled.withLock({ $0 += batch.count; return $0 >= target }) {
+            done.yield()
+            done.finish()
+        }
+    }
+}
+
+extension Duration {
+    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
+}
