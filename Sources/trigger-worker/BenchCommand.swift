@@ -115,27 +115,14 @@ struct BenchCommand: AsyncParsableCommand {
     private func measureWorker(configuration: WorkerConfiguration, store: SQLiteStore, logger: Logger) async throws -> Double {
         let orgs = try OrgDirectory.load(path: "examples/orgs.yaml")
         let catalog = try WorkflowCatalog.load(directory: "examples/workflows", knownOrgs: orgs.ids)
-        let producer = try KafkaProducer(configuration: KafkaProducerConfiguration(common: configuration.kafka), logger: logger)
-        let consumer = try KafkaConsumer(
-            configuration: KafkaConsumerConfiguration(common: configuration.kafka, groupID: configuration.groupID, topics: configuration.topics.inputs),
-            logger: logger
-        )
-        let publisher = OutboxPublisher(store: store, producer: producer, logger: logger)
-        let pipeline = Pipeline(configuration: configuration, orgs: orgs, catalog: catalog, store: store, logger: logger) { publisher.notify() }
-        let counting = CountingHandler(wrapped: pipeline, target: count)
-        let group = ServiceGroup(configuration: ServiceGroupConfiguration(
-            services: [
-                .init(service: producer),
-                .init(service: publisher),
-                .init(service: BatchConsumerService(consumer: consumer, handler: counting, logger: logger), successTerminationBehavior: .gracefullyShutdownGroup),
-            ],
-            logger: logger
-        ))
+        let services = try WorkerServices(configuration: configuration, orgs: orgs, catalog: catalog, store: store, logger: logger)
+        let counting = CountingHandler(wrapped: services.pipeline, target: count)
+        let group = services.serviceGroup(handler: counting)
         let running = Task { try await group.run() }
         let started = await counting.firstBatch.value
         await counting.reachedTarget.value
         // Done when everything the N requests caused is published.
-        while try await !store.pendingOutbox(limit: 1).isEmpty { _ = await publisher.drain() }
+        while try await !store.pendingOutbox(limit: 1).isEmpty { _ = await services.publisher.drain() }
         let seconds = (ContinuousClock.now - started).seconds
         await group.triggerGracefulShutdown()
         try await running.value

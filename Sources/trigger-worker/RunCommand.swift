@@ -46,32 +46,10 @@ struct RunCommand: AsyncParsableCommand {
 
         try await createTopics(configuration, logger: logger)
 
-        let store = try StoreFactory.open(url: configuration.storeURL)
-        let producer = try KafkaProducer(configuration: KafkaProducerConfiguration(common: configuration.kafka), logger: logger)
-        let consumer = try KafkaConsumer(
-            configuration: KafkaConsumerConfiguration(common: configuration.kafka, groupID: configuration.groupID, topics: configuration.topics.inputs),
-            logger: logger
+        let services = try WorkerServices(
+            configuration: configuration, orgs: orgs, catalog: catalog, store: try StoreFactory.open(url: configuration.storeURL), logger: logger
         )
-        let publisher = OutboxPublisher(store: store, producer: producer, logger: logger)
-        let pipeline = Pipeline(configuration: configuration, orgs: orgs, catalog: catalog, store: store, logger: logger) { publisher.notify() }
-        let consuming = BatchConsumerService(consumer: consumer, handler: pipeline, logger: logger)
-        let sweeper = ExpirySweeper(store: store, ttl: configuration.idempotencyTTL, logger: logger)
-
-        // Graceful shutdown runs in reverse order: the consumer stops fetching, what
-        // was handled is committed and the group is left; the publisher publishes
-        // what is left in the outbox; then the producer flushes.
-        let group = ServiceGroup(
-            configuration: ServiceGroupConfiguration(
-                services: [
-                    .init(service: producer),
-                    .init(service: publisher),
-                    .init(service: sweeper),
-                    .init(service: consuming, successTerminationBehavior: .gracefullyShutdownGroup),
-                ],
-                gracefulShutdownSignals: [.sigterm, .sigint],
-                logger: logger
-            )
-        )
+        let group = services.serviceGroup(signals: [.sigterm, .sigint])
         try await group.run()
         logger.info("trigger-worker stopped")
     }

@@ -31,6 +31,8 @@ final class WorkerHarness: Sendable {
         let suffix = TestBroker.uniqueName("p")
         var configuration = WorkerConfiguration()
         configuration.kafka = TestBroker.common
+        // Quick group joins on the local broker, as TestBroker.consumerConfiguration sets them.
+        configuration.kafka.overrides = ["session.timeout.ms": "6000", "max.poll.interval.ms": "6000"]
         configuration.groupID = "worker-\(suffix)"
         configuration.topics.vendorEvents = "ve-\(suffix)"
         configuration.topics.triggerRequests = "tr-\(suffix)"
@@ -51,20 +53,7 @@ final class WorkerHarness: Sendable {
         let orgs = try OrgDirectory.load(path: "\(Self.fixtures)/orgs.yaml")
         let catalog = try WorkflowCatalog.load(directory: "\(Self.fixtures)/workflows", knownOrgs: orgs.ids)
         let logger = TestBroker.logger
-        let producer = try KafkaProducer(configuration: KafkaProducerConfiguration(common: configuration.kafka), logger: logger)
-        var consumerConfiguration = TestBroker.consumerConfiguration(group: configuration.groupID, topics: configuration.topics.inputs)
-        consumerConfiguration.maxBatchSize = 500
-        let consumer = try KafkaConsumer(configuration: consumerConfiguration, logger: logger)
-        let publisher = OutboxPublisher(store: store, producer: producer, logger: logger)
-        let pipeline = Pipeline(configuration: configuration, orgs: orgs, catalog: catalog, store: store, logger: logger) { publisher.notify() }
-        group = ServiceGroup(configuration: ServiceGroupConfiguration(
-            services: [
-                .init(service: producer),
-                .init(service: publisher),
-                .init(service: BatchConsumerService(consumer: consumer, handler: pipeline, logger: logger), successTerminationBehavior: .gracefullyShutdownGroup),
-            ],
-            logger: logger
-        ))
+        group = try WorkerServices(configuration: configuration, orgs: orgs, catalog: catalog, store: store, logger: logger).serviceGroup()
         client = try KafkaProducer(configuration: KafkaProducerConfiguration(common: configuration.kafka), logger: logger)
         outputs = try TestMember(group: "reader-\(suffix)", topics: [configuration.topics.runStatus, configuration.topics.deadLetter])
     }

@@ -13,12 +13,12 @@ import ServiceLifecycle
 /// batches' offsets are committed as each one finishes, so by the time the reader
 /// asks for the next event (which lets librdkafka hand the partitions over)
 /// nothing handled is left uncommitted.
-public struct BatchConsumerService<Handler: BatchHandler>: Service {
+public struct BatchConsumerService: Service {
     private let consumer: KafkaConsumer
-    private let handler: Handler
+    private let handler: any BatchHandler
     private let logger: Logger
 
-    public init(consumer: KafkaConsumer, handler: Handler, logger: Logger) {
+    public init(consumer: KafkaConsumer, handler: any BatchHandler, logger: Logger) {
         self.consumer = consumer
         self.handler = handler
         self.logger = logger

@@ -9,7 +9,7 @@ import Synchronization
 /// so messages with one key keep their order; an entry with a failed message
 /// stays and is published again (all of it, with the same `event_id`s) with
 /// backoff while the broker is unreachable. Every message is published at least once.
-public final class OutboxPublisher: Service {
+public final class OutboxPublisher: Service, Sendable {
     private let store: any Store
     private let producer: KafkaProducer
     private let logger: Logger

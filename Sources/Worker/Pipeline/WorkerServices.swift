@@ -1,0 +1,50 @@
+import Kafka
+import Logging
+import ServiceLifecycle
+import UnixSignals
+import Store
+import Workflows
+
+/// The worker's services, wired once: `run` uses them, and so do the benchmark
+/// and the integration tests, so that they measure and test what runs.
+public struct WorkerServices: Sendable {
+    public let store: any Store
+    public let producer: KafkaProducer
+    public let consumer: KafkaConsumer
+    public let publisher: OutboxPublisher
+    public let pipeline: Pipeline
+    public let sweeper: ExpirySweeper
+    private let logger: Logger
+
+    public init(configuration: WorkerConfiguration, orgs: OrgDirectory, catalog: WorkflowCatalog, store: any Store, logger: Logger) throws {
+        self.store = store
+        self.logger = logger
+        producer = try KafkaProducer(configuration: KafkaProducerConfiguration(common: configuration.kafka), logger: logger)
+        consumer = try KafkaConsumer(
+            configuration: KafkaConsumerConfiguration(common: configuration.kafka, groupID: configuration.groupID, topics: configuration.topics.inputs),
+            logger: logger
+        )
+        let publisher = OutboxPublisher(store: store, producer: producer, logger: logger)
+        self.publisher = publisher
+        pipeline = Pipeline(configuration: configuration, orgs: orgs, catalog: catalog, store: store, logger: logger) { publisher.notify() }
+        sweeper = ExpirySweeper(store: store, ttl: configuration.idempotencyTTL, logger: logger)
+    }
+
+    /// One service group in dependency order. Graceful shutdown runs in reverse:
+    /// the consumer stops fetching, what was handled is committed and the group is
+    /// left; the publisher publishes what is left in the outbox; the producer flushes.
+    /// - Parameter handler: what handles the consumed batches; default the pipeline
+    ///   (a wrapper around it can observe them, as the benchmark does).
+    public func serviceGroup(handler: (any BatchHandler)? = nil, signals: [UnixSignal] = []) -> ServiceGroup {
+        ServiceGroup(configuration: ServiceGroupConfiguration(
+            services: [
+                .init(service: producer),
+                .init(service: publisher),
+                .init(service: sweeper),
+                .init(service: BatchConsumerService(consumer: consumer, handler: handler ?? pipeline, logger: logger), successTerminationBehavior: .gracefullyShutdownGroup),
+            ],
+            gracefulShutdownSignals: signals,
+            logger: logger
+        ))
+    }
+}
