@@ -69,21 +69,6 @@ extension Template {
         }
         return .string(text)
     }
-
-    /// Renders every string inside `value` as a template (strings without placeholders stay as they are).
-    public static func render(_ value: JSONValue, context: JSONValue) -> JSONValue {
-        switch value {
-        case .string(let string):
-            guard string.contains("{{"), let template = try? Template(parsing: string) else { return value }
-            return template.render(context)
-        case .array(let items):
-            return .array(items.map { render($0, context: context) })
-        case .object(let object):
-            return .object(object.mapValues { render($0, context: context) })
-        default:
-            return value
-        }
-    }
 }
 
 /// A step's inputs with their templates parsed once, when the workflow is loaded,
