@@ -64,9 +64,10 @@ stop() {
   local pidfile="$STATE_DIR/$port.pid"
   [ -f "$pidfile" ] || { printf 'broker: no broker of ours on port %s\n' "$port" >&2; return 0; }
   local pid; pid=$(cat "$pidfile")
-  if kill "$pid" 2>/dev/null; then
+  # Tansu does not stop on SIGTERM, and keeps nothing worth a graceful stop (its
+  # storage is in memory): SIGKILL, then wait until it is gone.
+  if kill -9 "$pid" 2>/dev/null; then
     for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$pid" 2>/dev/null || true
     printf 'broker: stopped the broker on port %s (pid %s)\n' "$port" "$pid" >&2
   fi
   rm -f "$pidfile"

@@ -16,7 +16,7 @@ enum TestBroker {
         KafkaConfiguration(brokers: brokers!.split(separator: ",").map(String.init), clientID: "trigger-worker-tests")
     }
 
-    static func consumerConfiguration(group: String, topics: [String], maxBatchSize: Int = 500) -> KafkaConsumerConfiguration {
+    static func consumerConfiguration(group: String, topics: [String], maxBatchSize: Int = 500, common: KafkaConfiguration = common) -> KafkaConsumerConfiguration {
         KafkaConsumerConfiguration(
             common: common, groupID: group, topics: topics,
             sessionTimeout: .seconds(6), maxPollInterval: .seconds(6), maxBatchSize: maxBatchSize
@@ -61,8 +61,10 @@ final class TestMember: Sendable {
     private let commitBatches: Bool
     private let tasks = Mutex<[Task<Void, Never>]>([])
 
-    init(group: String, topics: [String], commitBatches: Bool = true, maxBatchSize: Int = 500) throws {
-        consumer = try KafkaConsumer(configuration: TestBroker.consumerConfiguration(group: group, topics: topics, maxBatchSize: maxBatchSize), logger: TestBroker.logger)
+    init(group: String, topics: [String], commitBatches: Bool = true, maxBatchSize: Int = 500, common: KafkaConfiguration = TestBroker.common) throws {
+        consumer = try KafkaConsumer(
+            configuration: TestBroker.consumerConfiguration(group: group, topics: topics, maxBatchSize: maxBatchSize, common: common), logger: TestBroker.logger
+        )
         self.commitBatches = commitBatches
     }
 

