@@ -1,6 +1,7 @@
 import ArgumentParser
 import Crypto
 import Foundation
+import Worker
 import Workflows
 
 /// `trigger-worker api-key create --org cborg_…`.
@@ -30,8 +31,8 @@ struct APIKeyCommand: ParsableCommand {
 
         func run() throws {
             let secret = SymmetricKey(size: .bits256).withUnsafeBytes { Array($0) }
-            let key = (test ? "ak_test_" : "ak_live_") + secret.map { String(format: "%02x", $0) }.joined()
-            let hash = SHA256.hash(data: Array(key.utf8)).map { String(format: "%02x", $0) }.joined()
+            let key = (test ? "ak_test_" : "ak_live_") + Identifier.hex(secret)
+            let hash = OrgDirectory.hash(apiKey: key)
             print("API key (shown once; store it in the calling system's secrets):")
             print("  \(key)")
             print("")

@@ -1,5 +1,4 @@
 import ArgumentParser
-import Crypto
 import Foundation
 import Kafka
 import Logging
@@ -82,8 +81,7 @@ struct SendCommand: AsyncParsableCommand {
             let value = event.canonicalBytes
             var headers: [KafkaHeader] = []
             if let signingSecret {
-                let mac = HMAC<SHA256>.authenticationCode(for: value, using: SymmetricKey(data: Array(signingSecret.utf8)))
-                headers.append(KafkaHeader(key: "Coverbase-Signature", value: mac.map { String(format: "%02x", $0) }.joined()))
+                headers.append(KafkaHeader(key: "Coverbase-Signature", value: WebhookSignature.compute(value, secret: signingSecret)))
             }
             let key = event[path: ["data", "vendor", "id"]]!.stringValue!
             try await SendCommand.send(configuration, topic: configuration.topics.vendorEvents, key: key, value: value, headers: headers, common: common)

@@ -67,3 +67,16 @@ struct OrgDirectoryTests {
         #expect(directory.orgs.count == 1)
     }
 }
+
+@Suite("Key hashes and signatures")
+struct KeyAndSignatureTests {
+    @Test("an API key is kept as its lowercase hex SHA-256 (the contract's example: sha256 of 'test')")
+    func apiKeyHash() {
+        #expect(OrgDirectory.hash(apiKey: "test") == "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08")
+    }
+
+    @Test("Coverbase-Signature is the lowercase hex HMAC-SHA256 of the raw value (known answer from Python's hmac)")
+    func signature() {
+        #expect(WebhookSignature.compute(Array(#"{"event_id":"cbevt_1"}"#.utf8), secret: "whsec_example") == "b9913556b74877e7f7835b0495387b19505268da5a2c1a5b3b9af1dc522ddd78")
+    }
+}

@@ -38,6 +38,9 @@ public struct OrgDirectory: Sendable {
     /// The org that owns the API key whose SHA-256 is `hash` (lowercase hex).
     public func org(apiKeySHA256 hash: String) -> Org? { byKeyHash[hash] }
 
+    /// How an API key is kept in the orgs file: its lowercase hex SHA-256.
+    public static func hash(apiKey: String) -> String { Digest.sha256Hex(apiKey) }
+
     /// Every org id.
     public var ids: Set<String> { Set(byID.keys) }
 

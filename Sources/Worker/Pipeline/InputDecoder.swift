@@ -47,7 +47,7 @@ struct InputDecoder: Sendable {
             guard let signature = source.header("Coverbase-Signature") else {
                 return dead("invalid_signature", "the org signs its events and Coverbase-Signature is missing")
             }
-            guard Digest.constantTimeEquals(signature.lowercased(), Digest.hmacSHA256Hex(value, secret: secret)) else {
+            guard Digest.constantTimeEquals(signature.lowercased(), WebhookSignature.compute(value, secret: secret)) else {
                 return dead("invalid_signature", "Coverbase-Signature does not match the value")
             }
         }
@@ -122,6 +122,6 @@ struct InputDecoder: Sendable {
         guard parts.count == 2, parts[0].lowercased() == "bearer" else { return nil }
         let key = parts[1].trimmingCharacters(in: .whitespaces)
         guard key.hasPrefix("ak_live_") || key.hasPrefix("ak_test_") else { return nil }
-        return orgs.org(apiKeySHA256: Digest.sha256Hex(key))
+        return orgs.org(apiKeySHA256: OrgDirectory.hash(apiKey: key))
     }
 }

@@ -54,8 +54,20 @@ struct VendorEvent: Sendable {
     var data: JSONValue
     var vendor: JSONValue
     var vendorID: String
+    /// The dedupe scope `(org, "event", event_id)`, hashed once here.
+    let scope: ScopeHash
 
-    var scope: ScopeHash { Scopes.hash(orgID: org.id, endpoint: Scopes.eventEndpoint, key: eventID) }
+    init(source: Source, org: Org, eventID: String, type: VendorEventType, occurredAt: Int64, data: JSONValue, vendor: JSONValue, vendorID: String) {
+        self.source = source
+        self.org = org
+        self.eventID = eventID
+        self.type = type
+        self.occurredAt = occurredAt
+        self.data = data
+        self.vendor = vendor
+        self.vendorID = vendorID
+        scope = Scopes.hash(orgID: org.id, endpoint: Scopes.eventEndpoint, key: eventID)
+    }
 }
 
 /// The two request types.
@@ -76,8 +88,21 @@ struct TriggerRequest: Sendable {
     /// Method and concrete path: `POST /v1/workflows/<name>/run` or `POST /v1/assessments`.
     var endpoint: String
     var fingerprint: [UInt8]
+    /// The idempotency scope `(org, endpoint, key)`, hashed once here; `nil` without a key.
+    let scope: ScopeHash?
 
-    var scope: ScopeHash? { idempotencyKey.map { Scopes.hash(orgID: org.id, endpoint: endpoint, key: $0) } }
+    init(source: Source, org: Org, type: RequestType, workflowName: String?, body: JSONValue, idempotencyKey: String?, requestID: String?, endpoint: String, fingerprint: [UInt8]) {
+        self.source = source
+        self.org = org
+        self.type = type
+        self.workflowName = workflowName
+        self.body = body
+        self.idempotencyKey = idempotencyKey
+        self.requestID = requestID
+        self.endpoint = endpoint
+        self.fingerprint = fingerprint
+        scope = idempotencyKey.map { Scopes.hash(orgID: org.id, endpoint: endpoint, key: $0) }
+    }
 }
 
 /// A request answered before the store is involved.

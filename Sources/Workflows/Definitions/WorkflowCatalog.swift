@@ -273,16 +273,20 @@ public enum Identifier {
             if index > 0 { hasher.update(data: separator) }
             hasher.update(data: Array(part.utf8))
         }
-        var text = Array(prefix.utf8)
-        text.reserveCapacity(text.count + 33)
-        text.append(UInt8(ascii: "_"))
-        for byte in hasher.finalize().prefix(16) {
+        return prefix + "_" + hex(hasher.finalize().prefix(16))
+    }
+
+    private static let separator: [UInt8] = [UInt8(ascii: "|")]
+    private static let hexDigits = Array("0123456789abcdef".utf8)
+
+    /// Lowercase hex of `bytes` (from a table: `String(format:)` is slow on Linux).
+    public static func hex(_ bytes: some Sequence<UInt8>) -> String {
+        var text: [UInt8] = []
+        text.reserveCapacity(bytes.underestimatedCount * 2)
+        for byte in bytes {
             text.append(hexDigits[Int(byte >> 4)])
             text.append(hexDigits[Int(byte & 0x0F)])
         }
         return String(decoding: text, as: UTF8.self)
     }
-
-    private static let separator: [UInt8] = [UInt8(ascii: "|")]
-    private static let hexDigits = Array("0123456789abcdef".utf8)
 }
