@@ -90,12 +90,9 @@ final class WorkerHarness: Sendable {
     }
 
     static func workflowRun(_ name: String, input: JSONValue? = nil) -> JSONValue {
-        var value: JSONValue = ["request_type": "workflow_run", "workflow_name": .string(name)]
-        if case .object(var object) = value, let input {
-            object["body"] = ["input": input]
-            value = .object(object)
-        }
-        return value
+        var request: [String: JSONValue] = ["request_type": "workflow_run", "workflow_name": .string(name)]
+        if let input { request["body"] = ["input": input] }
+        return .object(request)
     }
 
     static func assessmentCreate(_ body: JSONValue) -> JSONValue { ["request_type": "assessment_create", "body": body] }

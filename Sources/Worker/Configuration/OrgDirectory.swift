@@ -81,7 +81,7 @@ public struct OrgDirectory: Sendable {
                 key.rejectUnknownKeys(allowed: ["sha256"])
                 guard let hash = key.string("sha256", required: true) else { continue }
                 let line = key.line(of: "sha256")
-                if hash.count != 64 || !hash.utf8.allSatisfy({ ($0 >= 48 && $0 <= 57) || ($0 >= 97 && $0 <= 102) }) {
+                if !Identifier.isLowercaseHex(hash, digits: 64) {
                     reader.report("sha256 must be 64 lowercase hex digits (the SHA-256 of the key, not the key itself)", line: line)
                 } else if let first = seenKeys[hash] {
                     reader.report("this API key hash is already used on line \(first); keys must be unique across orgs", line: line)

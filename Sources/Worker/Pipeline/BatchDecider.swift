@@ -100,6 +100,12 @@ struct BatchDecider: Sendable {
         }
 
         var seconds: Int64 { now / 1000 }
+
+        /// Records `record` for the rest of the batch and for the transaction.
+        mutating func claim(_ record: IdempotencyRecord) {
+            records[record.scope] = record
+            writes.records.append(record)
+        }
     }
 
     private var ttlMilliseconds: Int64 { idempotencyTTL.milliseconds }
@@ -133,13 +139,12 @@ struct BatchDecider: Sendable {
             start(run, orgID: event.org.id, source: source, &state)
             runIDs.append(.string(runID))
         }
-        state.records[event.scope] = IdempotencyRecord(
+        state.claim(IdempotencyRecord(
             scope: event.scope, orgID: event.org.id, endpoint: Scopes.eventEndpoint, key: event.eventID,
             fingerprint: Digest.sha256(event.data.canonicalBytes), responseStatus: 200,
             responseBody: (["workflow_run_ids": .array(runIDs)] as JSONValue).canonicalBytes,
             createdAt: state.now, expiresAt: state.now + ttlMilliseconds
-        )
-        state.writes.records.append(state.records[event.scope]!)
+        ))
         logger.info("Vendor event handled", metadata: Self.metadata(source, [
             LogKey.org: "\(event.org.id)", "event_id": "\(event.eventID)", "event_type": "\(event.type.rawValue)", "runs_started": "\(runIDs.count)",
         ]))
@@ -243,13 +248,11 @@ struct BatchDecider: Sendable {
     /// Only a 201 is stored under a key, so a rejected request can be fixed and retried with it.
     private func store(_ response: Response, for request: TriggerRequest, _ state: inout State) {
         guard let scope = request.scope, let key = request.idempotencyKey else { return }
-        let record = IdempotencyRecord(
+        state.claim(IdempotencyRecord(
             scope: scope, orgID: request.org.id, endpoint: request.endpoint, key: key, fingerprint: request.fingerprint,
             responseStatus: response.status, responseBody: response.body.canonicalBytes,
             createdAt: state.now, expiresAt: state.now + ttlMilliseconds
-        )
-        state.records[scope] = record
-        state.writes.records.append(record)
+        ))
     }
 
     /// Publishes the request's one `TriggerRequest.Responded` (and its dead letter, if any).

@@ -262,8 +262,12 @@ public enum Identifier {
     public static func isValid(_ value: String, prefix: String) -> Bool {
         let expectedPrefix = prefix + "_"
         guard value.hasPrefix(expectedPrefix) else { return false }
-        let hex = value.utf8.dropFirst(expectedPrefix.utf8.count)
-        return hex.count == 32 && hex.allSatisfy { ($0 >= 48 && $0 <= 57) || ($0 >= 97 && $0 <= 102) }
+        return isLowercaseHex(value.dropFirst(expectedPrefix.count), digits: 32)
+    }
+
+    /// Whether `text` is exactly `digits` lowercase hex digits.
+    public static func isLowercaseHex(_ text: some StringProtocol, digits: Int) -> Bool {
+        text.utf8.count == digits && text.utf8.allSatisfy { ($0 >= 48 && $0 <= 57) || ($0 >= 97 && $0 <= 102) }
     }
 
     /// A deterministic id: `<prefix>_` + the first 32 hex digits of SHA-256 over the parts joined by `|`.
