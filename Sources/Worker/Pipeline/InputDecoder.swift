@@ -120,8 +120,9 @@ struct InputDecoder: Sendable {
         guard let header else { return nil }
         let parts = header.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: true)
         guard parts.count == 2, parts[0].lowercased() == "bearer" else { return nil }
-        let key = parts[1].trimmingCharacters(in: .whitespaces)
+        var key = parts[1].drop { $0.isWhitespace }
+        while key.last?.isWhitespace == true { key.removeLast() }
         guard key.hasPrefix("ak_live_") || key.hasPrefix("ak_test_") else { return nil }
-        return orgs.org(apiKeySHA256: OrgDirectory.hash(apiKey: key))
+        return orgs.org(apiKeySHA256: OrgDirectory.hash(apiKey: String(key)))
     }
 }
