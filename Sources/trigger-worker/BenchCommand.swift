@@ -131,7 +131,8 @@ struct BenchCommand: AsyncParsableCommand {
 }
 
 /// Passes batches on and notes when the first arrived and when `target` messages were handled.
-private final class CountingHandler<Wrapped: BatchHandler>: BatchHandler {
+private final class CountingHandler: BatchHandler {
+    typealias Wrapped = Pipeline
     let wrapped: Wrapped
     let target: Int
     let firstBatch: Task<ContinuousClock.Instant, Never>
@@ -151,14 +152,19 @@ private final class CountingHandler<Wrapped: BatchHandler>: BatchHandler {
         reachedTarget = Task { _ = await doneStream.first { _ in true } }
     }
 
-    func handle(_ batch: [KafkaMessage]) async throws {
+    func prepare(_ batch: [KafkaMessage], after pending: Wrapped.Prepared?) async throws -> Wrapped.Prepared {
         first.yield(.now)
         first.finish()
-        try await wrapped.handle(batch)
-        if handled.withLock({ $0 += batch.count; return $0 >= target }) {
+        return try await wrapped.prepare(batch, after: pending)
+    }
+
+    func write(_ prepared: Wrapped.Prepared) async throws -> Bool {
+        let asPrepared = try await wrapped.write(prepared)
+        if handled.withLock({ $0 += prepared.count; return $0 >= target }) {
             done.yield()
             done.finish()
         }
+        return asPrepared
     }
 }
 

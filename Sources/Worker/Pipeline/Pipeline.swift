@@ -7,6 +7,12 @@ import Workflows
 /// Handles consumed batches: decode, decide, and write everything a batch
 /// changes in one store transaction. When the transaction commits, the batch is
 /// done and its offsets may be committed to Kafka.
+///
+/// A batch is handled in two steps (see ``BatchHandler``), so that the next batch
+/// is decoded and decided while this one's transaction is being written. The
+/// next batch is decided on the store's state plus the writes of the batch in
+/// flight; it is written only once those writes committed exactly as decided,
+/// and decided again when they did not.
 public final class Pipeline: BatchHandler {
     private let decoder: InputDecoder
     private let decider: BatchDecider
@@ -26,6 +32,15 @@ public final class Pipeline: BatchHandler {
     private let ignoredEvents = Counter(label: "trigger_worker_events_ignored_total")
     private let conflicts = Counter(label: "trigger_worker_store_conflicts_total")
 
+    /// A decoded and decided batch, ready to be written.
+    public struct Prepared: Sendable {
+        var items: [(Source, Input)]
+        var query: BatchQuery
+        var decision: BatchDecider.Decision
+        /// How many messages the batch has.
+        public var count: Int { items.count }
+    }
+
     /// - Parameter outboxReady: called after each committed batch that wrote outbox rows.
     public init(
         configuration: WorkerConfiguration, orgs: OrgDirectory, catalog: WorkflowCatalog, store: any Store,
@@ -43,27 +58,43 @@ public final class Pipeline: BatchHandler {
         self.outboxReady = outboxReady
     }
 
-    public func handle(_ batch: [KafkaMessage]) async throws {
+    /// Decodes `batch` and decides it on the store's state, seen as if `pending`
+    /// (the batch whose write may still be in flight) were already written.
+    public func prepare(_ batch: [KafkaMessage], after pending: Prepared?) async throws -> Prepared {
         let items = batch.map { (Source($0), decoder.decode($0)) }
         let query = decider.query(for: items)
+        let decision = try await decide(items, query, after: pending?.decision.writes)
+        return Prepared(items: items, query: query, decision: decision)
+    }
+
+    /// Writes a prepared batch in one transaction. After a conflict (another writer
+    /// got there first: a concurrent claim of a key, or a partition handled
+    /// elsewhere after a rebalance) the batch is decided again on fresh state.
+    /// - Returns: `true` when the batch was written as prepared; `false` when it had
+    ///   to be decided again, so a batch prepared after it must be prepared again.
+    public func write(_ prepared: Prepared) async throws -> Bool {
+        var decision = prepared.decision
         var attempt = 1
         while true {
-            let now = clock.now()
-            let snapshot = try await store.load(query, now: now)
-            let decision = decider.decide(items, snapshot: snapshot, now: now)
             do {
                 try await store.apply(decision.writes)
-                record(decision, count: batch.count)
+                record(decision, count: prepared.items.count)
                 if !decision.writes.outbox.isEmpty { outboxReady() }
-                return
+                return attempt == 1
             } catch let error as StoreError where error.code == .conflict && attempt < Self.maxAttempts {
-                // Another writer got there first (a concurrent claim of a key, or a
-                // partition handled elsewhere after a rebalance): decide again on fresh state.
                 conflicts.increment()
                 logger.info("Store conflict; deciding the batch again", metadata: [LogKey.error: "\(error)", "attempt": "\(attempt)"])
                 attempt += 1
+                decision = try await decide(prepared.items, prepared.query, after: nil)
             }
         }
+    }
+
+    private func decide(_ items: [(Source, Input)], _ query: BatchQuery, after pending: BatchWrites?) async throws -> BatchDecider.Decision {
+        let now = clock.now()
+        var snapshot = try await store.load(query, now: now)
+        if let pending { snapshot.overlay(pending, now: now) }
+        return decider.decide(items, snapshot: snapshot, now: now)
     }
 
     private func record(_ decision: BatchDecider.Decision, count: Int) {
@@ -78,5 +109,22 @@ public final class Pipeline: BatchHandler {
             LogKey.count: "\(count)", "runs_started": "\(tally.runsStarted)", "responses": "\(tally.responses)",
             "replays": "\(tally.replays)", "dead_letters": "\(tally.deadLetters)", "already_done": "\(tally.alreadyDone)",
         ])
+    }
+}
+
+extension BatchSnapshot {
+    /// The state once `writes` are committed, as far as a batch decided now can see it:
+    /// their watermarks, their vendors where newer, and their records still live at `now`.
+    mutating func overlay(_ writes: BatchWrites, now: Timestamp) {
+        for (partition, watermark) in writes.watermarks {
+            watermarks[partition] = Swift.max(watermarks[partition] ?? watermark.next, watermark.next)
+        }
+        for record in writes.records where record.expiresAt > now {
+            records[record.scope] = record
+        }
+        for vendor in writes.vendors {
+            let key = VendorKey(orgID: vendor.orgID, vendorID: vendor.id)
+            if (vendors[key]?.occurredAt ?? .min) <= vendor.occurredAt { vendors[key] = vendor }
+        }
     }
 }

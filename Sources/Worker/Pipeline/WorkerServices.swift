@@ -33,15 +33,19 @@ public struct WorkerServices: Sendable {
     /// One service group in dependency order. Graceful shutdown runs in reverse:
     /// the consumer stops fetching, what was handled is committed and the group is
     /// left; the publisher publishes what is left in the outbox; the producer flushes.
-    /// - Parameter handler: what handles the consumed batches; default the pipeline
-    ///   (a wrapper around it can observe them, as the benchmark does).
-    public func serviceGroup(handler: (any BatchHandler)? = nil, signals: [UnixSignal] = []) -> ServiceGroup {
+    public func serviceGroup(signals: [UnixSignal] = []) -> ServiceGroup {
+        serviceGroup(handler: pipeline, signals: signals)
+    }
+
+    /// - Parameter handler: what handles the consumed batches (a wrapper around the
+    ///   pipeline can observe them, as the benchmark does).
+    public func serviceGroup(handler: some BatchHandler, signals: [UnixSignal] = []) -> ServiceGroup {
         ServiceGroup(configuration: ServiceGroupConfiguration(
             services: [
                 .init(service: producer),
                 .init(service: publisher),
                 .init(service: sweeper),
-                .init(service: BatchConsumerService(consumer: consumer, handler: handler ?? pipeline, logger: logger), successTerminationBehavior: .gracefullyShutdownGroup),
+                .init(service: BatchConsumerService(consumer: consumer, handler: handler, logger: logger), successTerminationBehavior: .gracefullyShutdownGroup),
             ],
             gracefulShutdownSignals: signals,
             logger: logger

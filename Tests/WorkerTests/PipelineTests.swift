@@ -1,0 +1,111 @@
+import Foundation
+import Kafka
+import Logging
+import Store
+import Testing
+import Workflows
+@testable import Worker
+
+/// The pipeline's two steps against a real SQLite store: a batch prepared while
+/// the one before it is still unwritten, and what happens when that one is
+/// decided again.
+@Suite("Pipeline overlap")
+struct PipelineTests {
+    static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("Fixtures/pipeline").path
+
+    struct FixedClock: WallClock {
+        var time: Timestamp
+        func now() -> Timestamp { time }
+    }
+
+    let configuration = WorkerConfiguration()
+    let store: SQLiteStore
+    let path: String
+
+    init() throws {
+        path = FileManager.default.temporaryDirectory.appendingPathComponent("pipeline-\(UUID().uuidString).sqlite").path
+        store = try SQLiteStore(path: path)
+    }
+
+    func pipeline(at time: Timestamp = 1_000_000) throws -> Pipeline {
+        let orgs = try OrgDirectory.load(path: "\(Self.fixtures)/orgs.yaml")
+        return Pipeline(
+            configuration: configuration, orgs: orgs, catalog: try WorkflowCatalog.load(directory: "\(Self.fixtures)/workflows"),
+            store: store, clock: FixedClock(time: time), logger: Logger(label: "test"), outboxReady: {}
+        )
+    }
+
+    func request(partition: Int32, offset: Int64, key: String, dueDate: String = "2026-06-30") -> KafkaMessage {
+        let value: JSONValue = ["request_type": "workflow_run", "workflow_name": "quarterly-privacy-sweep", "body": ["input": ["due_date": .string(dueDate)]]]
+        return KafkaMessage(
+            topicPartition: .init(topic: configuration.topics.triggerRequests, partition: partition), offset: offset, key: nil,
+            value: value.canonicalBytes,
+            headers: [KafkaHeader(key: "Authorization", value: "Bearer ak_test_alpha_key"), KafkaHeader(key: "Idempotency-Key", value: key)]
+        )
+    }
+
+    func runCount() async throws -> Int {
+        try await store.runs(statuses: [], limit: 1000, offset: 0).count
+    }
+
+    @Test("a batch prepared before the previous one is written sees its keys and watermarks")
+    func preparedAfterPending() async throws {
+        let pipeline = try pipeline()
+        let first = try await pipeline.prepare([request(partition: 0, offset: 0, key: "k1")], after: nil)
+        // Same partition (the watermark must chain) and the same key (a replay of a run not yet written).
+        let second = try await pipeline.prepare([request(partition: 0, offset: 1, key: "k1"), request(partition: 0, offset: 2, key: "k2")], after: first)
+        #expect(second.decision.tally.replays == 1)
+        #expect(second.decision.tally.runsStarted == 1)
+        #expect(second.decision.writes.watermarks.first?.value.expected == 1, "expects the watermark the first batch writes")
+
+        #expect(try await pipeline.write(first))
+        #expect(try await pipeline.write(second))
+        #expect(try await runCount() == 2)
+        // Redelivered, the three offsets are all done.
+        let again = try await pipeline.prepare((0...2).map { request(partition: 0, offset: $0, key: "k\(max($0, 1))") }, after: nil)
+        #expect(again.decision.tally.alreadyDone == 3)
+    }
+
+    @Test("a batch decided again after a conflict asks for the next one to be prepared again")
+    func conflictInvalidatesNext() async throws {
+        let pipeline = try pipeline()
+        let first = try await pipeline.prepare([request(partition: 0, offset: 0, key: "k1")], after: nil)
+        let second = try await pipeline.prepare([request(partition: 0, offset: 1, key: "k1")], after: first)
+        #expect(second.decision.tally.replays == 1)
+
+        // Another instance claims k1 (through another partition) before the first batch is written.
+        let other = try self.pipeline(at: 1_000_500)
+        try await other.handle([request(partition: 5, offset: 0, key: "k1", dueDate: "2026-09-30")])
+
+        #expect(try await pipeline.write(first) == false, "decided again: k1 is now a replay of the other instance's run")
+        // What the second batch saw of the first is stale: prepared again, it replays the other instance's response.
+        let fresh = try await pipeline.prepare([request(partition: 0, offset: 1, key: "k1")], after: nil)
+        let body = try #require(fresh.decision.writes.outbox.first).value
+        #expect(String(decoding: body, as: UTF8.self).contains("2026-09-30"))
+        #expect(try await pipeline.write(fresh))
+        #expect(try await runCount() == 1, "one run for the key")
+    }
+
+    @Test("the overlay keeps newer watermarks and vendors and drops records expired by now")
+    func overlay() {
+        let partition = PartitionID(topic: "t", partition: 0)
+        var snapshot = BatchSnapshot()
+        snapshot.watermarks[partition] = 5
+        let vendorKey = VendorKey(orgID: "cborg_1", vendorID: "cbvndr_1")
+        snapshot.vendors[vendorKey] = VendorRecord(id: "cbvndr_1", orgID: "cborg_1", document: Array("new".utf8), occurredAt: 20)
+        var writes = BatchWrites()
+        writes.watermarks[partition] = (expected: 5, next: 9)
+        writes.vendors = [VendorRecord(id: "cbvndr_1", orgID: "cborg_1", document: Array("old".utf8), occurredAt: 10)]
+        let live = ScopeHash(bytes: Array(repeating: 1, count: 16))
+        let expired = ScopeHash(bytes: Array(repeating: 2, count: 16))
+        func record(_ scope: ScopeHash, expiresAt: Timestamp) -> IdempotencyRecord {
+            IdempotencyRecord(scope: scope, orgID: "cborg_1", endpoint: "e", key: "k", fingerprint: [], responseStatus: 201, responseBody: [], createdAt: 0, expiresAt: expiresAt)
+        }
+        writes.records = [record(live, expiresAt: 101), record(expired, expiresAt: 100)]
+        snapshot.overlay(writes, now: 100)
+        #expect(snapshot.watermarks[partition] == 9)
+        #expect(snapshot.vendors[vendorKey]?.document == Array("new".utf8))
+        #expect(snapshot.records[live] != nil)
+        #expect(snapshot.records[expired] == nil)
+    }
+}
