@@ -62,6 +62,29 @@ struct BatchDeciderTests {
         #expect(decision.tally.runsStarted == 1)
     }
 
+    @Test("every message published is canonical JSON: new runs, replays (spliced, not re-encoded) and rejections")
+    func canonicalOutputs() throws {
+        let first = decide([request(offset: 0, key: "k", input: ["z": 1, "a": ["y": "é \"q\"", "b": [true, nil]]])], now: 1000)
+        var unauthorized = request(offset: 2, key: "k3")
+        unauthorized.headers = [KafkaHeader(key: "Authorization", value: "Bearer ak_test_wrong")]
+        let replay = decide(
+            [request(offset: 1, key: "k", input: ["other": 1]), unauthorized],
+            snapshot: snapshot(after: first.writes, now: 1000), now: 2000
+        )
+        #expect(replay.tally.replays == 1 && replay.tally.mismatches == 1)
+        let messages = first.writes.outbox + replay.writes.outbox
+        #expect(messages.count == 6)
+        for message in messages {
+            #expect(try JSONValue.parse(message.value).canonicalBytes == message.value, "\(String(decoding: message.value, as: UTF8.self))")
+        }
+        // The replay carries the original response body byte for byte.
+        let original = try JSONValue.parse(first.writes.outbox[0].value)
+        let replayed = try JSONValue.parse(replay.writes.outbox[0].value)
+        #expect(replayed[path: ["data", "response"]] == original[path: ["data", "response"]])
+        #expect(replayed[path: ["data", "replayed"]] == true)
+        #expect(replayed[path: ["data", "fingerprint_mismatch"]] == true)
+    }
+
     @Test("redelivered offsets below the watermark are skipped, with or without a key")
     func redelivery() {
         let first = decide([request(offset: 0, key: nil), request(offset: 1, key: "k")], now: 1000)

@@ -170,8 +170,7 @@ struct BatchDecider: Sendable {
                 respond(answer, fingerprintMismatch: true, &state)
                 return
             }
-            let body = (try? JSONValue.parse(original.responseBody)) ?? .null
-            answer.response = Response(status: original.responseStatus, body: body)
+            answer.response = Response(status: original.responseStatus, encodedBody: original.responseBody)
             state.tally.replays += 1
             respond(answer, replayed: true, fingerprintMismatch: mismatch, &state)
             return
@@ -234,8 +233,8 @@ struct BatchDecider: Sendable {
                 controlSetIDs: body["control_set_ids"]?.arrayValue ?? [], serviceIDs: body["service_ids"]?.arrayValue ?? [],
                 assigneeID: body["assignee_id"] ?? .null, workflowRunID: runID.json, now: state.seconds
             )
-            state.writes.assessments.append(AssessmentRecord(id: assessmentID, orgID: request.org.id, vendorID: vendorID, document: document.canonicalBytes))
             answer.response = Response(status: 201, body: document)
+            state.writes.assessments.append(AssessmentRecord(id: assessmentID, orgID: request.org.id, vendorID: vendorID, document: answer.response.body))
             store(answer.response, for: request, &state)
             respond(answer, &state)
             if let workflow, let runID {
@@ -250,7 +249,7 @@ struct BatchDecider: Sendable {
         guard let scope = request.scope, let key = request.idempotencyKey else { return }
         state.claim(IdempotencyRecord(
             scope: scope, orgID: request.org.id, endpoint: request.endpoint, key: key, fingerprint: request.fingerprint,
-            responseStatus: response.status, responseBody: response.body.canonicalBytes,
+            responseStatus: response.status, responseBody: response.body,
             createdAt: state.now, expiresAt: state.now + ttlMilliseconds
         ))
     }
@@ -260,20 +259,30 @@ struct BatchDecider: Sendable {
         let source = answer.source
         let endpoint = answer.requestType.flatMap(RequestType.init(rawValue:)).map { Scopes.endpoint(for: $0, workflowName: answer.workflowName) } ?? (answer.requestType ?? "")
         let eventID = Identifier.derive(prefix: "cbevt", from: [answer.orgID ?? "", endpoint, answer.idempotencyKey ?? ""] + source.coordinates + ["TriggerRequest.Responded"])
-        let data: JSONValue = [
-            "request": [
-                "request_type": answer.requestType.json,
-                "workflow_name": answer.workflowName.json,
-                "idempotency_key": answer.idempotencyKey.json,
-                "request_id": source.header("Request-Id").json,
-                "source": source.json,
-            ],
-            "response": ["status": .int(Int64(answer.response.status)), "body": answer.response.body],
-            "replayed": .bool(replayed),
-            "fingerprint_mismatch": .bool(fingerprintMismatch),
+        let request: JSONValue = [
+            "request_type": answer.requestType.json,
+            "workflow_name": answer.workflowName.json,
+            "idempotency_key": answer.idempotencyKey.json,
+            "request_id": source.header("Request-Id").json,
+            "source": source.json,
         ]
+        // {fingerprint_mismatch, replayed, request, response: {body, status}} in canonical
+        // order, around the response body as stored (a replay is not parsed again).
+        var data: [UInt8] = []
+        data.reserveCapacity(answer.response.body.count + 320)
+        data.append(contentsOf: #"{"fingerprint_mismatch":"#.utf8)
+        data.append(contentsOf: (fingerprintMismatch ? "true" : "false").utf8)
+        data.append(contentsOf: #","replayed":"#.utf8)
+        data.append(contentsOf: (replayed ? "true" : "false").utf8)
+        data.append(contentsOf: #","request":"#.utf8)
+        data.append(contentsOf: request.canonicalBytes)
+        data.append(contentsOf: #","response":{"body":"#.utf8)
+        data.append(contentsOf: answer.response.body)
+        data.append(contentsOf: #","status":"#.utf8)
+        data.append(contentsOf: String(answer.response.status).utf8)
+        data.append(contentsOf: "}}".utf8)
         let key = answer.idempotencyKey.map { Array($0.utf8) } ?? source.key
-        state.writes.outbox.append(outputs.event(id: eventID, type: "TriggerRequest.Responded", orgID: answer.orgID, data: data, key: key, now: state.now, source: source))
+        state.writes.outbox.append(outputs.event(id: eventID, type: "TriggerRequest.Responded", orgID: answer.orgID, encodedData: data, key: key, now: state.now, source: source))
         state.tally.responses += 1
         if let letter = answer.deadLetter {
             state.writes.outbox.append(outputs.deadLetter(letter))

@@ -125,10 +125,20 @@ struct DeadLetter: Sendable {
     var value: [UInt8]
 }
 
-/// An API response: a status and a JSON body.
+/// An API response: a status and a JSON body, kept encoded (canonical JSON): it is
+/// stored under an idempotency key and published, and a replay splices it unparsed.
 struct Response: Sendable, Hashable {
     var status: Int
-    var body: JSONValue
+    var body: [UInt8]
+
+    init(status: Int, body: JSONValue) {
+        self.init(status: status, encodedBody: body.canonicalBytes)
+    }
+
+    init(status: Int, encodedBody: [UInt8]) {
+        self.status = status
+        body = encodedBody
+    }
 }
 
 /// Idempotency scopes: `(org, endpoint, key)` hashed to 16 bytes.

@@ -17,12 +17,16 @@ struct Outputs: Sendable {
         // The envelope's keys in canonical (sorted) order, around the encoded data.
         var envelope: [UInt8] = []
         envelope.reserveCapacity(data.count + 160)
-        envelope += Array(#"{"data":"#.utf8)
-        envelope += data
-        envelope += Array(#","event_id":"#.utf8) + JSONValue.string(id).canonicalBytes
-        envelope += Array(#","event_type":"#.utf8) + JSONValue.string(type).canonicalBytes
-        envelope += Array(#","occurred_at":"#.utf8) + Array(String(now / 1000).utf8)
-        envelope += Array(#","org_id":"#.utf8) + orgID.json.canonicalBytes
+        envelope.append(contentsOf: #"{"data":"#.utf8)
+        envelope.append(contentsOf: data)
+        envelope.append(contentsOf: #","event_id":"#.utf8)
+        envelope.append(contentsOf: JSONValue.string(id).canonicalBytes)
+        envelope.append(contentsOf: #","event_type":"#.utf8)
+        envelope.append(contentsOf: JSONValue.string(type).canonicalBytes)
+        envelope.append(contentsOf: #","occurred_at":"#.utf8)
+        envelope.append(contentsOf: String(now / 1000).utf8)
+        envelope.append(contentsOf: #","org_id":"#.utf8)
+        envelope.append(contentsOf: orgID.json.canonicalBytes)
         envelope.append(UInt8(ascii: "}"))
         var headers = [OutboxHeader(name: "event-type", value: Array(type.utf8))]
         for (input, output) in [("Request-Id", "request-id"), ("Idempotency-Key", "idempotency-key"), ("traceparent", "traceparent")] {
