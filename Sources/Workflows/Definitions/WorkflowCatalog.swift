@@ -275,22 +275,30 @@ public enum Identifier {
         var hasher = SHA256()
         for (index, part) in parts.enumerated() {
             if index > 0 { hasher.update(data: separator) }
-            hasher.update(data: Array(part.utf8))
+            var part = part
+            part.withUTF8 { hasher.update(bufferPointer: UnsafeRawBufferPointer($0)) }
         }
-        return prefix + "_" + hex(hasher.finalize().prefix(16))
+        return prefix + "_" + hex(Array(hasher.finalize().prefix(16)))
     }
 
     private static let separator: [UInt8] = [UInt8(ascii: "|")]
-    private static let hexDigits = Array("0123456789abcdef".utf8)
 
-    /// Lowercase hex of `bytes` (from a table: `String(format:)` is slow on Linux).
+    /// Lowercase hex of `bytes`.
     public static func hex(_ bytes: some Sequence<UInt8>) -> String {
-        var text: [UInt8] = []
-        text.reserveCapacity(bytes.underestimatedCount * 2)
-        for byte in bytes {
-            text.append(hexDigits[Int(byte >> 4)])
-            text.append(hexDigits[Int(byte & 0x0F)])
+        hex(Array(bytes))
+    }
+
+    /// Lowercase hex of `bytes`, written straight into the string's storage.
+    public static func hex(_ bytes: [UInt8]) -> String {
+        String(unsafeUninitializedCapacity: bytes.count * 2) { text in
+            func digit(_ nibble: UInt8) -> UInt8 { nibble < 10 ? UInt8(ascii: "0") + nibble : UInt8(ascii: "a") + nibble - 10 }
+            var position = 0
+            for byte in bytes {
+                text[position] = digit(byte >> 4)
+                text[position + 1] = digit(byte & 0x0F)
+                position += 2
+            }
+            return position
         }
-        return String(decoding: text, as: UTF8.self)
     }
 }
