@@ -1,5 +1,5 @@
 import Foundation
-import Store
+@testable import Store
 import Testing
 
 /// A fresh database file per test.
@@ -20,6 +20,13 @@ func record(_ scope: ScopeHash, createdAt: Timestamp, ttl: Timestamp = 1000, bod
 @Suite("SQLite store")
 struct SQLiteStoreTests {
     let partition = PartitionID(topic: "trigger-requests", partition: 3)
+
+    @Test("the writer syncs the WAL at each commit: offsets follow the transaction, so it must survive a power loss")
+    func durability() async throws {
+        let settings = try await makeStore().durabilitySettings()
+        #expect(settings.journalMode == "wal")
+        #expect(settings.synchronous == 2, "FULL")
+    }
 
     @Test("a batch is written in one transaction and read back")
     func roundTrip() async throws {
