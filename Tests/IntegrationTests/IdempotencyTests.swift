@@ -21,7 +21,7 @@ struct IdempotencyTests {
         #expect(replay[path: ["data", "replayed"]] == true)
         #expect(replay[path: ["data", "fingerprint_mismatch"]] == false)
         #expect(replay["event_id"] != original["event_id"], "each request gets its own response event")
-        #expect(worker.runsStarted(by: again).isEmpty)
+        #expect(try await worker.storedRunsStarted(by: again).isEmpty)
         #expect(try await worker.store.runs(statuses: [], limit: 10, offset: 0).count == 1)
         try await worker.stop()
     }

@@ -167,7 +167,19 @@ final class WorkerHarness: Sendable {
         return deadLetters
     }
 
-    /// Runs started by the input at `report` (from their `trigger.source`).
+    /// Runs the store holds for the input at `report` (from their `trigger.source`):
+    /// what the worker started, whether or not its events were read back yet. Once a
+    /// later input of the same partition was handled, this is final for `report`.
+    func storedRunsStarted(by report: KafkaDeliveryReport) async throws -> Set<String> {
+        let source = Self.source(report)
+        return Set(try await store.runs(statuses: [], limit: 10_000, offset: 0)
+            .compactMap { try? JSONValue.parse($0.document) }
+            .filter { $0[path: ["trigger", "source"]] == source }
+            .compactMap { $0["workflow_run_id"]?.stringValue })
+    }
+
+    /// Runs started by the input at `report`, from the `WorkflowRun.Started` events read
+    /// so far (events of other keys may be read in another order than they were handled).
     func runsStarted(by report: KafkaDeliveryReport) -> Set<String> {
         let source = Self.source(report)
         return Set(events.filter { $0["event_type"] == "WorkflowRun.Started" && $0[path: ["data", "trigger", "source"]] == source }
