@@ -115,19 +115,29 @@ public struct KafkaProducerConfiguration: Sendable, Hashable {
     public var deliveryTimeout: Duration
     /// How long ``KafkaProducer`` waits for outstanding messages on shutdown. Default: 10 s.
     public var flushTimeout: Duration
+    /// How record batches are compressed. Default: lz4, cheap to compress and to read,
+    /// and JSON events shrink several times (less for the broker to store and serve).
+    public var compression: Compression
+
+    /// The codecs of librdkafka's `compression.type`.
+    public enum Compression: String, Sendable, Hashable {
+        case none, gzip, snappy, lz4, zstd
+    }
 
     public init(
         common: KafkaConfiguration = KafkaConfiguration(),
         idempotent: Bool = true,
         linger: Duration = .milliseconds(5),
         deliveryTimeout: Duration = .seconds(30),
-        flushTimeout: Duration = .seconds(10)
+        flushTimeout: Duration = .seconds(10),
+        compression: Compression = .lz4
     ) {
         self.common = common
         self.idempotent = idempotent
         self.linger = linger
         self.deliveryTimeout = deliveryTimeout
         self.flushTimeout = flushTimeout
+        self.compression = compression
     }
 
     /// The librdkafka properties of this producer.
@@ -136,6 +146,7 @@ public struct KafkaProducerConfiguration: Sendable, Hashable {
         properties["enable.idempotence"] = idempotent ? "true" : "false"
         properties["linger.ms"] = String(linger.milliseconds)
         properties["message.timeout.ms"] = String(deliveryTimeout.milliseconds)
+        properties["compression.type"] = compression.rawValue
         properties.merge(common.overrides) { _, override in override }
         return properties
     }

@@ -17,15 +17,23 @@ struct KafkaConfigurationTests {
 
     @Test("overrides win over typed settings")
     func overrides() {
-        let common = KafkaConfiguration(brokers: ["a:1", "b:2"], overrides: ["max.poll.interval.ms": "6000", "enable.auto.commit": "true", "compression.type": "lz4"])
+        let common = KafkaConfiguration(brokers: ["a:1", "b:2"], overrides: ["max.poll.interval.ms": "6000", "enable.auto.commit": "true", "compression.type": "zstd"])
         let consumer = KafkaConsumerConfiguration(common: common, groupID: "g", topics: ["t"]).properties
         #expect(consumer["bootstrap.servers"] == "a:1,b:2")
         #expect(consumer["max.poll.interval.ms"] == "6000")
         #expect(consumer["enable.auto.commit"] == "true")
         let producer = KafkaProducerConfiguration(common: common).properties
-        #expect(producer["compression.type"] == "lz4")
+        #expect(producer["compression.type"] == "zstd", "an override wins over the lz4 default")
         #expect(producer["enable.idempotence"] == "true")
         #expect(producer["linger.ms"] == "5")
+    }
+
+    @Test("the producer is idempotent and compresses with lz4 by default")
+    func producerDefaults() {
+        let producer = KafkaProducerConfiguration().properties
+        #expect(producer["enable.idempotence"] == "true")
+        #expect(producer["compression.type"] == "lz4")
+        #expect(KafkaProducerConfiguration(compression: .none).properties["compression.type"] == "none")
     }
 
     @Test("durations become whole milliseconds")
