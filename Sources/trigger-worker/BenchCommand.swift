@@ -39,39 +39,44 @@ struct BenchCommand: AsyncParsableCommand {
         let store = try SQLiteStore(path: storePath)
 
         print("machine: \(ProcessInfo.processInfo.activeProcessorCount) cores; librdkafka \(KafkaAdmin.librdkafkaVersion); \(count) requests per pass, \(partitions) partitions")
-        print(Self.row("pass", "raw msg/s", "worker msg/s", "ratio") + "   (raw: median of \(Self.rawRepeats) runs)")
+        print(Self.row("pass", "raw msg/s", "worker msg/s", "ratio", "publish-only/s", "ratio") + "   (raw: median of \(Self.rawRepeats) runs)")
         for (pass, label) in [(1, "new runs (unique keys)"), (2, "replays (every key seen before)")] {
             var topics = configuration.topics
             topics.vendorEvents = "bench-ve-\(suffix)"
             topics.triggerRequests = "bench-tr\(pass)-\(suffix)"
-            topics.runStatus = "bench-rs-\(suffix)"
+            topics.runStatus = "bench-rs\(pass)-\(suffix)"
             topics.deadLetter = "bench-dl-\(suffix)"
             _ = try await KafkaAdmin.createTopics(topics.all.map { KafkaTopicSpecification(name: $0, partitions: partitions) }, configuration: configuration.kafka, logger: logger)
             try await produceRequests(topic: topics.triggerRequests, configuration: configuration, logger: logger)
             // The raw rate alone moves by a third between runs on a shared machine: take the median of three.
             var raws: [Double] = []
-            for _ in 0..<Self.rawRepeats { raws.append(try await measureRaw(topic: topics.triggerRequests, configuration: configuration, logger: logger)) }
+            for _ in 0..<Self.rawRepeats { raws.append(try await consume(topic: topics.triggerRequests, count: count, configuration: configuration, logger: logger).rate) }
             raws.sort()
             let raw = raws[raws.count / 2]
             var passConfiguration = configuration
             passConfiguration.topics = topics
             passConfiguration.groupID = "bench-worker\(pass)-\(suffix)"
-            let worker = try await measureWorker(configuration: passConfiguration, store: store, logger: logger)
-            print(Self.row(label, String(Int(raw)), String(Int(worker)), String(format: "%.3f", worker / raw)) + "   (raw runs: \(raws.map { String(Int($0)) }.joined(separator: ", ")))")
+            let (worker, outputs) = try await measureWorker(configuration: passConfiguration, store: store, logger: logger)
+            // The worker cannot be faster than publishing what it published: time that alone.
+            let published = try await consume(topic: topics.runStatus, count: outputs, configuration: configuration, logger: logger, keep: true).messages
+            let ceiling = try await measurePublish(published, topic: "bench-copy\(pass)-\(suffix)", configuration: configuration, logger: logger)
+            print(Self.row(
+                label, String(Int(raw)), String(Int(worker)), String(format: "%.3f", worker / raw), String(Int(ceiling)), String(format: "%.3f", ceiling / raw)
+            ) + "   (raw runs: \(raws.map { String(Int($0)) }.joined(separator: ", ")); \(outputs) messages published)")
         }
     }
 
-    static func row(_ label: String, _ raw: String, _ worker: String, _ ratio: String) -> String {
+    static func row(_ label: String, _ raw: String, _ worker: String, _ ratio: String, _ ceiling: String, _ ceilingRatio: String) -> String {
         func pad(_ text: String, _ width: Int, left: Bool = false) -> String {
             let fill = String(repeating: " ", count: max(0, width - text.count))
             return left ? text + fill : fill + text
         }
-        return pad(label, 34, left: true) + pad(raw, 12) + pad(worker, 14) + pad(ratio, 8)
+        return pad(label, 34, left: true) + pad(raw, 12) + pad(worker, 14) + pad(ratio, 8) + pad(ceiling, 16) + pad(ceilingRatio, 8)
     }
 
     /// N `workflow_run` requests with unique keys (the same keys in each pass).
     private func produceRequests(topic: String, configuration: WorkerConfiguration, logger: Logger) async throws {
-        let producer = try KafkaProducer(configuration: KafkaProducerConfiguration(common: configuration.kafka, linger: .milliseconds(20)), logger: logger)
+        let producer = try KafkaProducer(configuration: KafkaProducerConfiguration(common: configuration.kafka, linger: .milliseconds(20), compression: .none), logger: logger)
         let value = (["request_type": "workflow_run", "workflow_name": "quarterly-privacy-sweep", "body": ["input": ["due_date": "2026-06-30"]]] as JSONValue).canonicalBytes
         var sent = 0
         while sent < count {
@@ -86,40 +91,63 @@ struct BenchCommand: AsyncParsableCommand {
         try await producer.shutdown()
     }
 
-    /// A plain consumer: reads the N messages and commits each batch, nothing else.
-    /// Timed from its first message to its last.
-    private func measureRaw(topic: String, configuration: WorkerConfiguration, logger: Logger) async throws -> Double {
+    /// A plain consumer: reads `count` messages and commits each batch, nothing else
+    /// (keeping them when asked). Timed from its first message to its last.
+    private func consume(topic: String, count: Int, configuration: WorkerConfiguration, logger: Logger, keep: Bool = false) async throws -> (rate: Double, messages: [KafkaMessage]) {
         let consumer = try KafkaConsumer(
             configuration: KafkaConsumerConfiguration(common: configuration.kafka, groupID: "bench-raw-\(UUID().uuidString.prefix(8))", topics: [topic]),
             logger: logger
         )
-        return try await withThrowingTaskGroup(of: Double?.self) { group in
+        return try await withThrowingTaskGroup(of: (rate: Double, messages: [KafkaMessage])?.self) { group in
             group.addTask { try await consumer.run(); return nil }
             group.addTask {
                 var received = 0
+                var kept: [KafkaMessage] = []
                 var first: ContinuousClock.Instant?
                 for await event in consumer.events {
                     guard case .messages(let batch) = event else { continue }
                     first = first ?? .now
                     received += batch.count
+                    if keep { kept += batch }
                     try await consumer.commit(batch.nextOffsets)
                     if received >= count {
                         let seconds = (ContinuousClock.now - first!).seconds
                         consumer.triggerShutdown()
-                        return Double(received) / seconds
+                        return (Double(received) / seconds, kept)
                     }
                 }
                 return nil
             }
-            var rate: Double?
-            for try await result in group { rate = rate ?? result }
-            return rate ?? 0
+            var outcome: (rate: Double, messages: [KafkaMessage])?
+            for try await result in group { outcome = outcome ?? result }
+            return outcome ?? (0, [])
         }
+    }
+
+    /// Publishes `messages` again as the outbox publisher does (the worker's producer
+    /// configuration; rounds of 4,000 messages, each awaited) and returns the rate in
+    /// requests per second: the most the worker could reach if all else were free.
+    private func measurePublish(_ messages: [KafkaMessage], topic: String, configuration: WorkerConfiguration, logger: Logger) async throws -> Double {
+        _ = try await KafkaAdmin.createTopics([KafkaTopicSpecification(name: topic, partitions: partitions)], configuration: configuration.kafka, logger: logger)
+        let producer = try KafkaProducer(configuration: KafkaProducerConfiguration(common: configuration.kafka), logger: logger)
+        let started = ContinuousClock.now
+        var position = 0
+        while position < messages.count {
+            let round = messages[position..<min(position + 4000, messages.count)].map {
+                KafkaProducerMessage(topic: topic, key: $0.key, value: $0.value, headers: $0.headers)
+            }
+            for result in await producer.send(round) { _ = try result.get() }
+            position += round.count
+        }
+        let seconds = (ContinuousClock.now - started).seconds
+        try await producer.shutdown()
+        return Double(count) / seconds
     }
 
     /// The pipeline as `run` wires it, timed from its first batch until the
     /// response to the N-th request is published.
-    private func measureWorker(configuration: WorkerConfiguration, store: SQLiteStore, logger: Logger) async throws -> Double {
+    /// - Returns: requests per second, and how many messages the worker published.
+    private func measureWorker(configuration: WorkerConfiguration, store: SQLiteStore, logger: Logger) async throws -> (rate: Double, published: Int) {
         let orgs = try OrgDirectory.load(path: "examples/orgs.yaml")
         let catalog = try WorkflowCatalog.load(directory: "examples/workflows", knownOrgs: orgs.ids)
         let services = try WorkerServices(configuration: configuration, orgs: orgs, catalog: catalog, store: store, logger: logger)
@@ -133,7 +161,7 @@ struct BenchCommand: AsyncParsableCommand {
         let seconds = (ContinuousClock.now - started).seconds
         await group.triggerGracefulShutdown()
         try await running.value
-        return Double(count) / seconds
+        return (Double(count) / seconds, counting.published)
     }
 }
 
@@ -147,6 +175,10 @@ private final class CountingHandler: BatchHandler {
     private let first: AsyncStream<ContinuousClock.Instant>.Continuation
     private let done: AsyncStream<Void>.Continuation
     private let handled = Mutex(0)
+    private let outputs = Mutex(0)
+
+    /// How many messages the handled batches published.
+    var published: Int { outputs.withLock { $0 } }
 
     init(wrapped: Wrapped, target: Int) {
         self.wrapped = wrapped
@@ -167,6 +199,7 @@ private final class CountingHandler: BatchHandler {
 
     func write(_ prepared: Wrapped.Prepared) async throws -> Bool {
         let asPrepared = try await wrapped.write(prepared)
+        outputs.withLock { $0 += prepared.outputCount }
         if handled.withLock({ $0 += prepared.count; return $0 >= target }) {
             done.yield()
             done.finish()

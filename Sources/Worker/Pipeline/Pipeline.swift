@@ -39,6 +39,8 @@ public final class Pipeline: BatchHandler {
         var decision: BatchDecider.Decision
         /// How many messages the batch has.
         public var count: Int { items.count }
+        /// How many messages the batch publishes (responses, events, dead letters), as prepared.
+        public var outputCount: Int { decision.writes.outbox.count }
     }
 
     /// - Parameter outboxReady: called after each committed batch that wrote outbox rows.
