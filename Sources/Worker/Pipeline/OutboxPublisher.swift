@@ -5,10 +5,12 @@ import Store
 import Synchronization
 
 /// Publishes outbox entries with the idempotent producer and deletes each entry
-/// once the broker confirmed every message in it. Entries are read oldest first,
-/// so messages with one key keep their order; an entry with a failed message
-/// stays and is published again (all of it, with the same `event_id`s) with
-/// backoff while the broker is unreachable. Every message is published at least once.
+/// once the broker confirmed every message in it and in the entries before it.
+/// Entries are read oldest first, so messages with one key keep their order; from
+/// the first entry with a failed message on, entries stay and are published again
+/// (all of them, with the same `event_id`s) with backoff while the broker is
+/// unreachable. Every message is published at least once, and for each key the
+/// last message published is the latest one.
 public final class OutboxPublisher: Service, Sendable {
     private let store: any Store
     private let producer: KafkaProducer
@@ -70,21 +72,7 @@ public final class OutboxPublisher: Service, Sendable {
             let results = await producer.send(messages.map { message in
                 KafkaProducerMessage(topic: message.topic, key: message.key, value: message.value, headers: message.headers.map { KafkaHeader(key: $0.name, value: $0.value) })
             })
-            var delivered: [Int64] = []
-            var failure: KafkaError?
-            var position = 0
-            for entry in entries {
-                let outcome = results[position..<position + entry.messages.count]
-                position += entry.messages.count
-                if let error = outcome.lazy.compactMap({ result -> KafkaError? in
-                    if case .failure(let error) = result { return error }
-                    return nil
-                }).first {
-                    failure = failure ?? error
-                } else {
-                    delivered.append(entry.id)
-                }
-            }
+            let (delivered, failure) = Self.deliveredPrefix(of: entries, results: results)
             do {
                 try await store.deleteOutbox(ids: delivered)
             } catch {
@@ -95,11 +83,29 @@ public final class OutboxPublisher: Service, Sendable {
             if let failure {
                 if failure.isFatal { lastFatalError.withLock { $0 = failure } }
                 logger.warning("Publishing outbox rows failed; retrying with backoff", metadata: [
-                    LogKey.error: "\(failure)", "entries_delivered": "\(delivered.count)", "entries_failed": "\(entries.count - delivered.count)",
+                    LogKey.error: "\(failure)", "entries_delivered": "\(delivered.count)", "entries_kept": "\(entries.count - delivered.count)",
                 ])
                 return false
             }
         }
+    }
+}
+
+extension OutboxPublisher {
+    /// The entries that may be deleted after a round: those before the first entry
+    /// with a failed message. The failed entry and every entry after it stay, even
+    /// those fully delivered, and are published again in order, so that for each key
+    /// the last message in the topic is still the latest one (same `event_id`s again).
+    static func deliveredPrefix(of entries: [OutboxEntry], results: [Result<KafkaDeliveryReport, KafkaError>]) -> (delivered: [Int64], failure: KafkaError?) {
+        var delivered: [Int64] = []
+        var position = 0
+        for entry in entries {
+            let outcome = results[position..<position + entry.messages.count]
+            position += entry.messages.count
+            for case .failure(let error) in outcome { return (delivered, error) }
+            delivered.append(entry.id)
+        }
+        return (delivered, nil)
     }
 }
 
