@@ -167,6 +167,9 @@ public final class SQLiteStore: Store {
 
     // MARK: Batches
 
+    /// Scopes looked up per statement (SQLite allows 32,766 parameters).
+    static let lookupChunk = 500
+
     public func load(_ query: BatchQuery, now: Timestamp) async throws -> BatchSnapshot {
         try await pool.read { db in
             var snapshot = BatchSnapshot()
@@ -176,16 +179,24 @@ public final class SQLiteStore: Store {
                     snapshot.watermarks[partition] = next
                 }
             }
-            let record = try db.cachedStatement(sql: """
-                SELECT org_id, endpoint, key, fingerprint, status, body, created_at, expires_at
-                FROM idempotency WHERE scope = ? AND expires_at > ?
-                """)
-            for scope in query.scopes {
-                if let row = try Row.fetchOne(record, arguments: [Data(scope.bytes), now]) {
+            // One statement per chunk of scopes rather than one per scope.
+            let scopes = Array(query.scopes)
+            for start in stride(from: 0, to: scopes.count, by: Self.lookupChunk) {
+                let chunk = scopes[start..<min(start + Self.lookupChunk, scopes.count)]
+                let placeholders = Array(repeating: "?", count: chunk.count).joined(separator: ",")
+                let record = try db.cachedStatement(sql: """
+                    SELECT scope, org_id, endpoint, key, fingerprint, status, body, created_at, expires_at
+                    FROM idempotency WHERE scope IN (\(placeholders)) AND expires_at > ?
+                    """)
+                var arguments = StatementArguments(chunk.map { Data($0.bytes) })
+                arguments += [now]
+                let rows = try Row.fetchCursor(record, arguments: arguments)
+                while let row = try rows.next() {
+                    let scope = ScopeHash(bytes: Array(row[0] as Data))
                     snapshot.records[scope] = IdempotencyRecord(
-                        scope: scope, orgID: row[0], endpoint: row[1], key: row[2],
-                        fingerprint: Array(row[3] as Data), responseStatus: row[4], responseBody: Array(row[5] as Data),
-                        createdAt: row[6], expiresAt: row[7]
+                        scope: scope, orgID: row[1], endpoint: row[2], key: row[3],
+                        fingerprint: Array(row[4] as Data), responseStatus: row[5], responseBody: Array(row[6] as Data),
+                        createdAt: row[7], expiresAt: row[8]
                     )
                 }
             }

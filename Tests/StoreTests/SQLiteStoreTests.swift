@@ -28,6 +28,25 @@ struct SQLiteStoreTests {
         #expect(settings.synchronous == 2, "FULL")
     }
 
+    @Test("records are looked up in chunks: more scopes than one statement takes, live ones found, expired and absent ones not")
+    func manyScopes() async throws {
+        let store = try makeStore()
+        func wide(_ n: Int) -> ScopeHash { ScopeHash(bytes: [UInt8(n & 0xFF), UInt8(n >> 8)] + Array(repeating: 7, count: 14)) }
+        let count = SQLiteStore.lookupChunk * 2 + 37
+        var writes = BatchWrites()
+        writes.now = 100
+        // Every third record expires at 150, the others at 1,100.
+        writes.records = (0..<count).map { record(wide($0), createdAt: 100, ttl: $0 % 3 == 0 ? 50 : 1000, body: "\($0)") }
+        try await store.apply(writes)
+
+        var query = BatchQuery()
+        query.scopes = Set((0..<count + 10).map(wide))
+        let snapshot = try await store.load(query, now: 200)
+        let live = (0..<count).filter { $0 % 3 != 0 }
+        #expect(snapshot.records.count == live.count)
+        #expect(live.allSatisfy { snapshot.records[wide($0)]?.responseBody == Array("\($0)".utf8) })
+    }
+
     @Test("a batch is written in one transaction and read back")
     func roundTrip() async throws {
         let store = try makeStore()
