@@ -17,6 +17,7 @@ final class WorkerProcess: Sendable {
     }
 
     private let process: Process
+    private let pipe: Pipe
     private let lines: AsyncStream<String>
     private let log = Output()
 
@@ -34,30 +35,40 @@ final class WorkerProcess: Sendable {
         let (stream, continuation) = AsyncStream.makeStream(of: String.self)
         lines = stream
         let log = self.log
-        pipe.fileHandleForReading.readabilityHandler = { handle in
-            let chunk = handle.availableData
-            if chunk.isEmpty {
-                handle.readabilityHandler = nil
-                continuation.finish()
-                log.closed.withLock { $0 = true }
-                log.changes.notify()
-                return
-            }
-            let complete: [String] = log.pending.withLock { buffer in
-                buffer.append(chunk)
-                var found: [String] = []
-                while let newline = buffer.firstIndex(of: 0x0A) {
-                    found.append(String(decoding: buffer[buffer.startIndex..<newline], as: UTF8.self))
-                    buffer.removeSubrange(buffer.startIndex...newline)
+        let output = pipe.fileHandleForReading
+        let read: @Sendable () -> Void
+        // A thread of its own reads with blocking reads until end of file. (A
+        // readabilityHandler is a dispatch read source: its descriptor could be closed
+        // while the source was still registered, which crashed libdispatch's event loop.)
+        read = {
+            while true {
+                let chunk = output.availableData
+                if chunk.isEmpty {
+                    continuation.finish()
+                    log.closed.withLock { $0 = true }
+                    log.changes.notify()
+                    return
                 }
-                return found
-            }
-            for line in complete {
-                log.lines.withLock { $0.append(line) }
-                continuation.yield(line)
+                let complete: [String] = log.pending.withLock { buffer in
+                    buffer.append(chunk)
+                    var found: [String] = []
+                    while let newline = buffer.firstIndex(of: 0x0A) {
+                        found.append(String(decoding: buffer[buffer.startIndex..<newline], as: UTF8.self))
+                        buffer.removeSubrange(buffer.startIndex...newline)
+                    }
+                    return found
+                }
+                for line in complete {
+                    log.lines.withLock { $0.append(line) }
+                    continuation.yield(line)
+                }
             }
         }
+        self.pipe = pipe
         try process.run()
+        // The child has its copy of the write end; closing ours lets the reader see end of file.
+        try pipe.fileHandleForWriting.close()
+        Thread.detachNewThread(read)
     }
 
     var output: [String] { log.lines.withLock { $0 } }
