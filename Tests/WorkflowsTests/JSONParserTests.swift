@@ -43,4 +43,12 @@ struct JSONParserTests {
         #expect(try JSONValue.parse(value.canonicalBytes) == value)
         #expect(value.canonicalString == #"{"a":[1,2.5,{"y":"é","z":null}],"b":"line\nbreak \"q\""}"#)
     }
+
+    @Test("an object of pre-encoded members is what canonicalBytes gives for the same object")
+    func canonicalObject() throws {
+        let nested: JSONValue = ["z": 1, "a": ["q\"uote", nil]]
+        let spliced = JSONValue.canonicalObject([("zeta", JSONValue.bool(true).canonicalBytes), ("alpha", nested.canonicalBytes), ("mid", Array("7".utf8))])
+        let whole: JSONValue = ["zeta": true, "alpha": nested, "mid": 7]
+        #expect(spliced == whole.canonicalBytes)
+    }
 }

@@ -266,21 +266,15 @@ struct BatchDecider: Sendable {
             "request_id": source.header("Request-Id").json,
             "source": source.json,
         ]
-        // {fingerprint_mismatch, replayed, request, response: {body, status}} in canonical
-        // order, around the response body as stored (a replay is not parsed again).
-        var data: [UInt8] = []
-        data.reserveCapacity(answer.response.body.count + 320)
-        data.append(contentsOf: #"{"fingerprint_mismatch":"#.utf8)
-        data.append(contentsOf: (fingerprintMismatch ? "true" : "false").utf8)
-        data.append(contentsOf: #","replayed":"#.utf8)
-        data.append(contentsOf: (replayed ? "true" : "false").utf8)
-        data.append(contentsOf: #","request":"#.utf8)
-        data.append(contentsOf: request.canonicalBytes)
-        data.append(contentsOf: #","response":{"body":"#.utf8)
-        data.append(contentsOf: answer.response.body)
-        data.append(contentsOf: #","status":"#.utf8)
-        data.append(contentsOf: String(answer.response.status).utf8)
-        data.append(contentsOf: "}}".utf8)
+        // The response body as stored, spliced in (a replay is not parsed again).
+        let data = JSONValue.canonicalObject([
+            ("request", request.canonicalBytes),
+            ("response", JSONValue.canonicalObject([
+                ("status", JSONValue.int(Int64(answer.response.status)).canonicalBytes), ("body", answer.response.body),
+            ])),
+            ("replayed", JSONValue.bool(replayed).canonicalBytes),
+            ("fingerprint_mismatch", JSONValue.bool(fingerprintMismatch).canonicalBytes),
+        ])
         let key = answer.idempotencyKey.map { Array($0.utf8) } ?? source.key
         state.writes.outbox.append(outputs.event(id: eventID, type: "TriggerRequest.Responded", orgID: answer.orgID, encodedData: data, key: key, now: state.now, source: source))
         state.tally.responses += 1

@@ -14,20 +14,13 @@ struct Outputs: Sendable {
 
     /// The same, with `data` already in canonical JSON (a document stored too is encoded once).
     func event(id: String, type: String, orgID: String?, encodedData data: [UInt8], key: [UInt8]?, now: Timestamp, source: Source) -> OutboxMessage {
-        // The envelope's keys in canonical (sorted) order, around the encoded data.
-        var envelope: [UInt8] = []
-        envelope.reserveCapacity(data.count + 160)
-        envelope.append(contentsOf: #"{"data":"#.utf8)
-        envelope.append(contentsOf: data)
-        envelope.append(contentsOf: #","event_id":"#.utf8)
-        envelope.append(contentsOf: JSONValue.string(id).canonicalBytes)
-        envelope.append(contentsOf: #","event_type":"#.utf8)
-        envelope.append(contentsOf: JSONValue.string(type).canonicalBytes)
-        envelope.append(contentsOf: #","occurred_at":"#.utf8)
-        envelope.append(contentsOf: String(now / 1000).utf8)
-        envelope.append(contentsOf: #","org_id":"#.utf8)
-        envelope.append(contentsOf: orgID.json.canonicalBytes)
-        envelope.append(UInt8(ascii: "}"))
+        let envelope = JSONValue.canonicalObject([
+            ("data", data),
+            ("event_id", JSONValue.string(id).canonicalBytes),
+            ("event_type", JSONValue.string(type).canonicalBytes),
+            ("occurred_at", JSONValue.int(now / 1000).canonicalBytes),
+            ("org_id", orgID.json.canonicalBytes),
+        ])
         var headers = [OutboxHeader(name: "event-type", value: Array(type.utf8))]
         for (input, output) in [("Request-Id", "request-id"), ("Idempotency-Key", "idempotency-key"), ("traceparent", "traceparent")] {
             if let value = source.headers.first(named: input)?.value { headers.append(OutboxHeader(name: output, value: value)) }

@@ -38,6 +38,23 @@ extension JSONValue {
         return output
     }
 
+    /// The canonical JSON text of an object whose member values are already canonical
+    /// JSON (a stored document spliced in unparsed). Members are sorted here, as
+    /// ``canonicalBytes`` sorts them, so callers need not order them by hand.
+    public static func canonicalObject(_ members: [(key: String, encoded: [UInt8])]) -> [UInt8] {
+        var output: [UInt8] = []
+        output.reserveCapacity(members.reduce(2) { $0 + $1.key.utf8.count + $1.encoded.count + 4 })
+        output.append(UInt8(ascii: "{"))
+        for (index, member) in members.sorted(by: { $0.key < $1.key }).enumerated() {
+            if index > 0 { output.append(UInt8(ascii: ",")) }
+            writeString(member.key, to: &output)
+            output.append(UInt8(ascii: ":"))
+            output.append(contentsOf: member.encoded)
+        }
+        output.append(UInt8(ascii: "}"))
+        return output
+    }
+
     /// ``canonicalBytes`` as a string.
     public var canonicalString: String { String(decoding: canonicalBytes, as: UTF8.self) }
 
