@@ -14,10 +14,7 @@ public enum WebhookSignature {
 enum Digest {
     static func sha256(_ bytes: [UInt8]) -> [UInt8] { Array(SHA256.hash(data: bytes)) }
 
-    static func sha256Hex(_ text: String) -> String {
-        var text = text
-        return Identifier.hex(text.withUTF8 { Array(SHA256.hash(data: UnsafeRawBufferPointer($0))) })
-    }
+    static func sha256Hex(_ text: String) -> String { Identifier.hex(sha256(Array(text.utf8))) }
 
     /// Compares two strings in time independent of where they differ.
     static func constantTimeEquals(_ a: String, _ b: String) -> Bool {
