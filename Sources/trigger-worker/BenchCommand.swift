@@ -20,6 +20,7 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: "How many requests per pass.") var count = 100_000
     @Option(help: "Partitions of the bench topics.") var partitions: Int32 = 6
     @Option(help: "Brokers (default: KAFKA_BROKERS).") var brokers: String?
+    @Flag(help: "Only time the pipeline's stages in process (no broker needed).") var stagesOnly = false
 
     /// How often the raw baseline is measured per pass (its median is the baseline).
     static let rawRepeats = 3
@@ -38,6 +39,10 @@ struct BenchCommand: AsyncParsableCommand {
         defer { for ext in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: storePath + ext) } }
         let store = try SQLiteStore(path: storePath)
 
+        if stagesOnly {
+            try await measureStages(configuration: configuration, logger: logger)
+            return
+        }
         print("machine: \(ProcessInfo.processInfo.activeProcessorCount) cores; librdkafka \(KafkaAdmin.librdkafkaVersion); \(count) requests per pass, \(partitions) partitions")
         print(Self.row("pass", "raw msg/s", "worker msg/s", "ratio", "publish-only/s", "ratio") + "   (raw: median of \(Self.rawRepeats) runs)")
         for (pass, label) in [(1, "new runs (unique keys)"), (2, "replays (every key seen before)")] {
@@ -64,6 +69,7 @@ struct BenchCommand: AsyncParsableCommand {
                 label, String(Int(raw)), String(Int(worker)), String(format: "%.3f", worker / raw), String(Int(ceiling)), String(format: "%.3f", ceiling / raw)
             ) + "   (raw runs: \(raws.map { String(Int($0)) }.joined(separator: ", ")); \(outputs) messages published)")
         }
+        try await measureStages(configuration: configuration, logger: logger)
     }
 
     static func row(_ label: String, _ raw: String, _ worker: String, _ ratio: String, _ ceiling: String, _ ceilingRatio: String) -> String {
@@ -74,16 +80,19 @@ struct BenchCommand: AsyncParsableCommand {
         return pad(label, 34, left: true) + pad(raw, 12) + pad(worker, 14) + pad(ratio, 8) + pad(ceiling, 16) + pad(ceilingRatio, 8)
     }
 
+    /// The value of every bench request, and the headers of the `index`-th.
+    static let requestValue = (["request_type": "workflow_run", "workflow_name": "quarterly-privacy-sweep", "body": ["input": ["due_date": "2026-06-30"]]] as JSONValue).canonicalBytes
+    static func requestHeaders(_ index: Int) -> [KafkaHeader] {
+        [KafkaHeader(key: "Authorization", value: "Bearer \(apiKey)"), KafkaHeader(key: "Idempotency-Key", value: "bench-\(index)")]
+    }
+
     /// N `workflow_run` requests with unique keys (the same keys in each pass).
     private func produceRequests(topic: String, configuration: WorkerConfiguration, logger: Logger) async throws {
         let producer = try KafkaProducer(configuration: KafkaProducerConfiguration(common: configuration.kafka, linger: .milliseconds(20), compression: .none), logger: logger)
-        let value = (["request_type": "workflow_run", "workflow_name": "quarterly-privacy-sweep", "body": ["input": ["due_date": "2026-06-30"]]] as JSONValue).canonicalBytes
         var sent = 0
         while sent < count {
             let chunk = (sent..<min(sent + 10_000, count)).map { index in
-                KafkaProducerMessage(topic: topic, key: Array("bench-\(index)".utf8), value: value, headers: [
-                    KafkaHeader(key: "Authorization", value: "Bearer \(Self.apiKey)"), KafkaHeader(key: "Idempotency-Key", value: "bench-\(index)"),
-                ])
+                KafkaProducerMessage(topic: topic, key: Array("bench-\(index)".utf8), value: Self.requestValue, headers: Self.requestHeaders(index))
             }
             for result in await producer.send(chunk) { _ = try result.get() }
             sent += chunk.count
@@ -142,6 +151,41 @@ struct BenchCommand: AsyncParsableCommand {
         let seconds = (ContinuousClock.now - started).seconds
         try await producer.shutdown()
         return Double(count) / seconds
+    }
+
+    /// Where the worker's time goes: the same N requests handed to the pipeline in
+    /// process, batch by batch, without Kafka. Prints the time per request of each
+    /// step (prepare: decode, store read and decide; write: the batch's transaction)
+    /// for new runs and then for replays, against a store of its own.
+    private func measureStages(configuration: WorkerConfiguration, logger: Logger) async throws {
+        let storePath = FileManager.default.temporaryDirectory.appendingPathComponent("bench-stages-\(UUID().uuidString.prefix(8)).sqlite").path
+        defer { for ext in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: storePath + ext) } }
+        let store = try SQLiteStore(path: storePath)
+        let orgs = try OrgDirectory.load(path: "examples/orgs.yaml")
+        let catalog = try WorkflowCatalog.load(directory: "examples/workflows", knownOrgs: orgs.ids)
+        let pipeline = Pipeline(configuration: configuration, orgs: orgs, catalog: catalog, store: store, logger: logger) {}
+        let batchSize = 500
+        print("\nstages in process (\(count) requests, batches of \(batchSize), no Kafka), microseconds per request:")
+        print("  pass                               prepare     write     total")
+        for (pass, label) in [(0, "new runs"), (1, "replays")] {
+            var prepare = Duration.zero, write = Duration.zero
+            var start = 0
+            while start < count {
+                let batch = (start..<min(start + batchSize, count)).map { index in
+                    KafkaMessage(
+                        topicPartition: KafkaTopicPartition(topic: configuration.topics.triggerRequests, partition: Int32(index % Int(partitions))),
+                        offset: Int64(pass * count + index), key: Array("bench-\(index)".utf8), value: Self.requestValue, headers: Self.requestHeaders(index)
+                    )
+                }
+                let clock = ContinuousClock()
+                var prepared: Pipeline.Prepared?
+                prepare += try await clock.measure { prepared = try await pipeline.prepare(batch, after: nil) }
+                write += try await clock.measure { _ = try await pipeline.write(prepared!) }
+                start += batch.count
+            }
+            func micros(_ duration: Duration) -> String { String(format: "%9.1f", duration.seconds * 1e6 / Double(count)) }
+            print("  " + label.padding(toLength: 32, withPad: " ", startingAt: 0) + micros(prepare) + " " + micros(write) + " " + micros(prepare + write))
+        }
     }
 
     /// The pipeline as `run` wires it, timed from its first batch until the
