@@ -29,6 +29,9 @@ struct OrgDirectoryTests {
         #expect(org.webhookSigningSecret == "whsec_example")
         #expect(directory.org(id: org.id)?.name == "Acme Corp")
         #expect(directory.org(apiKeySHA256: String(repeating: "0", count: 64)) == nil)
+        // The key whose hash that is ("test"), as bytes: found by its SHA-256.
+        #expect(directory.org(apiKey: Array("test".utf8)[...])?.id == org.id)
+        #expect(directory.org(apiKey: Array("tesT".utf8)[...]) == nil)
     }
 
     @Test("each problem is reported with its line")
@@ -73,6 +76,20 @@ struct KeyAndSignatureTests {
     @Test("an API key is kept as its lowercase hex SHA-256 (the contract's example: sha256 of 'test')")
     func apiKeyHash() {
         #expect(OrgDirectory.hash(apiKey: "test") == "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08")
+    }
+
+    @Test("the API key of an Authorization value: Bearer in any case, blanks around the key ignored, anything else refused")
+    func bearer() {
+        func key(_ value: String) -> String? { InputDecoder.apiKey(authorization: Array(value.utf8)).map { String(decoding: $0, as: UTF8.self) } }
+        #expect(key("Bearer ak_test_abc") == "ak_test_abc")
+        #expect(key("  bEaReR \t ak_live_abc \r\n") == "ak_live_abc")
+        #expect(key("Bearer ak_other_abc") == nil)
+        #expect(key("Basic ak_test_abc") == nil)
+        #expect(key("Bearerak_test_abc") == nil)
+        #expect(key("Bearer") == nil)
+        #expect(key("Bearer ") == nil)
+        #expect(key("ak_test_abc") == nil)
+        #expect(key("") == nil)
     }
 
     @Test("Coverbase-Signature is the lowercase hex HMAC-SHA256 of the raw value (known answer from Python's hmac)")

@@ -1,3 +1,4 @@
+import Crypto
 import Workflows
 import Yams
 
@@ -24,19 +25,29 @@ public struct OrgDirectory: Sendable {
     /// Every org, in file order.
     public let orgs: [Org]
     private let byID: [String: Org]
-    private let byKeyHash: [String: Org]
+    private let byKeyHash: [KeyDigest: Org]
 
     public init(_ orgs: [Org]) {
         self.orgs = orgs
         byID = Dictionary(orgs.map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
-        byKeyHash = Dictionary(orgs.flatMap { org in org.apiKeySHA256.map { ($0, org) } }, uniquingKeysWith: { first, _ in first })
+        byKeyHash = Dictionary(
+            orgs.flatMap { org in org.apiKeySHA256.compactMap { hash in KeyDigest(hex: hash).map { ($0, org) } } },
+            uniquingKeysWith: { first, _ in first }
+        )
     }
 
     /// The org with id `id`.
     public func org(id: String) -> Org? { byID[id] }
 
     /// The org that owns the API key whose SHA-256 is `hash` (lowercase hex).
-    public func org(apiKeySHA256 hash: String) -> Org? { byKeyHash[hash] }
+    public func org(apiKeySHA256 hash: String) -> Org? { KeyDigest(hex: hash).flatMap { byKeyHash[$0] } }
+
+    /// The org that owns the API key made of `key` (UTF-8), compared by its SHA-256 only.
+    public func org(apiKey key: ArraySlice<UInt8>) -> Org? {
+        var hasher = SHA256()
+        key.withUnsafeBytes { hasher.update(bufferPointer: $0) }
+        return byKeyHash[KeyDigest(hasher.finalize())]
+    }
 
     /// How an API key is kept in the orgs file: its lowercase hex SHA-256.
     public static func hash(apiKey: String) -> String { Digest.sha256Hex(apiKey) }
@@ -97,5 +108,28 @@ public struct OrgDirectory: Sendable {
             if let id, let name { orgs.append(Org(id: id, name: name, apiKeySHA256: hashes, webhookSigningSecret: secret)) }
         }
         return orgs
+    }
+}
+
+/// A SHA-256 as four words: a dictionary key that hashes and compares without allocating.
+private struct KeyDigest: Hashable {
+    var a, b, c, d: UInt64
+
+    init(_ digest: SHA256.Digest) {
+        (a, b, c, d) = digest.withUnsafeBytes(Self.words)
+    }
+
+    /// From 64 lowercase hex digits.
+    init?(hex: String) {
+        guard Identifier.isLowercaseHex(hex, digits: 64) else { return nil }
+        func value(_ digit: UInt8) -> UInt8 { digit <= UInt8(ascii: "9") ? digit - UInt8(ascii: "0") : digit - UInt8(ascii: "a") + 10 }
+        let digits = Array(hex.utf8)
+        let bytes = (0..<32).map { value(digits[2 * $0]) << 4 | value(digits[2 * $0 + 1]) }
+        (a, b, c, d) = bytes.withUnsafeBytes(Self.words)
+    }
+
+    private static func words(_ bytes: UnsafeRawBufferPointer) -> (UInt64, UInt64, UInt64, UInt64) {
+        (bytes.loadUnaligned(fromByteOffset: 0, as: UInt64.self), bytes.loadUnaligned(fromByteOffset: 8, as: UInt64.self),
+         bytes.loadUnaligned(fromByteOffset: 16, as: UInt64.self), bytes.loadUnaligned(fromByteOffset: 24, as: UInt64.self))
     }
 }

@@ -99,7 +99,8 @@ struct InputDecoder: Sendable {
             return reject(Responses.invalidRequest("The request needs a body."), deadLetter: "invalid_request", "body is missing")
         }
 
-        guard let org = authenticate(source.header("Authorization")) else { return reject(Responses.unauthorized) }
+        guard let key = source.headers.first(named: "Authorization")?.value.flatMap(Self.apiKey(authorization:)),
+              let org = orgs.org(apiKey: key) else { return reject(Responses.unauthorized) }
         answer.orgID = org.id
 
         if let key = answer.idempotencyKey, key.count > Self.maxIdempotencyKeyLength {
@@ -115,14 +116,16 @@ struct InputDecoder: Sendable {
         ))
     }
 
-    /// The org of a `Bearer ak_live_…` / `Bearer ak_test_…` header; keys are compared by SHA-256 only.
-    private func authenticate(_ header: String?) -> Org? {
-        guard let header else { return nil }
-        let parts = header.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: true)
-        guard parts.count == 2, parts[0].lowercased() == "bearer" else { return nil }
-        var key = parts[1].drop { $0.isWhitespace }
-        while key.last?.isWhitespace == true { key.removeLast() }
-        guard key.hasPrefix("ak_live_") || key.hasPrefix("ak_test_") else { return nil }
-        return orgs.org(apiKeySHA256: OrgDirectory.hash(apiKey: String(key)))
+    /// The API key of an `Authorization` value `Bearer ak_live_…` / `Bearer ak_test_…`:
+    /// the scheme in any case, ASCII blanks around the key ignored.
+    static func apiKey(authorization value: [UInt8]) -> ArraySlice<UInt8>? {
+        func isBlank(_ byte: UInt8) -> Bool { byte == 0x20 || (0x09...0x0D).contains(byte) }
+        var rest = value[...].drop { $0 == 0x20 }
+        let scheme = rest.prefix { $0 != 0x20 }
+        guard scheme.count == 6, zip(scheme, "bearer".utf8).allSatisfy({ $0 | 0x20 == $1 }) else { return nil }
+        rest = rest[scheme.endIndex...].drop(while: isBlank)
+        while let last = rest.last, isBlank(last) { rest.removeLast() }
+        guard rest.starts(with: "ak_live_".utf8) || rest.starts(with: "ak_test_".utf8) else { return nil }
+        return rest
     }
 }
