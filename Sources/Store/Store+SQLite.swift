@@ -112,7 +112,7 @@ public final class SQLiteStore: Store {
             var start = 0
             while start < pending.count {
                 let end = min(start + messagesPerOutboxEntry, pending.count)
-                try db.execute(sql: "INSERT INTO outbox (messages) VALUES (?)", arguments: [Data(OutboxCoding.encode(pending[start..<end]))])
+                try db.execute(sql: "INSERT INTO outbox (messages) VALUES (?)", arguments: [OutboxCoding.encode(pending[start..<end])])
                 start = end
             }
             try db.execute(sql: "DROP TABLE outbox_v1")
@@ -277,7 +277,7 @@ public final class SQLiteStore: Store {
         var start = writes.outbox.startIndex
         while start < writes.outbox.endIndex {
             let end = min(start + Self.messagesPerOutboxEntry, writes.outbox.endIndex)
-            try insertOutbox.execute(arguments: [Data(OutboxCoding.encode(writes.outbox[start..<end]))])
+            try insertOutbox.execute(arguments: [OutboxCoding.encode(writes.outbox[start..<end])])
             start = end
         }
     }
@@ -353,26 +353,70 @@ public final class SQLiteStore: Store {
 /// Outbox messages in one blob: for each, the topic, the key (or none), the value
 /// and the headers, each length-prefixed (big-endian).
 enum OutboxCoding {
-    static func encode(_ messages: ArraySlice<OutboxMessage>) -> [UInt8] {
-        var bytes: [UInt8] = []
-        bytes.reserveCapacity(messages.reduce(0) { $0 + $1.value.count + 128 })
-        append(UInt32(messages.count), width: 4, to: &bytes)
+    /// Packs `messages` into one blob: a 4-byte count, then per message its topic,
+    /// a key flag and key, value and headers, each field a 4-byte length and its
+    /// bytes. A batch's blob is up to a megabyte: it is sized exactly and written
+    /// in place, not grown and copied.
+    static func encode(_ messages: ArraySlice<OutboxMessage>) -> Data {
+        var size = 4
         for message in messages {
-            field(Array(message.topic.utf8), to: &bytes)
-            if let key = message.key {
-                bytes.append(1)
-                field(key, to: &bytes)
-            } else {
-                bytes.append(0)
-            }
-            field(message.value, to: &bytes)
-            append(UInt32(message.headers.count), width: 4, to: &bytes)
-            for header in message.headers {
-                field(Array(header.name.utf8), to: &bytes)
-                field(header.value, to: &bytes)
-            }
+            size += 4 + message.topic.utf8.count + 1 + (message.key.map { 4 + $0.count } ?? 0) + 4 + message.value.count + 4
+            for header in message.headers { size += 8 + header.name.utf8.count + header.value.count }
         }
-        return bytes
+        var data = Data(count: size)
+        data.withUnsafeMutableBytes { buffer in
+            var writer = Writer(buffer: buffer)
+            writer.integer(messages.count)
+            for message in messages {
+                writer.field(message.topic)
+                if let key = message.key {
+                    writer.byte(1)
+                    writer.field(key)
+                } else {
+                    writer.byte(0)
+                }
+                writer.field(message.value)
+                writer.integer(message.headers.count)
+                for header in message.headers {
+                    writer.field(header.name)
+                    writer.field(header.value)
+                }
+            }
+            precondition(writer.position == size, "the outbox blob was sized wrong")
+        }
+        return data
+    }
+
+    private struct Writer {
+        let buffer: UnsafeMutableRawBufferPointer
+        var position = 0
+
+        mutating func byte(_ value: UInt8) {
+            buffer[position] = value
+            position += 1
+        }
+
+        mutating func integer(_ value: Int) {
+            buffer.storeBytes(of: UInt32(value).bigEndian, toByteOffset: position, as: UInt32.self)
+            position += 4
+        }
+
+        mutating func field(_ bytes: [UInt8]) {
+            integer(bytes.count)
+            bytes.withUnsafeBytes { UnsafeMutableRawBufferPointer(rebasing: buffer[position...]).copyMemory(from: $0) }
+            position += bytes.count
+        }
+
+        mutating func field(_ text: String) {
+            var text = text
+            text.withUTF8 { field(UnsafeRawBufferPointer($0)) }
+        }
+
+        private mutating func field(_ bytes: UnsafeRawBufferPointer) {
+            integer(bytes.count)
+            UnsafeMutableRawBufferPointer(rebasing: buffer[position...]).copyMemory(from: bytes)
+            position += bytes.count
+        }
     }
 
     static func decode(_ bytes: [UInt8]) -> [OutboxMessage] {
@@ -392,15 +436,6 @@ enum OutboxCoding {
             messages.append(OutboxMessage(topic: String(decoding: topic, as: UTF8.self), key: key, value: value, headers: headers))
         }
         return messages
-    }
-
-    private static func field(_ value: [UInt8], to bytes: inout [UInt8]) {
-        append(UInt32(value.count), width: 4, to: &bytes)
-        bytes += value
-    }
-
-    private static func append(_ value: UInt32, width: Int, to bytes: inout [UInt8]) {
-        for shift in stride(from: (width - 1) * 8, through: 0, by: -8) { bytes.append(UInt8(truncatingIfNeeded: value >> UInt32(shift))) }
     }
 
     private struct Reader {

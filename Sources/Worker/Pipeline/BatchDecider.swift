@@ -259,24 +259,28 @@ struct BatchDecider: Sendable {
         let source = answer.source
         let endpoint = answer.requestType.flatMap(RequestType.init(rawValue:)).map { Scopes.endpoint(for: $0, workflowName: answer.workflowName) } ?? (answer.requestType ?? "")
         let eventID = Identifier.derive(prefix: "cbevt", from: [answer.orgID ?? "", endpoint, answer.idempotencyKey ?? ""] + source.coordinates + ["TriggerRequest.Responded"])
-        let request: JSONValue = [
-            "request_type": answer.requestType.json,
-            "workflow_name": answer.workflowName.json,
-            "idempotency_key": answer.idempotencyKey.json,
-            "request_id": source.header("Request-Id").json,
-            "source": source.json,
-        ]
-        // The response body as stored, spliced in (a replay is not parsed again).
-        let data = JSONValue.canonicalObject([
-            ("request", request.canonicalBytes),
-            ("response", JSONValue.canonicalObject([
-                ("status", JSONValue.int(Int64(answer.response.status)).canonicalBytes), ("body", answer.response.body),
-            ])),
-            ("replayed", JSONValue.bool(replayed).canonicalBytes),
-            ("fingerprint_mismatch", JSONValue.bool(fingerprintMismatch).canonicalBytes),
-        ])
         let key = answer.idempotencyKey.map { Array($0.utf8) } ?? source.key
-        state.writes.outbox.append(outputs.event(id: eventID, type: "TriggerRequest.Responded", orgID: answer.orgID, encodedData: data, key: key, now: state.now, source: source))
+        let response = answer.response
+        state.writes.outbox.append(outputs.event(id: eventID, type: "TriggerRequest.Responded", orgID: answer.orgID, key: key, now: state.now, source: source) { data in
+            data.object { data in
+                data.key("fingerprint_mismatch"); data.bool(fingerprintMismatch)
+                data.key("replayed"); data.bool(replayed)
+                data.key("request")
+                data.object { request in
+                    request.key("idempotency_key"); request.string(answer.idempotencyKey)
+                    request.key("request_id"); request.string(source.header("Request-Id"))
+                    request.key("request_type"); request.string(answer.requestType)
+                    request.key("source"); source.write(to: &request)
+                    request.key("workflow_name"); request.string(answer.workflowName)
+                }
+                data.key("response")
+                data.object { body in
+                    // The response body as stored, spliced in (a replay is not parsed again).
+                    body.key("body"); body.encoded(response.body)
+                    body.key("status"); body.int(Int64(response.status))
+                }
+            }
+        })
         state.tally.responses += 1
         if let letter = answer.deadLetter {
             state.writes.outbox.append(outputs.deadLetter(letter))

@@ -23,6 +23,15 @@ struct Source: Sendable {
     /// `{topic, partition, offset}` as events carry it.
     var json: JSONValue { ["topic": .string(topic), "partition": .int(Int64(partition)), "offset": .int(offset)] }
 
+    /// Writes ``json``.
+    func write(to writer: inout CanonicalJSONWriter) {
+        writer.object { source in
+            source.key("offset"); source.int(offset)
+            source.key("partition"); source.int(Int64(partition))
+            source.key("topic"); source.string(topic)
+        }
+    }
+
     /// The input header `name` (case-insensitive), as text.
     func header(_ name: String) -> String? { headers.first(named: name)?.stringValue }
 
@@ -145,8 +154,9 @@ struct Response: Sendable, Hashable {
 enum Scopes {
     static let eventEndpoint = "event"
 
+    /// The first 16 bytes of SHA-256 over `org|endpoint|key`.
     static func hash(orgID: String, endpoint: String, key: String) -> ScopeHash {
-        ScopeHash(bytes: Digest.sha256(Array("\(orgID)|\(endpoint)|\(key)".utf8)).prefix(16).map { $0 })
+        ScopeHash(bytes: Identifier.digest(of: [orgID, endpoint, key]).withUnsafeBytes { Array($0.prefix(16)) })
     }
 
     static func endpoint(for type: RequestType, workflowName: String?) -> String {

@@ -9,24 +9,35 @@ struct Outputs: Sendable {
     /// An event envelope `{event_id, event_type, occurred_at, org_id, data}` for the
     /// status topic, with the input's `request-id`, `idempotency-key` and `traceparent`.
     func event(id: String, type: String, orgID: String?, data: JSONValue, key: [UInt8]?, now: Timestamp, source: Source) -> OutboxMessage {
-        event(id: id, type: type, orgID: orgID, encodedData: data.canonicalBytes, key: key, now: now, source: source)
+        event(id: id, type: type, orgID: orgID, key: key, now: now, source: source) { $0.value(data) }
     }
 
     /// The same, with `data` already in canonical JSON (a document stored too is encoded once).
     func event(id: String, type: String, orgID: String?, encodedData data: [UInt8], key: [UInt8]?, now: Timestamp, source: Source) -> OutboxMessage {
-        let envelope = JSONValue.canonicalObject([
-            ("data", data),
-            ("event_id", JSONValue.string(id).canonicalBytes),
-            ("event_type", JSONValue.string(type).canonicalBytes),
-            ("occurred_at", JSONValue.int(now / 1000).canonicalBytes),
-            ("org_id", orgID.json.canonicalBytes),
-        ])
+        event(id: id, type: type, orgID: orgID, key: key, now: now, source: source) { $0.encoded(data) }
+    }
+
+    /// The same, with `data` written by `writeData`, straight into the envelope.
+    func event(
+        id: String, type: String, orgID: String?, key: [UInt8]?, now: Timestamp, source: Source, writeData: (inout CanonicalJSONWriter) -> Void
+    ) -> OutboxMessage {
+        var envelope = CanonicalJSONWriter()
+        envelope.object { envelope in
+            envelope.key("data"); writeData(&envelope)
+            envelope.key("event_id"); envelope.string(id)
+            envelope.key("event_type"); envelope.string(type)
+            envelope.key("occurred_at"); envelope.int(now / 1000)
+            envelope.key("org_id"); envelope.string(orgID)
+        }
         var headers = [OutboxHeader(name: "event-type", value: Array(type.utf8))]
-        for (input, output) in [("Request-Id", "request-id"), ("Idempotency-Key", "idempotency-key"), ("traceparent", "traceparent")] {
+        for (input, output) in Self.echoedHeaders {
             if let value = source.headers.first(named: input)?.value { headers.append(OutboxHeader(name: output, value: value)) }
         }
-        return OutboxMessage(topic: topics.runStatus, key: key, value: envelope, headers: headers)
+        return OutboxMessage(topic: topics.runStatus, key: key, value: envelope.bytes, headers: headers)
     }
+
+    /// The input headers an event carries on, and their names on it.
+    private static let echoedHeaders = [("Request-Id", "request-id"), ("Idempotency-Key", "idempotency-key"), ("traceparent", "traceparent")]
 
     /// The input's value byte for byte, with its headers and the error headers of the contract.
     func deadLetter(_ letter: DeadLetter) -> OutboxMessage {

@@ -272,13 +272,26 @@ public enum Identifier {
 
     /// A deterministic id: `<prefix>_` + the first 32 hex digits of SHA-256 over the parts joined by `|`.
     public static func derive(prefix: String, from parts: [String]) -> String {
+        let digest = digest(of: parts)
+        var prefix = prefix
+        return prefix.withUTF8 { prefix in
+            String(unsafeUninitializedCapacity: prefix.count + 33) { text in
+                _ = text.initialize(from: prefix)
+                text[prefix.count] = UInt8(ascii: "_")
+                return digest.withUnsafeBytes { prefix.count + 1 + writeHex(UnsafeRawBufferPointer(rebasing: $0[..<16]), into: text, at: prefix.count + 1) }
+            }
+        }
+    }
+
+    /// SHA-256 over `parts` joined by `|`, without joining them.
+    public static func digest(of parts: [String]) -> SHA256.Digest {
         var hasher = SHA256()
         for (index, part) in parts.enumerated() {
             if index > 0 { hasher.update(data: separator) }
             var part = part
             part.withUTF8 { hasher.update(bufferPointer: UnsafeRawBufferPointer($0)) }
         }
-        return prefix + "_" + hex(Array(hasher.finalize().prefix(16)))
+        return hasher.finalize()
     }
 
     private static let separator: [UInt8] = [UInt8(ascii: "|")]
@@ -291,14 +304,19 @@ public enum Identifier {
     /// Lowercase hex of `bytes`, written straight into the string's storage.
     public static func hex(_ bytes: [UInt8]) -> String {
         String(unsafeUninitializedCapacity: bytes.count * 2) { text in
-            func digit(_ nibble: UInt8) -> UInt8 { nibble < 10 ? UInt8(ascii: "0") + nibble : UInt8(ascii: "a") + nibble - 10 }
-            var position = 0
-            for byte in bytes {
-                text[position] = digit(byte >> 4)
-                text[position + 1] = digit(byte & 0x0F)
-                position += 2
-            }
-            return position
+            bytes.withUnsafeBytes { writeHex($0, into: text, at: 0) }
         }
+    }
+
+    /// Writes the hex digits of `bytes` into `text` from `start`; returns how many.
+    private static func writeHex(_ bytes: UnsafeRawBufferPointer, into text: UnsafeMutableBufferPointer<UInt8>, at start: Int) -> Int {
+        func digit(_ nibble: UInt8) -> UInt8 { nibble < 10 ? UInt8(ascii: "0") + nibble : UInt8(ascii: "a") + nibble - 10 }
+        var position = start
+        for byte in bytes {
+            text[position] = digit(byte >> 4)
+            text[position + 1] = digit(byte & 0x0F)
+            position += 2
+        }
+        return position - start
     }
 }

@@ -38,27 +38,10 @@ extension JSONValue {
         return output
     }
 
-    /// The canonical JSON text of an object whose member values are already canonical
-    /// JSON (a stored document spliced in unparsed). Members are sorted here, as
-    /// ``canonicalBytes`` sorts them, so callers need not order them by hand.
-    public static func canonicalObject(_ members: [(key: String, encoded: [UInt8])]) -> [UInt8] {
-        var output: [UInt8] = []
-        output.reserveCapacity(members.reduce(2) { $0 + $1.key.utf8.count + $1.encoded.count + 4 })
-        output.append(UInt8(ascii: "{"))
-        for (index, member) in members.sorted(by: { $0.key < $1.key }).enumerated() {
-            if index > 0 { output.append(UInt8(ascii: ",")) }
-            writeString(member.key, to: &output)
-            output.append(UInt8(ascii: ":"))
-            output.append(contentsOf: member.encoded)
-        }
-        output.append(UInt8(ascii: "}"))
-        return output
-    }
-
     /// ``canonicalBytes`` as a string.
     public var canonicalString: String { String(decoding: canonicalBytes, as: UTF8.self) }
 
-    private func write(to output: inout [UInt8]) {
+    func write(to output: inout [UInt8]) {
         switch self {
         case .null: output.append(contentsOf: "null".utf8)
         case .bool(let bool): output.append(contentsOf: (bool ? "true" : "false").utf8)
@@ -93,7 +76,7 @@ extension JSONValue {
     }
 
     /// Decimal digits without an intermediate `String`.
-    private static func writeInteger(_ value: Int64, to output: inout [UInt8]) {
+    static func writeInteger(_ value: Int64, to output: inout [UInt8]) {
         if value < 0 { output.append(UInt8(ascii: "-")) }
         var magnitude = value.magnitude
         if magnitude < 10 {
@@ -113,7 +96,7 @@ extension JSONValue {
 
     private static let hex = Array("0123456789abcdef".utf8)
 
-    private static func writeString(_ string: String, to output: inout [UInt8]) {
+    static func writeString(_ string: String, to output: inout [UInt8]) {
         output.append(UInt8(ascii: "\""))
         var string = string
         let needsEscape = string.withUTF8 { utf8 in
