@@ -34,15 +34,15 @@ struct BenchCommand: AsyncParsableCommand {
         var configuration = try loadConfiguration(nil)
         if let brokers { configuration.kafka.brokers = brokers.split(separator: ",").map(String.init) }
         configuration.logLevel = .error
+        if stagesOnly {
+            try await measureStages(configuration: configuration, logger: logger)
+            return
+        }
         let suffix = UUID().uuidString.prefix(8).lowercased()
         let storePath = FileManager.default.temporaryDirectory.appendingPathComponent("bench-\(suffix).sqlite").path
         defer { for ext in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: storePath + ext) } }
         let store = try SQLiteStore(path: storePath)
 
-        if stagesOnly {
-            try await measureStages(configuration: configuration, logger: logger)
-            return
-        }
         print("machine: \(ProcessInfo.processInfo.activeProcessorCount) cores; librdkafka \(KafkaAdmin.librdkafkaVersion); \(count) requests per pass, \(partitions) partitions")
         print(Self.row("pass", "raw msg/s", "worker msg/s", "ratio", "publish-only/s", "ratio") + "   (raw: median of \(Self.rawRepeats) runs)")
         for (pass, label) in [(1, "new runs (unique keys)"), (2, "replays (every key seen before)")] {
