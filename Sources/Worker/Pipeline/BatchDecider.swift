@@ -299,13 +299,13 @@ struct BatchDecider: Sendable {
     private func start(_ run: PendingRun, orgID: String, source: Source, _ state: inout State) {
         let execution = executor.execute(run)
         let key = Array(run.id.utf8)
-        let finished = execution.finished.canonicalBytes  // stored and published: encoded once
+        let finished = execution.finished  // stored and published: encoded once
         func event(_ type: String, _ data: [UInt8], _ idParts: [String]) {
             state.writes.outbox.append(outputs.event(
                 id: Identifier.derive(prefix: "cbevt", from: idParts), type: type, orgID: orgID, encodedData: data, key: key, now: state.now, source: source
             ))
         }
-        event(RunStatus.started.eventType, execution.started.canonicalBytes, [run.id, RunStatus.started.eventType])
+        event(RunStatus.started.eventType, execution.started, [run.id, RunStatus.started.eventType])
         for effect in execution.effects {
             event(effect.eventType, effect.data.canonicalBytes, [run.id, effect.stepID, effect.eventType])
         }

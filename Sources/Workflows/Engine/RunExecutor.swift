@@ -58,10 +58,10 @@ public struct RunEffect: Sendable, Hashable {
 
 /// What executing a run produced.
 public struct RunExecution: Sendable {
-    /// The run object as it started (status `started`, steps pending).
-    public var started: JSONValue
-    /// The run object at its end.
-    public var finished: JSONValue
+    /// The run object as it started (status `started`, steps pending), in canonical JSON.
+    public var started: [UInt8]
+    /// The run object at its end, in canonical JSON (stored and published as is).
+    public var finished: [UInt8]
     public var status: RunStatus
     public var assessments: [CreatedAssessment]
     /// Events published by the steps, in step order, between Started and the terminal event.

@@ -15,23 +15,21 @@ public struct SynchronousRunExecutor: RunExecutor {
             "steps": .object([:]),
         ]
         var stepOutputs: [String: JSONValue] = [:]
-        var steps: [JSONValue] = []
-        var pendingSteps: [JSONValue] = []
+        var steps: [StepRecord] = []
         var assessments: [CreatedAssessment] = []
         var effects: [RunEffect] = []
         var finalStatus: RunStatus?
 
         for step in definition.steps {
             let stepID = Identifier.derive(prefix: "cbwrs", from: [run.id, step.id])
-            pendingSteps.append(Self.step(step, id: stepID, status: .null, message: .null, artifacts: [], now: run.now))
             guard finalStatus == nil else {
-                steps.append(Self.step(step, id: stepID, status: "skipped", message: "not run: the run had already ended", artifacts: [], now: run.now))
+                steps.append(StepRecord(step: step, id: stepID, status: "skipped", message: "not run: the run had already ended", artifacts: []))
                 continue
             }
             context["steps"] = .object(stepOutputs)
             let inputs = step.inputs.render(.object(context))
             let outcome = perform(step, stepID: stepID, inputs: inputs, run: run, context: context)
-            steps.append(Self.step(step, id: stepID, status: outcome.failed ? "failed" : "success", message: outcome.message, artifacts: outcome.artifacts, now: run.now))
+            steps.append(StepRecord(step: step, id: stepID, status: outcome.failed ? "failed" : "success", message: outcome.message, artifacts: outcome.artifacts))
             stepOutputs[step.id] = outcome.output
             if let assessment = outcome.assessment {
                 assessments.append(assessment)
@@ -42,9 +40,11 @@ public struct SynchronousRunExecutor: RunExecutor {
             if let ends = outcome.endsRunWith { finalStatus = ends }
         }
         let status = finalStatus ?? .completed
+        // Both documents carry the input and the trigger: encoded once, spliced twice.
+        let input = run.input.canonicalBytes, trigger = run.trigger.canonicalBytes
         return RunExecution(
-            started: runObject(run, status: .started, steps: pendingSteps, completedAt: .null),
-            finished: runObject(run, status: status, steps: steps, completedAt: .int(run.now)),
+            started: Self.runDocument(run, status: .started, steps: steps, pending: true, completedAt: nil, input: input, trigger: trigger),
+            finished: Self.runDocument(run, status: status, steps: steps, pending: false, completedAt: run.now, input: input, trigger: trigger),
             status: status,
             assessments: assessments,
             effects: effects
@@ -132,32 +132,48 @@ public struct SynchronousRunExecutor: RunExecutor {
 
     // MARK: Documents
 
-    private static func step(_ step: WorkflowStep, id: String, status: JSONValue, message: JSONValue, artifacts: [JSONValue], now: Int64) -> JSONValue {
-        [
-            "step_id": .string(id),
-            "component_id": .string(step.id),
-            "component_name": .string(step.id),
-            "action_type": .string(step.action.rawValue),
-            "status": status,
-            "message": message,
-            "artifacts": .array(artifacts),
-            "created_at": .int(now),
-            "updated_at": .int(now),
-        ]
+    /// A step as it ended.
+    private struct StepRecord {
+        var step: WorkflowStep
+        var id: String
+        var status: String
+        var message: JSONValue
+        var artifacts: [JSONValue]
     }
 
-    private func runObject(_ run: PendingRun, status: RunStatus, steps: [JSONValue], completedAt: JSONValue) -> JSONValue {
-        [
-            "workflow_run_id": .string(run.id),
-            "workflow_name": .string(run.definition.name),
-            "workflow_definition_id": .string(run.definition.id),
-            "status": .string(status.rawValue),
-            "started_at": .int(run.now),
-            "completed_at": completedAt,
-            "input": run.input,
-            "steps": .array(steps),
-            "trigger": run.trigger,
-        ]
+    /// The run object of the API, written straight to canonical JSON (keys in order).
+    /// `pending`: the steps as they were before the run, without status or outcome.
+    private static func runDocument(
+        _ run: PendingRun, status: RunStatus, steps: [StepRecord], pending: Bool, completedAt: Int64?, input: [UInt8], trigger: [UInt8]
+    ) -> [UInt8] {
+        var document = CanonicalJSONWriter(capacity: 1024 + input.count + trigger.count)
+        document.object { object in
+            object.key("completed_at"); if let completedAt { object.int(completedAt) } else { object.null() }
+            object.key("input"); object.encoded(input)
+            object.key("started_at"); object.int(run.now)
+            object.key("status"); object.string(status.rawValue)
+            object.key("steps")
+            object.array { array in
+                for record in steps {
+                    array.object { step in
+                        step.key("action_type"); step.string(record.step.action.rawValue)
+                        step.key("artifacts"); step.array { artifacts in if !pending { for artifact in record.artifacts { artifacts.value(artifact) } } }
+                        step.key("component_id"); step.string(record.step.id)
+                        step.key("component_name"); step.string(record.step.id)
+                        step.key("created_at"); step.int(run.now)
+                        step.key("message"); step.value(pending ? .null : record.message)
+                        step.key("status"); step.string(pending ? nil : record.status)
+                        step.key("step_id"); step.string(record.id)
+                        step.key("updated_at"); step.int(run.now)
+                    }
+                }
+            }
+            object.key("trigger"); object.encoded(trigger)
+            object.key("workflow_definition_id"); object.string(run.definition.id)
+            object.key("workflow_name"); object.string(run.definition.name)
+            object.key("workflow_run_id"); object.string(run.id)
+        }
+        return document.bytes
     }
 }
 
