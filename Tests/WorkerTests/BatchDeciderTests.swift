@@ -62,6 +62,23 @@ struct BatchDeciderTests {
         #expect(decision.tally.runsStarted == 1)
     }
 
+    @Test("a batch authenticates each request by its own Authorization, however the ones before it were answered")
+    func authenticationPerMessage() {
+        func with(_ authorization: String?, offset: Int64) -> KafkaMessage {
+            var message = request(offset: offset, key: "k\(offset)")
+            message.headers.removeAll { $0.key == "Authorization" }
+            if let authorization { message.headers.append(KafkaHeader(key: "Authorization", value: authorization)) }
+            return message
+        }
+        let valid = "Bearer \(Self.key)"
+        let batch = [valid, valid, "Bearer ak_test_wrong", "Bearer ak_test_wrong", valid, nil, "bearer  \(Self.key) ", valid]
+        let orgs = decoder.decode(batch.enumerated().map { with($1, offset: Int64($0)) }).map { _, input -> String? in
+            guard case .request(let request) = input else { return nil }
+            return request.org.id
+        }
+        #expect(orgs == [Self.org, Self.org, nil, nil, Self.org, nil, Self.org, Self.org])
+    }
+
     @Test("every message published is canonical JSON: new runs, replays (spliced, not re-encoded) and rejections")
     func canonicalOutputs() throws {
         let first = decide([request(offset: 0, key: "k", input: ["z": 1, "a": ["y": "é \"q\"", "b": [true, nil]]])], now: 1000)

@@ -14,11 +14,31 @@ struct InputDecoder: Sendable {
     static let maxIdempotencyKeyLength = 255
 
     func decode(_ message: KafkaMessage) -> Input {
-        let source = Source(message)
+        var keys = KnownKey()
+        return decode(message, source: Source(message), keys: &keys)
+    }
+
+    /// Decodes a batch, in order. Requests that carry the same `Authorization`
+    /// as the one before (one client sending many) are authenticated once.
+    func decode(_ batch: [KafkaMessage]) -> [(Source, Input)] {
+        var keys = KnownKey()
+        return batch.map { message in
+            let source = Source(message)
+            return (source, decode(message, source: source, keys: &keys))
+        }
+    }
+
+    /// The last `Authorization` value seen, and whose key it held.
+    struct KnownKey {
+        var authorization: [UInt8]?
+        var org: Org?
+    }
+
+    private func decode(_ message: KafkaMessage, source: Source, keys: inout KnownKey) -> Input {
         if message.topic == topics.vendorEvents {
             return decodeVendorEvent(message, source: source)
         }
-        return decodeRequest(message, source: source)
+        return decodeRequest(message, source: source, keys: &keys)
     }
 
     // MARK: Vendor events
@@ -56,7 +76,7 @@ struct InputDecoder: Sendable {
 
     // MARK: Trigger requests
 
-    private func decodeRequest(_ message: KafkaMessage, source: Source) -> Input {
+    private func decodeRequest(_ message: KafkaMessage, source: Source, keys: inout KnownKey) -> Input {
         let value = message.value ?? []
         var answer = AnsweredRequest(source: source, response: Responses.unauthorized)
         func reject(_ response: Response, deadLetter code: String? = nil, _ text: String = "") -> Input {
@@ -99,8 +119,11 @@ struct InputDecoder: Sendable {
             return reject(Responses.invalidRequest("The request needs a body."), deadLetter: "invalid_request", "body is missing")
         }
 
-        guard let key = source.headers.first(named: "Authorization")?.value.flatMap(Self.apiKey(authorization:)),
-              let org = orgs.org(apiKey: key) else { return reject(Responses.unauthorized) }
+        guard let authorization = source.headers.first(named: "Authorization")?.value else { return reject(Responses.unauthorized) }
+        if authorization != keys.authorization {
+            keys = KnownKey(authorization: authorization, org: Self.apiKey(authorization: authorization).flatMap(orgs.org(apiKey:)))
+        }
+        guard let org = keys.org else { return reject(Responses.unauthorized) }
         answer.orgID = org.id
 
         if let key = answer.idempotencyKey, key.count > Self.maxIdempotencyKeyLength {

@@ -63,7 +63,7 @@ public final class Pipeline: BatchHandler {
     /// Decodes `batch` and decides it on the store's state, seen as if `pending`
     /// (the batch whose write may still be in flight) were already written.
     public func prepare(_ batch: [KafkaMessage], after pending: Prepared?) async throws -> Prepared {
-        let items = batch.map { (Source($0), decoder.decode($0)) }
+        let items = decoder.decode(batch)
         let query = decider.query(for: items)
         let decision = try await decide(items, query, after: pending?.decision.writes)
         return Prepared(items: items, query: query, decision: decision)
