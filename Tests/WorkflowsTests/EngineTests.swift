@@ -134,7 +134,7 @@ struct RunExecutorTests {
           - { id: assess, action: create_assessment, with: { name: "Review {{ vendor.name }}", control_set_ids: [cbctst_1] } }
           - { id: mail, action: send_email, with: { to: "{{ vendor.owner_email }}", subject: "Assessment {{ assessment.id }} / {{ steps.assess.name }}" } }
         """)
-        let run = PendingRun(id: "cbwr_x", definition: workflow, input: [:], trigger: [:], vendor: ["id": "cbvndr_1", "name": "Acme", "owner_email": "o@example.com"], assessment: nil, now: 1000)
+        let run = PendingRun(id: "cbwr_x", definition: workflow, input: [:], trigger: Array("{}".utf8), vendor: ["id": "cbvndr_1", "name": "Acme", "owner_email": "o@example.com"], assessment: nil, now: 1000)
         let execution = SynchronousRunExecutor().execute(run)
         #expect(execution.status == .completed)
         let assessment = try #require(execution.assessments.first)
@@ -153,7 +153,7 @@ struct RunExecutorTests {
     func runDocument() throws {
         let workflow = try definition("name: demo\ntrigger: { type: direct }\nsteps:\n  - { id: stop, action: update_workflow_run, with: { status: canceled, message: enough } }\n  - { id: later, action: send_questionnaire }\n")
         let trigger: JSONValue = ["kind": "request", "idempotency_key": "k-1", "request_id": nil, "source": ["topic": "t", "partition": 0, "offset": 7]]
-        let run = PendingRun(id: "cbwr_w", definition: workflow, input: ["b": [1, "x"], "a": nil], trigger: trigger, vendor: nil, assessment: nil, now: 42)
+        let run = PendingRun(id: "cbwr_w", definition: workflow, input: ["b": [1, "x"], "a": nil], trigger: trigger.canonicalBytes, vendor: nil, assessment: nil, now: 42)
         let execution = SynchronousRunExecutor().execute(run)
         func step(_ id: String, _ action: String, status: JSONValue, message: JSONValue) -> JSONValue {
             [
@@ -182,7 +182,7 @@ struct RunExecutorTests {
     @Test("the same run executes to the same result (ids are derived, not random)")
     func deterministic() throws {
         let workflow = try definition("name: demo\ntrigger: { type: direct }\nsteps:\n  - { id: hook, action: send_webhook, with: { url: 'https://example.com' } }\n")
-        let run = PendingRun(id: "cbwr_y", definition: workflow, input: ["a": 1], trigger: [:], vendor: nil, assessment: nil, now: 5)
+        let run = PendingRun(id: "cbwr_y", definition: workflow, input: ["a": 1], trigger: Array("{}".utf8), vendor: nil, assessment: nil, now: 5)
         let first = SynchronousRunExecutor().execute(run), second = SynchronousRunExecutor().execute(run)
         #expect(first.finished == second.finished)
         #expect(first.effects == second.effects)
@@ -191,7 +191,7 @@ struct RunExecutorTests {
     @Test("run_workflow is refused honestly: the step and the run fail")
     func runWorkflow() throws {
         let workflow = try definition("name: demo\ntrigger: { type: direct }\nsteps:\n  - { id: child, action: run_workflow, with: { workflow: other } }\n  - { id: after, action: send_questionnaire }\n")
-        let execution = SynchronousRunExecutor().execute(PendingRun(id: "cbwr_z", definition: workflow, input: [:], trigger: [:], vendor: nil, assessment: nil, now: 5))
+        let execution = SynchronousRunExecutor().execute(PendingRun(id: "cbwr_z", definition: workflow, input: [:], trigger: Array("{}".utf8), vendor: nil, assessment: nil, now: 5))
         #expect(execution.status == .failed)
         let finished = try JSONValue.parse(execution.finished)
         #expect(finished[path: ["steps", "0", "message"]]?.stringValue?.contains("not supported") == true)

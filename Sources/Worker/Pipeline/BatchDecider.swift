@@ -131,7 +131,7 @@ struct BatchDecider: Sendable {
             "input": event.data,
             "event": ["event_id": .string(event.eventID), "event_type": .string(event.type.rawValue), "occurred_at": .int(event.occurredAt)],
         ]
-        let trigger: JSONValue = ["kind": "event", "event_id": .string(event.eventID), "request_id": source.header("Request-Id").json, "source": source.json]
+        let trigger = source.triggerDocument(.event(id: event.eventID))
         var runIDs: [JSONValue] = []
         for workflow in catalog.workflows(orgID: event.org.id, boundTo: event.type) where ConditionEvaluator.matches(workflow.conditions, context: context) {
             let runID = Identifier.derive(prefix: "cbwr", from: [event.org.id, Scopes.eventEndpoint, event.eventID, workflow.name] + source.coordinates)
@@ -199,9 +199,7 @@ struct BatchDecider: Sendable {
         }
 
         let idParts = [request.org.id, request.endpoint, request.idempotencyKey ?? ""]
-        let trigger: JSONValue = [
-            "kind": "request", "idempotency_key": request.idempotencyKey.json, "request_id": request.requestID.json, "source": request.source.json,
-        ]
+        let trigger = request.source.triggerDocument(.request(idempotencyKey: request.idempotencyKey))
         switch request.type {
         case .workflowRun:
             let input = request.body["input"].flatMap { $0 == .null ? nil : $0 } ?? .object([:])

@@ -20,16 +20,38 @@ struct Source: Sendable {
 
     var partitionID: PartitionID { PartitionID(topic: topic, partition: partition) }
 
-    /// `{topic, partition, offset}` as events carry it.
-    var json: JSONValue { ["topic": .string(topic), "partition": .int(Int64(partition)), "offset": .int(offset)] }
-
-    /// Writes ``json``.
+    /// Writes `{topic, partition, offset}` as events carry it.
     func write(to writer: inout CanonicalJSONWriter) {
         writer.object { source in
             source.key("offset"); source.int(offset)
             source.key("partition"); source.int(Int64(partition))
             source.key("topic"); source.string(topic)
         }
+    }
+
+    /// What started a run from this input.
+    enum Trigger {
+        case event(id: String)
+        case request(idempotencyKey: String?)
+    }
+
+    /// The `trigger` of the runs this input starts, in canonical JSON:
+    /// `{kind, event_id | idempotency_key, request_id, source}`.
+    func triggerDocument(_ trigger: Trigger) -> [UInt8] {
+        var writer = CanonicalJSONWriter(capacity: 192)
+        writer.object { document in
+            switch trigger {
+            case .event(let id):
+                document.key("event_id"); document.string(id)
+                document.key("kind"); document.string("event")
+            case .request(let key):
+                document.key("idempotency_key"); document.string(key)
+                document.key("kind"); document.string("request")
+            }
+            document.key("request_id"); document.string(header("Request-Id"))
+            document.key("source"); write(to: &document)
+        }
+        return writer.bytes
     }
 
     /// The input header `name` (case-insensitive), as text.

@@ -5,8 +5,8 @@ public struct PendingRun: Sendable {
     public var definition: WorkflowDefinition
     /// The run's input: an event's `data`, or a request's `body.input`.
     public var input: JSONValue
-    /// `{kind, event_id | idempotency_key, request_id, source}`.
-    public var trigger: JSONValue
+    /// `{kind, event_id | idempotency_key, request_id, source}`, in canonical JSON.
+    public var trigger: [UInt8]
     /// The vendor the run is about, when there is one (from the event or the directory).
     public var vendor: JSONValue?
     /// The assessment a request created alongside the run (Pattern 2).
@@ -14,7 +14,7 @@ public struct PendingRun: Sendable {
     /// Seconds since the epoch.
     public var now: Int64
 
-    public init(id: String, definition: WorkflowDefinition, input: JSONValue, trigger: JSONValue, vendor: JSONValue?, assessment: JSONValue?, now: Int64) {
+    public init(id: String, definition: WorkflowDefinition, input: JSONValue, trigger: [UInt8], vendor: JSONValue?, assessment: JSONValue?, now: Int64) {
         self.id = id
         self.definition = definition
         self.input = input

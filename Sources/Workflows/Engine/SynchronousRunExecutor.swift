@@ -40,11 +40,11 @@ public struct SynchronousRunExecutor: RunExecutor {
             if let ends = outcome.endsRunWith { finalStatus = ends }
         }
         let status = finalStatus ?? .completed
-        // Both documents carry the input and the trigger: encoded once, spliced twice.
-        let input = run.input.canonicalBytes, trigger = run.trigger.canonicalBytes
+        // Both documents carry the input: encoded once, spliced twice.
+        let input = run.input.canonicalBytes
         return RunExecution(
-            started: Self.runDocument(run, status: .started, steps: steps, pending: true, completedAt: nil, input: input, trigger: trigger),
-            finished: Self.runDocument(run, status: status, steps: steps, pending: false, completedAt: run.now, input: input, trigger: trigger),
+            started: Self.runDocument(run, status: .started, steps: steps, pending: true, completedAt: nil, input: input),
+            finished: Self.runDocument(run, status: status, steps: steps, pending: false, completedAt: run.now, input: input),
             status: status,
             assessments: assessments,
             effects: effects
@@ -144,9 +144,9 @@ public struct SynchronousRunExecutor: RunExecutor {
     /// The run object of the API, written straight to canonical JSON (keys in order).
     /// `pending`: the steps as they were before the run, without status or outcome.
     private static func runDocument(
-        _ run: PendingRun, status: RunStatus, steps: [StepRecord], pending: Bool, completedAt: Int64?, input: [UInt8], trigger: [UInt8]
+        _ run: PendingRun, status: RunStatus, steps: [StepRecord], pending: Bool, completedAt: Int64?, input: [UInt8]
     ) -> [UInt8] {
-        var document = CanonicalJSONWriter(capacity: 1024 + input.count + trigger.count)
+        var document = CanonicalJSONWriter(capacity: 1024 + input.count + run.trigger.count)
         document.object { object in
             object.key("completed_at"); if let completedAt { object.int(completedAt) } else { object.null() }
             object.key("input"); object.encoded(input)
@@ -168,7 +168,7 @@ public struct SynchronousRunExecutor: RunExecutor {
                     }
                 }
             }
-            object.key("trigger"); object.encoded(trigger)
+            object.key("trigger"); object.encoded(run.trigger)
             object.key("workflow_definition_id"); object.string(run.definition.id)
             object.key("workflow_name"); object.string(run.definition.name)
             object.key("workflow_run_id"); object.string(run.id)
