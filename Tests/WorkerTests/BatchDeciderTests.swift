@@ -38,7 +38,7 @@ struct BatchDeciderTests {
     }
 
     func decide(_ messages: [KafkaMessage], snapshot: BatchSnapshot = BatchSnapshot(), now: Timestamp) -> BatchDecider.Decision {
-        decider.decide(messages.map { (Source($0), decoder.decode($0)) }, snapshot: snapshot, now: now)
+        decider.decide(decoder.decode(messages), snapshot: snapshot, now: now)
     }
 
     /// The snapshot a store would give after `writes`, at `now`.
@@ -145,7 +145,7 @@ struct BatchDeciderTests {
         var three = one
         three.value = Array(#"{"request_type":"workflow_run","workflow_name":"w","body":{"input":{"a":1,"b":3}}}"#.utf8)
         func fingerprint(_ message: KafkaMessage) throws -> [UInt8] {
-            guard case .request(let request) = decoder.decode(message) else { throw TestFailure() }
+            guard case .request(let request)? = decoder.decode([message]).first?.1 else { throw TestFailure() }
             return request.fingerprint
         }
         #expect(try fingerprint(one) == fingerprint(two))

@@ -39,9 +39,6 @@ public struct OrgDirectory: Sendable {
     /// The org with id `id`.
     public func org(id: String) -> Org? { byID[id] }
 
-    /// The org that owns the API key whose SHA-256 is `hash` (lowercase hex).
-    public func org(apiKeySHA256 hash: String) -> Org? { KeyDigest(hex: hash).flatMap { byKeyHash[$0] } }
-
     /// The org that owns the API key made of `key` (UTF-8), compared by its SHA-256 only.
     public func org(apiKey key: ArraySlice<UInt8>) -> Org? {
         var hasher = SHA256()

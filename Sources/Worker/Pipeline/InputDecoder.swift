@@ -13,11 +13,6 @@ struct InputDecoder: Sendable {
     /// The longest `Idempotency-Key` accepted, as Stripe's.
     static let maxIdempotencyKeyLength = 255
 
-    func decode(_ message: KafkaMessage) -> Input {
-        var keys = KnownKey()
-        return decode(message, source: Source(message), keys: &keys)
-    }
-
     /// Decodes a batch, in order. Requests that carry the same `Authorization`
     /// as the one before (one client sending many) are authenticated once.
     func decode(_ batch: [KafkaMessage]) -> [(Source, Input)] {
@@ -29,7 +24,7 @@ struct InputDecoder: Sendable {
     }
 
     /// The last `Authorization` value seen, and whose key it held.
-    struct KnownKey {
+    private struct KnownKey {
         var authorization: [UInt8]?
         var org: Org?
     }
