@@ -355,8 +355,8 @@ public final class SQLiteStore: Store {
 enum OutboxCoding {
     /// Packs `messages` into one blob: a 4-byte count, then per message its topic,
     /// a key flag and key, value and headers, each field a 4-byte length and its
-    /// bytes. A batch's blob is up to a megabyte: it is sized exactly and written
-    /// in place, not grown and copied.
+    /// bytes. A batch's blob runs to megabytes: it is sized exactly and written in
+    /// place, not grown and copied.
     static func encode(_ messages: ArraySlice<OutboxMessage>) -> Data {
         var size = 4
         for message in messages {
@@ -402,9 +402,7 @@ enum OutboxCoding {
         }
 
         mutating func field(_ bytes: [UInt8]) {
-            integer(bytes.count)
-            bytes.withUnsafeBytes { UnsafeMutableRawBufferPointer(rebasing: buffer[position...]).copyMemory(from: $0) }
-            position += bytes.count
+            bytes.withUnsafeBytes { field($0) }
         }
 
         mutating func field(_ text: String) {
