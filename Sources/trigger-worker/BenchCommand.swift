@@ -80,6 +80,12 @@ struct BenchCommand: AsyncParsableCommand {
         return pad(label, 34, left: true) + pad(raw, 12) + pad(worker, 14) + pad(ratio, 8) + pad(ceiling, 16) + pad(ceilingRatio, 8)
     }
 
+    /// The demo org and workflows of `examples/`, which the bench requests use.
+    static func demo() throws -> (OrgDirectory, WorkflowCatalog) {
+        let orgs = try OrgDirectory.load(path: "examples/orgs.yaml")
+        return (orgs, try WorkflowCatalog.load(directory: "examples/workflows", knownOrgs: orgs.ids))
+    }
+
     /// The value of every bench request, and the headers of the `index`-th.
     static let requestValue = (["request_type": "workflow_run", "workflow_name": "quarterly-privacy-sweep", "body": ["input": ["due_date": "2026-06-30"]]] as JSONValue).canonicalBytes
     static func requestHeaders(_ index: Int) -> [KafkaHeader] {
@@ -161,8 +167,7 @@ struct BenchCommand: AsyncParsableCommand {
         let storePath = FileManager.default.temporaryDirectory.appendingPathComponent("bench-stages-\(UUID().uuidString.prefix(8)).sqlite").path
         defer { for ext in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: storePath + ext) } }
         let store = try SQLiteStore(path: storePath)
-        let orgs = try OrgDirectory.load(path: "examples/orgs.yaml")
-        let catalog = try WorkflowCatalog.load(directory: "examples/workflows", knownOrgs: orgs.ids)
+        let (orgs, catalog) = try Self.demo()
         let pipeline = Pipeline(configuration: configuration, orgs: orgs, catalog: catalog, store: store, logger: logger) {}
         let batchSize = 500
         print("\nstages in process (\(count) requests, batches of \(batchSize), no Kafka), microseconds per request:")
@@ -192,8 +197,7 @@ struct BenchCommand: AsyncParsableCommand {
     /// response to the N-th request is published.
     /// - Returns: requests per second, and how many messages the worker published.
     private func measureWorker(configuration: WorkerConfiguration, store: SQLiteStore, logger: Logger) async throws -> (rate: Double, published: Int) {
-        let orgs = try OrgDirectory.load(path: "examples/orgs.yaml")
-        let catalog = try WorkflowCatalog.load(directory: "examples/workflows", knownOrgs: orgs.ids)
+        let (orgs, catalog) = try Self.demo()
         let services = try WorkerServices(configuration: configuration, orgs: orgs, catalog: catalog, store: store, logger: logger)
         let counting = CountingHandler(wrapped: services.pipeline, target: count)
         let group = services.serviceGroup(handler: counting)
