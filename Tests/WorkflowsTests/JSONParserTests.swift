@@ -67,4 +67,13 @@ struct JSONParserTests {
         #expect(writer.bytes == whole.canonicalBytes)
         #expect(try JSONValue.parse(writer.bytes) == whole)
     }
+
+    @Test("integers beyond Int64 keep every digit when echoed (canonical bytes are the literal)", arguments: [
+        "123456789012345678901234567890", "-98765432109876543210", "18446744073709551616", "9223372036854775808",
+    ])
+    func bigIntegers(text: String) throws {
+        let value = try JSONValue.parse(Array(text.utf8))
+        #expect(value.canonicalString == text)
+        #expect(try JSONValue.parse(Array("[\(text)]".utf8)).canonicalString == "[\(text)]")
+    }
 }

@@ -165,11 +165,12 @@ struct IdentifierTests {
         #expect(!Identifier.isValid("cbvndr_0f1e2d3c4b5a69788796a5b4c3d2e1f0", prefix: "cborg"))
     }
 
-    @Test("derivation is SHA-256 over the parts joined by |")
+    @Test("derivation is SHA-256 over the parts, each prefixed with its length (8 bytes, big-endian)")
     func derivation() {
-        // Known answer, from coreutils: printf 'a|b' | sha256sum → 0eab8a0a3380abf4c7d1fb0b43b66aaf…
+        // Known answer, from coreutils:
+        // printf '\x00\x00\x00\x00\x00\x00\x00\x01a\x00\x00\x00\x00\x00\x00\x00\x01b' | sha256sum → 3c9d591045bc8876f9d0399bbfb05c6a…
         let id = Identifier.derive(prefix: "cbwr", from: ["a", "b"])
-        #expect(id == "cbwr_0eab8a0a3380abf4c7d1fb0b43b66aaf")
+        #expect(id == "cbwr_3c9d591045bc8876f9d0399bbfb05c6a")
         #expect(Identifier.isValid(id, prefix: "cbwr"))
         #expect(Identifier.derive(prefix: "cbwr", from: ["a", "c"]) != id)
     }

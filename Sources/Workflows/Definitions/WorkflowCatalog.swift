@@ -182,6 +182,9 @@ struct WorkflowParser {
     private func parseSteps(_ top: MappingReader) -> [WorkflowStep]? {
         guard let nodes = top.sequence("steps", required: true) else { return nil }
         if nodes.isEmpty { reader.report("a workflow needs at least one step", line: top.line(of: "steps")) }
+        if nodes.count > WorkflowDefinition.maxSteps {
+            reader.report("a workflow has at most \(WorkflowDefinition.maxSteps) steps, not \(nodes.count)", line: top.line(of: "steps"))
+        }
         var steps: [WorkflowStep] = []
         var seen: [String: Int] = [:]
         for (index, node) in nodes.enumerated() {
@@ -189,8 +192,8 @@ struct WorkflowParser {
             step.rejectUnknownKeys(allowed: ["id", "name", "action", "with"])
             let id = step.string("id", required: true)
             if let id {
-                if !Template.isName(id) || id.contains(".") {
-                    reader.report("step id '\(id)' may hold only letters, digits, '_' and '-'", line: step.line(of: "id"))
+                if !Template.isName(id) || id.contains(".") || id.utf8.count > WorkflowDefinition.maxStepIDBytes {
+                    reader.report("step id '\(BoundedText.identifier(id))' may hold only letters, digits, '_' and '-', at most \(WorkflowDefinition.maxStepIDBytes) bytes", line: step.line(of: "id"))
                 } else if let first = seen[id] {
                     reader.report("duplicate step id '\(id)' (first used on line \(first))", line: step.line(of: "id"))
                 } else {
@@ -270,7 +273,7 @@ public enum Identifier {
         text.utf8.count == digits && text.utf8.allSatisfy { ($0 >= 48 && $0 <= 57) || ($0 >= 97 && $0 <= 102) }
     }
 
-    /// A deterministic id: `<prefix>_` + the first 32 hex digits of SHA-256 over the parts joined by `|`.
+    /// A deterministic id: `<prefix>_` + the first 32 hex digits of ``digest(of:)`` over the parts.
     public static func derive(prefix: String, from parts: [String]) -> String {
         let digest = digest(of: parts)
         var prefix = prefix
@@ -283,18 +286,20 @@ public enum Identifier {
         }
     }
 
-    /// SHA-256 over `parts` joined by `|`, without joining them.
+    /// SHA-256 over `parts`, each as its UTF-8 length (8 bytes, big-endian) and
+    /// then its bytes. Length prefixes make the encoding unambiguous: no choice of
+    /// parts (`a|b`, `c` against `a`, `b|c`) can give another list's digest.
     public static func digest(of parts: [String]) -> SHA256.Digest {
         var hasher = SHA256()
-        for (index, part) in parts.enumerated() {
-            if index > 0 { hasher.update(data: separator) }
+        for part in parts {
             var part = part
-            part.withUTF8 { hasher.update(bufferPointer: UnsafeRawBufferPointer($0)) }
+            part.withUTF8 { bytes in
+                withUnsafeBytes(of: UInt64(bytes.count).bigEndian) { hasher.update(bufferPointer: $0) }
+                hasher.update(bufferPointer: UnsafeRawBufferPointer(bytes))
+            }
         }
         return hasher.finalize()
     }
-
-    private static let separator: [UInt8] = [UInt8(ascii: "|")]
 
     /// Lowercase hex of `bytes`.
     public static func hex(_ bytes: some Sequence<UInt8>) -> String {

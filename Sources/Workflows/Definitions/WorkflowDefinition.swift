@@ -17,6 +17,12 @@ public struct WorkflowDefinition: Sendable, Hashable {
     /// The file it was read from.
     public var file: String
 
+    /// The most steps a workflow may have: a run document (every step with its
+    /// message) then stays within the room the worker keeps beside an echoed input.
+    public static let maxSteps = 100
+    /// The most bytes of a step id (it is the steps' `component_id`).
+    public static let maxStepIDBytes = 64
+
     public init(orgID: String, name: String, id: String, enabled: Bool, trigger: WorkflowTrigger, conditions: ConditionSet?, steps: [WorkflowStep], file: String) {
         self.orgID = orgID
         self.name = name

@@ -54,6 +54,8 @@ public struct RunEffect: Sendable, Hashable {
     /// The step that caused it (its `cbwrs_` id), for a stable event id.
     public var stepID: String
     public var data: JSONValue
+    /// `data` in canonical JSON, as it is published (encoded once, to check its size too).
+    public var encodedData: [UInt8]
 }
 
 /// What executing a run produced.

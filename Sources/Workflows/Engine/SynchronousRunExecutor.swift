@@ -3,7 +3,14 @@
 /// message. A step that fails fails the run; `update_workflow_run` ends the run
 /// with the status it names; the steps after either are `skipped`.
 public struct SynchronousRunExecutor: RunExecutor {
-    public init() {}
+    /// The most bytes an effect event's `data` may have. A step whose rendered inputs
+    /// are larger fails instead of publishing an event no consumer could take.
+    public var maxEffectBytes: Int
+
+    /// - Parameter maxEffectBytes: the worker passes `MAX_MESSAGE_BYTES`.
+    public init(maxEffectBytes: Int = 1 << 20) {
+        self.maxEffectBytes = maxEffectBytes
+    }
 
     public func execute(_ run: PendingRun) -> RunExecution {
         let definition = run.definition
@@ -29,7 +36,7 @@ public struct SynchronousRunExecutor: RunExecutor {
             context["steps"] = .object(stepOutputs)
             let inputs = step.inputs.render(.object(context))
             let outcome = perform(step, stepID: stepID, inputs: inputs, run: run, context: context)
-            steps.append(StepRecord(step: step, id: stepID, status: outcome.failed ? "failed" : "success", message: outcome.message, artifacts: outcome.artifacts))
+            steps.append(StepRecord(step: step, id: stepID, status: outcome.failed ? "failed" : "success", message: Self.bounded(outcome.message), artifacts: outcome.artifacts))
             stepOutputs[step.id] = outcome.output
             if let assessment = outcome.assessment {
                 assessments.append(assessment)
@@ -66,16 +73,24 @@ public struct SynchronousRunExecutor: RunExecutor {
     private func perform(_ step: WorkflowStep, stepID: String, inputs: JSONValue, run: PendingRun, context: [String: JSONValue]) -> Outcome {
         var outcome = Outcome()
         let inputFields = inputs.objectValue ?? [:]
-        func effect(_ type: String, _ extra: [String: JSONValue]) {
+        func fail(_ message: String) {
+            outcome.failed = true
+            outcome.message = .string(message)
+        }
+        /// Records the event; fails the step instead when its data is over the limit.
+        func effect(_ type: String, _ extra: [String: JSONValue]) -> Bool {
             var data = inputFields
             data["workflow_run_id"] = .string(run.id)
             data["step_id"] = .string(stepID)
             for (key, value) in extra { data[key] = value }
-            outcome.effects.append(RunEffect(eventType: type, stepID: stepID, data: .object(data)))
-        }
-        func fail(_ message: String) {
-            outcome.failed = true
-            outcome.message = .string(message)
+            let value = JSONValue.object(data)
+            let encoded = value.canonicalBytes
+            guard encoded.count <= maxEffectBytes else {
+                fail("the step's \(type) event would be \(encoded.count) bytes; the limit is \(maxEffectBytes) (MAX_MESSAGE_BYTES)")
+                return false
+            }
+            outcome.effects.append(RunEffect(eventType: type, stepID: stepID, data: value, encodedData: encoded))
+            return true
         }
         let vendorID = context["vendor"]?[path: ["id"]]?.stringValue
 
@@ -99,22 +114,22 @@ public struct SynchronousRunExecutor: RunExecutor {
             outcome.output = document
             outcome.message = .string("created assessment \(id)")
         case .sendQuestionnaire:
-            effect("Questionnaire.SendRequested", ["vendor_id": vendorID.json])
+            guard effect("Questionnaire.SendRequested", ["vendor_id": vendorID.json]) else { break }
             outcome.message = "questionnaire send requested"
         case .sendEmail:
             guard let to = inputFields["to"]?.stringValue, !to.isEmpty else {
                 fail("send_email has no recipient: 'to' is empty for this run")
                 break
             }
-            effect("Email.SendRequested", [:])
+            guard effect("Email.SendRequested", [:]) else { break }
             outcome.message = .string("email to \(to) requested")
         case .sendWebhook:
             let deliveryID = Identifier.derive(prefix: "cbevt", from: [run.id, step.id, "webhook"])
-            effect("Webhook.SendRequested", ["delivery_id": .string(deliveryID)])
+            guard effect("Webhook.SendRequested", ["delivery_id": .string(deliveryID)]) else { break }
             outcome.output = ["delivery_id": .string(deliveryID)]
             outcome.message = "webhook delivery requested"
         case .createWorkQueueItem:
-            effect("WorkQueueItem.Created", ["vendor_id": vendorID.json])
+            guard effect("WorkQueueItem.Created", ["vendor_id": vendorID.json]) else { break }
             outcome.message = "work queue item created"
         case .updateWorkflowRun:
             let status = inputFields["status"]?.stringValue.flatMap(RunStatus.init(rawValue:))
@@ -128,6 +143,18 @@ public struct SynchronousRunExecutor: RunExecutor {
             fail("run_workflow is not supported by this engine yet; the durable engine will start child runs")
         }
         return outcome
+    }
+
+    /// A step's message as the run document keeps it: at most 1 KiB, since a
+    /// message may repeat what an input holds (`email to {{ … }}`).
+    static func bounded(_ message: JSONValue) -> JSONValue {
+        switch message {
+        case .null: return .null
+        case .string(let text): return .string(BoundedText.message(text))
+        default:
+            let text = message.canonicalString
+            return text.utf8.count <= BoundedText.messageBytes ? message : .string(BoundedText.message(text))
+        }
     }
 
     // MARK: Documents

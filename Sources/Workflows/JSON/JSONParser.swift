@@ -222,7 +222,10 @@ struct JSONParser {
             while let byte = current, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) { index += 1 }
         }
         let text = String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<index]), as: UTF8.self)
-        if isInteger, let int = Int64(text) { return .int(int) }
+        if isInteger {
+            // Beyond Int64 an integer keeps its literal: a Double would lose digits of an echoed input.
+            return Int64(text).map(JSONValue.int) ?? .bigInteger(text)
+        }
         guard let double = Double(text), double.isFinite else { throw failure("number out of range") }
         // 1E3 and 1.0 are whole numbers: one representation, as the canonical encoding writes them.
         if double == double.rounded(), abs(double) < 9_007_199_254_740_992 { return .int(Int64(double)) }

@@ -54,6 +54,7 @@ extension JSONValue {
             } else {
                 output.append(contentsOf: "null".utf8)
             }
+        case .bigInteger(let digits): output.append(contentsOf: digits.utf8)
         case .string(let string): Self.writeString(string, to: &output)
         case .array(let values):
             output.append(UInt8(ascii: "["))

@@ -4,6 +4,9 @@ public enum JSONValue: Sendable, Hashable {
     case bool(Bool)
     case int(Int64)
     case double(Double)
+    /// An integer outside `Int64`'s range, kept as its decimal literal (no leading
+    /// zeros, `-` when negative) so that it is echoed digit for digit.
+    case bigInteger(String)
     case string(String)
     case array([JSONValue])
     case object([String: JSONValue])
@@ -19,6 +22,7 @@ public enum JSONValue: Sendable, Hashable {
         switch self {
         case .int(let int): Double(int)
         case .double(let double): double
+        case .bigInteger(let digits): Double(digits)
         default: nil
         }
     }
@@ -28,7 +32,7 @@ public enum JSONValue: Sendable, Hashable {
         switch self {
         case .null: "null"
         case .bool: "boolean"
-        case .int, .double: "number"
+        case .int, .double, .bigInteger: "number"
         case .string: "string"
         case .array: "list"
         case .object: "mapping"
