@@ -2,7 +2,10 @@ import Foundation
 
 /// What a ``KafkaConsumer`` tells the application, in the order it happened.
 public enum KafkaConsumerEvent: Sendable, Hashable {
-    /// These partitions were assigned to this consumer; messages from them follow.
+    /// These partitions are being assigned to this consumer; messages from them
+    /// follow. librdkafka starts fetching them only once the application asks for
+    /// the next event (or after the revocation timeout): meanwhile it may look at
+    /// them and call ``KafkaConsumer/startFromBeginning(_:)``.
     case partitionsAssigned([KafkaTopicPartition])
     /// A batch of messages, in offset order within each partition.
     case messages([KafkaMessage])

@@ -19,7 +19,7 @@ public struct KafkaConfiguration: Sendable, Hashable {
         self.overrides = overrides
     }
 
-    fileprivate var baseProperties: [String: String] {
+    var baseProperties: [String: String] {
         [
             "bootstrap.servers": brokers.joined(separator: ","),
             "client.id": clientID,
@@ -56,6 +56,11 @@ public struct KafkaConsumerConfiguration: Sendable, Hashable {
     public var maxPollInterval: Duration
     /// The largest batch handed to the application. Default: 500 messages.
     public var maxBatchSize: Int
+    /// A batch is handed over once it holds this many bytes (keys, values and
+    /// headers), even with fewer messages: large messages make small batches, so that
+    /// what one batch holds in memory (and writes in one transaction) stays bounded.
+    /// Default: 16 MiB.
+    public var maxBatchBytes: Int
     /// How long the poll thread waits for a first message before it polls again
     /// (and notices a shutdown request). Default: 100 ms.
     public var pollTimeout: Duration
@@ -71,6 +76,7 @@ public struct KafkaConsumerConfiguration: Sendable, Hashable {
         sessionTimeout: Duration = .seconds(10),
         maxPollInterval: Duration = .seconds(30),
         maxBatchSize: Int = 500,
+        maxBatchBytes: Int = 16 << 20,
         pollTimeout: Duration = .milliseconds(100),
         revocationTimeout: Duration = .seconds(30)
     ) {
@@ -81,6 +87,7 @@ public struct KafkaConsumerConfiguration: Sendable, Hashable {
         self.sessionTimeout = sessionTimeout
         self.maxPollInterval = maxPollInterval
         self.maxBatchSize = maxBatchSize
+        self.maxBatchBytes = maxBatchBytes
         self.pollTimeout = pollTimeout
         self.revocationTimeout = revocationTimeout
     }
@@ -118,6 +125,9 @@ public struct KafkaProducerConfiguration: Sendable, Hashable {
     /// How record batches are compressed. Default: lz4, cheap to compress and to read,
     /// and JSON events shrink several times (less for the broker to store and serve).
     public var compression: Compression
+    /// The largest record librdkafka accepts (`message.max.bytes`); larger ones fail
+    /// at once with `MSG_SIZE_TOO_LARGE`. Default: librdkafka's own (1,000,000).
+    public var maxMessageBytes: Int?
 
     /// The codecs of librdkafka's `compression.type`.
     public enum Compression: String, Sendable, Hashable {
@@ -130,7 +140,8 @@ public struct KafkaProducerConfiguration: Sendable, Hashable {
         linger: Duration = .milliseconds(5),
         deliveryTimeout: Duration = .seconds(30),
         flushTimeout: Duration = .seconds(10),
-        compression: Compression = .lz4
+        compression: Compression = .lz4,
+        maxMessageBytes: Int? = nil
     ) {
         self.common = common
         self.idempotent = idempotent
@@ -138,6 +149,7 @@ public struct KafkaProducerConfiguration: Sendable, Hashable {
         self.deliveryTimeout = deliveryTimeout
         self.flushTimeout = flushTimeout
         self.compression = compression
+        self.maxMessageBytes = maxMessageBytes
     }
 
     /// The librdkafka properties of this producer.
@@ -147,6 +159,7 @@ public struct KafkaProducerConfiguration: Sendable, Hashable {
         properties["linger.ms"] = String(linger.milliseconds)
         properties["message.timeout.ms"] = String(deliveryTimeout.milliseconds)
         properties["compression.type"] = compression.rawValue
+        if let maxMessageBytes { properties["message.max.bytes"] = String(maxMessageBytes) }
         properties.merge(common.overrides) { _, override in override }
         return properties
     }

@@ -74,10 +74,21 @@ public final class KafkaConsumer: Service, Sendable {
         let client = self.client
         let loop = self.loop
         let exited = self.exited
+        let stopped = OneShotSignal()
         let thread = PollThread(
             name: "kafka-consumer-poll",
             body: { loop.pollOnce(client.handle) },
             onExit: {
+                if loop.fatalError != nil {
+                    // A client with a fatal error gives nothing more and cannot leave its
+                    // group: the reader may stop now, and the client is destroyed as it is.
+                    client.markFatallyFailed()
+                    loop.channel.finish()
+                    stopped.signal()
+                    exited.signal()
+                    return
+                }
+                stopped.signal()
                 loop.close(client.handle)
                 exited.signal()
             }
@@ -85,15 +96,20 @@ public final class KafkaConsumer: Service, Sendable {
         pollThread.withLock { $0 = thread }
         await withGracefulShutdownHandler {
             await withTaskCancellationHandler {
-                await exited.wait()
+                await stopped.wait()
             } onCancel: {
                 self.triggerShutdown()
             }
         } onGracefulShutdown: {
             self.triggerShutdown()
         }
-        state.withLock { $0.pollThreadExited() }
+        // A fatal error is reported at once; leaving the group may wait on a broker
+        // that does not answer, and the poll thread goes on closing meanwhile.
         if let error = loop.fatalError { throw error }
+        // A clean stop waits until the group is left (the final revocation handled),
+        // unless the task is cancelled: then the process is going down anyway.
+        await exited.wait()
+        state.withLock { $0.pollThreadExited() }
     }
 
     /// Stops fetching; the poll thread then closes the consumer (leaving the group) and ends ``events``.
@@ -147,6 +163,19 @@ public final class KafkaConsumer: Service, Sendable {
         logger.debug("Committed offsets", metadata: ["offsets": "\(offsets.sorted { $0.key < $1.key }.map { "\($0.key)@\($0.value)" })"])
     }
 
+    /// Hands `offsets` to librdkafka to commit in the background, without waiting for
+    /// the broker: a batch's commit does not hold up the next batch. A failure is
+    /// logged (the offsets are committed again with the next batch, or at revocation).
+    public func commitInBackground(_ offsets: [KafkaTopicPartition: Int64]) {
+        guard !offsets.isEmpty else { return }
+        let list = UnsafeMutablePointer<rd_kafka_topic_partition_list_t>.make(offsets)
+        defer { rd_kafka_topic_partition_list_destroy(list) }
+        let error = rd_kafka_commit(client.handle, list, 1)
+        if error != RD_KAFKA_RESP_ERR_NO_ERROR {
+            logger.warning("Offset commit not started", metadata: ["error": "\(KafkaError(code: .commit, rdKafkaError: error, context: "commit"))"])
+        }
+    }
+
     /// The offsets this group has committed for `partitions` (`nil` where none).
     public func committedOffsets(for partitions: [KafkaTopicPartition], timeout: Duration = .seconds(10)) async throws(KafkaError) -> [KafkaTopicPartition: Int64?] {
         let client = self.client
@@ -160,6 +189,35 @@ public final class KafkaConsumer: Service, Sendable {
             return .success(Dictionary(uniqueKeysWithValues: list.elements.map { ($0.topicPartition, $0.offset >= 0 ? $0.offset : nil) }))
         }
         return try result.get()
+    }
+
+    /// The low and high watermarks of `partition`: the first offset still in the log
+    /// and the offset the next record will get. Asks the partition's leader.
+    public func watermarks(of partition: KafkaTopicPartition, timeout: Duration = .seconds(10)) async throws(KafkaError) -> (low: Int64, high: Int64) {
+        let client = self.client
+        let result: Result<(low: Int64, high: Int64), KafkaError> = await runBlocking {
+            var low: Int64 = -1
+            var high: Int64 = -1
+            let error = rd_kafka_query_watermark_offsets(client.handle, partition.topic, partition.partition, &low, &high, Int32(clamping: timeout.milliseconds))
+            guard error == RD_KAFKA_RESP_ERR_NO_ERROR else {
+                return .failure(KafkaError(code: .broker, rdKafkaError: error, context: "reading the watermarks of \(partition) failed"))
+            }
+            return .success((low, high))
+        }
+        return try result.get()
+    }
+
+    /// Makes the partitions of the ``KafkaConsumerEvent/partitionsAssigned(_:)`` being
+    /// handled start from the oldest record in their log, whatever offset the group
+    /// committed. Call it while handling that event (before asking for the next one).
+    public func startFromBeginning(_ partitions: Set<KafkaTopicPartition>) {
+        loop.startFromBeginning(partitions)
+    }
+
+    /// Raises a fatal error in librdkafka, as a fenced or otherwise dead client would
+    /// report one: for tests of what happens then (librdkafka offers no other way).
+    public func raiseFatalErrorForTesting(_ reason: String) {
+        _ = rd_kafka_test_fatal_error(client.handle, RD_KAFKA_RESP_ERR__FENCED, reason)
     }
 
     /// The partitions currently assigned to this consumer.
@@ -184,7 +242,11 @@ private final class PollLoop: @unchecked Sendable {
     let logger: Logger
     /// Messages polled but not yet handed over (poll thread only).
     private var pending: [KafkaMessage] = []
+    /// The bytes of `pending` (keys, values and headers).
+    private var pendingBytes = 0
     private let fatal = Mutex<KafkaError?>(nil)
+    /// Partitions being assigned that are to start from the oldest record (set by the reader).
+    private let fromBeginning = Mutex<Set<KafkaTopicPartition>>([])
 
     init(configuration: KafkaConsumerConfiguration, channel: ConsumerEventChannel, logger: Logger) {
         self.configuration = configuration
@@ -200,34 +262,38 @@ private final class PollLoop: @unchecked Sendable {
     /// false after a fatal error: the client is unusable and must be closed.
     func pollOnce(_ handle: OpaquePointer) -> Bool {
         var timeout = Int32(clamping: configuration.pollTimeout.milliseconds)
-        while pending.count < configuration.maxBatchSize, let message = rd_kafka_consumer_poll(handle, timeout) {
+        while pending.count < configuration.maxBatchSize, pendingBytes < configuration.maxBatchBytes, let message = rd_kafka_consumer_poll(handle, timeout) {
             timeout = 0
-            take(message)
+            take(message, handle)
         }
         flushPending()
         return fatalError == nil
     }
 
-    private func take(_ message: UnsafeMutablePointer<rd_kafka_message_t>) {
+    func startFromBeginning(_ partitions: Set<KafkaTopicPartition>) {
+        fromBeginning.withLock { $0.formUnion(partitions) }
+    }
+
+    private func take(_ message: UnsafeMutablePointer<rd_kafka_message_t>, _ handle: OpaquePointer) {
         defer { rd_kafka_message_destroy(message) }
         let error = message.pointee.err
         guard error == RD_KAFKA_RESP_ERR_NO_ERROR else {
-            handleConsumerError(error, message)
+            handleConsumerError(error, message, handle)
             return
         }
         let topic = String(cString: rd_kafka_topic_name(message.pointee.rkt))
         var timestampType = RD_KAFKA_TIMESTAMP_NOT_AVAILABLE
         let timestamp = rd_kafka_message_timestamp(message, &timestampType)
-        pending.append(
-            KafkaMessage(
-                topicPartition: KafkaTopicPartition(topic: topic, partition: message.pointee.partition),
-                offset: message.pointee.offset,
-                key: message.pointee.key.map { Array(UnsafeRawBufferPointer(start: $0, count: message.pointee.key_len)) },
-                value: message.pointee.payload.map { Array(UnsafeRawBufferPointer(start: $0, count: message.pointee.len)) },
-                headers: Self.headers(of: message),
-                timestampMilliseconds: timestampType == RD_KAFKA_TIMESTAMP_NOT_AVAILABLE ? nil : timestamp
-            )
+        let record = KafkaMessage(
+            topicPartition: KafkaTopicPartition(topic: topic, partition: message.pointee.partition),
+            offset: message.pointee.offset,
+            key: message.pointee.key.map { Array(UnsafeRawBufferPointer(start: $0, count: message.pointee.key_len)) },
+            value: message.pointee.payload.map { Array(UnsafeRawBufferPointer(start: $0, count: message.pointee.len)) },
+            headers: Self.headers(of: message),
+            timestampMilliseconds: timestampType == RD_KAFKA_TIMESTAMP_NOT_AVAILABLE ? nil : timestamp
         )
+        pendingBytes += record.byteCount
+        pending.append(record)
     }
 
     private static func headers(of message: UnsafeMutablePointer<rd_kafka_message_t>) -> [KafkaHeader] {
@@ -246,11 +312,11 @@ private final class PollLoop: @unchecked Sendable {
         return result
     }
 
-    private func handleConsumerError(_ error: rd_kafka_resp_err_t, _ message: UnsafeMutablePointer<rd_kafka_message_t>) {
+    private func handleConsumerError(_ error: rd_kafka_resp_err_t, _ message: UnsafeMutablePointer<rd_kafka_message_t>, _ handle: OpaquePointer) {
         let topic = message.pointee.rkt.map { String(cString: rd_kafka_topic_name($0)) } ?? "-"
         if error == RD_KAFKA_RESP_ERR__FATAL {
             var text = [CChar](repeating: 0, count: 512)
-            let cause = rd_kafka_fatal_error(nil, &text, text.count)
+            let cause = rd_kafka_fatal_error(handle, &text, text.count)
             let failure = KafkaError(code: .broker, rdKafkaError: cause, context: "fatal consumer error: \(String(errorBuffer: text))")
             logger.critical("Kafka consumer failed fatally; stopping", metadata: ["error": "\(failure)"])
             fatal.withLock { $0 = failure }
@@ -268,6 +334,7 @@ private final class PollLoop: @unchecked Sendable {
         guard !pending.isEmpty else { return }
         let batch = pending
         pending.removeAll(keepingCapacity: true)
+        pendingBytes = 0
         channel.send(.messages(batch))
     }
 
@@ -279,6 +346,21 @@ private final class PollLoop: @unchecked Sendable {
         let topicPartitions = partitions.topicPartitions.sorted()
         switch error {
         case RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS:
+            // Whatever was fetched before goes first; then the reader looks at the new
+            // partitions (and may ask for some to start from their oldest record)
+            // before a single message of theirs is fetched.
+            flushPending()
+            fromBeginning.withLock { $0.removeAll() }
+            if !channel.sendAndWaitUntilHandled(.partitionsAssigned(topicPartitions), timeout: configuration.revocationTimeout) {
+                logger.warning("Assignment not handled within the revocation timeout; assigning as committed", metadata: ["timeout": "\(configuration.revocationTimeout)"])
+            }
+            let restart = fromBeginning.withLock { set in defer { set.removeAll() }; return set }
+            for index in 0..<Int(partitions.pointee.cnt) {
+                let element = partitions.pointee.elems[index]
+                if restart.contains(KafkaTopicPartition(topic: String(cString: element.topic), partition: element.partition)) {
+                    partitions.pointee.elems[index].offset = Int64(RD_KAFKA_OFFSET_BEGINNING)
+                }
+            }
             if cooperative {
                 if let failure = rd_kafka_incremental_assign(handle, partitions) {
                     logger.error("Assigning partitions failed", metadata: ["error": "\(KafkaError(code: .broker, consuming: failure, context: "incremental assign"))"])
@@ -290,7 +372,6 @@ private final class PollLoop: @unchecked Sendable {
                 }
             }
             logger.info("Partitions assigned", metadata: ["partitions": "\(topicPartitions.map(\.description).joined(separator: ","))", "group": "\(configuration.groupID)"])
-            channel.send(.partitionsAssigned(topicPartitions))
 
         case RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS:
             let lost = rd_kafka_assignment_lost(handle) != 0
@@ -331,11 +412,13 @@ private final class PollLoop: @unchecked Sendable {
     }
 }
 
-/// A signal that is raised once and can be awaited by any number of tasks.
+/// A signal that is raised once and can be awaited by any number of tasks. A
+/// waiting task that is cancelled stops waiting.
 final class OneShotSignal: Sendable {
     private struct State {
         var raised = false
-        var waiters: [CheckedContinuation<Void, Never>] = []
+        var waiters: [Int: CheckedContinuation<Void, Never>] = [:]
+        var nextWaiter = 0
     }
 
     private let state = Mutex(State())
@@ -343,20 +426,29 @@ final class OneShotSignal: Sendable {
     func signal() {
         let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
             state.raised = true
-            defer { state.waiters = [] }
-            return state.waiters
+            defer { state.waiters = [:] }
+            return Array(state.waiters.values)
         }
         for waiter in waiters { waiter.resume() }
     }
 
+    /// Returns once the signal is raised, or at once when the task is cancelled.
     func wait() async {
-        await withCheckedContinuation { continuation in
-            let raised = state.withLock { state -> Bool in
-                if state.raised { return true }
-                state.waiters.append(continuation)
-                return false
+        let id = state.withLock { state -> Int in
+            state.nextWaiter += 1
+            return state.nextWaiter
+        }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                let ready = state.withLock { state -> Bool in
+                    if state.raised || Task.isCancelled { return true }
+                    state.waiters[id] = continuation
+                    return false
+                }
+                if ready { continuation.resume() }
             }
-            if raised { continuation.resume() }
+        } onCancel: {
+            state.withLock { $0.waiters.removeValue(forKey: id) }?.resume()
         }
     }
 }

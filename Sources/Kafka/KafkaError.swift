@@ -77,6 +77,11 @@ public struct KafkaError: Error, Sendable, Hashable, CustomStringConvertible {
         self.isFatal = rdKafkaError == RD_KAFKA_RESP_ERR__FATAL
     }
 
+    /// Wraps librdkafka's error code `rdKafkaCode` (its number), as a delivery report would give it.
+    init(code: Code, rdKafkaCode: Int32, context: String) {
+        self.init(code: code, rdKafkaError: rd_kafka_resp_err_t(rawValue: rdKafkaCode), context: context)
+    }
+
     /// Wraps an `rd_kafka_error_t`, which knows whether it is retriable and fatal. Destroys it.
     init(code: Code, consuming error: OpaquePointer, context: String) {
         self.code = code
@@ -95,6 +100,27 @@ public struct KafkaError: Error, Sendable, Hashable, CustomStringConvertible {
         text += "): \(message)"
         return text
     }
+
+    /// Whether the broker or the client refuses this message for good: sending the
+    /// same message again cannot succeed (too large, invalid topic, not authorized,
+    /// an invalid record). Such a message is set aside, not retried.
+    public var isPermanent: Bool {
+        guard let rdKafkaCode, !isFatal else { return false }
+        return Self.permanentCodes.contains(rd_kafka_resp_err_t(rdKafkaCode))
+    }
+
+    private static let permanentCodes: Set<rd_kafka_resp_err_t> = [
+        RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE,
+        RD_KAFKA_RESP_ERR_INVALID_MSG_SIZE,
+        RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE,
+        RD_KAFKA_RESP_ERR_INVALID_RECORD,
+        RD_KAFKA_RESP_ERR_TOPIC_EXCEPTION,
+        RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED,
+        RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED,
+        RD_KAFKA_RESP_ERR_UNSUPPORTED_FOR_MESSAGE_FORMAT,
+        RD_KAFKA_RESP_ERR_POLICY_VIOLATION,
+        RD_KAFKA_RESP_ERR__INVALID_ARG,
+    ]
 
     private static let retriableCodes: Set<rd_kafka_resp_err_t> = [
         RD_KAFKA_RESP_ERR__TRANSPORT,

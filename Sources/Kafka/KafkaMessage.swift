@@ -50,7 +50,7 @@ extension Array where Element == KafkaHeader {
 
 extension String {
     /// ASCII case-insensitive equality, without allocating (header names are ASCII).
-    func caseInsensitiveEquals(_ other: String) -> Bool {
+    public func caseInsensitiveEquals(_ other: String) -> Bool {
         guard utf8.count == other.utf8.count else { return false }
         return zip(utf8, other.utf8).allSatisfy { a, b in
             a == b || (a | 0x20 == b | 0x20 && (a | 0x20) >= UInt8(ascii: "a") && (a | 0x20) <= UInt8(ascii: "z"))
@@ -87,6 +87,11 @@ public struct KafkaMessage: Sendable, Hashable {
         self.value = value
         self.headers = headers
         self.timestampMilliseconds = timestampMilliseconds
+    }
+
+    /// The record's size as the consumer holds it: key, value and headers.
+    public var byteCount: Int {
+        (key?.count ?? 0) + (value?.count ?? 0) + headers.reduce(0) { $0 + $1.key.utf8.count + ($1.value?.count ?? 0) }
     }
 
     /// The record's topic.

@@ -22,6 +22,12 @@ public final class KafkaProducer: Service, Sendable {
     private let client: RdKafkaClient
     private let logger: Logger
     private let pollThread: PollThread
+    /// The sends waiting for delivery reports, to fail when the producer shuts down.
+    private let outstanding = Mutex<[ObjectIdentifier: DeliveryBatch]>([:])
+
+    /// How long past the delivery timeout a send waits for reports that librdkafka
+    /// owes it before it fails them itself: no wait on a delivery report is unbounded.
+    static let reportMargin: Duration = .seconds(5)
 
     /// Creates the producer and starts its delivery-report thread.
     public init(configuration: KafkaProducerConfiguration, logger: Logger) throws(KafkaError) {
@@ -50,6 +56,9 @@ public final class KafkaProducer: Service, Sendable {
     public func send(_ messages: [KafkaProducerMessage]) async -> [Result<KafkaDeliveryReport, KafkaError>] {
         guard !messages.isEmpty else { return [] }
         let batch = DeliveryBatch(count: messages.count)
+        let id = ObjectIdentifier(batch)
+        outstanding.withLock { $0[id] = batch }
+        defer { _ = outstanding.withLock { $0.removeValue(forKey: id) } }
         for (index, message) in messages.enumerated() {
             while true {
                 let error = enqueue(message, token: DeliveryToken(batch: batch, index: index))
@@ -64,8 +73,12 @@ public final class KafkaProducer: Service, Sendable {
                 break
             }
         }
-        return await batch.results()
+        if pollThread.isStopped { batch.abandon(Self.shutDownError) }
+        return await batch.results(deadline: configuration.deliveryTimeout + Self.reportMargin)
     }
+
+    /// What a message that was sent but never reported on fails with at shutdown.
+    static let shutDownError = KafkaError(code: .shutdown, message: "the producer shut down before the broker confirmed delivery", isRetriable: true)
 
     /// Sends one message and waits for its delivery.
     /// - Throws: ``KafkaError`` when the message was refused or not delivered.
@@ -122,7 +135,11 @@ public final class KafkaProducer: Service, Sendable {
     /// the delivery-report thread. Later sends fail with `_DESTROY`.
     public func shutdown() async throws(KafkaError) {
         guard !pollThread.isStopped else { return }
-        defer { pollThread.stop() }
+        defer {
+            pollThread.stop()
+            // No report comes once nothing polls: fail what still waits for one.
+            for batch in outstanding.withLock({ Array($0.values) }) { batch.abandon(Self.shutDownError) }
+        }
         try await flush(timeout: configuration.flushTimeout)
         logger.info("Kafka producer flushed")
     }
@@ -137,12 +154,26 @@ public final class KafkaProducer: Service, Sendable {
 
 // MARK: - Delivery bookkeeping
 
-/// The results of one ``KafkaProducer/send(_:)-(array)`` call, filled in by delivery reports.
+/// The results of one ``KafkaProducer/send(_:)-(array)`` call, filled in by delivery
+/// reports, or by ``abandon(_:)`` for the slots no report filled in time. A report
+/// that comes after that is ignored.
 final class DeliveryBatch: Sendable {
+    typealias Results = [Result<KafkaDeliveryReport, KafkaError>]
+
     private struct State {
         var results: [Result<KafkaDeliveryReport, KafkaError>?]
         var remaining: Int
-        var waiter: CheckedContinuation<[Result<KafkaDeliveryReport, KafkaError>], Never>?
+        var waiter: CheckedContinuation<Results, Never>?
+
+        /// Fills slot `index` unless it is filled; returns the waiter to resume when that was the last one.
+        mutating func fill(_ index: Int, _ result: Result<KafkaDeliveryReport, KafkaError>) -> (CheckedContinuation<Results, Never>, Results)? {
+            guard results[index] == nil else { return nil }
+            results[index] = result
+            remaining -= 1
+            guard remaining == 0, let waiter else { return nil }
+            self.waiter = nil
+            return (waiter, results.map { $0! })
+        }
     }
 
     private let state: Mutex<State>
@@ -152,20 +183,30 @@ final class DeliveryBatch: Sendable {
     }
 
     func complete(_ index: Int, _ result: Result<KafkaDeliveryReport, KafkaError>) {
-        let finished: (CheckedContinuation<[Result<KafkaDeliveryReport, KafkaError>], Never>, [Result<KafkaDeliveryReport, KafkaError>])? = state.withLock { state in
-            precondition(state.results[index] == nil, "delivery reported twice")
-            state.results[index] = result
-            state.remaining -= 1
-            guard state.remaining == 0, let waiter = state.waiter else { return nil }
-            state.waiter = nil
-            return (waiter, state.results.map { $0! })
+        if let (waiter, results) = state.withLock({ $0.fill(index, result) }) { waiter.resume(returning: results) }
+    }
+
+    /// Fails every slot not filled yet with `error`.
+    func abandon(_ error: KafkaError) {
+        let finished = state.withLock { state -> (CheckedContinuation<Results, Never>, Results)? in
+            var finished: (CheckedContinuation<Results, Never>, Results)?
+            for index in state.results.indices where state.results[index] == nil {
+                finished = state.fill(index, .failure(error)) ?? finished
+            }
+            return finished
         }
         if let (waiter, results) = finished { waiter.resume(returning: results) }
     }
 
-    func results() async -> [Result<KafkaDeliveryReport, KafkaError>] {
-        await withCheckedContinuation { continuation in
-            let ready: [Result<KafkaDeliveryReport, KafkaError>]? = state.withLock { state in
+    /// Every slot's result, once all are filled; slots still empty after `deadline` fail.
+    func results(deadline: Duration) async -> Results {
+        let timer = Task { [weak self] in
+            try await Task.sleep(for: deadline)
+            self?.abandon(KafkaError(code: .delivery, message: "no delivery report within \(deadline)", isRetriable: true))
+        }
+        defer { timer.cancel() }
+        return await withCheckedContinuation { continuation in
+            let ready: Results? = state.withLock { state in
                 if state.remaining == 0 { return state.results.map { $0! } }
                 state.waiter = continuation
                 return nil

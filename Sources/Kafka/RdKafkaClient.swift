@@ -1,4 +1,6 @@
 import CRdKafka
+import Foundation
+import Synchronization
 import Logging
 
 /// Callbacks from librdkafka into Swift. librdkafka calls C function pointers
@@ -58,6 +60,16 @@ final class RdKafkaClient: @unchecked Sendable {
             let level: Logger.Level = rd_kafka_resp_err_t(error) == RD_KAFKA_RESP_ERR__FATAL ? .critical : .warning
             callbacks.logger.log(level: level, "Kafka client error", metadata: ["error": "\(name)", "reason": "\(reason)"])
         }
+        if kind == .consumer {
+            // Results of background commits: only failures are worth a line.
+            rd_kafka_conf_set_offset_commit_cb(conf) { handle, error, partitions, _ in
+                guard error != RD_KAFKA_RESP_ERR_NO_ERROR, error != RD_KAFKA_RESP_ERR__NO_OFFSET, let callbacks = RdKafkaCallbacks.of(handle) else { return }
+                let failed = partitions.map { $0.elements.filter { $0.error != RD_KAFKA_RESP_ERR_NO_ERROR }.map(\.topicPartition.description) } ?? []
+                callbacks.logger.warning("Offset commit failed; the messages may be redelivered (the store deduplicates them)", metadata: [
+                    "error": "\(String(cString: rd_kafka_err2name(error)))", "partitions": "\(failed.joined(separator: ","))",
+                ])
+            }
+        }
         if callbacks.rebalance != nil {
             rd_kafka_conf_set_rebalance_cb(conf) { handle, error, partitions, _ in
                 guard let handle, let partitions, let callbacks = RdKafkaCallbacks.of(handle) else { return }
@@ -87,8 +99,24 @@ final class RdKafkaClient: @unchecked Sendable {
         }
     }
 
+    /// Set once the client failed fatally: it is destroyed without closing the
+    /// consumer, which cannot be done for a client in that state.
+    private let fatallyFailed = Atomic<Bool>(false)
+
+    /// Marks the client as failed for good (see ``fatallyFailed``).
+    func markFatallyFailed() { fatallyFailed.store(true, ordering: .releasing) }
+
     deinit {
-        rd_kafka_destroy(handle)
+        // The handle is used by this one thread from here on.
+        nonisolated(unsafe) let handle = self.handle
+        let callbacks = self.callbacks
+        let flags: Int32 = fatallyFailed.load(ordering: .acquiring) ? Int32(RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE) : 0
+        // Destroying waits for librdkafka's threads (and, for a consumer, for its group
+        // coordinator): never on a thread of Swift's cooperative pool.
+        Thread.detachNewThread {
+            rd_kafka_destroy_flags(handle, flags)
+            withExtendedLifetime(callbacks) {}
+        }
     }
 
     /// The version of the librdkafka library loaded at run time, for example `2.8.0`.
