@@ -95,13 +95,16 @@ let package = Package(
         ),
 
         // MARK: Tests
+        // Adversarial inputs for the fuzz tests of two test targets (test support only).
+        .target(name: "FuzzSupport", dependencies: ["Kafka", "Workflows"], path: "Tests/FuzzSupport", swiftSettings: swiftSettings),
         .testTarget(name: "KafkaTests", dependencies: ["Kafka"], swiftSettings: swiftSettings),
         .testTarget(name: "WorkflowsTests", dependencies: ["Workflows"], swiftSettings: swiftSettings),
-        .testTarget(name: "WorkerTests", dependencies: ["Worker", "Kafka", "Store", "Workflows"], swiftSettings: swiftSettings),
+        .testTarget(name: "WorkerTests", dependencies: ["Worker", "Kafka", "Store", "Workflows", "FuzzSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "StoreTests", dependencies: ["Store"], swiftSettings: swiftSettings),
         .testTarget(
             name: "IntegrationTests",
             dependencies: [
+                "FuzzSupport",
                 "Kafka",
                 .product(name: "Crypto", package: "swift-crypto"),
                 "Store",

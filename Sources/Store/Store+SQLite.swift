@@ -162,6 +162,27 @@ public final class SQLiteStore: Store {
                 ALTER TABLE assessments_v3 RENAME TO assessments;
                 """)
         }
+        // Hardening: partition epochs (a log found reset starts a new one), parked
+        // outputs, and the times retention counts from.
+        migrator.registerMigration("v4-epochs-parking-retention") { db in
+            try db.execute(sql: """
+                ALTER TABLE partition_progress ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0;
+                ALTER TABLE partition_progress ADD COLUMN last_digest BLOB;
+                CREATE TABLE parked_outputs (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    parked_at INTEGER NOT NULL,
+                    error_code TEXT NOT NULL,
+                    error TEXT NOT NULL,
+                    message BLOB NOT NULL
+                );
+                ALTER TABLE runs ADD COLUMN finished_at INTEGER;
+                UPDATE runs SET finished_at = started_at WHERE status != 'started';
+                CREATE INDEX runs_by_finish ON runs (finished_at) WHERE finished_at IS NOT NULL;
+                ALTER TABLE assessments ADD COLUMN created_at INTEGER NOT NULL DEFAULT 0;
+                UPDATE assessments SET created_at = COALESCE(json_extract(CAST(document AS TEXT), '$.created_at'), 0);
+                CREATE INDEX assessments_by_creation ON assessments (created_at);
+                """)
+        }
         return migrator
     }
 
@@ -173,11 +194,9 @@ public final class SQLiteStore: Store {
     public func load(_ query: BatchQuery, now: Timestamp) async throws -> BatchSnapshot {
         try await pool.read { db in
             var snapshot = BatchSnapshot()
-            let watermark = try db.cachedStatement(sql: "SELECT next_offset FROM partition_progress WHERE topic = ? AND partition = ?")
-            for partition in query.partitions {
-                if let next = try Int64.fetchOne(watermark, arguments: [partition.topic, partition.partition]) {
-                    snapshot.watermarks[partition] = next
-                }
+            for (partition, mark) in try Self.marks(Array(query.partitions), db) {
+                snapshot.watermarks[partition] = mark.next
+                if mark.epoch != 0 { snapshot.epochs[partition] = mark.epoch }
             }
             // One statement per chunk of scopes rather than one per scope.
             let scopes = Array(query.scopes)
@@ -221,13 +240,14 @@ public final class SQLiteStore: Store {
     }
 
     private static func apply(_ writes: BatchWrites, _ db: Database) throws {
-        let insertWatermark = try db.cachedStatement(sql: "INSERT INTO partition_progress (topic, partition, next_offset) VALUES (?, ?, ?) ON CONFLICT DO NOTHING")
-        let moveWatermark = try db.cachedStatement(sql: "UPDATE partition_progress SET next_offset = ? WHERE topic = ? AND partition = ? AND next_offset = ?")
+        let insertWatermark = try db.cachedStatement(sql: "INSERT INTO partition_progress (topic, partition, next_offset, last_digest) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING")
+        let moveWatermark = try db.cachedStatement(sql: "UPDATE partition_progress SET next_offset = ?, last_digest = ? WHERE topic = ? AND partition = ? AND next_offset = ?")
         for (partition, change) in writes.watermarks {
+            let digest = writes.lastDigests[partition].map { Data($0) }
             if let expected = change.expected {
-                try moveWatermark.execute(arguments: [change.next, partition.topic, partition.partition, expected])
+                try moveWatermark.execute(arguments: [change.next, digest, partition.topic, partition.partition, expected])
             } else {
-                try insertWatermark.execute(arguments: [partition.topic, partition.partition, change.next])
+                try insertWatermark.execute(arguments: [partition.topic, partition.partition, change.next, digest])
             }
             if db.changesCount != 1 {
                 throw StoreError(code: .conflict, message: "the watermark of \(partition.topic)[\(partition.partition)] moved since it was read")
@@ -263,29 +283,55 @@ public final class SQLiteStore: Store {
             try upsertVendor.execute(arguments: [vendor.orgID, vendor.id, Data(vendor.document), vendor.occurredAt])
         }
 
-        let insertRun = try db.cachedStatement(sql: "INSERT INTO runs (id, org_id, workflow_name, status, started_at, document) VALUES (?, ?, ?, ?, ?, ?)")
+        let insertRun = try db.cachedStatement(sql: "INSERT INTO runs (id, org_id, workflow_name, status, started_at, finished_at, document) VALUES (?, ?, ?, ?, ?, ?, ?)")
         for run in writes.runs {
-            try insertRun.execute(arguments: [run.id, run.orgID, run.workflowName, run.status, run.startedAt, Data(run.document)])
+            try insertRun.execute(arguments: [run.id, run.orgID, run.workflowName, run.status, run.startedAt, run.finishedAt, Data(run.document)])
         }
 
-        let insertAssessment = try db.cachedStatement(sql: "INSERT INTO assessments (id, org_id, vendor_id, document) VALUES (?, ?, ?, ?)")
+        let insertAssessment = try db.cachedStatement(sql: "INSERT INTO assessments (id, org_id, vendor_id, created_at, document) VALUES (?, ?, ?, ?, ?)")
         for assessment in writes.assessments {
-            try insertAssessment.execute(arguments: [assessment.id, assessment.orgID, assessment.vendorID, Data(assessment.document)])
+            try insertAssessment.execute(arguments: [assessment.id, assessment.orgID, assessment.vendorID, assessment.createdAt, Data(assessment.document)])
         }
+        try appendOutbox(writes.outbox[...], db)
+    }
 
+    /// Appends messages to the outbox, in entries of at most ``messagesPerOutboxEntry``
+    /// messages and about ``bytesPerOutboxEntry`` bytes.
+    private static func appendOutbox(_ messages: ArraySlice<OutboxMessage>, _ db: Database) throws {
         let insertOutbox = try db.cachedStatement(sql: "INSERT INTO outbox (messages) VALUES (?)")
-        var start = writes.outbox.startIndex
-        while start < writes.outbox.endIndex {
-            let end = min(start + Self.messagesPerOutboxEntry, writes.outbox.endIndex)
-            try insertOutbox.execute(arguments: [OutboxCoding.encode(writes.outbox[start..<end])])
+        var start = messages.startIndex
+        while start < messages.endIndex {
+            var end = start
+            var bytes = 0
+            while end < messages.endIndex, end - start < Self.messagesPerOutboxEntry, end == start || bytes < Self.bytesPerOutboxEntry {
+                bytes += messages[end].byteCount
+                end += 1
+            }
+            try insertOutbox.execute(arguments: [OutboxCoding.encode(messages[start..<end])])
             start = end
         }
+    }
+
+    /// The marks of `partitions`.
+    private static func marks(_ partitions: [PartitionID], _ db: Database) throws -> [PartitionID: PartitionMark] {
+        let select = try db.cachedStatement(sql: "SELECT next_offset, epoch, last_digest FROM partition_progress WHERE topic = ? AND partition = ?")
+        var marks: [PartitionID: PartitionMark] = [:]
+        for partition in partitions {
+            if let row = try Row.fetchOne(select, arguments: [partition.topic, partition.partition]) {
+                marks[partition] = PartitionMark(next: row[0], epoch: row[1], lastDigest: (row[2] as Data?).map { Array($0) })
+            }
+        }
+        return marks
     }
 
     // MARK: Outbox
 
     /// The most messages one outbox row holds.
     static let messagesPerOutboxEntry = 1000
+    /// An outbox row is closed once it holds this many bytes: a batch of large
+    /// messages becomes several rows, each well within SQLite's blob limit and
+    /// a publishing round's memory.
+    static let bytesPerOutboxEntry = 16 << 20
 
     public func pendingOutbox(limit: Int) async throws -> [OutboxEntry] {
         try await pool.read { db in
@@ -295,11 +341,58 @@ public final class SQLiteStore: Store {
         }
     }
 
-    public func deleteOutbox(ids: [Int64]) async throws {
-        guard !ids.isEmpty else { return }
+    public func finishOutbox(done: [Int64], park: [ParkedOutput]) async throws {
+        guard !done.isEmpty || !park.isEmpty else { return }
         try await pool.write { db in
+            let insert = try db.cachedStatement(sql: "INSERT INTO parked_outputs (parked_at, error_code, error, message) VALUES (?, ?, ?, ?)")
+            for output in park {
+                try insert.execute(arguments: [output.parkedAt, output.errorCode, output.error, OutboxCoding.encode([output.message][...])])
+            }
             let delete = try db.cachedStatement(sql: "DELETE FROM outbox WHERE id = ?")
-            for id in ids { try delete.execute(arguments: [id]) }
+            for id in done { try delete.execute(arguments: [id]) }
+        }
+    }
+
+    public func parkedOutputs(limit: Int) async throws -> [ParkedOutput] {
+        try await pool.read { db in
+            try Row.fetchAll(db, sql: "SELECT id, parked_at, error_code, error, message FROM parked_outputs ORDER BY id LIMIT ?", arguments: [limit]).compactMap { row in
+                guard let message = OutboxCoding.decode(Array(row[4] as Data)).first else { return nil }
+                return ParkedOutput(id: row[0], message: message, errorCode: row[2], error: row[3], parkedAt: row[1])
+            }
+        }
+    }
+
+    public func retryParked(id: Int64) async throws -> Bool {
+        try await pool.write { db in
+            guard let blob = try Data.fetchOne(db, sql: "SELECT message FROM parked_outputs WHERE id = ?", arguments: [id]) else { return false }
+            try Self.appendOutbox(OutboxCoding.decode(Array(blob))[...], db)
+            try db.execute(sql: "DELETE FROM parked_outputs WHERE id = ?", arguments: [id])
+            return true
+        }
+    }
+
+    public func dropParked(id: Int64) async throws -> Bool {
+        try await pool.write { db in
+            try db.execute(sql: "DELETE FROM parked_outputs WHERE id = ?", arguments: [id])
+            return db.changesCount == 1
+        }
+    }
+
+    // MARK: Partitions
+
+    public func partitionMarks(_ partitions: [PartitionID]) async throws -> [PartitionID: PartitionMark] {
+        try await pool.read { db in try Self.marks(partitions, db) }
+    }
+
+    public func resetPartition(_ partition: PartitionID, from mark: PartitionMark, next: Int64) async throws {
+        try await pool.write { db in
+            try db.execute(
+                sql: "UPDATE partition_progress SET next_offset = ?, epoch = epoch + 1, last_digest = NULL WHERE topic = ? AND partition = ? AND next_offset = ? AND epoch = ?",
+                arguments: [next, partition.topic, partition.partition, mark.next, mark.epoch]
+            )
+            if db.changesCount != 1 {
+                throw StoreError(code: .conflict, message: "the mark of \(partition.topic)[\(partition.partition)] moved since it was read")
+            }
         }
     }
 
@@ -315,17 +408,39 @@ public final class SQLiteStore: Store {
         }
     }
 
+    // MARK: Retention
+
+    public func pruneRuns(finishedBefore before: Int64, limit: Int) async throws -> Int {
+        try await pool.write { db in
+            try db.execute(
+                sql: "DELETE FROM runs WHERE rowid IN (SELECT rowid FROM runs WHERE finished_at IS NOT NULL AND finished_at < ? ORDER BY finished_at LIMIT ?)",
+                arguments: [before, limit]
+            )
+            return db.changesCount
+        }
+    }
+
+    public func pruneAssessments(createdBefore before: Int64, limit: Int) async throws -> Int {
+        try await pool.write { db in
+            try db.execute(
+                sql: "DELETE FROM assessments WHERE rowid IN (SELECT rowid FROM assessments WHERE created_at < ? ORDER BY created_at LIMIT ?)",
+                arguments: [before, limit]
+            )
+            return db.changesCount
+        }
+    }
+
     // MARK: Queries
 
     public func run(id: String) async throws -> RunRecord? {
         try await pool.read { db in
-            try Row.fetchOne(db, sql: "SELECT id, org_id, workflow_name, status, started_at, document FROM runs WHERE id = ?", arguments: [id]).map(Self.run)
+            try Row.fetchOne(db, sql: "SELECT id, org_id, workflow_name, status, started_at, finished_at, document FROM runs WHERE id = ?", arguments: [id]).map(Self.run)
         }
     }
 
     public func runs(statuses: [String], limit: Int, offset: Int) async throws -> [RunRecord] {
         try await pool.read { db in
-            var sql = "SELECT id, org_id, workflow_name, status, started_at, document FROM runs"
+            var sql = "SELECT id, org_id, workflow_name, status, started_at, finished_at, document FROM runs"
             var arguments: StatementArguments = []
             if !statuses.isEmpty {
                 sql += " WHERE status IN (\(statuses.map { _ in "?" }.joined(separator: ",")))"
@@ -339,14 +454,14 @@ public final class SQLiteStore: Store {
 
     public func assessment(id: String) async throws -> AssessmentRecord? {
         try await pool.read { db in
-            try Row.fetchOne(db, sql: "SELECT id, org_id, vendor_id, document FROM assessments WHERE id = ?", arguments: [id]).map { row in
-                AssessmentRecord(id: row[0], orgID: row[1], vendorID: row[2], document: Array(row[3] as Data))
+            try Row.fetchOne(db, sql: "SELECT id, org_id, vendor_id, created_at, document FROM assessments WHERE id = ?", arguments: [id]).map { row in
+                AssessmentRecord(id: row[0], orgID: row[1], vendorID: row[2], createdAt: row[3], document: Array(row[4] as Data))
             }
         }
     }
 
     private static func run(_ row: Row) -> RunRecord {
-        RunRecord(id: row[0], orgID: row[1], workflowName: row[2], status: row[3], startedAt: row[4], document: Array(row[5] as Data))
+        RunRecord(id: row[0], orgID: row[1], workflowName: row[2], status: row[3], startedAt: row[4], finishedAt: row[5], document: Array(row[6] as Data))
     }
 }
 

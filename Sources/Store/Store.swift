@@ -24,8 +24,34 @@ public protocol Store: Sendable {
     /// (part of) one batch, in the order they were written.
     func pendingOutbox(limit: Int) async throws -> [OutboxEntry]
 
-    /// Deletes outbox entries whose messages were all delivered.
-    func deleteOutbox(ids: [Int64]) async throws
+    /// Ends a publishing round in one transaction: deletes the entries `done` (each
+    /// message delivered or refused for good) and keeps the refused ones in `park`.
+    func finishOutbox(done: [Int64], park: [ParkedOutput]) async throws
+
+    /// Parked outputs, oldest first.
+    func parkedOutputs(limit: Int) async throws -> [ParkedOutput]
+
+    /// Moves a parked output back to the end of the outbox, to be published again.
+    /// - Returns: false when there is no parked output `id`.
+    func retryParked(id: Int64) async throws -> Bool
+
+    /// Deletes a parked output for good. - Returns: false when there is none with `id`.
+    func dropParked(id: Int64) async throws -> Bool
+
+    /// The "done up to" marks of `partitions` (absent where the store has seen nothing).
+    func partitionMarks(_ partitions: [PartitionID]) async throws -> [PartitionID: PartitionMark]
+
+    /// Starts a new epoch of `partition`'s log at `next`, when its mark is still
+    /// `mark`: the log was reset (deleted and created again, a new broker), and its
+    /// offsets are to be handled again, minting new ids.
+    /// - Throws: ``StoreError/conflict`` when the mark moved meanwhile.
+    func resetPartition(_ partition: PartitionID, from mark: PartitionMark, next: Int64) async throws
+
+    /// Deletes up to `limit` runs that finished before `before` (epoch seconds); returns how many.
+    func pruneRuns(finishedBefore before: Int64, limit: Int) async throws -> Int
+
+    /// Deletes up to `limit` assessments created before `before` (epoch seconds); returns how many.
+    func pruneAssessments(createdBefore before: Int64, limit: Int) async throws -> Int
 
     /// Deletes up to `limit` idempotency records that expired at `now`; returns how many.
     func deleteExpiredIdempotencyRecords(now: Timestamp, limit: Int) async throws -> Int
@@ -55,6 +81,22 @@ public struct PartitionID: Sendable, Hashable, Comparable {
     }
 
     public static func < (lhs: Self, rhs: Self) -> Bool { (lhs.topic, lhs.partition) < (rhs.topic, rhs.partition) }
+}
+
+/// Where the store is in one partition's log: the next offset to handle, and the
+/// epoch of the log (it grows each time the log is found reset).
+public struct PartitionMark: Sendable, Hashable {
+    public var next: Int64
+    public var epoch: Int64
+    /// A digest of the record at `next - 1`, the last one handled: whether the log
+    /// still holds that record tells a reset log from a broker's stale end offset.
+    public var lastDigest: [UInt8]?
+
+    public init(next: Int64, epoch: Int64, lastDigest: [UInt8]? = nil) {
+        self.next = next
+        self.epoch = epoch
+        self.lastDigest = lastDigest
+    }
 }
 
 /// The 16-byte hash of an idempotency scope `(org, endpoint, key)`.
@@ -128,14 +170,17 @@ public struct RunRecord: Sendable, Hashable {
     public var status: String
     /// Seconds since the epoch.
     public var startedAt: Int64
+    /// When the run ended (seconds), `nil` while it is still running: retention counts from here.
+    public var finishedAt: Int64?
     public var document: [UInt8]
 
-    public init(id: String, orgID: String, workflowName: String, status: String, startedAt: Int64, document: [UInt8]) {
+    public init(id: String, orgID: String, workflowName: String, status: String, startedAt: Int64, finishedAt: Int64? = nil, document: [UInt8]) {
         self.id = id
         self.orgID = orgID
         self.workflowName = workflowName
         self.status = status
         self.startedAt = startedAt
+        self.finishedAt = finishedAt
         self.document = document
     }
 }
@@ -145,12 +190,15 @@ public struct AssessmentRecord: Sendable, Hashable {
     public var id: String
     public var orgID: String
     public var vendorID: String
+    /// Seconds since the epoch: retention counts from here.
+    public var createdAt: Int64
     public var document: [UInt8]
 
-    public init(id: String, orgID: String, vendorID: String, document: [UInt8]) {
+    public init(id: String, orgID: String, vendorID: String, createdAt: Int64 = 0, document: [UInt8]) {
         self.id = id
         self.orgID = orgID
         self.vendorID = vendorID
+        self.createdAt = createdAt
         self.document = document
     }
 }
@@ -180,6 +228,37 @@ public struct OutboxMessage: Sendable, Hashable {
         self.key = key
         self.value = value
         self.headers = headers
+    }
+}
+
+extension OutboxMessage {
+    /// What librdkafka counts against `message.max.bytes`, near enough: key, value,
+    /// and each header's name and value with room for their length fields.
+    public var byteCount: Int {
+        (key?.count ?? 0) + value.count + headers.reduce(0) { $0 + $1.name.utf8.count + $1.value.count + 10 }
+    }
+}
+
+/// An output the broker refused for good (too large, invalid topic, not
+/// authorized): kept aside with the error so it holds back nothing, until an
+/// operator retries or drops it (`trigger-worker outbox`).
+public struct ParkedOutput: Sendable, Hashable {
+    /// Increasing in parking order (0 before it is stored).
+    public var id: Int64
+    public var message: OutboxMessage
+    /// librdkafka's name of the error, such as `MSG_SIZE_TOO_LARGE`.
+    public var errorCode: String
+    /// What the error said.
+    public var error: String
+    /// Milliseconds since the epoch.
+    public var parkedAt: Timestamp
+
+    public init(id: Int64 = 0, message: OutboxMessage, errorCode: String, error: String, parkedAt: Timestamp) {
+        self.id = id
+        self.message = message
+        self.errorCode = errorCode
+        self.error = error
+        self.parkedAt = parkedAt
     }
 }
 
@@ -221,6 +300,8 @@ public struct VendorKey: Sendable, Hashable {
 public struct BatchSnapshot: Sendable {
     /// The next offset to handle, per partition; absent when the store has seen nothing of it.
     public var watermarks: [PartitionID: Int64] = [:]
+    /// The epoch of each partition's log, where it is not 0 (ids derive from it).
+    public var epochs: [PartitionID: Int64] = [:]
     /// Live (unexpired) idempotency records.
     public var records: [ScopeHash: IdempotencyRecord] = [:]
     public var vendors: [VendorKey: VendorRecord] = [:]
@@ -232,6 +313,8 @@ public struct BatchSnapshot: Sendable {
 public struct BatchWrites: Sendable {
     /// Per partition: the watermark read (`nil` for none) and the new one.
     public var watermarks: [PartitionID: (expected: Int64?, next: Int64)] = [:]
+    /// Per partition whose watermark moves: the digest of the record at its new `next - 1`.
+    public var lastDigests: [PartitionID: [UInt8]] = [:]
     /// New idempotency records. A live record with the same scope is a conflict;
     /// an expired one is replaced.
     public var records: [IdempotencyRecord] = []

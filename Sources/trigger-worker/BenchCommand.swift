@@ -144,7 +144,7 @@ struct BenchCommand: AsyncParsableCommand {
     /// requests per second: the most the worker could reach if all else were free.
     private func measurePublish(_ messages: [KafkaMessage], topic: String, configuration: WorkerConfiguration, logger: Logger) async throws -> Double {
         _ = try await KafkaAdmin.createTopics([KafkaTopicSpecification(name: topic, partitions: partitions)], configuration: configuration.kafka, logger: logger)
-        let producer = try KafkaProducer(configuration: KafkaProducerConfiguration(common: configuration.kafka), logger: logger)
+        let producer = try KafkaProducer(configuration: configuration.producer, logger: logger)
         let started = ContinuousClock.now
         var position = 0
         while position < messages.count {
@@ -243,6 +243,10 @@ private final class CountingHandler: BatchHandler {
         first.yield(.now)
         first.finish()
         return try await wrapped.prepare(batch, after: pending)
+    }
+
+    func partitionsAssigned(_ partitions: [KafkaTopicPartition], consumer: KafkaConsumer) async throws -> Set<KafkaTopicPartition> {
+        try await wrapped.partitionsAssigned(partitions, consumer: consumer)
     }
 
     func write(_ prepared: Wrapped.Prepared) async throws -> Bool {

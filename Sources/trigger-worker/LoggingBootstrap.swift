@@ -9,11 +9,7 @@ enum LoggingBootstrap {
         case .json:
             LoggingSystem.bootstrap { label in JSONLogHandler(label: label, level: level) }
         case .text:
-            LoggingSystem.bootstrap { label in
-                var handler = StreamLogHandler.standardError(label: label)
-                handler.logLevel = level
-                return handler
-            }
+            LoggingSystem.bootstrap { label in TextLogHandler(label: label, level: level) }
         }
     }
 }

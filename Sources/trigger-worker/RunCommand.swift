@@ -21,6 +21,9 @@ struct RunCommand: AsyncParsableCommand {
     static let minimumLibrdkafka = [2, 3]
 
     func run() async throws {
+        // A file that may not grow (a full disk, a file-size limit) is a store error
+        // the worker reports and stops on, not a signal that kills it unannounced.
+        signal(SIGXFSZ, SIG_IGN)
         let configuration = try loadConfiguration(config)
         LoggingBootstrap.bootstrap(configuration)
         let logger = Logger(label: "trigger-worker")
@@ -46,11 +49,25 @@ struct RunCommand: AsyncParsableCommand {
 
         try await createTopics(configuration, logger: logger)
 
-        let services = try WorkerServices(
-            configuration: configuration, orgs: orgs, catalog: catalog, store: try StoreFactory.open(url: configuration.storeURL), logger: logger
-        )
-        let group = services.serviceGroup(signals: [.sigterm, .sigint])
-        try await group.run()
+        let store: any Store
+        do {
+            store = try StoreFactory.open(url: configuration.storeURL)
+        } catch {
+            logger.critical("Cannot open the store", metadata: [LogKey.error: "\(error)"])
+            throw ExitCode(1)
+        }
+        let services = try WorkerServices(configuration: configuration, orgs: orgs, catalog: catalog, store: store, logger: logger)
+        let watchdog = ShutdownWatchdog(grace: configuration.shutdownGrace, logger: logger)
+        let group = services.serviceGroup(signals: [.sigterm, .sigint], watchdog: watchdog)
+        do {
+            try await group.run()
+        } catch {
+            // A service failed for good (the store, a fatal Kafka error): the process
+            // exits non-zero so that its supervisor restarts it. Offsets were committed
+            // only for what the store holds.
+            logger.critical("trigger-worker stopped after a fatal error", metadata: [LogKey.error: "\(error)"])
+            throw ExitCode(1)
+        }
         logger.info("trigger-worker stopped")
     }
 

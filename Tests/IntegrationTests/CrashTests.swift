@@ -50,6 +50,9 @@ struct CrashTests {
         }
         second.interrupt()
         #expect(try await second.waitForExit(timeout: .seconds(10)) == 0)
+        // The broker may report an end offset short of the log's (Tansu does): the
+        // restart must not take that for a reset log and handle keyless requests twice.
+        #expect(!second.output.contains { $0.contains("log was reset") }, "a restart on the same log is not a reset")
         await reader.stop()
         try await client.shutdown()
 

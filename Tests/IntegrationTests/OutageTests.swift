@@ -15,6 +15,11 @@ final class OwnBroker: @unchecked Sendable {
         port = try Self.freePort()
     }
 
+    deinit {
+        // A test that failed half-way must not leave a (perhaps frozen) broker behind.
+        if let process, process.isRunning { kill(process.processIdentifier, SIGKILL) }
+    }
+
     static func freePort() throws -> Int {
         let socket = Foundation.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(socket) }
@@ -59,8 +64,13 @@ final class OwnBroker: @unchecked Sendable {
         process.executableURL = try Self.tansu()
         let url = "tcp://127.0.0.1:\(port)"
         process.arguments = ["broker", "--listener-url", url, "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"]
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
+        // Its log, for when a test fails: the scratch directory of the run.
+        let log = FileManager.default.temporaryDirectory.appendingPathComponent("tansu-\(port).log").path
+        FileManager.default.createFile(atPath: log, contents: nil)
+        let output = FileHandle(forWritingAtPath: log) ?? FileHandle.nullDevice
+        output.seekToEndOfFile()
+        process.standardOutput = output
+        process.standardError = output
         try process.run()
         self.process = process
         // Tansu is ready in milliseconds; there is no event to await but its port.
@@ -69,6 +79,16 @@ final class OwnBroker: @unchecked Sendable {
             guard process.isRunning, ContinuousClock.now < deadline else { throw TimedOut(what: "the test's broker to answer") }
             try await Task.sleep(for: .milliseconds(50))
         }
+    }
+
+    /// Freezes the broker (SIGSTOP): connections stay open and nothing is answered.
+    func pause() {
+        if let process, process.isRunning { kill(process.processIdentifier, SIGSTOP) }
+    }
+
+    /// Lets a paused broker go on (SIGCONT).
+    func resume() {
+        if let process, process.isRunning { kill(process.processIdentifier, SIGCONT) }
     }
 
     /// Kills the broker (SIGKILL: Tansu does not stop on SIGTERM, and an outage need not be polite).

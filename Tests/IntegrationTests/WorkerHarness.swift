@@ -24,13 +24,22 @@ final class WorkerHarness: Sendable {
     let client: KafkaProducer
     /// Reads the status and dead-letter topics.
     let outputs: TestMember
+    /// The worker's services, as `run` wires them.
+    let services: WorkerServices
     private let group: ServiceGroup
     private let running = Mutex<Task<Void, any Error>?>(nil)
 
-    init(_ configure: (inout WorkerConfiguration) -> Void = { _ in }) async throws {
+    /// - Parameters:
+    ///   - common: the brokers (default: the test run's broker).
+    ///   - reusing: the topics and group of an earlier harness, to pick up where it left off.
+    ///   - storePath: the SQLite file (default: a new one).
+    init(
+        common: KafkaConfiguration = TestBroker.common, reusing previous: WorkerConfiguration? = nil, storePath: String? = nil,
+        _ configure: (inout WorkerConfiguration) -> Void = { _ in }
+    ) async throws {
         let suffix = TestBroker.uniqueName("p")
         var configuration = WorkerConfiguration()
-        configuration.kafka = TestBroker.common
+        configuration.kafka = common
         // Quick group joins on the local broker, as TestBroker.consumerConfiguration sets them.
         configuration.kafka.overrides = ["session.timeout.ms": "6000", "max.poll.interval.ms": "6000"]
         configuration.groupID = "worker-\(suffix)"
@@ -38,6 +47,10 @@ final class WorkerHarness: Sendable {
         configuration.topics.triggerRequests = "tr-\(suffix)"
         configuration.topics.runStatus = "rs-\(suffix)"
         configuration.topics.deadLetter = "dl-\(suffix)"
+        if let previous {
+            configuration.groupID = previous.groupID
+            configuration.topics = previous.topics
+        }
         configuration.idempotencyTTL = .seconds(3600)
         configure(&configuration)
         self.configuration = configuration
@@ -49,19 +62,29 @@ final class WorkerHarness: Sendable {
             KafkaTopicSpecification(name: configuration.topics.deadLetter, partitions: 1),
         ], configuration: configuration.kafka, logger: TestBroker.logger)
 
-        store = try SQLiteStore(path: FileManager.default.temporaryDirectory.appendingPathComponent("\(suffix).sqlite").path)
+        store = try SQLiteStore(path: storePath ?? FileManager.default.temporaryDirectory.appendingPathComponent("\(suffix).sqlite").path)
         let orgs = try OrgDirectory.load(path: "\(Self.fixtures)/orgs.yaml")
         let catalog = try WorkflowCatalog.load(directory: "\(Self.fixtures)/workflows", knownOrgs: orgs.ids)
         let logger = TestBroker.logger
-        group = try WorkerServices(configuration: configuration, orgs: orgs, catalog: catalog, store: store, logger: logger).serviceGroup()
-        client = try KafkaProducer(configuration: KafkaProducerConfiguration(common: configuration.kafka), logger: logger)
-        outputs = try TestMember(group: "reader-\(suffix)", topics: [configuration.topics.runStatus, configuration.topics.deadLetter])
+        services = try WorkerServices(configuration: configuration, orgs: orgs, catalog: catalog, store: store, logger: logger)
+        group = services.serviceGroup()
+        // The test's client may send what the worker must refuse (values over MAX_MESSAGE_BYTES, huge headers).
+        var clientCommon = common
+        clientCommon.overrides["message.max.bytes"] = String(64 << 20)
+        client = try KafkaProducer(configuration: KafkaProducerConfiguration(common: clientCommon), logger: logger)
+        outputs = try TestMember(group: "reader-\(suffix)", topics: [configuration.topics.runStatus, configuration.topics.deadLetter], common: common)
     }
 
     func start() {
         let group = self.group
         running.withLock { $0 = Task { try await group.run() } }
         outputs.start()
+    }
+
+    /// How the worker's service group ended (waits until it does).
+    func ended() async -> Result<Void, any Error> {
+        guard let running = running.withLock({ $0 }) else { return .success(()) }
+        return await running.result
     }
 
     func stop() async throws {
@@ -75,18 +98,18 @@ final class WorkerHarness: Sendable {
 
     /// Publishes a trigger request; returns where it landed.
     @discardableResult
-    func request(_ value: [UInt8], apiKey: String? = keyA, idempotencyKey: String? = nil, headers extra: [KafkaHeader] = []) async throws -> KafkaDeliveryReport {
+    func request(_ value: [UInt8], apiKey: String? = keyA, idempotencyKey: String? = nil, headers extra: [KafkaHeader] = [], partition: Int32? = nil) async throws -> KafkaDeliveryReport {
         var headers = extra
         if let apiKey { headers.append(KafkaHeader(key: "Authorization", value: "Bearer \(apiKey)")) }
         if let idempotencyKey { headers.append(KafkaHeader(key: "Idempotency-Key", value: idempotencyKey)) }
         return try await client.send(KafkaProducerMessage(
-            topic: configuration.topics.triggerRequests, key: Array((idempotencyKey ?? "no-key").utf8), value: value, headers: headers
+            topic: configuration.topics.triggerRequests, partition: partition, key: Array((idempotencyKey ?? "no-key").utf8), value: value, headers: headers
         ))
     }
 
     @discardableResult
-    func request(_ value: JSONValue, apiKey: String? = keyA, idempotencyKey: String? = nil, headers: [KafkaHeader] = []) async throws -> KafkaDeliveryReport {
-        try await request(value.canonicalBytes, apiKey: apiKey, idempotencyKey: idempotencyKey, headers: headers)
+    func request(_ value: JSONValue, apiKey: String? = keyA, idempotencyKey: String? = nil, headers: [KafkaHeader] = [], partition: Int32? = nil) async throws -> KafkaDeliveryReport {
+        try await request(value.canonicalBytes, apiKey: apiKey, idempotencyKey: idempotencyKey, headers: headers, partition: partition)
     }
 
     static func workflowRun(_ name: String, input: JSONValue? = nil) -> JSONValue {
@@ -101,7 +124,7 @@ final class WorkerHarness: Sendable {
     @discardableResult
     func vendorEvent(
         org: String = orgA, type: String = "Vendor.Created", eventID: String = Identifier.derive(prefix: "cbevt", from: [UUID().uuidString]),
-        vendor: JSONValue, occurredAt: Int64 = 1_746_576_000, signWith secret: String? = nil, signature: String? = nil
+        vendor: JSONValue, occurredAt: Int64 = Int64(Date().timeIntervalSince1970), signWith secret: String? = nil, signature: String? = nil
     ) async throws -> KafkaDeliveryReport {
         let value = ([
             "event_id": .string(eventID), "event_type": .string(type), "occurred_at": .int(occurredAt), "org_id": .string(org),

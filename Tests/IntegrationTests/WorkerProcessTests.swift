@@ -91,6 +91,12 @@ final class WorkerProcess: Sendable {
         }
     }
 
+    /// Whether the process exited by itself (not killed by a signal). Valid after it exited.
+    var exitedNormally: Bool { process.terminationReason == .exit }
+
+    /// The process id (for signals and resource limits).
+    var pid: Int32 { process.processIdentifier }
+
     func interrupt() { process.interrupt() }
     /// SIGKILL: no shutdown, no flush, no commit.
     func crash() { if process.isRunning { Foundation.kill(process.processIdentifier, SIGKILL) } }
@@ -99,23 +105,14 @@ final class WorkerProcess: Sendable {
     /// Waits until the process exits and returns its status; fails after `timeout`.
     func waitForExit(timeout: Duration) async throws -> Int32 {
         let process = self.process
-        let status = try await withThrowingTaskGroup(of: Int32.self) { group in
-            group.addTask {
-                await withCheckedContinuation { continuation in
-                    DispatchQueue.global().async {
-                        process.waitUntilExit()
-                        continuation.resume()
-                    }
+        let status = try await withDeadline(timeout, "the worker to exit") {
+            await withCheckedContinuation { continuation in
+                DispatchQueue.global().async {
+                    process.waitUntilExit()
+                    continuation.resume()
                 }
-                return process.terminationStatus
             }
-            group.addTask {
-                try await Task.sleep(for: timeout)
-                throw TimedOut(what: "the worker to exit")
-            }
-            let status = try await group.next()!
-            group.cancelAll()
-            return status
+            return process.terminationStatus
         }
         // The process may exit before its output is read to the end.
         var seen = log.changes.version

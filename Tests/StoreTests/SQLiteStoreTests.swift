@@ -87,7 +87,7 @@ struct SQLiteStoreTests {
         let outbox = try await store.pendingOutbox(limit: 10)
         #expect(outbox.count == 1)
         #expect(outbox[0].messages == writes.outbox)
-        try await store.deleteOutbox(ids: outbox.map(\.id))
+        try await store.finishOutbox(done: outbox.map(\.id), park: [])
         #expect(try await store.pendingOutbox(limit: 10).isEmpty)
     }
 
@@ -112,7 +112,7 @@ struct SQLiteStoreTests {
         #expect(entries.map(\.messages.count) == [1000, 500, 1000], "at most 1,000 messages an entry, never across batches")
         #expect(entries.flatMap(\.messages) == messages)
         #expect(entries.map(\.id) == entries.map(\.id).sorted())
-        try await store.deleteOutbox(ids: [entries[0].id])
+        try await store.finishOutbox(done: [entries[0].id], park: [])
         #expect(try await store.pendingOutbox(limit: 10).map(\.id) == Array(entries.map(\.id).dropFirst()))
     }
 
@@ -249,5 +249,95 @@ struct MigrationTests {
             OutboxMessage(topic: "a", key: Array("k".utf8), value: Array("v1".utf8), headers: [OutboxHeader(name: "h", value: Array("x".utf8))]),
             OutboxMessage(topic: "b", key: nil, value: Array("v2".utf8), headers: []),
         ])
+    }
+
+    @Test("an outbox entry closes at 16 MiB: a batch of large messages becomes several entries, in order")
+    func outboxEntriesByBytes() async throws {
+        let store = try makeStore()
+        var writes = BatchWrites()
+        writes.outbox = (0..<7).map { OutboxMessage(topic: "t", key: nil, value: Array(repeating: UInt8($0), count: 5 << 20), headers: []) }
+        try await store.apply(writes)
+        let entries = try await store.pendingOutbox(limit: 10)
+        #expect(entries.map(\.messages.count) == [4, 3], "an entry takes messages until it holds 16 MiB or more")
+        #expect(entries.flatMap(\.messages) == writes.outbox)
+    }
+
+    @Test("a round parks refused messages and deletes its entries in one transaction; parked outputs are listed, retried (to the end of the outbox) and dropped")
+    func parking() async throws {
+        let store = try makeStore()
+        var writes = BatchWrites()
+        writes.outbox = (0..<3).map { OutboxMessage(topic: "t", key: Array("k".utf8), value: Array("m\($0)".utf8), headers: [OutboxHeader(name: "event-type", value: Array("X".utf8))]) }
+        try await store.apply(writes)
+        let entry = try #require(try await store.pendingOutbox(limit: 1).first)
+        let refused = ParkedOutput(message: writes.outbox[1], errorCode: "MSG_SIZE_TOO_LARGE", error: "too large", parkedAt: 42)
+        try await store.finishOutbox(done: [entry.id], park: [refused])
+        #expect(try await store.pendingOutbox(limit: 10).isEmpty)
+
+        let parked = try await store.parkedOutputs(limit: 10)
+        #expect(parked.count == 1)
+        #expect(parked[0].message == writes.outbox[1])
+        #expect(parked[0].errorCode == "MSG_SIZE_TOO_LARGE" && parked[0].error == "too large" && parked[0].parkedAt == 42)
+
+        // Something else was written meanwhile: the retried message goes after it.
+        var later = BatchWrites()
+        later.outbox = [OutboxMessage(topic: "t", key: nil, value: Array("later".utf8), headers: [])]
+        try await store.apply(later)
+        #expect(try await store.retryParked(id: parked[0].id))
+        #expect(try await store.parkedOutputs(limit: 10).isEmpty)
+        #expect(try await store.pendingOutbox(limit: 10).flatMap(\.messages) == later.outbox + [writes.outbox[1]])
+        #expect(try await store.retryParked(id: parked[0].id) == false, "gone once retried")
+
+        try await store.finishOutbox(done: [], park: [refused])
+        let again = try #require(try await store.parkedOutputs(limit: 10).first)
+        #expect(try await store.dropParked(id: again.id))
+        #expect(try await store.dropParked(id: again.id) == false)
+        #expect(try await store.parkedOutputs(limit: 10).isEmpty)
+    }
+
+    @Test("a reset starts a new epoch of a partition's log at the given offset, only from the mark it was read at")
+    func partitionReset() async throws {
+        let partition = PartitionID(topic: "trigger-requests", partition: 3)
+        let store = try makeStore()
+        var writes = BatchWrites()
+        writes.watermarks[partition] = (expected: nil, next: 50)
+        try await store.apply(writes)
+        let mark = try #require(try await store.partitionMarks([partition])[partition])
+        #expect(mark == PartitionMark(next: 50, epoch: 0))
+
+        try await store.resetPartition(partition, from: mark, next: 0)
+        #expect(try await store.partitionMarks([partition])[partition] == PartitionMark(next: 0, epoch: 1))
+        var query = BatchQuery()
+        query.partitions = [partition]
+        let snapshot = try await store.load(query, now: 0)
+        #expect(snapshot.watermarks[partition] == 0)
+        #expect(snapshot.epochs[partition] == 1)
+        await #expect(throws: StoreError.self, "the mark moved: no second reset from a stale read") {
+            try await store.resetPartition(partition, from: mark, next: 0)
+        }
+        // A batch decided on the old mark cannot apply over the reset.
+        var stale = BatchWrites()
+        stale.watermarks[partition] = (expected: 50, next: 60)
+        await #expect(throws: StoreError.self) { try await store.apply(stale) }
+    }
+
+    @Test("retention prunes finished runs and old assessments in bounded batches; running runs and newer ones stay")
+    func retention() async throws {
+        let store = try makeStore()
+        var writes = BatchWrites()
+        writes.runs = (0..<5).map { RunRecord(id: "cbwr_old\($0)", orgID: "o", workflowName: "w", status: "completed", startedAt: 100, finishedAt: 100 + Int64($0), document: []) }
+            + [RunRecord(id: "cbwr_running", orgID: "o", workflowName: "w", status: "started", startedAt: 50, document: []),
+               RunRecord(id: "cbwr_new", orgID: "o", workflowName: "w", status: "failed", startedAt: 1000, finishedAt: 1000, document: [])]
+        writes.assessments = [AssessmentRecord(id: "cbqsrw_old", orgID: "o", vendorID: "v", createdAt: 100, document: []),
+                              AssessmentRecord(id: "cbqsrw_new", orgID: "o", vendorID: "v", createdAt: 1000, document: [])]
+        try await store.apply(writes)
+        #expect(try await store.pruneRuns(finishedBefore: 500, limit: 3) == 3)
+        #expect(try await store.pruneRuns(finishedBefore: 500, limit: 3) == 2)
+        #expect(try await store.pruneRuns(finishedBefore: 500, limit: 3) == 0)
+        #expect(try await store.run(id: "cbwr_running") != nil, "a run that has not finished is never pruned")
+        #expect(try await store.run(id: "cbwr_new") != nil)
+        #expect(try await store.run(id: "cbwr_old0") == nil)
+        #expect(try await store.pruneAssessments(createdBefore: 500, limit: 10) == 1)
+        #expect(try await store.assessment(id: "cbqsrw_old") == nil)
+        #expect(try await store.assessment(id: "cbqsrw_new") != nil)
     }
 }

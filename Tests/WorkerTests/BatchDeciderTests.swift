@@ -22,10 +22,10 @@ struct BatchDeciderTests {
         configuration.idempotencyTTL = .seconds(60)
         self.configuration = configuration
         let orgs = try OrgDirectory.load(path: "\(Self.fixtures)/orgs.yaml")
-        decoder = InputDecoder(topics: configuration.topics, maxMessageBytes: configuration.maxMessageBytes, orgs: orgs)
+        decoder = InputDecoder(configuration: configuration, orgs: orgs)
         decider = BatchDecider(
             catalog: try WorkflowCatalog.load(directory: "\(Self.fixtures)/workflows"), executor: SynchronousRunExecutor(),
-            outputs: Outputs(topics: configuration.topics), idempotencyTTL: configuration.idempotencyTTL,
+            outputs: Outputs(configuration: configuration), idempotencyTTL: configuration.idempotencyTTL,
             mismatchPolicy: .replay, logger: Logger(label: "test")
         )
     }
@@ -38,7 +38,7 @@ struct BatchDeciderTests {
     }
 
     func decide(_ messages: [KafkaMessage], snapshot: BatchSnapshot = BatchSnapshot(), now: Timestamp) -> BatchDecider.Decision {
-        decider.decide(decoder.decode(messages), snapshot: snapshot, now: now)
+        decider.decide(decoder.decode(messages, now: now), snapshot: snapshot, now: now)
     }
 
     /// The snapshot a store would give after `writes`, at `now`.
@@ -72,7 +72,7 @@ struct BatchDeciderTests {
         }
         let valid = "Bearer \(Self.key)"
         let batch = [valid, valid, "Bearer ak_test_wrong", "Bearer ak_test_wrong", valid, nil, "bearer  \(Self.key) ", valid]
-        let orgs = decoder.decode(batch.enumerated().map { with($1, offset: Int64($0)) }).map { _, input -> String? in
+        let orgs = decoder.decode(batch.enumerated().map { with($1, offset: Int64($0)) }, now: 0).map { _, input -> String? in
             guard case .request(let request) = input else { return nil }
             return request.org.id
         }
@@ -145,7 +145,7 @@ struct BatchDeciderTests {
         var three = one
         three.value = Array(#"{"request_type":"workflow_run","workflow_name":"w","body":{"input":{"a":1,"b":3}}}"#.utf8)
         func fingerprint(_ message: KafkaMessage) throws -> [UInt8] {
-            guard case .request(let request)? = decoder.decode([message]).first?.1 else { throw TestFailure() }
+            guard case .request(let request)? = decoder.decode([message], now: 0).first?.1 else { throw TestFailure() }
             return request.fingerprint
         }
         #expect(try fingerprint(one) == fingerprint(two))
@@ -159,9 +159,10 @@ struct BatchDeciderTests {
 struct EnvelopeTests {
     @Test("the spliced envelope is the canonical encoding of the whole event")
     func canonical() throws {
-        let outputs = Outputs(topics: WorkerConfiguration().topics)
+        let outputs = Outputs(configuration: WorkerConfiguration())
+        let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
         let source = Source(KafkaMessage(topicPartition: .init(topic: "t", partition: 0), offset: 1, key: nil, value: nil,
-                                         headers: [KafkaHeader(key: "request-id", value: "r1"), KafkaHeader(key: "TRACEPARENT", value: "00-x")]))
+                                         headers: [KafkaHeader(key: "request-id", value: "r1"), KafkaHeader(key: "TRACEPARENT", value: traceparent)]))
         let data: JSONValue = ["b": [1, "two"], "a": "quote \" here"]
         for orgID in ["cborg_1", nil] as [String?] {
             let message = outputs.event(id: "cbevt_1", type: "WorkflowRun.Started", orgID: orgID, data: data, key: nil, now: 1_746_576_000_123, source: source)
@@ -169,7 +170,8 @@ struct EnvelopeTests {
             #expect(message.value == expected.canonicalBytes)
             #expect(try JSONValue.parse(message.value) == expected)
         }
-        let headers = outputs.event(id: "e", type: "T", orgID: nil, data: [:], key: nil, now: 0, source: source).headers
-        #expect(headers.map(\.name) == ["event-type", "request-id", "traceparent"])
+        let headers = outputs.event(id: "e", type: "T", orgID: nil, data: [:], key: nil, now: 0, source: source, idempotencyKey: "k").headers
+        #expect(headers.map(\.name) == ["event-type", "request-id", "idempotency-key", "traceparent"])
+        #expect(headers.last?.value == Array(traceparent.utf8))
     }
 }

@@ -119,4 +119,10 @@ struct WorkerConfigurationTests {
         #expect(WorkerConfiguration.redactedURL("postgres://user:secret@db:5432/w") == "postgres://user:***@db:5432/w")
         #expect(WorkerConfiguration.redactedURL("sqlite://data/x.sqlite") == "sqlite://data/x.sqlite")
     }
+
+    @Test("a duration too long to represent is refused, not a crash", arguments: ["9999999999999999999d", "106751991167301d", "9223372036854775807h", "99999999999999999999ms"])
+    func overflowingDurations(text: String) {
+        #expect(DurationParser.parse(text) == nil)
+        #expect(throws: ConfigurationError.self) { try WorkerConfiguration(values: ["IDEMPOTENCY_TTL": text]) }
+    }
 }

@@ -59,6 +59,10 @@ public struct WorkerConfiguration: Sendable {
     public var idempotencyMismatch = IdempotencyMismatchPolicy.replay
     /// `HTTP_PORT`, default 8080; 0 disables the HTTP surface.
     public var httpPort = 8080
+    /// `SHUTDOWN_GRACE`, default 30 s: after SIGTERM or a fatal error the process exits within this.
+    public var shutdownGrace: Duration = .seconds(30)
+    /// `RUN_RETENTION`, default 30 days: finished runs and assessments are pruned this long after they ended.
+    public var runRetention: Duration = .seconds(30 * 86400)
     /// `LOG_LEVEL`, default `info`.
     public var logLevel = Logger.Level.info
     /// `LOG_FORMAT`, default `json`.
@@ -66,6 +70,23 @@ public struct WorkerConfiguration: Sendable {
 
     /// The defaults of the contract.
     public init() {}
+
+    /// The most bytes an input value may have (`MAX_MESSAGE_BYTES`) and the room the
+    /// worker keeps beside it for what it writes around an echoed value: envelopes,
+    /// run documents, bounded headers. Every output is built within ``outputLimit``.
+    public static let envelopeAllowance = 256 * 1024
+
+    /// The most bytes (key, value and headers) of any message the worker publishes.
+    public var outputLimit: Int { maxMessageBytes + Self.envelopeAllowance }
+
+    /// The producer's settings: librdkafka's `message.max.bytes` leaves room above
+    /// ``outputLimit`` for the per-record framing librdkafka counts too.
+    public var producer: KafkaProducerConfiguration {
+        KafkaProducerConfiguration(common: kafka, maxMessageBytes: outputLimit + 16 * 1024)
+    }
+
+    /// The bounds of `MAX_MESSAGE_BYTES`: librdkafka refuses records over 1,000,000,000 bytes.
+    static let maxMessageBytesRange = 256...(100 << 20)
 
     /// The environment variable that names a configuration file.
     public static let configFileKey = "CONFIG_FILE"
@@ -113,8 +134,18 @@ public struct WorkerConfiguration: Sendable {
             idempotencyTTL = ttl
         }
         if let text = value("MAX_MESSAGE_BYTES") {
-            guard let bytes = Int(text), bytes > 0 else { throw Self.invalid("MAX_MESSAGE_BYTES", text, "a whole number of bytes above 0") }
+            guard let bytes = Int(text), Self.maxMessageBytesRange.contains(bytes) else {
+                throw Self.invalid("MAX_MESSAGE_BYTES", text, "a whole number of bytes from \(Self.maxMessageBytesRange.lowerBound) to \(Self.maxMessageBytesRange.upperBound)")
+            }
             maxMessageBytes = bytes
+        }
+        if let text = value("SHUTDOWN_GRACE") {
+            guard let grace = DurationParser.parse(text), grace > .zero else { throw Self.invalid("SHUTDOWN_GRACE", text, "a duration such as 10s or 1m") }
+            shutdownGrace = grace
+        }
+        if let text = value("RUN_RETENTION") {
+            guard let retention = DurationParser.parse(text), retention > .zero else { throw Self.invalid("RUN_RETENTION", text, "a duration such as 30d") }
+            runRetention = retention
         }
         if let text = value("IDEMPOTENCY_MISMATCH") {
             guard let policy = IdempotencyMismatchPolicy(rawValue: text.lowercased()) else { throw Self.invalid("IDEMPOTENCY_MISMATCH", text, "replay or reject") }
@@ -193,6 +224,8 @@ public struct WorkerConfiguration: Sendable {
             "max_message_bytes": "\(maxMessageBytes)",
             "idempotency_mismatch": "\(idempotencyMismatch.rawValue)",
             "http_port": "\(httpPort)",
+            "shutdown_grace": "\(DurationParser.format(shutdownGrace))",
+            "run_retention": "\(DurationParser.format(runRetention))",
             "rdkafka_overrides": "\(kafka.overrides.keys.sorted().joined(separator: ","))",
         ]
     }

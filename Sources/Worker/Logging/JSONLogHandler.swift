@@ -1,8 +1,12 @@
 import Foundation
 import Logging
+import Workflows
 
 /// A swift-log handler that writes one JSON object per line to standard error:
 /// `{"ts":…,"level":"info","logger":"trigger-worker","msg":"…", <metadata>}`.
+///
+/// The message and every metadata value are cut to 1 KiB (``BoundedText``): a log
+/// line never carries a payload, whatever a call site passes.
 public struct JSONLogHandler: LogHandler {
     public var metadata: Logger.Metadata = [:]
     public var logLevel: Logger.Level
@@ -25,11 +29,11 @@ public struct JSONLogHandler: LogHandler {
             ("ts", Self.timestamp()),
             ("level", event.level.rawValue),
             ("logger", label),
-            ("msg", "\(event.message)"),
+            ("msg", BoundedText.message("\(event.message)")),
         ]
         let merged = metadata.merging(event.metadata ?? [:]) { _, new in new }
         for (key, value) in merged.sorted(by: { $0.key < $1.key }) {
-            fields.append((key, "\(value)"))
+            fields.append((BoundedText.identifier(key), BoundedText.message("\(value)")))
         }
         output("{" + fields.map { "\(Self.quote($0)):\(Self.quote($1))" }.joined(separator: ",") + "}\n")
     }

@@ -1,6 +1,7 @@
 import Kafka
 import Logging
 import ServiceLifecycle
+import Synchronization
 
 /// Runs a consumer, hands each of its batches to a ``BatchHandler`` and commits
 /// the batch's offsets once the handler wrote it.
@@ -13,9 +14,9 @@ import ServiceLifecycle
 /// the events end, and then this service returns.
 ///
 /// A revocation arrives after every batch of the revoked partitions. The batch in
-/// flight is finished and committed before the reader asks for the next event
-/// (which lets librdkafka hand the partitions over), so nothing handled is left
-/// uncommitted.
+/// flight is finished and the partitions' offsets committed (and awaited) before
+/// the reader asks for the next event (which lets librdkafka hand the partitions
+/// over), so nothing handled is left uncommitted.
 public struct BatchConsumerService<Handler: BatchHandler>: Service {
     private let consumer: KafkaConsumer
     private let handler: Handler
@@ -29,14 +30,26 @@ public struct BatchConsumerService<Handler: BatchHandler>: Service {
 
     /// Runs the consumer and handles its events until it is shut down.
     public func run() async throws {
+        let writeFailure = FirstFailure()
         try await withThrowingTaskGroup(of: Void.self) { tasks in
             tasks.addTask { try await consumer.run() }
-            tasks.addTask { try await handleEvents() }
+            tasks.addTask {
+                defer { writeFailure.finish() }
+                try await handleEvents(writeFailure)
+            }
+            // A batch that cannot be written fails the service now, not when the next
+            // batch arrives (which may be much later, or never).
+            tasks.addTask { if let error = await writeFailure.wait() { throw error } }
             do {
-                try await tasks.waitForAll()
+                // next(), not waitForAll(): the first failure must be seen when it happens,
+                // not once every other child has ended too.
+                while try await tasks.next() != nil {}
             } catch {
-                // Either side failed: stop the consumer so the other side ends too.
+                // Either side failed for good: stop the consumer, and do not wait for it to
+                // leave the group (a broker that does not answer would hold the failure back
+                // from the service group, which bounds the rest with SHUTDOWN_GRACE).
                 consumer.triggerShutdown()
+                tasks.cancelAll()
                 throw error
             }
         }
@@ -49,13 +62,18 @@ public struct BatchConsumerService<Handler: BatchHandler>: Service {
         var written: Task<Bool, any Error>
     }
 
-    private func handleEvents() async throws {
+    private func handleEvents(_ writeFailure: FirstFailure) async throws {
         let group = consumer.configuration.groupID
         var inFlight: InFlight?
+        /// Where each partition resumes after the batches started so far.
+        var positions: [KafkaTopicPartition: Int64] = [:]
         do {
             for await event in consumer.events {
                 switch event {
                 case .partitionsAssigned(let partitions):
+                    // Nothing of these partitions is fetched until this returns.
+                    let restart = try await handler.partitionsAssigned(partitions, consumer: consumer)
+                    if !restart.isEmpty { consumer.startFromBeginning(restart) }
                     logger.info("Joined the consumer group; partitions assigned", metadata: [
                         LogKey.group: "\(group)",
                         LogKey.partitions: "\(partitions.map(\.description).joined(separator: ","))",
@@ -66,9 +84,21 @@ public struct BatchConsumerService<Handler: BatchHandler>: Service {
                         // The previous batch was decided again: what this one saw of it is stale.
                         prepared = try await handler.prepare(batch, after: nil)
                     }
-                    inFlight = InFlight(prepared: prepared, written: start(prepared, offsets: batch.nextOffsets))
+                    let offsets = batch.nextOffsets
+                    positions.merge(offsets) { max($0, $1) }
+                    inFlight = InFlight(prepared: prepared, written: start(prepared, offsets: offsets, writeFailure: writeFailure))
                 case .partitionsRevoked(let partitions, let lost):
                     _ = try await settle(&inFlight)
+                    // The background commits may still be on their way: the next owner starts where this one ended.
+                    let revoked = positions.filter { partitions.contains($0.key) }
+                    for partition in partitions { positions.removeValue(forKey: partition) }
+                    if !lost {
+                        do {
+                            try await consumer.commit(revoked)
+                        } catch {
+                            logger.warning("Offset commit at revocation failed; the next owner may see some messages again (the store deduplicates them)", metadata: [LogKey.error: "\(error)"])
+                        }
+                    }
                     logger.info("Partitions revoked; their offsets are committed", metadata: [
                         LogKey.group: "\(group)",
                         LogKey.partitions: "\(partitions.map(\.description).joined(separator: ","))",
@@ -78,8 +108,8 @@ public struct BatchConsumerService<Handler: BatchHandler>: Service {
             }
             _ = try await settle(&inFlight)
         } catch {
-            // Let the batch in flight finish (its transaction is all or nothing) before failing.
-            _ = try? await inFlight?.written.value
+            // No wait for the batch in flight: its transaction is all or nothing and its
+            // offsets follow it, so the process may go down at any point from here.
             throw error
         }
         logger.info("Consumer stopped; offsets committed and the group left", metadata: [LogKey.group: "\(group)"])
@@ -93,17 +123,21 @@ public struct BatchConsumerService<Handler: BatchHandler>: Service {
         return try await batch.written.value
     }
 
-    /// Writes a batch, then commits its offsets.
-    private func start(_ prepared: Handler.Prepared, offsets: [KafkaTopicPartition: Int64]) -> Task<Bool, any Error> {
+    /// Writes a batch, then commits its offsets in the background: a broker that is
+    /// slow to answer holds up neither this batch nor the next (a lost commit only
+    /// means redelivery, which the store deduplicates).
+    private func start(_ prepared: Handler.Prepared, offsets: [KafkaTopicPartition: Int64], writeFailure: FirstFailure) -> Task<Bool, any Error> {
         Task {
-            let asPrepared = try await handler.write(prepared)
+            let asPrepared: Bool
             do {
-                try await consumer.commit(offsets)
-                logger.debug("Committed", metadata: [LogKey.partitions: "\(Self.describe(offsets))"])
+                asPrepared = try await handler.write(prepared)
             } catch {
-                // Not fatal: the messages are redelivered and the store deduplicates them.
-                logger.warning("Offset commit failed; the batch may be redelivered", metadata: [LogKey.error: "\(error)"])
+                logger.critical("A batch could not be written to the store; stopping", metadata: [LogKey.error: "\(error)"])
+                writeFailure.raise(error)
+                throw error
             }
+            consumer.commitInBackground(offsets)
+            logger.debug("Committing", metadata: [LogKey.partitions: "\(Self.describe(offsets))"])
             return asPrepared
         }
     }
@@ -127,11 +161,56 @@ public protocol BatchHandler: Sendable {
     /// - Returns: `true` when written as prepared; `false` when the handler had to
     ///   decide it again, so the batch prepared after it must be prepared again.
     func write(_ prepared: Prepared) async throws -> Bool
+
+    /// Looks at partitions being assigned, before any of their messages is fetched.
+    /// - Returns: the partitions to read from their oldest record (see ``PartitionLog``).
+    func partitionsAssigned(_ partitions: [KafkaTopicPartition], consumer: KafkaConsumer) async throws -> Set<KafkaTopicPartition>
 }
 
 extension BatchHandler {
     /// Prepares and writes one batch (no overlap).
     public func handle(_ batch: [KafkaMessage]) async throws {
         _ = try await write(prepare(batch, after: nil))
+    }
+}
+
+/// The first error raised, for one waiter; or `nil` once finished without one.
+final class FirstFailure: Sendable {
+    private struct State {
+        var outcome: (any Error)??
+        var waiter: CheckedContinuation<(any Error)?, Never>?
+    }
+
+    private let state = Mutex(State())
+
+    func raise(_ error: any Error) { settle(error) }
+
+    func finish() { settle(nil) }
+
+    private func settle(_ outcome: (any Error)?) {
+        let waiter = state.withLock { state -> CheckedContinuation<(any Error)?, Never>? in
+            guard state.outcome == nil else { return nil }
+            state.outcome = .some(outcome)
+            defer { state.waiter = nil }
+            return state.waiter
+        }
+        waiter?.resume(returning: outcome)
+    }
+
+    /// The error, once one is raised; `nil` when finished without one, or when cancelled.
+    func wait() async -> (any Error)? {
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                let ready = state.withLock { state -> (any Error)?? in
+                    if let outcome = state.outcome { return .some(outcome) }
+                    if Task.isCancelled { return .some(nil) }
+                    state.waiter = continuation
+                    return nil
+                }
+                if let ready { continuation.resume(returning: ready) }
+            }
+        } onCancel: {
+            state.withLock { state in defer { state.waiter = nil }; return state.waiter }?.resume(returning: nil)
+        }
     }
 }

@@ -65,6 +65,7 @@ struct BatchDecider: Sendable {
                 state.tally.alreadyDone += 1
                 continue
             }
+            state.epoch = snapshot.epochs[partition] ?? 0
             switch input {
             case .vendorEvent(let event): handle(event, &state)
             case .request(let request): handle(request, &state)
@@ -92,6 +93,8 @@ struct BatchDecider: Sendable {
         var writes = BatchWrites()
         var tally = Tally()
         let now: Timestamp
+        /// The epoch of the log of the input being decided (ids derive from it).
+        var epoch: Int64 = 0
 
         init(snapshot: BatchSnapshot, now: Timestamp) {
             records = snapshot.records
@@ -132,18 +135,21 @@ struct BatchDecider: Sendable {
             "event": ["event_id": .string(event.eventID), "event_type": .string(event.type.rawValue), "occurred_at": .int(event.occurredAt)],
         ]
         let trigger = source.triggerDocument(.event(id: event.eventID))
+        let coordinates = source.coordinates(epoch: state.epoch)
         var runIDs: [JSONValue] = []
         for workflow in catalog.workflows(orgID: event.org.id, boundTo: event.type) where ConditionEvaluator.matches(workflow.conditions, context: context) {
-            let runID = Identifier.derive(prefix: "cbwr", from: [event.org.id, Scopes.eventEndpoint, event.eventID, workflow.name] + source.coordinates)
+            let runID = Identifier.derive(prefix: "cbwr", from: [event.org.id, Scopes.eventEndpoint, event.eventID, workflow.name] + coordinates)
             let run = PendingRun(id: runID, definition: workflow, input: event.data, trigger: trigger, vendor: event.vendor, assessment: nil, now: state.seconds)
-            start(run, orgID: event.org.id, source: source, &state)
+            start(run, orgID: event.org.id, source: source, idempotencyKey: nil, &state)
             runIDs.append(.string(runID))
         }
+        // The record lives until the event is too old to be taken (InputDecoder): an
+        // event dated ahead of now keeps its record that much longer.
         state.claim(IdempotencyRecord(
             scope: event.scope, orgID: event.org.id, endpoint: Scopes.eventEndpoint, key: event.eventID,
             fingerprint: Digest.sha256(event.data.canonicalBytes), responseStatus: 200,
             responseBody: (["workflow_run_ids": .array(runIDs)] as JSONValue).canonicalBytes,
-            createdAt: state.now, expiresAt: state.now + ttlMilliseconds
+            createdAt: state.now, expiresAt: max(state.now, event.occurredAt * 1000) + ttlMilliseconds
         ))
         logger.info("Vendor event handled", metadata: Self.metadata(source, [
             LogKey.org: "\(event.org.id)", "event_id": "\(event.eventID)", "event_type": "\(event.type.rawValue)", "runs_started": "\(runIDs.count)",
@@ -166,7 +172,7 @@ struct BatchDecider: Sendable {
                 ]))
             }
             if mismatch && mismatchPolicy == .reject {
-                answer.response = Responses.idempotencyKeyReused
+                answer.response = Responses.idempotencyKeyReused(ttl: idempotencyTTL)
                 respond(answer, fingerprintMismatch: true, &state)
                 return
             }
@@ -199,12 +205,13 @@ struct BatchDecider: Sendable {
         }
 
         let idParts = [request.org.id, request.endpoint, request.idempotencyKey ?? ""]
+        let coordinates = request.source.coordinates(epoch: state.epoch)
         let trigger = request.source.triggerDocument(.request(idempotencyKey: request.idempotencyKey))
         switch request.type {
         case .workflowRun:
             let input = request.body["input"].flatMap { $0 == .null ? nil : $0 } ?? .object([:])
-            let runID = Identifier.derive(prefix: "cbwr", from: idParts + [workflow!.name] + request.source.coordinates)
-            let vendor = input["vendor_id"]?.stringValue.flatMap { state.vendors[VendorKey(orgID: request.org.id, vendorID: $0)] }
+            let runID = Identifier.derive(prefix: "cbwr", from: idParts + [workflow!.name] + coordinates)
+            let vendor = request.vendorID.flatMap { state.vendors[VendorKey(orgID: request.org.id, vendorID: $0)] }
             answer.response = Response(status: 201, body: [
                 "workflow_run_id": .string(runID), "workflow_name": .string(workflow!.name), "status": "started",
                 "started_at": .int(state.seconds), "input": input,
@@ -212,7 +219,7 @@ struct BatchDecider: Sendable {
             store(answer.response, for: request, &state)
             respond(answer, &state)
             let run = PendingRun(id: runID, definition: workflow!, input: input, trigger: trigger, vendor: vendor.flatMap { try? JSONValue.parse($0.document) }, assessment: nil, now: state.seconds)
-            start(run, orgID: request.org.id, source: request.source, &state)
+            start(run, orgID: request.org.id, source: request.source, idempotencyKey: request.idempotencyKey, &state)
 
         case .assessmentCreate:
             let vendorID = request.vendorID!
@@ -222,8 +229,8 @@ struct BatchDecider: Sendable {
                 return
             }
             let vendor = (try? JSONValue.parse(vendorRecord.document)) ?? ["id": .string(vendorID)]
-            let assessmentID = Identifier.derive(prefix: "cbqsrw", from: idParts + request.source.coordinates)
-            let runID = workflow.map { Identifier.derive(prefix: "cbwr", from: idParts + [$0.name] + request.source.coordinates) }
+            let assessmentID = Identifier.derive(prefix: "cbqsrw", from: idParts + coordinates)
+            let runID = workflow.map { Identifier.derive(prefix: "cbwr", from: idParts + [$0.name] + coordinates) }
             let body = request.body
             let document = AssessmentDocument.make(
                 id: assessmentID, vendorID: vendorID,
@@ -232,12 +239,12 @@ struct BatchDecider: Sendable {
                 assigneeID: body["assignee_id"] ?? .null, workflowRunID: runID.json, now: state.seconds
             )
             answer.response = Response(status: 201, body: document)
-            state.writes.assessments.append(AssessmentRecord(id: assessmentID, orgID: request.org.id, vendorID: vendorID, document: answer.response.body))
+            state.writes.assessments.append(AssessmentRecord(id: assessmentID, orgID: request.org.id, vendorID: vendorID, createdAt: state.seconds, document: answer.response.body))
             store(answer.response, for: request, &state)
             respond(answer, &state)
             if let workflow, let runID {
                 let run = PendingRun(id: runID, definition: workflow, input: .object([:]), trigger: trigger, vendor: vendor, assessment: document, now: state.seconds)
-                start(run, orgID: request.org.id, source: request.source, &state)
+                start(run, orgID: request.org.id, source: request.source, idempotencyKey: request.idempotencyKey, &state)
             }
         }
     }
@@ -256,17 +263,19 @@ struct BatchDecider: Sendable {
     private func respond(_ answer: AnsweredRequest, replayed: Bool = false, fingerprintMismatch: Bool = false, _ state: inout State) {
         let source = answer.source
         let endpoint = answer.requestType.flatMap(RequestType.init(rawValue:)).map { Scopes.endpoint(for: $0, workflowName: answer.workflowName) } ?? (answer.requestType ?? "")
-        let eventID = Identifier.derive(prefix: "cbevt", from: [answer.orgID ?? "", endpoint, answer.idempotencyKey ?? ""] + source.coordinates + ["TriggerRequest.Responded"])
+        let eventID = Identifier.derive(prefix: "cbevt", from: [answer.orgID ?? "", endpoint, answer.idempotencyKey ?? ""] + source.coordinates(epoch: state.epoch) + ["TriggerRequest.Responded"])
         let key = answer.idempotencyKey.map { Array($0.utf8) } ?? source.key
         let response = answer.response
-        state.writes.outbox.append(outputs.event(id: eventID, type: "TriggerRequest.Responded", orgID: answer.orgID, key: key, now: state.now, source: source) { data in
+        state.writes.outbox.append(outputs.event(
+            id: eventID, type: "TriggerRequest.Responded", orgID: answer.orgID, key: key, now: state.now, source: source, idempotencyKey: answer.idempotencyKey
+        ) { data in
             data.object { data in
                 data.key("fingerprint_mismatch"); data.bool(fingerprintMismatch)
                 data.key("replayed"); data.bool(replayed)
                 data.key("request")
                 data.object { request in
                     request.key("idempotency_key"); request.string(answer.idempotencyKey)
-                    request.key("request_id"); request.string(source.header("Request-Id"))
+                    request.key("request_id"); request.string(source.requestID)
                     request.key("request_type"); request.string(answer.requestType)
                     request.key("source"); source.write(to: &request)
                     request.key("workflow_name"); request.string(answer.workflowName)
@@ -294,26 +303,28 @@ struct BatchDecider: Sendable {
     // MARK: Runs
 
     /// Executes a run and writes it, its assessments and its events (Started first).
-    private func start(_ run: PendingRun, orgID: String, source: Source, _ state: inout State) {
+    /// `idempotencyKey`: the request's, carried on the run's events as a header.
+    private func start(_ run: PendingRun, orgID: String, source: Source, idempotencyKey: String?, _ state: inout State) {
         let execution = executor.execute(run)
         let key = Array(run.id.utf8)
         let finished = execution.finished  // stored and published: encoded once
         func event(_ type: String, _ data: [UInt8], _ idParts: [String]) {
             state.writes.outbox.append(outputs.event(
-                id: Identifier.derive(prefix: "cbevt", from: idParts), type: type, orgID: orgID, encodedData: data, key: key, now: state.now, source: source
+                id: Identifier.derive(prefix: "cbevt", from: idParts), type: type, orgID: orgID, encodedData: data, key: key, now: state.now,
+                source: source, idempotencyKey: idempotencyKey
             ))
         }
         event(RunStatus.started.eventType, execution.started, [run.id, RunStatus.started.eventType])
         for effect in execution.effects {
-            event(effect.eventType, effect.data.canonicalBytes, [run.id, effect.stepID, effect.eventType])
+            event(effect.eventType, effect.encodedData, [run.id, effect.stepID, effect.eventType])
         }
         event(execution.status.eventType, finished, [run.id, execution.status.eventType])
         for assessment in execution.assessments {
-            state.writes.assessments.append(AssessmentRecord(id: assessment.id, orgID: orgID, vendorID: assessment.vendorID, document: assessment.document.canonicalBytes))
+            state.writes.assessments.append(AssessmentRecord(id: assessment.id, orgID: orgID, vendorID: assessment.vendorID, createdAt: run.now, document: assessment.document.canonicalBytes))
         }
         state.writes.runs.append(RunRecord(
             id: run.id, orgID: orgID, workflowName: run.definition.name, status: execution.status.rawValue,
-            startedAt: run.now, document: finished
+            startedAt: run.now, finishedAt: execution.status == .started ? nil : run.now, document: finished
         ))
         state.tally.runsStarted += 1
     }
@@ -325,21 +336,29 @@ struct BatchDecider: Sendable {
             return [Responses.ValidationIssue(location: ["body"], message: "Input should be a valid dictionary or object to extract fields from", type: "model_attributes_type")]
         }
         var issues: [Responses.ValidationIssue] = []
-        func string(_ field: String, required: Bool) {
+        /// A string field; `prefix`: an id of that kind; `name`: at most 255 bytes without control characters.
+        func string(_ field: String, required: Bool, prefix: String? = nil, name: Bool = false) {
             switch body[field] {
             case nil: if required { issues.append(.missing(["body", field])) }
             case .null?: if required { issues.append(.notString(["body", field])) }
-            case .string?: break
+            case .string(let text)?:
+                if let prefix, !Identifier.isValid(text, prefix: prefix) { issues.append(.notIdentifier(["body", field], prefix: prefix)) }
+                if name, !InputDecoder.isName(text) { issues.append(.tooLong(["body", field], maxBytes: InputDecoder.maxNameBytes)) }
             default: issues.append(.notString(["body", field]))
             }
         }
-        func stringList(_ field: String, required: Bool) {
+        /// A list of ids of the kind `prefix`.
+        func idList(_ field: String, required: Bool, prefix: String) {
             switch body[field] {
             case nil: if required { issues.append(.missing(["body", field])) }
             case .null?: if required { issues.append(.notList(["body", field])) }
             case .array(let items)?:
-                for (index, item) in items.enumerated() where item.stringValue == nil {
-                    issues.append(.notString(["body", field, String(index)]))
+                for (index, item) in items.enumerated() {
+                    if let text = item.stringValue {
+                        if !Identifier.isValid(text, prefix: prefix) { issues.append(.notIdentifier(["body", field, String(index)], prefix: prefix)) }
+                    } else {
+                        issues.append(.notString(["body", field, String(index)]))
+                    }
                 }
             default: issues.append(.notList(["body", field]))
             }
@@ -350,16 +369,21 @@ struct BatchDecider: Sendable {
                 issues.append(.notObject(["body", "input"]))
             }
         case .assessmentCreate:
-            string("vendor_id", required: true)
-            stringList("control_set_ids", required: true)
+            string("vendor_id", required: true, prefix: "cbvndr")
+            idList("control_set_ids", required: true, prefix: "cbctst")
             string("name", required: false)
-            stringList("service_ids", required: false)
-            string("assignee_id", required: false)
-            string("trigger_workflow", required: false)
-            stringList("supporting_document_ids", required: false)
+            idList("service_ids", required: false, prefix: "cbsvc")
+            string("assignee_id", required: false, prefix: "cbuser")
+            string("trigger_workflow", required: false, name: true)
+            idList("supporting_document_ids", required: false, prefix: "cbvdoc")
         }
+        // A long list of bad ids must not make a long response.
+        if issues.count > Self.maxIssues { issues = Array(issues.prefix(Self.maxIssues)) }
         return issues
     }
+
+    /// The most validation issues a 422 lists.
+    static let maxIssues = 50
 
     static func metadata(_ source: Source, _ extra: Logger.Metadata = [:]) -> Logger.Metadata {
         var metadata: Logger.Metadata = [LogKey.topic: "\(source.topic)", LogKey.partition: "\(source.partition)", LogKey.offset: "\(source.offset)"]
@@ -369,12 +393,13 @@ struct BatchDecider: Sendable {
 }
 
 extension TriggerRequest {
-    /// The vendor an `assessment_create` names (when its body has a string `vendor_id`),
-    /// or the `input.vendor_id` of a `workflow_run`.
+    /// The vendor an `assessment_create` names, or the `input.vendor_id` of a
+    /// `workflow_run`, when it is a vendor id (`cbvndr_` + 32 hex).
     var vendorID: String? {
-        switch type {
+        let value = switch type {
         case .assessmentCreate: body["vendor_id"]?.stringValue
         case .workflowRun: body["input"]?["vendor_id"]?.stringValue
         }
+        return value.flatMap { Identifier.isValid($0, prefix: "cbvndr") ? $0 : nil }
     }
 }

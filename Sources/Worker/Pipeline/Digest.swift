@@ -16,10 +16,22 @@ enum Digest {
 
     static func sha256Hex(_ text: String) -> String { Identifier.hex(sha256(Array(text.utf8))) }
 
-    /// Compares two strings in time independent of where they differ.
-    static func constantTimeEquals(_ a: String, _ b: String) -> Bool {
-        let a = Array(a.utf8), b = Array(b.utf8)
+    /// Compares two byte strings in time independent of where they differ.
+    static func constantTimeEquals(_ a: [UInt8], _ b: [UInt8]) -> Bool {
         guard a.count == b.count else { return false }
         return zip(a, b).reduce(0) { $0 | ($1.0 ^ $1.1) } == 0
+    }
+}
+
+/// A digest of one record's key and value: the first 16 bytes of SHA-256 over
+/// each, length-prefixed (a missing key or value differs from an empty one).
+enum RecordDigest {
+    static func of(key: [UInt8]?, value: [UInt8]?) -> [UInt8] {
+        var hasher = SHA256()
+        for part in [key, value] {
+            withUnsafeBytes(of: (part.map { UInt64($0.count) } ?? .max).bigEndian) { hasher.update(bufferPointer: $0) }
+            part?.withUnsafeBytes { hasher.update(bufferPointer: $0) }
+        }
+        return Array(hasher.finalize().prefix(16))
     }
 }

@@ -1,25 +1,46 @@
 import Foundation
 import Kafka
+import Store
 import Workflows
 
 /// Turns consumed messages into ``Input``s, running every check that needs no
 /// store, in the contract's order: size, JSON, shape and `request_type`, API
-/// key (then the idempotency key's length).
+/// key (then the idempotency key), and for vendor events their fields, org,
+/// signature and age.
+///
+/// Every value an output may repeat is checked here, so that what is echoed is
+/// bounded: ids have their documented formats, names and keys at most 255 bytes.
 struct InputDecoder: Sendable {
     var topics: WorkerConfiguration.Topics
     var maxMessageBytes: Int
+    /// Events older than this are dead-lettered (`event_too_old`): their dedupe
+    /// records may have expired, so they must not start work again.
+    var idempotencyTTL: Duration
     var orgs: OrgDirectory
 
-    /// The longest `Idempotency-Key` accepted, as Stripe's.
-    static let maxIdempotencyKeyLength = 255
+    /// How far in the future an event's `occurred_at` may be (clock skew).
+    static let maxFutureSkew: Int64 = 300
+    /// The longest workflow name accepted in a request, in bytes.
+    static let maxNameBytes = 255
 
-    /// Decodes a batch, in order. Requests that carry the same `Authorization`
-    /// as the one before (one client sending many) are authenticated once.
-    func decode(_ batch: [KafkaMessage]) -> [(Source, Input)] {
+    init(configuration: WorkerConfiguration, orgs: OrgDirectory) {
+        topics = configuration.topics
+        maxMessageBytes = configuration.maxMessageBytes
+        idempotencyTTL = configuration.idempotencyTTL
+        self.orgs = orgs
+    }
+
+    /// Decodes a batch, in order, at `now` (milliseconds). Requests that carry the
+    /// same `Authorization` as the one before (one client sending many) are
+    /// authenticated once.
+    func decode(_ batch: [KafkaMessage], now: Timestamp) -> [(Source, Input)] {
         var keys = KnownKey()
         return batch.map { message in
             let source = Source(message)
-            return (source, decode(message, source: source, keys: &keys))
+            let input = message.topic == topics.vendorEvents
+                ? decodeVendorEvent(message, source: source, now: now)
+                : decodeRequest(message, source: source, keys: &keys)
+            return (source, input)
         }
     }
 
@@ -29,16 +50,9 @@ struct InputDecoder: Sendable {
         var org: Org?
     }
 
-    private func decode(_ message: KafkaMessage, source: Source, keys: inout KnownKey) -> Input {
-        if message.topic == topics.vendorEvents {
-            return decodeVendorEvent(message, source: source)
-        }
-        return decodeRequest(message, source: source, keys: &keys)
-    }
-
     // MARK: Vendor events
 
-    private func decodeVendorEvent(_ message: KafkaMessage, source: Source) -> Input {
+    private func decodeVendorEvent(_ message: KafkaMessage, source: Source, now: Timestamp) -> Input {
         let value = message.value ?? []
         func dead(_ code: String, _ text: String) -> Input {
             .deadLetter(DeadLetter(code: code, message: text, source: source, value: value))
@@ -49,24 +63,59 @@ struct InputDecoder: Sendable {
         guard let json = try? JSONValue.parse(value) else { return dead("invalid_json", "the value is not JSON") }
         guard let envelope = json.objectValue else { return dead("invalid_event", "the value is not a JSON object") }
         guard let eventType = envelope["event_type"]?.stringValue else { return dead("invalid_event", "event_type is missing or not a string") }
-        guard let type = VendorEventType(rawValue: eventType) else { return .ignored(eventType: eventType) }
-        guard let eventID = envelope["event_id"]?.stringValue, !eventID.isEmpty else { return dead("invalid_event", "event_id is missing or not a string") }
-        guard let orgID = envelope["org_id"]?.stringValue else { return dead("invalid_event", "org_id is missing or not a string") }
-        guard let occurredAt = envelope["occurred_at"]?.intValue else { return dead("invalid_event", "occurred_at is missing or not epoch seconds") }
-        guard let data = envelope["data"], let vendor = data["vendor"], vendor.objectValue != nil else {
+        guard let type = VendorEventType(rawValue: eventType) else { return .ignored(eventType: BoundedText.identifier(eventType)) }
+        guard let eventID = envelope["event_id"]?.stringValue, Identifier.isValid(eventID, prefix: "cbevt") else {
+            return dead("invalid_event", "event_id must be cbevt_ followed by 32 lowercase hex digits")
+        }
+        guard let orgID = envelope["org_id"]?.stringValue, Identifier.isValid(orgID, prefix: "cborg") else {
+            return dead("invalid_event", "org_id must be cborg_ followed by 32 lowercase hex digits")
+        }
+        guard case .int(let occurredAt)? = envelope["occurred_at"], (0...Self.latestEpochSecond).contains(occurredAt) else {
+            return dead("invalid_event", "occurred_at must be epoch seconds")
+        }
+        guard let data = envelope["data"], data.objectValue != nil, let vendor = data["vendor"], vendor.objectValue != nil else {
             return dead("invalid_event", "data.vendor is missing or not an object")
         }
-        guard let vendorID = vendor["id"]?.stringValue, !vendorID.isEmpty else { return dead("invalid_event", "data.vendor.id is missing or not a string") }
+        guard let vendorID = vendor["id"]?.stringValue, Identifier.isValid(vendorID, prefix: "cbvndr") else {
+            return dead("invalid_event", "data.vendor.id must be cbvndr_ followed by 32 lowercase hex digits")
+        }
+        if let problem = Self.vendorFieldProblem(vendor) { return dead("invalid_event", problem) }
         guard let org = orgs.org(id: orgID) else { return dead("invalid_event", "org \(orgID) is not in the orgs file") }
         if let secret = org.webhookSigningSecret {
-            guard let signature = source.header("Coverbase-Signature") else {
-                return dead("invalid_signature", "the org signs its events and Coverbase-Signature is missing")
+            guard case .one(let signature?) = HeaderRules.lookup(source.headers, "Coverbase-Signature") else {
+                return dead("invalid_signature", "the org signs its events and Coverbase-Signature is missing (or given twice)")
             }
-            guard Digest.constantTimeEquals(signature.lowercased(), WebhookSignature.compute(value, secret: secret)) else {
+            let expected = Array(WebhookSignature.compute(value, secret: secret).utf8)
+            guard Digest.constantTimeEquals(signature.map { $0 | 0x20 }, expected) else {
                 return dead("invalid_signature", "Coverbase-Signature does not match the value")
             }
         }
+        // Checked once the event is known to be authentic: its time is a claim of the sender's.
+        let nowSeconds = now / 1000
+        if occurredAt > nowSeconds + Self.maxFutureSkew {
+            return dead("invalid_event", "occurred_at \(occurredAt) is more than \(Self.maxFutureSkew) s in the future (now \(nowSeconds))")
+        }
+        // Expired at the same moment its dedupe record would be (see BatchDecider).
+        if occurredAt * 1000 + idempotencyTTL.milliseconds <= now {
+            return dead("event_too_old", "occurred_at \(occurredAt) is older than IDEMPOTENCY_TTL (\(DurationParser.format(idempotencyTTL))); a replay this old could start work again")
+        }
         return .vendorEvent(VendorEvent(source: source, org: org, eventID: eventID, type: type, occurredAt: occurredAt, data: data, vendor: vendor, vendorID: vendorID))
+    }
+
+    /// Epoch seconds beyond this (the year 5138) are not a time: refused before any arithmetic on them.
+    static let latestEpochSecond: Int64 = 100_000_000_000
+
+    /// The types §3 gives the vendor's other fields, when they are present.
+    static func vendorFieldProblem(_ vendor: JSONValue) -> String? {
+        for field in ["name", "tier"] {
+            if let value = vendor[field], value.stringValue == nil { return "data.vendor.\(field) must be a string" }
+        }
+        if let tags = vendor["tags"], tags.arrayValue?.allSatisfy({ $0.stringValue != nil }) != true {
+            return "data.vendor.tags must be a list of strings"
+        }
+        if let attributes = vendor["attributes"], attributes.objectValue == nil { return "data.vendor.attributes must be an object" }
+        if let email = vendor["owner_email"], email != .null, email.stringValue == nil { return "data.vendor.owner_email must be a string or null" }
+        return nil
     }
 
     // MARK: Trigger requests
@@ -79,7 +128,8 @@ struct InputDecoder: Sendable {
             if let code { answer.deadLetter = DeadLetter(code: code, message: text, source: source, value: value) }
             return .answered(answer)
         }
-        answer.idempotencyKey = source.header("Idempotency-Key").flatMap { $0.isEmpty ? nil : $0 }
+        let key = HeaderRules.idempotencyKey(source.headers)
+        if case .valid(let valid) = key { answer.idempotencyKey = valid }
 
         guard value.count <= maxMessageBytes else {
             let text = "the value is \(value.count) bytes; MAX_MESSAGE_BYTES is \(maxMessageBytes)"
@@ -91,47 +141,51 @@ struct InputDecoder: Sendable {
         guard let request = json.objectValue else {
             return reject(Responses.invalidRequest("The message value must be a JSON object."), deadLetter: "invalid_request", "the value is not a JSON object")
         }
-        let typeName = request["request_type"]?.stringValue
-        answer.requestType = typeName
-        guard let typeName, let type = RequestType(rawValue: typeName) else {
+        guard let typeName = request["request_type"]?.stringValue, let type = RequestType(rawValue: typeName) else {
             let text = "request_type must be workflow_run or assessment_create"
             return reject(Responses.invalidRequest("Unknown request_type; expected workflow_run or assessment_create."), deadLetter: "invalid_request", text)
         }
+        answer.requestType = type.rawValue
         let workflowName: String?
         switch type {
         case .workflowRun:
-            guard let name = request["workflow_name"]?.stringValue, !name.isEmpty else {
-                return reject(Responses.invalidRequest("workflow_run needs a workflow_name."), deadLetter: "invalid_request", "workflow_name is missing")
+            guard let name = request["workflow_name"]?.stringValue, Self.isName(name) else {
+                let text = "workflow_name must be a string of 1 to \(Self.maxNameBytes) bytes without control characters"
+                return reject(Responses.invalidRequest("workflow_run needs a workflow_name of 1 to \(Self.maxNameBytes) bytes."), deadLetter: "invalid_request", text)
             }
             workflowName = name
         case .assessmentCreate:
-            workflowName = request["body"]?["trigger_workflow"]?.stringValue
+            // Validated with the body (422); echoed only when it could be a name.
+            workflowName = request["body"]?["trigger_workflow"]?.stringValue.flatMap { Self.isName($0) ? $0 : nil }
         }
         answer.workflowName = workflowName
+        if let problem = source.requestIDProblem {
+            return reject(Responses.invalidRequest(problem))
+        }
         // A workflow_run's body is optional (its input defaults to {}); an assessment_create needs one.
         let givenBody: JSONValue? = request["body"]
         guard let body = givenBody ?? (type == .workflowRun ? Optional(JSONValue.object([:])) : Optional<JSONValue>.none) else {
             return reject(Responses.invalidRequest("The request needs a body."), deadLetter: "invalid_request", "body is missing")
         }
 
-        guard let authorization = source.headers.first(named: "Authorization")?.value else { return reject(Responses.unauthorized) }
+        guard case .one(let authorization?) = HeaderRules.lookup(source.headers, "Authorization") else { return reject(Responses.unauthorized) }
         if authorization != keys.authorization {
             keys = KnownKey(authorization: authorization, org: Self.apiKey(authorization: authorization).flatMap(orgs.org(apiKey:)))
         }
         guard let org = keys.org else { return reject(Responses.unauthorized) }
         answer.orgID = org.id
 
-        if let key = answer.idempotencyKey, key.count > Self.maxIdempotencyKeyLength {
-            return reject(Responses.validation([
-                Responses.ValidationIssue(location: ["header", "Idempotency-Key"], message: "String should have at most 255 characters", type: "string_too_long"),
-            ]))
-        }
+        if case .invalid(let issue) = key { return reject(Responses.validation([issue])) }
         return .request(TriggerRequest(
-            source: source, org: org, type: type, workflowName: workflowName, body: body,
-            idempotencyKey: answer.idempotencyKey, requestID: source.header("Request-Id"),
+            source: source, org: org, type: type, workflowName: workflowName, body: body, idempotencyKey: answer.idempotencyKey,
             endpoint: Scopes.endpoint(for: type, workflowName: workflowName),
             fingerprint: Digest.sha256(body.canonicalBytes)
         ))
+    }
+
+    /// A workflow name as a request may give it: 1 to 255 bytes, no control characters.
+    static func isName(_ name: String) -> Bool {
+        !name.isEmpty && name.utf8.count <= maxNameBytes && !name.unicodeScalars.contains(where: BoundedText.isControl)
     }
 
     /// The API key of an `Authorization` value `Bearer ak_live_…` / `Bearer ak_test_…`:

@@ -9,6 +9,12 @@ struct Source: Sendable {
     var offset: Int64
     var key: [UInt8]?
     var headers: [KafkaHeader]
+    /// The `Request-Id`, when present and valid (§4): the only form ever echoed.
+    let requestID: String?
+    /// Why the `Request-Id` is not valid, when it is present and is not (answered 400).
+    let requestIDProblem: String?
+    /// The `traceparent`, when it is valid W3C trace context: the only form ever echoed.
+    let traceparent: [UInt8]?
 
     init(_ message: KafkaMessage) {
         topic = message.topic
@@ -16,6 +22,8 @@ struct Source: Sendable {
         offset = message.offset
         key = message.key
         headers = message.headers
+        (requestID, requestIDProblem) = HeaderRules.requestID(message.headers)
+        traceparent = HeaderRules.traceparent(message.headers)
     }
 
     var partitionID: PartitionID { PartitionID(topic: topic, partition: partition) }
@@ -48,7 +56,7 @@ struct Source: Sendable {
                 document.key("idempotency_key"); document.string(key)
                 document.key("kind"); document.string("request")
             }
-            document.key("request_id"); document.string(header("Request-Id"))
+            document.key("request_id"); document.string(requestID)
             document.key("source"); write(to: &document)
         }
         return writer.bytes
@@ -57,8 +65,10 @@ struct Source: Sendable {
     /// The input header `name` (case-insensitive), as text.
     func header(_ name: String) -> String? { headers.first(named: name)?.stringValue }
 
-    /// The parts every id derived from this input ends with.
-    var coordinates: [String] { [topic, String(partition), String(offset)] }
+    /// The parts every id derived from this input ends with: where it was read,
+    /// in which epoch of its partition's log (a log that was reset starts a new
+    /// epoch, so that its offsets mint new ids).
+    func coordinates(epoch: Int64) -> [String] { [topic, String(partition), String(epoch), String(offset)] }
 }
 
 /// One consumed message after decoding and the checks that need no store.
@@ -114,22 +124,21 @@ struct TriggerRequest: Sendable {
     /// `workflow_name` of a `workflow_run`; `trigger_workflow` of an `assessment_create` when given.
     var workflowName: String?
     var body: JSONValue
+    /// A valid key (§4), or `nil` when the request has none.
     var idempotencyKey: String?
-    var requestID: String?
     /// Method and concrete path: `POST /v1/workflows/<name>/run` or `POST /v1/assessments`.
     var endpoint: String
     var fingerprint: [UInt8]
     /// The idempotency scope `(org, endpoint, key)`, hashed once here; `nil` without a key.
     let scope: ScopeHash?
 
-    init(source: Source, org: Org, type: RequestType, workflowName: String?, body: JSONValue, idempotencyKey: String?, requestID: String?, endpoint: String, fingerprint: [UInt8]) {
+    init(source: Source, org: Org, type: RequestType, workflowName: String?, body: JSONValue, idempotencyKey: String?, endpoint: String, fingerprint: [UInt8]) {
         self.source = source
         self.org = org
         self.type = type
         self.workflowName = workflowName
         self.body = body
         self.idempotencyKey = idempotencyKey
-        self.requestID = requestID
         self.endpoint = endpoint
         self.fingerprint = fingerprint
         scope = idempotencyKey.map { Scopes.hash(orgID: org.id, endpoint: endpoint, key: $0) }
@@ -140,8 +149,11 @@ struct TriggerRequest: Sendable {
 struct AnsweredRequest: Sendable {
     var source: Source
     var orgID: String?
+    /// A known request type, or `nil` (an unknown one is not echoed).
     var requestType: String?
+    /// At most 255 bytes, without control characters; `nil` otherwise.
     var workflowName: String?
+    /// A valid key (§4) only: an invalid one is answered 422 and never echoed.
     var idempotencyKey: String?
     var response: Response
     /// When set, the raw message also goes to the dead-letter topic with this error.
@@ -149,11 +161,19 @@ struct AnsweredRequest: Sendable {
 }
 
 struct DeadLetter: Sendable {
-    /// `invalid_json`, `invalid_request`, `invalid_event`, `message_too_large`, `invalid_signature`.
+    /// `invalid_json`, `invalid_request`, `invalid_event`, `message_too_large`, `invalid_signature`, `event_too_old`.
     var code: String
+    /// At most 1 KiB (``BoundedText/messageBytes``).
     var message: String
     var source: Source
     var value: [UInt8]
+
+    init(code: String, message: String, source: Source, value: [UInt8]) {
+        self.code = code
+        self.message = BoundedText.message(message)
+        self.source = source
+        self.value = value
+    }
 }
 
 /// An API response: a status and a JSON body, kept encoded (canonical JSON): it is
@@ -176,7 +196,7 @@ struct Response: Sendable, Hashable {
 enum Scopes {
     static let eventEndpoint = "event"
 
-    /// The first 16 bytes of SHA-256 over `org|endpoint|key`.
+    /// The first 16 bytes of ``Identifier/digest(of:)`` over `[org, endpoint, key]`.
     static func hash(orgID: String, endpoint: String, key: String) -> ScopeHash {
         ScopeHash(bytes: Identifier.digest(of: [orgID, endpoint, key]).withUnsafeBytes { Array($0.prefix(16)) })
     }

@@ -1,31 +1,43 @@
 import Kafka
 import Logging
+import Metrics
 import ServiceLifecycle
 import Store
 import Synchronization
+import Workflows
 
 /// Publishes outbox entries with the idempotent producer and deletes each entry
-/// once the broker confirmed every message in it and in the entries before it.
-/// Entries are read oldest first, so messages with one key keep their order; from
-/// the first entry with a failed message on, entries stay and are published again
-/// (all of them, with the same `event_id`s) with backoff while the broker is
-/// unreachable. Every message is published at least once, and for each key the
-/// last message published is the latest one.
+/// once every message in it, and in the entries before it, was delivered or set
+/// aside. Entries are read oldest first, so messages with one key keep their order.
+///
+/// Each failed message is classified:
+/// - **refused for good** (too large, invalid topic, not authorized): *parked*,
+///   that is kept in the store with its error, counted, logged once at error level,
+///   and skipped, so that it holds back nothing after it (`trigger-worker outbox`);
+/// - **retriable** (the broker unreachable, a time-out): from the first entry with
+///   such a failure on, entries stay and are published again (all of them, with the
+///   same `event_id`s) with backoff, so that for each key the last message published
+///   is the latest one;
+/// - **fatal** (the producer cannot go on): the publisher stops and the process
+///   exits; the outbox still holds every message.
 public final class OutboxPublisher: Service, Sendable {
     private let store: any Store
     private let producer: KafkaProducer
+    private let clock: any WallClock
     private let logger: Logger
     private let batchSize: Int
     private let doorbell = Doorbell()
     private let lastFatalError = Mutex<KafkaError?>(nil)
+    private let parked = Counter(label: "trigger_worker_outbox_parked_total")
 
     /// How long to wait without a wake-up before looking at the outbox anyway.
     static let idleInterval: Duration = .seconds(1)
 
     /// - Parameter batchSize: outbox entries per round (each holds up to a batch's messages).
-    public init(store: any Store, producer: KafkaProducer, logger: Logger, batchSize: Int = 4) {
+    public init(store: any Store, producer: KafkaProducer, clock: any WallClock = SystemWallClock(), logger: Logger, batchSize: Int = 4) {
         self.store = store
         self.producer = producer
+        self.clock = clock
         self.logger = logger
         self.batchSize = batchSize
     }
@@ -52,6 +64,7 @@ public final class OutboxPublisher: Service, Sendable {
         } onGracefulShutdown: {
             self.doorbell.ring()
         }
+        if let fatal = lastFatalError.withLock({ $0 }) { throw fatal }
         // The consumer has stopped by now (it shuts down first): publish the rest.
         _ = await drain()
     }
@@ -72,18 +85,24 @@ public final class OutboxPublisher: Service, Sendable {
             let results = await producer.send(messages.map { message in
                 KafkaProducerMessage(topic: message.topic, key: message.key, value: message.value, headers: message.headers.map { KafkaHeader(key: $0.name, value: $0.value) })
             })
-            let (delivered, failure) = Self.deliveredPrefix(of: entries, results: results)
+            let round = Self.settle(entries, results: results, now: clock.now())
             do {
-                try await store.deleteOutbox(ids: delivered)
+                try await store.finishOutbox(done: round.done, park: round.parked)
             } catch {
                 // The rows are published again later: consumers drop them by event_id.
-                logger.error("Deleting published outbox rows failed", metadata: [LogKey.error: "\(error)"])
+                logger.error("Finishing a publishing round in the store failed", metadata: [LogKey.error: "\(error)"])
                 return false
             }
-            if let failure {
+            for output in round.parked {
+                parked.increment()
+                logger.error("Output refused for good by the broker; parked (see trigger-worker outbox list)", metadata: [
+                    LogKey.topic: "\(output.message.topic)", LogKey.error: "\(output.errorCode)", "bytes": "\(output.message.byteCount)",
+                ])
+            }
+            if let failure = round.failure {
                 if failure.isFatal { lastFatalError.withLock { $0 = failure } }
                 logger.warning("Publishing outbox rows failed; retrying with backoff", metadata: [
-                    LogKey.error: "\(failure)", "entries_delivered": "\(delivered.count)", "entries_kept": "\(entries.count - delivered.count)",
+                    LogKey.error: "\(failure)", "entries_done": "\(round.done.count)", "entries_kept": "\(entries.count - round.done.count)",
                 ])
                 return false
             }
@@ -92,20 +111,29 @@ public final class OutboxPublisher: Service, Sendable {
 }
 
 extension OutboxPublisher {
-    /// The entries that may be deleted after a round: those before the first entry
-    /// with a failed message. The failed entry and every entry after it stay, even
-    /// those fully delivered, and are published again in order, so that for each key
-    /// the last message in the topic is still the latest one (same `event_id`s again).
-    static func deliveredPrefix(of entries: [OutboxEntry], results: [Result<KafkaDeliveryReport, KafkaError>]) -> (delivered: [Int64], failure: KafkaError?) {
-        var delivered: [Int64] = []
+    /// What a round did: the entries that are done (every message delivered or
+    /// parked), the messages to park, and the first failure that is not a refusal
+    /// for good. From the first entry with such a failure on, entries stay whole
+    /// (their refused messages too: they are parked once their entry is done), and
+    /// are published again in order, so that for each key the last message in the
+    /// topic is still the latest one (same `event_id`s again).
+    static func settle(_ entries: [OutboxEntry], results: [Result<KafkaDeliveryReport, KafkaError>], now: Timestamp) -> (done: [Int64], parked: [ParkedOutput], failure: KafkaError?) {
+        var done: [Int64] = []
+        var parked: [ParkedOutput] = []
         var position = 0
         for entry in entries {
             let outcome = results[position..<position + entry.messages.count]
             position += entry.messages.count
-            for case .failure(let error) in outcome { return (delivered, error) }
-            delivered.append(entry.id)
+            var refused: [ParkedOutput] = []
+            for (message, result) in zip(entry.messages, outcome) {
+                guard case .failure(let error) = result else { continue }
+                guard error.isPermanent else { return (done, parked, error) }
+                refused.append(ParkedOutput(message: message, errorCode: error.rdKafkaName ?? "\(error.code)", error: BoundedText.message(error.message), parkedAt: now))
+            }
+            parked += refused
+            done.append(entry.id)
         }
-        return (delivered, nil)
+        return (done, parked, nil)
     }
 }
 

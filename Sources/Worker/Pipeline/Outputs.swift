@@ -1,25 +1,42 @@
+import Crypto
 import Kafka
 import Store
 import Workflows
 
-/// Builds the messages the worker publishes: status events, responses and dead letters.
+/// Builds the messages the worker publishes: status events, responses and dead
+/// letters, each within ``limit`` bytes whatever the input held (§6).
 struct Outputs: Sendable {
     var topics: WorkerConfiguration.Topics
+    /// `MAX_MESSAGE_BYTES`: the most an input value may have, and so an echoed value.
+    var maxMessageBytes: Int
+    /// The most bytes (key, value and headers) of any output.
+    var limit: Int
+
+    init(configuration: WorkerConfiguration) {
+        topics = configuration.topics
+        maxMessageBytes = configuration.maxMessageBytes
+        limit = configuration.outputLimit
+    }
+
+    /// The longest input key an output carries as it is; a longer one is replaced by its digest.
+    static let maxKeyBytes = 255
 
     /// An event envelope `{event_id, event_type, occurred_at, org_id, data}` for the
-    /// status topic, with the input's `request-id`, `idempotency-key` and `traceparent`.
-    func event(id: String, type: String, orgID: String?, data: JSONValue, key: [UInt8]?, now: Timestamp, source: Source) -> OutboxMessage {
-        event(id: id, type: type, orgID: orgID, key: key, now: now, source: source) { $0.value(data) }
+    /// status topic, with the input's valid `request-id` and `traceparent` and the
+    /// request's valid `idempotency-key`.
+    func event(id: String, type: String, orgID: String?, data: JSONValue, key: [UInt8]?, now: Timestamp, source: Source, idempotencyKey: String? = nil) -> OutboxMessage {
+        event(id: id, type: type, orgID: orgID, key: key, now: now, source: source, idempotencyKey: idempotencyKey) { $0.value(data) }
     }
 
     /// The same, with `data` already in canonical JSON (a document stored too is encoded once).
-    func event(id: String, type: String, orgID: String?, encodedData data: [UInt8], key: [UInt8]?, now: Timestamp, source: Source) -> OutboxMessage {
-        event(id: id, type: type, orgID: orgID, key: key, now: now, source: source) { $0.encoded(data) }
+    func event(id: String, type: String, orgID: String?, encodedData data: [UInt8], key: [UInt8]?, now: Timestamp, source: Source, idempotencyKey: String?) -> OutboxMessage {
+        event(id: id, type: type, orgID: orgID, key: key, now: now, source: source, idempotencyKey: idempotencyKey) { $0.encoded(data) }
     }
 
     /// The same, with `data` written by `writeData`, straight into the envelope.
     func event(
-        id: String, type: String, orgID: String?, key: [UInt8]?, now: Timestamp, source: Source, writeData: (inout CanonicalJSONWriter) -> Void
+        id: String, type: String, orgID: String?, key: [UInt8]?, now: Timestamp, source: Source, idempotencyKey: String?,
+        writeData: (inout CanonicalJSONWriter) -> Void
     ) -> OutboxMessage {
         var envelope = CanonicalJSONWriter()
         envelope.object { envelope in
@@ -30,25 +47,57 @@ struct Outputs: Sendable {
             envelope.key("org_id"); envelope.string(orgID)
         }
         var headers = [OutboxHeader(name: "event-type", value: Array(type.utf8))]
-        for (input, output) in Self.echoedHeaders {
-            if let value = source.headers.first(named: input)?.value { headers.append(OutboxHeader(name: output, value: value)) }
-        }
-        return OutboxMessage(topic: topics.runStatus, key: key, value: envelope.bytes, headers: headers)
+        if let requestID = source.requestID { headers.append(OutboxHeader(name: "request-id", value: Array(requestID.utf8))) }
+        if let idempotencyKey { headers.append(OutboxHeader(name: "idempotency-key", value: Array(idempotencyKey.utf8))) }
+        if let traceparent = source.traceparent { headers.append(OutboxHeader(name: "traceparent", value: traceparent)) }
+        return OutboxMessage(topic: topics.runStatus, key: Self.boundedKey(key), value: envelope.bytes, headers: headers)
     }
 
-    /// The input headers an event carries on, and their names on it.
-    private static let echoedHeaders = [("Request-Id", "request-id"), ("Idempotency-Key", "idempotency-key"), ("traceparent", "traceparent")]
+    /// `key`, or when it is longer than ``maxKeyBytes`` the lowercase hex SHA-256 of
+    /// it: the same input key always gives the same output key (and partition).
+    static func boundedKey(_ key: [UInt8]?) -> [UInt8]? {
+        guard let key, key.count > maxKeyBytes else { return key }
+        return Array(Identifier.hex(Array(SHA256.hash(data: key))).utf8)
+    }
 
-    /// The input's value byte for byte, with its headers and the error headers of the contract.
+    /// The input's key and value byte for byte, its headers but `Authorization`, and
+    /// the error headers of the contract. What would take the copy over ``limit`` is
+    /// left out, each with a header that gives its size: first the value (always
+    /// when it is over `MAX_MESSAGE_BYTES`; `source-value-bytes`), then the input's
+    /// headers (`source-headers-omitted`), then the key (`source-key-bytes`).
     func deadLetter(_ letter: DeadLetter) -> OutboxMessage {
-        var headers = letter.source.headers.map { OutboxHeader(name: $0.key, value: $0.value ?? []) }
-        headers += [
+        let source = letter.source
+        var errorHeaders = [
             OutboxHeader(name: "error-code", value: Array(letter.code.utf8)),
-            OutboxHeader(name: "error-message", value: Array(letter.message.utf8)),
-            OutboxHeader(name: "source-topic", value: Array(letter.source.topic.utf8)),
-            OutboxHeader(name: "source-partition", value: Array(String(letter.source.partition).utf8)),
-            OutboxHeader(name: "source-offset", value: Array(String(letter.source.offset).utf8)),
+            OutboxHeader(name: "error-message", value: Array(BoundedText.message(letter.message).utf8)),
+            OutboxHeader(name: "source-topic", value: Array(source.topic.utf8)),
+            OutboxHeader(name: "source-partition", value: Array(String(source.partition).utf8)),
+            OutboxHeader(name: "source-offset", value: Array(String(source.offset).utf8)),
         ]
-        return OutboxMessage(topic: topics.deadLetter, key: letter.source.key, value: letter.value, headers: headers)
+        // Secrets do not travel to other topics.
+        var copied = source.headers.filter { !$0.key.caseInsensitiveEquals("Authorization") }.map { OutboxHeader(name: $0.key, value: $0.value ?? []) }
+        var key = source.key
+        var value = letter.value
+        func size() -> Int {
+            (key?.count ?? 0) + value.count + (errorHeaders + copied).reduce(0) { $0 + $1.name.utf8.count + $1.value.count + Self.headerOverhead }
+        }
+        // Room for the headers that say what was left out.
+        let budget = limit - 3 * 64
+        if value.count > maxMessageBytes || size() > budget {
+            errorHeaders.append(OutboxHeader(name: "source-value-bytes", value: Array(String(value.count).utf8)))
+            value = []
+        }
+        if size() > budget {
+            errorHeaders.append(OutboxHeader(name: "source-headers-omitted", value: Array(String(copied.count).utf8)))
+            copied = []
+        }
+        if size() > budget, let omitted = key {
+            errorHeaders.append(OutboxHeader(name: "source-key-bytes", value: Array(String(omitted.count).utf8)))
+            key = nil
+        }
+        return OutboxMessage(topic: topics.deadLetter, key: key, value: value, headers: copied + errorHeaders)
     }
+
+    /// What librdkafka counts per header beyond its name and value (length varints), at most.
+    static let headerOverhead = 10
 }

@@ -31,11 +31,15 @@ public final class Pipeline: BatchHandler {
     private let deadLetters = Counter(label: "trigger_worker_dead_letters_total")
     private let ignoredEvents = Counter(label: "trigger_worker_events_ignored_total")
     private let conflicts = Counter(label: "trigger_worker_store_conflicts_total")
+    private let resets = Counter(label: "trigger_worker_partition_resets_total")
+    private let gaps = Counter(label: "trigger_worker_messages_lost_to_retention_total")
 
     /// A decoded and decided batch, ready to be written.
     public struct Prepared: Sendable {
         var items: [(Source, Input)]
         var query: BatchQuery
+        /// Per partition, the digest of the batch's last record (kept with the watermark).
+        var digests: [PartitionID: [UInt8]]
         var decision: BatchDecider.Decision
         /// How many messages the batch has.
         public var count: Int { items.count }
@@ -46,12 +50,13 @@ public final class Pipeline: BatchHandler {
     /// - Parameter outboxReady: called after each committed batch that wrote outbox rows.
     public init(
         configuration: WorkerConfiguration, orgs: OrgDirectory, catalog: WorkflowCatalog, store: any Store,
-        executor: any RunExecutor = SynchronousRunExecutor(), clock: any WallClock = SystemWallClock(),
+        executor: (any RunExecutor)? = nil, clock: any WallClock = SystemWallClock(),
         logger: Logger, outboxReady: @escaping @Sendable () -> Void
     ) {
-        decoder = InputDecoder(topics: configuration.topics, maxMessageBytes: configuration.maxMessageBytes, orgs: orgs)
+        decoder = InputDecoder(configuration: configuration, orgs: orgs)
         decider = BatchDecider(
-            catalog: catalog, executor: executor, outputs: Outputs(topics: configuration.topics),
+            catalog: catalog, executor: executor ?? SynchronousRunExecutor(maxEffectBytes: configuration.maxMessageBytes),
+            outputs: Outputs(configuration: configuration),
             idempotencyTTL: configuration.idempotencyTTL, mismatchPolicy: configuration.idempotencyMismatch, logger: logger
         )
         self.store = store
@@ -63,10 +68,13 @@ public final class Pipeline: BatchHandler {
     /// Decodes `batch` and decides it on the store's state, seen as if `pending`
     /// (the batch whose write may still be in flight) were already written.
     public func prepare(_ batch: [KafkaMessage], after pending: Prepared?) async throws -> Prepared {
-        let items = decoder.decode(batch)
+        let items = decoder.decode(batch, now: clock.now())
         let query = decider.query(for: items)
-        let decision = try await decide(items, query, after: pending?.decision.writes)
-        return Prepared(items: items, query: query, decision: decision)
+        var last: [PartitionID: KafkaMessage] = [:]
+        for message in batch { last[PartitionID(topic: message.topic, partition: message.partition)] = message }
+        let digests = last.mapValues { RecordDigest.of(key: $0.key, value: $0.value) }
+        let decision = try await decide(items, query, digests, after: pending?.decision.writes)
+        return Prepared(items: items, query: query, digests: digests, decision: decision)
     }
 
     /// Writes a prepared batch in one transaction. After a conflict (another writer
@@ -87,16 +95,86 @@ public final class Pipeline: BatchHandler {
                 conflicts.increment()
                 logger.info("Store conflict; deciding the batch again", metadata: [LogKey.error: "\(error)", "attempt": "\(attempt)"])
                 attempt += 1
-                decision = try await decide(prepared.items, prepared.query, after: nil)
+                decision = try await decide(prepared.items, prepared.query, prepared.digests, after: nil)
             }
         }
     }
 
-    private func decide(_ items: [(Source, Input)], _ query: BatchQuery, after pending: BatchWrites?) async throws -> BatchDecider.Decision {
+    /// Compares the store's mark of each partition with its log (§3): a mark beyond
+    /// the log's end means the log was reset, and the partition is read again from
+    /// its start in a new epoch (keyed requests and events are still deduplicated by
+    /// their records); nothing is skipped silently.
+    public func partitionsAssigned(_ partitions: [KafkaTopicPartition], consumer: KafkaConsumer) async throws -> Set<KafkaTopicPartition> {
+        let ids = partitions.map { PartitionID(topic: $0.topic, partition: $0.partition) }
+        let marks = try await store.partitionMarks(ids)
+        var restart: Set<KafkaTopicPartition> = []
+        for (partition, id) in zip(partitions, ids) {
+            guard let mark = marks[id] else { continue }
+            let log: (low: Int64, high: Int64)
+            do {
+                log = try await consumer.watermarks(of: partition)
+            } catch {
+                logger.warning("Cannot read the partition's log bounds; it is not checked for a reset", metadata: [
+                    LogKey.topic: "\(partition.topic)", LogKey.partition: "\(partition.partition)", LogKey.error: "\(error)",
+                ])
+                continue
+            }
+            let metadata: Logger.Metadata = [
+                LogKey.topic: "\(partition.topic)", LogKey.partition: "\(partition.partition)",
+                "store_next_offset": "\(mark.next)", "log_start_offset": "\(log.low)", "log_end_offset": "\(log.high)",
+            ]
+            var verdict = PartitionLog.classify(next: mark.next, low: log.low, high: log.high)
+            if verdict == .reset {
+                // Some brokers (Tansu among them) report an end offset short of the log's:
+                // when the record last handled is still there, the log is the same one.
+                do {
+                    if try await stillHolds(mark, of: partition, log: log, consumer: consumer) {
+                        logger.debug("The partition's end offset is short of the store's mark, but its last handled record is still there", metadata: metadata)
+                        verdict = .continues
+                    }
+                } catch {
+                    // Reading again from the start could run keyless requests twice: go on as committed, loudly.
+                    logger.error("The partition's log looks reset, but its last handled record cannot be read to confirm it; going on from the committed offset", metadata: metadata.merging([LogKey.error: "\(error)"]) { $1 })
+                    verdict = .continues
+                }
+            }
+            switch verdict {
+            case .continues:
+                break
+            case .reset:
+                logger.error("The partition's log was reset (its end is before what the store handled): reading it again from its start", metadata: metadata.merging(["epoch": "\(mark.epoch + 1)"]) { $1 })
+                resets.increment()
+                try await store.resetPartition(id, from: mark, next: log.low)
+                restart.insert(partition)
+            case .gap(let count):
+                logger.error("Messages left the partition's log before they were handled (retention)", metadata: metadata.merging([LogKey.count: "\(count)"]) { $1 })
+                gaps.increment(by: count)
+            }
+        }
+        return restart
+    }
+
+    /// Whether the record at `mark.next - 1` is in the log and is the one handled
+    /// there, read from the last record the broker reports (`high - 1`) onwards.
+    private func stillHolds(_ mark: PartitionMark, of partition: KafkaTopicPartition, log: (low: Int64, high: Int64), consumer: KafkaConsumer) async throws -> Bool {
+        guard mark.next > 0, let digest = mark.lastDigest, log.high > log.low else { return false }
+        let record = try await KafkaRecordReader.record(
+            at: mark.next - 1, of: partition, startingAt: log.high - 1, configuration: consumer.configuration.common, logger: logger
+        )
+        return record.map { RecordDigest.of(key: $0.key, value: $0.value) } == digest
+    }
+
+    private func decide(
+        _ items: [(Source, Input)], _ query: BatchQuery, _ digests: [PartitionID: [UInt8]], after pending: BatchWrites?
+    ) async throws -> BatchDecider.Decision {
         let now = clock.now()
         var snapshot = try await store.load(query, now: now)
         if let pending { snapshot.overlay(pending, now: now) }
-        return decider.decide(items, snapshot: snapshot, now: now)
+        var decision = decider.decide(items, snapshot: snapshot, now: now)
+        // Messages below a watermark are a prefix of each partition's part of the batch:
+        // where the watermark moves, it moves to just past the batch's last record.
+        decision.writes.lastDigests = digests.filter { decision.writes.watermarks[$0.key] != nil }
+        return decision
     }
 
     private func record(_ decision: BatchDecider.Decision, count: Int) {
@@ -121,6 +199,7 @@ extension BatchSnapshot {
         for (partition, watermark) in writes.watermarks {
             watermarks[partition] = Swift.max(watermarks[partition] ?? watermark.next, watermark.next)
         }
+        // Epochs change only when partitions are assigned, never by a batch: the snapshot's stand.
         for record in writes.records where record.expiresAt > now {
             records[record.scope] = record
         }

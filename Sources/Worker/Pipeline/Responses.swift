@@ -14,13 +14,16 @@ enum Responses {
         error(413, "payload_too_large", "The message is \(size) bytes; the limit is \(limit) bytes.")
     }
 
-    static func workflowNotFound(_ name: String) -> Response { error(404, "workflow_not_found", "Workflow '\(name)' not found.") }
+    static func workflowNotFound(_ name: String) -> Response { error(404, "workflow_not_found", "Workflow '\(BoundedText.identifier(name))' not found.") }
 
-    static func workflowDisabled(_ name: String) -> Response { error(409, "workflow_disabled", "Workflow '\(name)' is disabled.") }
+    static func workflowDisabled(_ name: String) -> Response { error(409, "workflow_disabled", "Workflow '\(BoundedText.identifier(name))' is disabled.") }
 
-    static func vendorNotFound(_ id: String) -> Response { error(404, "vendor_not_found", "Vendor '\(id)' not found.") }
+    static func vendorNotFound(_ id: String) -> Response { error(404, "vendor_not_found", "Vendor '\(BoundedText.identifier(id))' not found.") }
 
-    static let idempotencyKeyReused = error(422, "idempotency_key_reused", "This Idempotency-Key was used with a different request body within the last 24 hours.")
+    /// The key was used with another body within `ttl` (`IDEMPOTENCY_MISMATCH=reject`).
+    static func idempotencyKeyReused(ttl: Duration) -> Response {
+        error(422, "idempotency_key_reused", "This Idempotency-Key was used with a different request body within the last \(DurationParser.spoken(ttl)).")
+    }
 
     /// One item of a 422 in FastAPI's list form.
     struct ValidationIssue: Sendable, Hashable {
@@ -34,6 +37,12 @@ enum Responses {
         static func notString(_ location: [String]) -> Self { Self(location: location, message: "Input should be a valid string", type: "string_type") }
         static func notList(_ location: [String]) -> Self { Self(location: location, message: "Input should be a valid list", type: "list_type") }
         static func notObject(_ location: [String]) -> Self { Self(location: location, message: "Input should be a valid dictionary", type: "dict_type") }
+        static func tooLong(_ location: [String], maxBytes: Int) -> Self {
+            Self(location: location, message: "String should have at most \(maxBytes) bytes", type: "string_too_long")
+        }
+        static func notIdentifier(_ location: [String], prefix: String) -> Self {
+            Self(location: location, message: "String should match pattern '^\(prefix)_[0-9a-f]{32}$'", type: "string_pattern_mismatch")
+        }
     }
 
     static func validation(_ issues: [ValidationIssue]) -> Response {

@@ -13,13 +13,15 @@ public struct WorkerServices: Sendable {
     public let consumer: KafkaConsumer
     public let publisher: OutboxPublisher
     public let pipeline: Pipeline
-    public let sweeper: ExpirySweeper
+    public let sweeper: RetentionSweeper
+    private let shutdownGrace: Duration
     private let logger: Logger
 
     public init(configuration: WorkerConfiguration, orgs: OrgDirectory, catalog: WorkflowCatalog, store: any Store, logger: Logger) throws {
         self.store = store
         self.logger = logger
-        producer = try KafkaProducer(configuration: KafkaProducerConfiguration(common: configuration.kafka), logger: logger)
+        shutdownGrace = configuration.shutdownGrace
+        producer = try KafkaProducer(configuration: configuration.producer, logger: logger)
         consumer = try KafkaConsumer(
             configuration: KafkaConsumerConfiguration(common: configuration.kafka, groupID: configuration.groupID, topics: configuration.topics.inputs),
             logger: logger
@@ -27,28 +29,32 @@ public struct WorkerServices: Sendable {
         let publisher = OutboxPublisher(store: store, producer: producer, logger: logger)
         self.publisher = publisher
         pipeline = Pipeline(configuration: configuration, orgs: orgs, catalog: catalog, store: store, logger: logger) { publisher.notify() }
-        sweeper = ExpirySweeper(store: store, ttl: configuration.idempotencyTTL, logger: logger)
+        sweeper = RetentionSweeper(store: store, ttl: configuration.idempotencyTTL, retention: configuration.runRetention, logger: logger)
     }
 
     /// One service group in dependency order. Graceful shutdown runs in reverse:
     /// the consumer stops fetching, what was handled is committed and the group is
     /// left; the publisher publishes what is left in the outbox; the producer flushes.
-    public func serviceGroup(signals: [UnixSignal] = []) -> ServiceGroup {
-        serviceGroup(handler: pipeline, signals: signals)
+    /// A graceful shutdown that takes longer than `SHUTDOWN_GRACE` is escalated to
+    /// cancellation.
+    /// - Parameter watchdog: `run` passes one, to exit within `SHUTDOWN_GRACE` whatever hangs.
+    public func serviceGroup(signals: [UnixSignal] = [], watchdog: ShutdownWatchdog? = nil) -> ServiceGroup {
+        serviceGroup(handler: pipeline, signals: signals, watchdog: watchdog)
     }
 
     /// - Parameter handler: what handles the consumed batches (a wrapper around the
     ///   pipeline can observe them, as the benchmark does).
-    public func serviceGroup(handler: some BatchHandler, signals: [UnixSignal] = []) -> ServiceGroup {
-        ServiceGroup(configuration: ServiceGroupConfiguration(
-            services: [
-                .init(service: producer),
-                .init(service: publisher),
-                .init(service: sweeper),
-                .init(service: BatchConsumerService(consumer: consumer, handler: handler, logger: logger), successTerminationBehavior: .gracefullyShutdownGroup),
-            ],
-            gracefulShutdownSignals: signals,
-            logger: logger
-        ))
+    public func serviceGroup(handler: some BatchHandler, signals: [UnixSignal] = [], watchdog: ShutdownWatchdog? = nil) -> ServiceGroup {
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
+            .init(service: producer),
+            .init(service: publisher),
+            .init(service: sweeper),
+            .init(service: BatchConsumerService(consumer: consumer, handler: handler, logger: logger), successTerminationBehavior: .gracefullyShutdownGroup),
+        ]
+        // Last, so that it is the first to hear of a graceful shutdown.
+        if let watchdog { services.append(.init(service: watchdog)) }
+        var configuration = ServiceGroupConfiguration(services: services, gracefulShutdownSignals: signals, logger: logger)
+        configuration.maximumGracefulShutdownDuration = shutdownGrace
+        return ServiceGroup(configuration: configuration)
     }
 }
