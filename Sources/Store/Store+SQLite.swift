@@ -183,6 +183,16 @@ public final class SQLiteStore: Store {
                 CREATE INDEX assessments_by_creation ON assessments (created_at);
                 """)
         }
+        // Scopes are hashed over length-prefixed parts now (they were joined with '|'):
+        // records written before keep answering replays under their new hash.
+        migrator.registerMigration("v5-length-prefixed-scopes") { db in
+            let rows = try Row.fetchAll(db, sql: "SELECT rowid, org_id, endpoint, key FROM idempotency")
+            let update = try db.makeStatement(sql: "UPDATE idempotency SET scope = ? WHERE rowid = ?")
+            for row in rows {
+                let scope = ScopeHash(orgID: row[1], endpoint: row[2], key: row[3])
+                try update.execute(arguments: [Data(scope.bytes), row[0] as Int64])
+            }
+        }
         return migrator
     }
 

@@ -1,3 +1,5 @@
+import Crypto
+
 /// The worker's durable state: idempotency records, processed-offset watermarks,
 /// the vendor directory, runs, assessments and the outbox.
 ///
@@ -109,6 +111,19 @@ public struct ScopeHash: Sendable, Hashable, CustomStringConvertible {
     }
 
     public var description: String { bytes.map { String($0, radix: 16).leftPadded(to: 2) }.joined() }
+
+    /// The scope `(org, endpoint, key)`: the first 16 bytes of SHA-256 over the three,
+    /// each prefixed with its UTF-8 length (8 bytes, big-endian), as ids are derived.
+    /// Defined here so that the store's migrations compute it exactly as the worker does.
+    public init(orgID: String, endpoint: String, key: String) {
+        var hasher = SHA256()
+        for part in [orgID, endpoint, key] {
+            let bytes = Array(part.utf8)
+            withUnsafeBytes(of: UInt64(bytes.count).bigEndian) { hasher.update(bufferPointer: $0) }
+            hasher.update(data: bytes)
+        }
+        self.init(bytes: Array(hasher.finalize().prefix(16)))
+    }
 }
 
 extension String {

@@ -251,6 +251,47 @@ struct MigrationTests {
         ])
     }
 
+    @Test("an older database keeps its records and runs across v4 and v5: scopes rehashed, finish and creation times filled in")
+    func upgrade() async throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("v3-\(UUID()).sqlite").path
+        let v1 = """
+        CREATE TABLE grdb_migrations (identifier TEXT NOT NULL PRIMARY KEY);
+        INSERT INTO grdb_migrations VALUES ('v1'), ('v2-packed-outbox'), ('v3-rowid-tables');
+        CREATE TABLE partition_progress (topic TEXT NOT NULL, partition INTEGER NOT NULL, next_offset INTEGER NOT NULL, PRIMARY KEY (topic, partition)) WITHOUT ROWID;
+        CREATE TABLE idempotency (scope BLOB NOT NULL UNIQUE, org_id TEXT NOT NULL, endpoint TEXT NOT NULL, key TEXT NOT NULL, fingerprint BLOB NOT NULL, status INTEGER NOT NULL, body BLOB NOT NULL, created_at INTEGER NOT NULL, expires_at INTEGER NOT NULL);
+        CREATE INDEX idempotency_expiry ON idempotency (expires_at);
+        CREATE TABLE vendors (org_id TEXT NOT NULL, id TEXT NOT NULL, document BLOB NOT NULL, occurred_at INTEGER NOT NULL, PRIMARY KEY (org_id, id)) WITHOUT ROWID;
+        CREATE TABLE runs (id TEXT NOT NULL UNIQUE, org_id TEXT NOT NULL, workflow_name TEXT NOT NULL, status TEXT NOT NULL, started_at INTEGER NOT NULL, document BLOB NOT NULL);
+        CREATE INDEX runs_by_start ON runs (started_at);
+        CREATE TABLE assessments (id TEXT NOT NULL UNIQUE, org_id TEXT NOT NULL, vendor_id TEXT NOT NULL, document BLOB NOT NULL);
+        CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, messages BLOB NOT NULL);
+        INSERT INTO partition_progress VALUES ('tr', 0, 42);
+        INSERT INTO idempotency VALUES (X'00112233445566778899AABBCCDDEEFF', 'cborg_1', 'POST /v1/assessments', 'key-1', X'01', 201, CAST('{"ok":true}' AS BLOB), 100, 999999999999);
+        INSERT INTO runs VALUES ('cbwr_done', 'cborg_1', 'w', 'completed', 500, CAST('{}' AS BLOB)), ('cbwr_open', 'cborg_1', 'w', 'started', 600, CAST('{}' AS BLOB));
+        INSERT INTO assessments VALUES ('cbqsrw_1', 'cborg_1', 'cbvndr_1', CAST('{"created_at":1234,"id":"cbqsrw_1"}' AS BLOB));
+        """
+        let sqlite = Process()
+        sqlite.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        sqlite.arguments = ["python3", "-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.executescript(sys.argv[2]); c.commit()", path, v1]
+        try sqlite.run()
+        sqlite.waitUntilExit()
+        #expect(sqlite.terminationStatus == 0)
+
+        let store = try SQLiteStore(path: path)
+        var query = BatchQuery()
+        let scope = ScopeHash(orgID: "cborg_1", endpoint: "POST /v1/assessments", key: "key-1")
+        query.scopes = [scope]
+        let partition = PartitionID(topic: "tr", partition: 0)
+        query.partitions = [partition]
+        let snapshot = try await store.load(query, now: 1000)
+        #expect(snapshot.records[scope]?.responseBody == Array(#"{"ok":true}"#.utf8), "a replay after the upgrade still finds its record")
+        #expect(snapshot.watermarks[partition] == 42)
+        #expect(try await store.partitionMarks([partition])[partition] == PartitionMark(next: 42, epoch: 0, lastDigest: nil))
+        #expect(try await store.run(id: "cbwr_done")?.finishedAt == 500)
+        #expect(try await store.run(id: "cbwr_open")?.finishedAt == nil)
+        #expect(try await store.assessment(id: "cbqsrw_1")?.createdAt == 1234)
+    }
+
     @Test("an outbox entry closes at 16 MiB: a batch of large messages becomes several entries, in order")
     func outboxEntriesByBytes() async throws {
         let store = try makeStore()

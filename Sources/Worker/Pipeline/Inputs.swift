@@ -62,9 +62,6 @@ struct Source: Sendable {
         return writer.bytes
     }
 
-    /// The input header `name` (case-insensitive), as text.
-    func header(_ name: String) -> String? { headers.first(named: name)?.stringValue }
-
     /// The parts every id derived from this input ends with: where it was read,
     /// in which epoch of its partition's log (a log that was reset starts a new
     /// epoch, so that its offsets mint new ids).
@@ -93,21 +90,24 @@ struct VendorEvent: Sendable {
     var occurredAt: Int64
     /// The event's `data`, `{"vendor": {…}}`: the input of the runs it starts.
     var data: JSONValue
+    /// `data` in canonical JSON (its fingerprint is taken over these bytes).
+    var encodedData: [UInt8]
     var vendor: JSONValue
     var vendorID: String
     /// The dedupe scope `(org, "event", event_id)`, hashed once here.
     let scope: ScopeHash
 
-    init(source: Source, org: Org, eventID: String, type: VendorEventType, occurredAt: Int64, data: JSONValue, vendor: JSONValue, vendorID: String) {
+    init(source: Source, org: Org, eventID: String, type: VendorEventType, occurredAt: Int64, data: JSONValue, encodedData: [UInt8], vendor: JSONValue, vendorID: String) {
         self.source = source
         self.org = org
         self.eventID = eventID
         self.type = type
         self.occurredAt = occurredAt
         self.data = data
+        self.encodedData = encodedData
         self.vendor = vendor
         self.vendorID = vendorID
-        scope = Scopes.hash(orgID: org.id, endpoint: Scopes.eventEndpoint, key: eventID)
+        scope = ScopeHash(orgID: org.id, endpoint: Scopes.eventEndpoint, key: eventID)
     }
 }
 
@@ -141,7 +141,7 @@ struct TriggerRequest: Sendable {
         self.idempotencyKey = idempotencyKey
         self.endpoint = endpoint
         self.fingerprint = fingerprint
-        scope = idempotencyKey.map { Scopes.hash(orgID: org.id, endpoint: endpoint, key: $0) }
+        scope = idempotencyKey.map { ScopeHash(orgID: org.id, endpoint: endpoint, key: $0) }
     }
 }
 
@@ -192,14 +192,9 @@ struct Response: Sendable, Hashable {
     }
 }
 
-/// Idempotency scopes: `(org, endpoint, key)` hashed to 16 bytes.
+/// Idempotency scopes `(org, endpoint, key)`, hashed by ``ScopeHash/init(orgID:endpoint:key:)``.
 enum Scopes {
     static let eventEndpoint = "event"
-
-    /// The first 16 bytes of ``Identifier/digest(of:)`` over `[org, endpoint, key]`.
-    static func hash(orgID: String, endpoint: String, key: String) -> ScopeHash {
-        ScopeHash(bytes: Identifier.digest(of: [orgID, endpoint, key]).withUnsafeBytes { Array($0.prefix(16)) })
-    }
 
     static func endpoint(for type: RequestType, workflowName: String?) -> String {
         switch type {
