@@ -9,11 +9,14 @@ public struct KafkaTopicSpecification: Sendable, Hashable {
     public var partitions: Int32
     /// How many copies of each partition; `-1` for the broker's default. Default: `-1`.
     public var replicationFactor: Int32
+    /// Topic settings (`max.message.bytes` …); the broker's defaults for the rest.
+    public var settings: [String: String]
 
-    public init(name: String, partitions: Int32 = 6, replicationFactor: Int32 = -1) {
+    public init(name: String, partitions: Int32 = 6, replicationFactor: Int32 = -1, settings: [String: String] = [:]) {
         self.name = name
         self.partitions = partitions
         self.replicationFactor = replicationFactor
+        self.settings = settings
     }
 }
 
@@ -63,6 +66,12 @@ public enum KafkaAdmin {
                 return .failure(KafkaError(code: .admin, message: "invalid topic '\(topic.name)': \(String(errorBuffer: errorText))"))
             }
             newTopics.append(newTopic)
+            for (key, value) in topic.settings.sorted(by: { $0.key < $1.key }) {
+                let error = rd_kafka_NewTopic_set_config(newTopic, key, value)
+                guard error == RD_KAFKA_RESP_ERR_NO_ERROR else {
+                    return .failure(KafkaError(code: .admin, rdKafkaError: error, context: "invalid setting '\(key)' for topic '\(topic.name)'"))
+                }
+            }
         }
         let queue = rd_kafka_queue_new(handle)
         defer { rd_kafka_queue_destroy(queue) }

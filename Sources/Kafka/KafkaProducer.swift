@@ -62,8 +62,9 @@ public final class KafkaProducer: Service, Sendable {
         for (index, message) in messages.enumerated() {
             while true {
                 let error = enqueue(message, token: DeliveryToken(batch: batch, index: index))
-                if error == RD_KAFKA_RESP_ERR__QUEUE_FULL, !pollThread.isStopped {
+                if error == RD_KAFKA_RESP_ERR__QUEUE_FULL, !pollThread.isStopped, !Task.isCancelled {
                     // librdkafka's local queue is full: give the poll thread time to drain it.
+                    // (Cancelled, the message fails as queue-full instead of spinning.)
                     try? await Task.sleep(for: .milliseconds(2))
                     continue
                 }
@@ -74,7 +75,12 @@ public final class KafkaProducer: Service, Sendable {
             }
         }
         if pollThread.isStopped { batch.abandon(Self.shutDownError) }
-        return await batch.results(deadline: configuration.deliveryTimeout + Self.reportMargin)
+        return await batch.results(deadline: deliveryTimeout + Self.reportMargin)
+    }
+
+    /// The delivery timeout librdkafka uses: the configured one, or an override's.
+    private var deliveryTimeout: Duration {
+        configuration.properties["message.timeout.ms"].flatMap(Int64.init).map { .milliseconds($0) } ?? configuration.deliveryTimeout
     }
 
     /// What a message that was sent but never reported on fails with at shutdown.
@@ -198,20 +204,25 @@ final class DeliveryBatch: Sendable {
         if let (waiter, results) = finished { waiter.resume(returning: results) }
     }
 
-    /// Every slot's result, once all are filled; slots still empty after `deadline` fail.
+    /// Every slot's result, once all are filled; slots still empty after `deadline`,
+    /// or when the waiting task is cancelled, fail.
     func results(deadline: Duration) async -> Results {
         let timer = Task { [weak self] in
             try await Task.sleep(for: deadline)
             self?.abandon(KafkaError(code: .delivery, message: "no delivery report within \(deadline)", isRetriable: true))
         }
         defer { timer.cancel() }
-        return await withCheckedContinuation { continuation in
-            let ready: Results? = state.withLock { state in
-                if state.remaining == 0 { return state.results.map { $0! } }
-                state.waiter = continuation
-                return nil
+        return await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                let ready: Results? = state.withLock { state in
+                    if state.remaining == 0 { return state.results.map { $0! } }
+                    state.waiter = continuation
+                    return nil
+                }
+                if let ready { continuation.resume(returning: ready) }
             }
-            if let ready { continuation.resume(returning: ready) }
+        } onCancel: {
+            self.abandon(KafkaError(code: .delivery, message: "stopped waiting for delivery reports (cancelled)", isRetriable: true))
         }
     }
 }

@@ -72,7 +72,8 @@ struct OutboxCommand: AsyncParsableCommand {
         let message = output.message
         let when = Date(timeIntervalSince1970: Double(output.parkedAt) / 1000).formatted(.iso8601)
         let key = message.key.map { BoundedText.escapingControls(BoundedText.cut(String(decoding: $0, as: UTF8.self), maxBytes: 64)) } ?? "-"
-        let type = message.headers.first { $0.name == "event-type" || $0.name == "error-code" }.map { String(decoding: $0.value, as: UTF8.self) } ?? "-"
+        let type = message.headers.first { $0.name == "event-type" || $0.name == "error-code" }
+            .map { BoundedText.escapingControls(BoundedText.cut(String(decoding: $0.value, as: UTF8.self), maxBytes: 64)) } ?? "-"
         return "\(output.id)  \(when)  topic=\(message.topic)  key=\(key)  bytes=\(message.byteCount)  type=\(type)  error=\(output.errorCode): \(BoundedText.escapingControls(output.error))"
     }
 }

@@ -73,7 +73,15 @@ struct RunCommand: AsyncParsableCommand {
 
     /// Creates the four topics when missing, retrying while the broker does not answer.
     private func createTopics(_ configuration: WorkerConfiguration, logger: Logger) async throws {
-        let specifications = configuration.topics.all.map { KafkaTopicSpecification(name: $0, partitions: configuration.topicPartitions) }
+        // The output topics take what the worker may publish (MAX_MESSAGE_BYTES and its
+        // envelope); an existing topic keeps its settings (see docs/configuration.md).
+        let outputs = ["max.message.bytes": String(configuration.producer.maxMessageBytes ?? configuration.outputLimit)]
+        let specifications = configuration.topics.all.map { topic in
+            KafkaTopicSpecification(
+                name: topic, partitions: configuration.topicPartitions,
+                settings: [configuration.topics.runStatus, configuration.topics.deadLetter].contains(topic) ? outputs : [:]
+            )
+        }
         var delay = Duration.milliseconds(500)
         let deadline = ContinuousClock.now + .seconds(120)
         while true {

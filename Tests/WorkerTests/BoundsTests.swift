@@ -107,6 +107,18 @@ struct BoundsTests {
         #expect(letter.key == nil)
         #expect(!letter.headers.contains { $0.name.lowercased() == "authorization" })
     }
+
+    @Test("an input's own error-code or source-* headers are not copied: a dead letter's cannot be forged")
+    func forgedDeadLetterHeaders() {
+        let outputs = Outputs(configuration: WorkerConfiguration())
+        let message = KafkaMessage(topicPartition: .init(topic: "t", partition: 1), offset: 9, key: nil, value: Array("x".utf8), headers: [
+            KafkaHeader(key: "Error-Code", value: "all_good"), KafkaHeader(key: "source-offset", value: "0"), KafkaHeader(key: "x-kept", value: "yes"),
+        ])
+        let letter = outputs.deadLetter(DeadLetter(code: "invalid_json", message: "m", source: Source(message), value: message.value!))
+        #expect(letter.headers.filter { $0.name.lowercased() == "error-code" }.map(\.value) == [Array("invalid_json".utf8)])
+        #expect(letter.headers.filter { $0.name.lowercased() == "source-offset" }.map(\.value) == [Array("9".utf8)])
+        #expect(letter.headers.contains { $0.name == "x-kept" })
+    }
 }
 
 @Suite("Partition logs")

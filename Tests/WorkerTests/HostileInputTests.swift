@@ -160,6 +160,34 @@ struct HostileInputTests {
         #expect(letters[0].key == Array("k".utf8))
     }
 
+    @Test("a body that grows past MAX_MESSAGE_BYTES once encoded (\\b is written \\u0008) is answered 413, not echoed into outputs too large to publish")
+    func inflatingBody() throws {
+        let escapes = String(repeating: "\\b", count: 1500)  // 3,000 bytes as sent, 9,000 encoded
+        let value = Array("{\"request_type\":\"workflow_run\",\"workflow_name\":\"quarterly-privacy-sweep\",\"body\":{\"input\":{\"x\":\"\(escapes)\"}}}".utf8)
+        #expect(value.count < configuration.maxMessageBytes)
+        let message = KafkaMessage(topicPartition: .init(topic: configuration.topics.triggerRequests, partition: 0), offset: 0, key: nil, value: value, headers: [authorization])
+        let decision = decide([message])
+        #expect(try response(decision).event[path: ["data", "response", "status"]] == 413)
+        #expect(decision.writes.runs.isEmpty)
+        let letter = try #require(deadLetters(decision).first)
+        #expect(letter.headers.first { $0.name == "error-code" }?.value == Array("message_too_large".utf8))
+        #expect(letter.value == value, "the value itself fits: it is kept")
+        for output in decision.writes.outbox { #expect(output.byteCount <= configuration.outputLimit) }
+    }
+
+    @Test("a workflow_name too long to be a name is answered 404 after the API key, not echoed")
+    func longWorkflowName() throws {
+        let name = String(repeating: "w", count: 300)
+        let decision = decide([request(headers: [authorization], value: ["request_type": "workflow_run", "workflow_name": .string(name)])])
+        let event = try response(decision).event
+        #expect(event[path: ["data", "response", "status"]] == 404)
+        #expect(event[path: ["data", "request", "workflow_name"]] == .null)
+        #expect((event[path: ["data", "response", "body", "detail", "message"]]?.stringValue?.utf8.count ?? 0) < 300)
+        #expect(deadLetters(decision).isEmpty)
+        let unauthenticated = decide([request(headers: [], value: ["request_type": "workflow_run", "workflow_name": .string(name)])])
+        #expect(try response(unauthenticated).event[path: ["data", "response", "status"]] == 401, "the API key is checked first")
+    }
+
     // MARK: Vendor events (§3)
 
     @Test("a signed vendor event older than the dedupe window is dead-lettered event_too_old and starts nothing")

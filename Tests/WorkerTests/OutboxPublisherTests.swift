@@ -55,11 +55,38 @@ struct OutboxPublisherTests {
         #expect(round.failure?.isRetriable == true)
     }
 
+    @Test("an unclassified error (neither retriable nor permanent) is retried, and parked once its entry is given up on")
+    func unclassifiedErrors() {
+        let unknownTopic: Result<KafkaDeliveryReport, KafkaError> = .failure(KafkaError(code: .delivery, rdKafkaCode: 3, context: "unknown topic"))
+        let entries = [entry(1, messages: 2), entry(2, messages: 1)]
+        let kept = OutboxPublisher.settle(entries, results: [delivered, unknownTopic, delivered], now: 5)
+        #expect(kept.done.isEmpty)
+        #expect(kept.failedEntry == 1)
+        #expect(kept.failure?.isRetriable == false && kept.failure?.isPermanent == false)
+        let givenUp = OutboxPublisher.settle(entries, results: [delivered, unknownTopic, delivered], now: 5, giveUp: [1])
+        #expect(givenUp.done == [1, 2])
+        #expect(givenUp.parked.map(\.message) == [entries[0].messages[1]])
+        // A retriable failure is never given up on: the broker may come back.
+        #expect(OutboxPublisher.settle(entries, results: [failed, delivered, delivered], now: 5, giveUp: [1]).done.isEmpty)
+    }
+
     @Test("a fatal error is never parked: it stops the publisher")
     func fatalIsNotPermanent() {
         let round = OutboxPublisher.settle([entry(1, messages: 1)], results: [fatal], now: 5)
         #expect(round.done.isEmpty)
         #expect(round.failure?.isFatal == true)
         #expect(round.failure?.isPermanent == false)
+    }
+}
+
+@Suite("Doorbell")
+struct DoorbellTests {
+    @Test("a wait ended by a ring leaves no ring behind: the next wait waits (no hot loop)")
+    func noRingLeftBehind() async {
+        let doorbell = Doorbell()
+        doorbell.ring()
+        // Returns at once (rung before), once its cancelled timer has ended.
+        await doorbell.wait(timeout: .seconds(60))
+        #expect(!doorbell.isRung, "the cancelled timer rang the bell")
     }
 }

@@ -147,6 +147,10 @@ public struct WorkerConfiguration: Sendable {
             guard let retention = DurationParser.parse(text), retention > .zero else { throw Self.invalid("RUN_RETENTION", text, "a duration such as 30d") }
             runRetention = retention
         }
+        // A replay answers with the run its key started: that run must outlive the key.
+        if runRetention < idempotencyTTL {
+            throw ConfigurationError(code: .invalidValue, key: "RUN_RETENTION", message: "must be at least IDEMPOTENCY_TTL (\(DurationParser.format(idempotencyTTL))): a replay answers with a run that must still exist")
+        }
         if let text = value("IDEMPOTENCY_MISMATCH") {
             guard let policy = IdempotencyMismatchPolicy(rawValue: text.lowercased()) else { throw Self.invalid("IDEMPOTENCY_MISMATCH", text, "replay or reject") }
             idempotencyMismatch = policy

@@ -147,9 +147,9 @@ struct BatchDecider: Sendable {
         // event dated ahead of now keeps its record that much longer.
         state.claim(IdempotencyRecord(
             scope: event.scope, orgID: event.org.id, endpoint: Scopes.eventEndpoint, key: event.eventID,
-            fingerprint: Digest.sha256(event.data.canonicalBytes), responseStatus: 200,
+            fingerprint: Digest.sha256(event.encodedData), responseStatus: 200,
             responseBody: (["workflow_run_ids": .array(runIDs)] as JSONValue).canonicalBytes,
-            createdAt: state.now, expiresAt: max(state.now, event.occurredAt * 1000) + ttlMilliseconds
+            createdAt: state.now, expiresAt: max(state.now, event.occurredAt * 1000) + ttlMilliseconds + Self.eventRecordMargin
         ))
         logger.info("Vendor event handled", metadata: Self.metadata(source, [
             LogKey.org: "\(event.org.id)", "event_id": "\(event.eventID)", "event_type": "\(event.type.rawValue)", "runs_started": "\(runIDs.count)",
@@ -332,6 +332,7 @@ struct BatchDecider: Sendable {
     // MARK: Body validation (422)
 
     static func validate(_ request: TriggerRequest) -> [Responses.ValidationIssue] {
+        if request.body == .null { return [.missing(["body"])] }
         guard let body = request.body.objectValue else {
             return [Responses.ValidationIssue(location: ["body"], message: "Input should be a valid dictionary or object to extract fields from", type: "model_attributes_type")]
         }
@@ -381,6 +382,11 @@ struct BatchDecider: Sendable {
         if issues.count > Self.maxIssues { issues = Array(issues.prefix(Self.maxIssues)) }
         return issues
     }
+
+    /// How much longer than the dedupe window an event's record lives: the event is
+    /// refused as too old before its record can have expired, however late after its
+    /// decoding a batch is decided (decided again after a conflict, say).
+    static let eventRecordMargin: Timestamp = 60_000
 
     /// The most validation issues a 422 lists.
     static let maxIssues = 50

@@ -80,6 +80,12 @@ struct InputDecoder: Sendable {
             return dead("invalid_event", "data.vendor.id must be cbvndr_ followed by 32 lowercase hex digits")
         }
         if let problem = Self.vendorFieldProblem(vendor) { return dead("invalid_event", problem) }
+        // Outputs repeat the data canonically encoded, which can be larger than as sent
+        // (`\b` is written `\u0008`, `1e15` in full): that too must fit.
+        let encodedData = data.canonicalBytes
+        guard encodedData.count <= maxMessageBytes else {
+            return dead("message_too_large", "data is \(encodedData.count) bytes once encoded; MAX_MESSAGE_BYTES is \(maxMessageBytes)")
+        }
         guard let org = orgs.org(id: orgID) else { return dead("invalid_event", "org \(orgID) is not in the orgs file") }
         if let secret = org.webhookSigningSecret {
             guard case .one(let signature?) = HeaderRules.lookup(source.headers, "Coverbase-Signature") else {
@@ -99,7 +105,7 @@ struct InputDecoder: Sendable {
         if occurredAt * 1000 + idempotencyTTL.milliseconds <= now {
             return dead("event_too_old", "occurred_at \(occurredAt) is older than IDEMPOTENCY_TTL (\(DurationParser.format(idempotencyTTL))); a replay this old could start work again")
         }
-        return .vendorEvent(VendorEvent(source: source, org: org, eventID: eventID, type: type, occurredAt: occurredAt, data: data, vendor: vendor, vendorID: vendorID))
+        return .vendorEvent(VendorEvent(source: source, org: org, eventID: eventID, type: type, occurredAt: occurredAt, data: data, encodedData: encodedData, vendor: vendor, vendorID: vendorID))
     }
 
     /// Epoch seconds beyond this (the year 5138) are not a time: refused before any arithmetic on them.
@@ -149,23 +155,26 @@ struct InputDecoder: Sendable {
         let workflowName: String?
         switch type {
         case .workflowRun:
-            guard let name = request["workflow_name"]?.stringValue, Self.isName(name) else {
-                let text = "workflow_name must be a string of 1 to \(Self.maxNameBytes) bytes without control characters"
-                return reject(Responses.invalidRequest("workflow_run needs a workflow_name of 1 to \(Self.maxNameBytes) bytes."), deadLetter: "invalid_request", text)
+            guard let name = request["workflow_name"]?.stringValue, !name.isEmpty else {
+                return reject(Responses.invalidRequest("workflow_run needs a workflow_name."), deadLetter: "invalid_request", "workflow_name is missing")
             }
             workflowName = name
         case .assessmentCreate:
             // Validated with the body (422); echoed only when it could be a name.
             workflowName = request["body"]?["trigger_workflow"]?.stringValue.flatMap { Self.isName($0) ? $0 : nil }
         }
-        answer.workflowName = workflowName
+        // Echoed only when it could be a name; a longer one is answered 404 below.
+        answer.workflowName = workflowName.flatMap { Self.isName($0) ? $0 : nil }
         if let problem = source.requestIDProblem {
             return reject(Responses.invalidRequest(problem))
         }
-        // A workflow_run's body is optional (its input defaults to {}); an assessment_create needs one.
-        let givenBody: JSONValue? = request["body"]
-        guard let body = givenBody ?? (type == .workflowRun ? Optional(JSONValue.object([:])) : Optional<JSONValue>.none) else {
-            return reject(Responses.invalidRequest("The request needs a body."), deadLetter: "invalid_request", "body is missing")
+        // A workflow_run's body is optional (its input defaults to {}); an assessment_create's
+        // missing body is a 422 of the body's own, after the API key.
+        let body = request["body"] ?? (type == .workflowRun ? .object([:]) : .null)
+        let encodedBody = body.canonicalBytes
+        guard encodedBody.count <= maxMessageBytes else {
+            let text = "the body is \(encodedBody.count) bytes once encoded; MAX_MESSAGE_BYTES is \(maxMessageBytes)"
+            return reject(Responses.payloadTooLarge(encodedBody.count, limit: maxMessageBytes), deadLetter: "message_too_large", text)
         }
 
         guard case .one(let authorization?) = HeaderRules.lookup(source.headers, "Authorization") else { return reject(Responses.unauthorized) }
@@ -176,10 +185,12 @@ struct InputDecoder: Sendable {
         answer.orgID = org.id
 
         if case .invalid(let issue) = key { return reject(Responses.validation([issue])) }
+        // No workflow has such a name (names are at most 255 bytes): 404, as for any unknown one.
+        if let workflowName, !Self.isName(workflowName) { return reject(Responses.workflowNotFound(workflowName)) }
         return .request(TriggerRequest(
             source: source, org: org, type: type, workflowName: workflowName, body: body, idempotencyKey: answer.idempotencyKey,
             endpoint: Scopes.endpoint(for: type, workflowName: workflowName),
-            fingerprint: Digest.sha256(body.canonicalBytes)
+            fingerprint: Digest.sha256(encodedBody)
         ))
     }
 

@@ -18,6 +18,9 @@ import Workflows
 ///   such a failure on, entries stay and are published again (all of them, with the
 ///   same `event_id`s) with backoff, so that for each key the last message published
 ///   is the latest one;
+/// - **unclassified** (neither known retriable nor known permanent, such as an
+///   unknown topic): retried like a retriable one, and parked once its entry failed
+///   so ``roundsBeforeParking`` rounds in a row;
 /// - **fatal** (the producer cannot go on): the publisher stops and the process
 ///   exits; the outbox still holds every message.
 public final class OutboxPublisher: Service, Sendable {
@@ -29,6 +32,12 @@ public final class OutboxPublisher: Service, Sendable {
     private let doorbell = Doorbell()
     private let lastFatalError = Mutex<KafkaError?>(nil)
     private let parked = Counter(label: "trigger_worker_outbox_parked_total")
+    /// Per entry, how many rounds in a row it failed with an unclassified error.
+    private let unclassified = Mutex<[Int64: Int]>([:])
+
+    /// How many rounds in a row an unclassified error may fail an entry before its
+    /// messages that fail so are parked.
+    static let roundsBeforeParking = 5
 
     /// How long to wait without a wake-up before looking at the outbox anyway.
     static let idleInterval: Duration = .seconds(1)
@@ -83,9 +92,16 @@ public final class OutboxPublisher: Service, Sendable {
             guard !entries.isEmpty else { return true }
             let messages = entries.flatMap(\.messages)
             let results = await producer.send(messages.map { message in
-                KafkaProducerMessage(topic: message.topic, key: message.key, value: message.value, headers: message.headers.map { KafkaHeader(key: $0.name, value: $0.value) })
+                KafkaProducerMessage(topic: message.topic, key: message.key, value: message.publishedValue, headers: message.headers.map { KafkaHeader(key: $0.name, value: $0.value) })
             })
-            let round = Self.settle(entries, results: results, now: clock.now())
+            let giveUp = unclassified.withLock { counts in Set(counts.filter { $0.value >= Self.roundsBeforeParking }.keys) }
+            let round = Self.settle(entries, results: results, now: clock.now(), giveUp: giveUp)
+            unclassified.withLock { counts in
+                for id in round.done { counts.removeValue(forKey: id) }
+                if let failed = round.failedEntry, let failure = round.failure, !failure.isRetriable, !failure.isFatal {
+                    counts[failed, default: 0] += 1
+                }
+            }
             do {
                 try await store.finishOutbox(done: round.done, park: round.parked)
             } catch {
@@ -117,7 +133,10 @@ extension OutboxPublisher {
     /// (their refused messages too: they are parked once their entry is done), and
     /// are published again in order, so that for each key the last message in the
     /// topic is still the latest one (same `event_id`s again).
-    static func settle(_ entries: [OutboxEntry], results: [Result<KafkaDeliveryReport, KafkaError>], now: Timestamp) -> (done: [Int64], parked: [ParkedOutput], failure: KafkaError?) {
+    /// - Parameter giveUp: entries whose unclassified failures are parked this round.
+    static func settle(
+        _ entries: [OutboxEntry], results: [Result<KafkaDeliveryReport, KafkaError>], now: Timestamp, giveUp: Set<Int64> = []
+    ) -> (done: [Int64], parked: [ParkedOutput], failure: KafkaError?, failedEntry: Int64?) {
         var done: [Int64] = []
         var parked: [ParkedOutput] = []
         var position = 0
@@ -127,13 +146,14 @@ extension OutboxPublisher {
             var refused: [ParkedOutput] = []
             for (message, result) in zip(entry.messages, outcome) {
                 guard case .failure(let error) = result else { continue }
-                guard error.isPermanent else { return (done, parked, error) }
+                let givenUp = giveUp.contains(entry.id) && !error.isRetriable && !error.isFatal
+                guard error.isPermanent || givenUp else { return (done, parked, error, entry.id) }
                 refused.append(ParkedOutput(message: message, errorCode: error.rdKafkaName ?? "\(error.code)", error: BoundedText.message(error.message), parkedAt: now))
             }
             parked += refused
             done.append(entry.id)
         }
-        return (done, parked, nil)
+        return (done, parked, nil, nil)
     }
 }
 
@@ -158,13 +178,17 @@ final class Doorbell: Sendable {
         waiter?.resume()
     }
 
+    /// Whether a ring is waiting for the next ``wait(timeout:)``.
+    var isRung: Bool { state.withLock { $0.rung } }
+
     /// Returns when rung, or after `timeout`.
     func wait(timeout: Duration) async {
         let timer = Task { [weak self] in
-            try? await Task.sleep(for: timeout)
+            // Cancelled (the bell rang first): no ring of its own, or the next wait would
+            // return at once, and the one after it, polling the store in a hot loop.
+            guard (try? await Task.sleep(for: timeout)) != nil else { return }
             self?.ring()
         }
-        defer { timer.cancel() }
         await withCheckedContinuation { continuation in
             let ready = state.withLock { state -> Bool in
                 if state.rung {
@@ -176,5 +200,7 @@ final class Doorbell: Sendable {
             }
             if ready { continuation.resume() }
         }
+        timer.cancel()
+        await timer.value
     }
 }

@@ -74,8 +74,10 @@ struct Outputs: Sendable {
             OutboxHeader(name: "source-partition", value: Array(String(source.partition).utf8)),
             OutboxHeader(name: "source-offset", value: Array(String(source.offset).utf8)),
         ]
-        // Secrets do not travel to other topics.
-        var copied = source.headers.filter { !$0.key.caseInsensitiveEquals("Authorization") }.map { OutboxHeader(name: $0.key, value: $0.value ?? []) }
+        // Secrets do not travel to other topics; nor does a header that could pass for one of the worker's.
+        var copied = source.headers.filter { header in
+            !header.key.caseInsensitiveEquals("Authorization") && !Self.deadLetterHeaders.contains { header.key.caseInsensitiveEquals($0) }
+        }.map { OutboxHeader(name: $0.key, value: $0.value ?? []) }
         var key = source.key
         var value = letter.value
         func size() -> Int {
@@ -98,6 +100,21 @@ struct Outputs: Sendable {
         return OutboxMessage(topic: topics.deadLetter, key: key, value: value, headers: copied + errorHeaders)
     }
 
+    /// The headers a dead letter's copy gets from the worker; an input's own headers of
+    /// these names are not copied, so that none can be forged.
+    static let deadLetterHeaders = [
+        "error-code", "error-message", "source-topic", "source-partition", "source-offset",
+        "source-value-bytes", "source-headers-omitted", "source-key-bytes",
+    ]
+
     /// What librdkafka counts per header beyond its name and value (length varints), at most.
     static let headerOverhead = 10
+}
+
+extension OutboxMessage {
+    /// The value as published: a dead letter whose value was left out
+    /// (`source-value-bytes`) goes out with no value at all (null), as §6 has it.
+    var publishedValue: [UInt8]? {
+        value.isEmpty && headers.contains(where: { $0.name == "source-value-bytes" }) ? nil : value
+    }
 }

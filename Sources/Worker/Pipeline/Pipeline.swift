@@ -68,12 +68,15 @@ public final class Pipeline: BatchHandler {
     /// Decodes `batch` and decides it on the store's state, seen as if `pending`
     /// (the batch whose write may still be in flight) were already written.
     public func prepare(_ batch: [KafkaMessage], after pending: Prepared?) async throws -> Prepared {
-        let items = decoder.decode(batch, now: clock.now())
+        // One time for the checks of both steps: an event decoded as not too old is
+        // decided at that same time.
+        let now = clock.now()
+        let items = decoder.decode(batch, now: now)
         let query = decider.query(for: items)
         var last: [PartitionID: KafkaMessage] = [:]
         for message in batch { last[PartitionID(topic: message.topic, partition: message.partition)] = message }
         let digests = last.mapValues { RecordDigest.of(key: $0.key, value: $0.value) }
-        let decision = try await decide(items, query, digests, after: pending?.decision.writes)
+        let decision = try await decide(items, query, digests, at: now, after: pending?.decision.writes)
         return Prepared(items: items, query: query, digests: digests, decision: decision)
     }
 
@@ -95,79 +98,84 @@ public final class Pipeline: BatchHandler {
                 conflicts.increment()
                 logger.info("Store conflict; deciding the batch again", metadata: [LogKey.error: "\(error)", "attempt": "\(attempt)"])
                 attempt += 1
-                decision = try await decide(prepared.items, prepared.query, prepared.digests, after: nil)
+                decision = try await decide(prepared.items, prepared.query, prepared.digests, at: clock.now(), after: nil)
             }
         }
     }
 
-    /// Compares the store's mark of each partition with its log (§3): a mark beyond
-    /// the log's end means the log was reset, and the partition is read again from
-    /// its start in a new epoch (keyed requests and events are still deduplicated by
-    /// their records); nothing is skipped silently.
+    /// Compares the store's mark of each partition with its log (§3), all partitions
+    /// at once: a log that does not hold, at the mark, the record last handled was
+    /// reset (a topic created again, a new broker with an old store). Such a
+    /// partition is read again from its start in a new epoch (keyed requests and
+    /// events are still deduplicated by their records); nothing is skipped silently.
+    /// - Throws: when a partition's log cannot be looked at (the process stops and
+    ///   its restart tries again: guessing could skip messages or run them twice).
     public func partitionsAssigned(_ partitions: [KafkaTopicPartition], consumer: KafkaConsumer) async throws -> Set<KafkaTopicPartition> {
         let ids = partitions.map { PartitionID(topic: $0.topic, partition: $0.partition) }
         let marks = try await store.partitionMarks(ids)
-        var restart: Set<KafkaTopicPartition> = []
-        for (partition, id) in zip(partitions, ids) {
-            guard let mark = marks[id] else { continue }
-            let log: (low: Int64, high: Int64)
-            do {
-                log = try await consumer.watermarks(of: partition)
-            } catch {
-                logger.warning("Cannot read the partition's log bounds; it is not checked for a reset", metadata: [
-                    LogKey.topic: "\(partition.topic)", LogKey.partition: "\(partition.partition)", LogKey.error: "\(error)",
-                ])
-                continue
+        return try await withThrowingTaskGroup(of: KafkaTopicPartition?.self) { checks in
+            for (partition, id) in zip(partitions, ids) {
+                guard let mark = marks[id] else { continue }
+                checks.addTask { try await self.check(partition, id, mark, consumer: consumer) ? partition : nil }
             }
-            let metadata: Logger.Metadata = [
-                LogKey.topic: "\(partition.topic)", LogKey.partition: "\(partition.partition)",
-                "store_next_offset": "\(mark.next)", "log_start_offset": "\(log.low)", "log_end_offset": "\(log.high)",
-            ]
-            var verdict = PartitionLog.classify(next: mark.next, low: log.low, high: log.high)
-            if verdict == .reset {
-                // Some brokers (Tansu among them) report an end offset short of the log's:
-                // when the record last handled is still there, the log is the same one.
-                do {
-                    if try await stillHolds(mark, of: partition, log: log, consumer: consumer) {
-                        logger.debug("The partition's end offset is short of the store's mark, but its last handled record is still there", metadata: metadata)
-                        verdict = .continues
-                    }
-                } catch {
-                    // Reading again from the start could run keyless requests twice: go on as committed, loudly.
-                    logger.error("The partition's log looks reset, but its last handled record cannot be read to confirm it; going on from the committed offset", metadata: metadata.merging([LogKey.error: "\(error)"]) { $1 })
-                    verdict = .continues
-                }
-            }
-            switch verdict {
-            case .continues:
-                break
-            case .reset:
-                logger.error("The partition's log was reset (its end is before what the store handled): reading it again from its start", metadata: metadata.merging(["epoch": "\(mark.epoch + 1)"]) { $1 })
-                resets.increment()
-                try await store.resetPartition(id, from: mark, next: log.low)
-                restart.insert(partition)
-            case .gap(let count):
-                logger.error("Messages left the partition's log before they were handled (retention)", metadata: metadata.merging([LogKey.count: "\(count)"]) { $1 })
-                gaps.increment(by: count)
-            }
+            var restart: Set<KafkaTopicPartition> = []
+            for try await reset in checks { if let reset { restart.insert(reset) } }
+            return restart
         }
-        return restart
     }
 
-    /// Whether the record at `mark.next - 1` is in the log and is the one handled
-    /// there, read from the last record the broker reports (`high - 1`) onwards.
-    private func stillHolds(_ mark: PartitionMark, of partition: KafkaTopicPartition, log: (low: Int64, high: Int64), consumer: KafkaConsumer) async throws -> Bool {
-        guard mark.next > 0, let digest = mark.lastDigest, log.high > log.low else { return false }
-        let record = try await KafkaRecordReader.record(
-            at: mark.next - 1, of: partition, startingAt: log.high - 1, configuration: consumer.configuration.common, logger: logger
-        )
-        return record.map { RecordDigest.of(key: $0.key, value: $0.value) } == digest
+    /// Whether `partition`'s log was reset; when it was, the store's mark is moved to
+    /// the log's start in a new epoch.
+    private func check(_ partition: KafkaTopicPartition, _ id: PartitionID, _ mark: PartitionMark, consumer: KafkaConsumer) async throws -> Bool {
+        let log = try await Self.retrying { try await consumer.watermarks(of: partition) }
+        var metadata: Logger.Metadata = [
+            LogKey.topic: "\(partition.topic)", LogKey.partition: "\(partition.partition)",
+            "store_next_offset": "\(mark.next)", "log_start_offset": "\(log.low)", "log_end_offset": "\(log.high)",
+        ]
+        if case .gap(let count) = PartitionLog.classify(next: mark.next, low: log.low, high: log.high) {
+            logger.error("Messages left the partition's log before they were handled (retention)", metadata: metadata.merging([LogKey.count: "\(count)"]) { $1 })
+            gaps.increment(by: count)
+            return false
+        }
+        // Nothing handled yet, or the record before the mark gone by retention: nothing to compare.
+        guard mark.next > 0, mark.next - 1 >= log.low else { return false }
+        // The record at the mark's place, read from where the broker says it is, or from
+        // the last record it reports (some brokers, Tansu among them, report an end short
+        // of the log's: reading from the last batch finds the true end).
+        let target = mark.next - 1
+        var record: KafkaMessage?
+        if log.high > log.low {
+            let start = min(target, log.high - 1)
+            record = try await Self.retrying {
+                try await KafkaRecordReader.record(at: target, of: partition, startingAt: start, configuration: consumer.configuration.common, logger: logger)
+            }
+        }
+        let digest = record.map { RecordDigest.of(key: $0.key, value: $0.value) }
+        // A mark written before digests were kept is taken as matching any record there.
+        if let digest, mark.lastDigest == nil || mark.lastDigest == digest { return false }
+        metadata["record_at_mark"] = record == nil ? "absent" : "different"
+        logger.error("The partition's log was reset (it does not hold the record last handled): reading it again from its start", metadata: metadata.merging(["epoch": "\(mark.epoch + 1)"]) { $1 })
+        resets.increment()
+        try await store.resetPartition(id, from: mark, next: log.low)
+        return true
+    }
+
+    /// `body`, tried up to three times, a second apart, before its error is thrown.
+    private static func retrying<T: Sendable>(_ body: () async throws -> T) async throws -> T {
+        var attempt = 1
+        while true {
+            do {
+                return try await body()
+            } catch where attempt < 3 {
+                attempt += 1
+                try await Task.sleep(for: .seconds(1))
+            }
+        }
     }
 
     private func decide(
-        _ items: [(Source, Input)], _ query: BatchQuery, _ digests: [PartitionID: [UInt8]], after pending: BatchWrites?
+        _ items: [(Source, Input)], _ query: BatchQuery, _ digests: [PartitionID: [UInt8]], at now: Timestamp, after pending: BatchWrites?
     ) async throws -> BatchDecider.Decision {
-        let now = clock.now()
         var snapshot = try await store.load(query, now: now)
         if let pending { snapshot.overlay(pending, now: now) }
         var decision = decider.decide(items, snapshot: snapshot, now: now)

@@ -66,7 +66,8 @@ public struct RetentionSweeper: Service {
                 let deleted = try await delete(batchSize)
                 total += deleted
                 counter.increment(by: Int64(deleted))
-                if deleted < batchSize { break }
+                // A long backlog (the first sweep after an upgrade) does not hold up a shutdown.
+                if deleted < batchSize || Task.isShuttingDownGracefully || Task.isCancelled { break }
             }
         } catch {
             // Retried at the next sweep; nothing depends on it meanwhile.

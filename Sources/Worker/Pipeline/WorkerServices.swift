@@ -35,8 +35,8 @@ public struct WorkerServices: Sendable {
     /// One service group in dependency order. Graceful shutdown runs in reverse:
     /// the consumer stops fetching, what was handled is committed and the group is
     /// left; the publisher publishes what is left in the outbox; the producer flushes.
-    /// A graceful shutdown that takes longer than `SHUTDOWN_GRACE` is escalated to
-    /// cancellation.
+    /// A graceful shutdown that takes longer than three quarters of `SHUTDOWN_GRACE`
+    /// is escalated to cancellation.
     /// - Parameter watchdog: `run` passes one, to exit within `SHUTDOWN_GRACE` whatever hangs.
     public func serviceGroup(signals: [UnixSignal] = [], watchdog: ShutdownWatchdog? = nil) -> ServiceGroup {
         serviceGroup(handler: pipeline, signals: signals, watchdog: watchdog)
@@ -54,7 +54,9 @@ public struct WorkerServices: Sendable {
         // Last, so that it is the first to hear of a graceful shutdown.
         if let watchdog { services.append(.init(service: watchdog)) }
         var configuration = ServiceGroupConfiguration(services: services, gracefulShutdownSignals: signals, logger: logger)
-        configuration.maximumGracefulShutdownDuration = shutdownGrace
+        // Cancellation comes at three quarters of the grace, so that it can unwind
+        // (waits for a broker end at once) before the watchdog has to end the process.
+        configuration.maximumGracefulShutdownDuration = shutdownGrace * 3 / 4
         return ServiceGroup(configuration: configuration)
     }
 }
