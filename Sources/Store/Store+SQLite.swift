@@ -406,35 +406,27 @@ public final class SQLiteStore: Store {
         }
     }
 
-    // MARK: Expiry
+    // MARK: Expiry and retention
 
     public func deleteExpiredIdempotencyRecords(now: Timestamp, limit: Int) async throws -> Int {
-        try await pool.write { db in
-            try db.execute(
-                sql: "DELETE FROM idempotency WHERE scope IN (SELECT scope FROM idempotency WHERE expires_at <= ? ORDER BY expires_at LIMIT ?)",
-                arguments: [now, limit]
-            )
-            return db.changesCount
-        }
+        try await deleteOldest(from: "idempotency", by: "expires_at", where: "expires_at <= ?", now, limit: limit)
     }
 
-    // MARK: Retention
-
     public func pruneRuns(finishedBefore before: Int64, limit: Int) async throws -> Int {
-        try await pool.write { db in
-            try db.execute(
-                sql: "DELETE FROM runs WHERE rowid IN (SELECT rowid FROM runs WHERE finished_at IS NOT NULL AND finished_at < ? ORDER BY finished_at LIMIT ?)",
-                arguments: [before, limit]
-            )
-            return db.changesCount
-        }
+        try await deleteOldest(from: "runs", by: "finished_at", where: "finished_at IS NOT NULL AND finished_at < ?", before, limit: limit)
     }
 
     public func pruneAssessments(createdBefore before: Int64, limit: Int) async throws -> Int {
+        try await deleteOldest(from: "assessments", by: "created_at", where: "created_at < ?", before, limit: limit)
+    }
+
+    /// Deletes up to `limit` rows of `table` that match `condition`, oldest by `column`
+    /// first, in one short transaction; returns how many.
+    private func deleteOldest(from table: String, by column: String, where condition: String, _ bound: Int64, limit: Int) async throws -> Int {
         try await pool.write { db in
             try db.execute(
-                sql: "DELETE FROM assessments WHERE rowid IN (SELECT rowid FROM assessments WHERE created_at < ? ORDER BY created_at LIMIT ?)",
-                arguments: [before, limit]
+                sql: "DELETE FROM \(table) WHERE rowid IN (SELECT rowid FROM \(table) WHERE \(condition) ORDER BY \(column) LIMIT ?)",
+                arguments: [bound, limit]
             )
             return db.changesCount
         }

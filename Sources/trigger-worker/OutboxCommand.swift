@@ -37,32 +37,36 @@ struct OutboxCommand: AsyncParsableCommand {
             abstract: "Put a parked output back at the end of the outbox; a running worker publishes it within a second (it is parked again if refused again)."
         )
 
-        @Option(help: "A YAML or JSON configuration file; the environment wins.") var config: String?
-        @Argument(help: "The parked output's id (from outbox list).") var id: Int64
+        @OptionGroup var parked: ParkedOutputOptions
 
         func run() async throws {
-            let store = try StoreFactory.open(url: try loadConfiguration(config).storeURL)
-            guard try await store.retryParked(id: id) else {
-                FileHandleOutput.standardError("trigger-worker: no parked output \(id)\n")
-                throw ExitCode(1)
-            }
-            print("parked output \(id) is back in the outbox")
+            try await parked.handle(done: "is back in the outbox") { try await $0.retryParked(id: $1) }
         }
     }
 
     struct Drop: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Delete a parked output for good.")
 
+        @OptionGroup var parked: ParkedOutputOptions
+
+        func run() async throws {
+            try await parked.handle(done: "dropped") { try await $0.dropParked(id: $1) }
+        }
+    }
+
+    /// The store and the id of the parked output `retry` and `drop` act on.
+    struct ParkedOutputOptions: ParsableArguments {
         @Option(help: "A YAML or JSON configuration file; the environment wins.") var config: String?
         @Argument(help: "The parked output's id (from outbox list).") var id: Int64
 
-        func run() async throws {
+        /// Runs `action` on the store; says `done` when it found the output, else fails with exit status 1.
+        func handle(done: String, _ action: (any Store, Int64) async throws -> Bool) async throws {
             let store = try StoreFactory.open(url: try loadConfiguration(config).storeURL)
-            guard try await store.dropParked(id: id) else {
+            guard try await action(store, id) else {
                 FileHandleOutput.standardError("trigger-worker: no parked output \(id)\n")
                 throw ExitCode(1)
             }
-            print("parked output \(id) dropped")
+            print("parked output \(id) \(done)")
         }
     }
 

@@ -218,6 +218,16 @@ struct SQLiteStoreTests {
 
 @Suite("SQLite store migrations")
 struct MigrationTests {
+    /// Writes a database as an older version left it, with Python's sqlite3 (not our code).
+    func makeDatabase(at path: String, sql: String) throws {
+        let sqlite = Process()
+        sqlite.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        sqlite.arguments = ["python3", "-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.executescript(sys.argv[2]); c.commit()", path, sql]
+        try sqlite.run()
+        sqlite.waitUntilExit()
+        #expect(sqlite.terminationStatus == 0)
+    }
+
     @Test("v2 packs the outbox rows a v1 database still holds, in order")
     func packedOutbox() async throws {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("v1-\(UUID()).sqlite").path
@@ -236,12 +246,7 @@ struct MigrationTests {
         INSERT INTO outbox (topic, key, value, headers) VALUES ('a', X'6B', X'7631', X'0001680000000178');
         INSERT INTO outbox (topic, key, value, headers) VALUES ('b', NULL, X'7632', X'');
         """
-        let sqlite = Process()
-        sqlite.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        sqlite.arguments = ["python3", "-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.executescript(sys.argv[2]); c.commit()", path, v1]
-        try sqlite.run()
-        sqlite.waitUntilExit()
-        #expect(sqlite.terminationStatus == 0)
+        try makeDatabase(at: path, sql: v1)
 
         let store = try SQLiteStore(path: path)
         let entries = try await store.pendingOutbox(limit: 10)
@@ -270,12 +275,7 @@ struct MigrationTests {
         INSERT INTO runs VALUES ('cbwr_done', 'cborg_1', 'w', 'completed', 500, CAST('{}' AS BLOB)), ('cbwr_open', 'cborg_1', 'w', 'started', 600, CAST('{}' AS BLOB));
         INSERT INTO assessments VALUES ('cbqsrw_1', 'cborg_1', 'cbvndr_1', CAST('{"created_at":1234,"id":"cbqsrw_1"}' AS BLOB));
         """
-        let sqlite = Process()
-        sqlite.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        sqlite.arguments = ["python3", "-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.executescript(sys.argv[2]); c.commit()", path, v1]
-        try sqlite.run()
-        sqlite.waitUntilExit()
-        #expect(sqlite.terminationStatus == 0)
+        try makeDatabase(at: path, sql: v1)
 
         let store = try SQLiteStore(path: path)
         var query = BatchQuery()

@@ -29,7 +29,7 @@ struct BoundsTests {
     func textLogLines() throws {
         let lines = Mutex<[String]>([])
         let logger = Logger(label: "trigger-worker") { label in
-            TextLogHandler(label: label, level: .info) { line in lines.withLock { $0.append(line) } }
+            LineLogHandler(label: label, level: .info, format: .text) { line in lines.withLock { $0.append(line) } }
         }
         logger.error("Dead-lettered\nFAKE error line", metadata: [
             "org": "cborg_x\n2026-01-01T00:00:00Z critical trigger-worker: INJECTED", "big": "\(String(repeating: "y", count: 10_000))",
@@ -47,7 +47,7 @@ struct BoundsTests {
     func jsonLogLines() throws {
         let lines = Mutex<[String]>([])
         let logger = Logger(label: "trigger-worker") { label in
-            JSONLogHandler(label: label, level: .info) { line in lines.withLock { $0.append(line) } }
+            LineLogHandler(label: label, level: .info, format: .json) { line in lines.withLock { $0.append(line) } }
         }
         logger.info("\(String(repeating: "m", count: 5000))", metadata: ["value": "\(String(repeating: "v", count: 5000))"])
         let line = try #require(lines.withLock { $0 }.first)

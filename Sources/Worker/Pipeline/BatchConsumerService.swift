@@ -67,55 +67,51 @@ public struct BatchConsumerService<Handler: BatchHandler>: Service {
         var inFlight: InFlight?
         /// Where each partition resumes after the batches started so far.
         var positions: [KafkaTopicPartition: Int64] = [:]
-        do {
-            for await event in consumer.events {
-                switch event {
-                case .partitionsAssigned(let partitions):
-                    // Nothing of these partitions is fetched until this returns.
-                    let restart = try await handler.partitionsAssigned(partitions, consumer: consumer)
-                    if !restart.isEmpty { consumer.startFromBeginning(restart) }
-                    logger.info("Joined the consumer group; partitions assigned", metadata: [
-                        LogKey.group: "\(group)",
-                        LogKey.partitions: "\(partitions.map(\.description).joined(separator: ","))",
-                    ])
-                case .messages(let batch):
-                    var prepared = try await handler.prepare(batch, after: inFlight?.prepared)
-                    if try await !settle(&inFlight) {
-                        // The previous batch was decided again: what this one saw of it is stale.
-                        prepared = try await handler.prepare(batch, after: nil)
-                    }
-                    let offsets = batch.nextOffsets
-                    positions.merge(offsets) { max($0, $1) }
-                    inFlight = InFlight(prepared: prepared, written: start(prepared, offsets: offsets, writeFailure: writeFailure))
-                case .partitionsRevoked(let partitions, let lost):
-                    _ = try await settle(&inFlight)
-                    // The background commits may still be on their way: the next owner starts where this one ended.
-                    let revoked = positions.filter { partitions.contains($0.key) }
-                    for partition in partitions { positions.removeValue(forKey: partition) }
-                    if !lost {
-                        do {
-                            try await consumer.commit(revoked)
-                        } catch {
-                            logger.warning("Offset commit at revocation failed; the next owner may see some messages again (the store deduplicates them)", metadata: [LogKey.error: "\(error)"])
-                        }
-                    }
-                    logger.info("Partitions revoked; their offsets are committed", metadata: [
-                        LogKey.group: "\(group)",
-                        LogKey.partitions: "\(partitions.map(\.description).joined(separator: ","))",
-                        "lost": "\(lost)",
-                    ])
+        // On an error the batch in flight is not waited for: its transaction is all or
+        // nothing and its offsets follow it, so the process may go down at any point.
+        for await event in consumer.events {
+            switch event {
+            case .partitionsAssigned(let partitions):
+                // Nothing of these partitions is fetched until this returns.
+                let restart = try await handler.partitionsAssigned(partitions, consumer: consumer)
+                if !restart.isEmpty { consumer.startFromBeginning(restart) }
+                logger.info("Joined the consumer group; partitions assigned", metadata: [
+                    LogKey.group: "\(group)",
+                    LogKey.partitions: "\(partitions.map(\.description).joined(separator: ","))",
+                ])
+            case .messages(let batch):
+                var prepared = try await handler.prepare(batch, after: inFlight?.prepared)
+                if try await !settle(&inFlight) {
+                    // The previous batch was decided again: what this one saw of it is stale.
+                    prepared = try await handler.prepare(batch, after: nil)
                 }
+                let offsets = batch.nextOffsets
+                positions.merge(offsets) { max($0, $1) }
+                inFlight = InFlight(prepared: prepared, written: start(prepared, offsets: offsets, writeFailure: writeFailure))
+            case .partitionsRevoked(let partitions, let lost):
+                _ = try await settle(&inFlight)
+                // The background commits may still be on their way: the next owner starts where this one ended.
+                let revoked = positions.filter { partitions.contains($0.key) }
+                for partition in partitions { positions.removeValue(forKey: partition) }
+                if !lost {
+                    do {
+                        try await consumer.commit(revoked)
+                    } catch {
+                        logger.warning("Offset commit at revocation failed; the next owner may see some messages again (the store deduplicates them)", metadata: [LogKey.error: "\(error)"])
+                    }
+                }
+                logger.info("Partitions revoked; their offsets are committed", metadata: [
+                    LogKey.group: "\(group)",
+                    LogKey.partitions: "\(partitions.map(\.description).joined(separator: ","))",
+                    "lost": "\(lost)",
+                ])
             }
-            _ = try await settle(&inFlight)
-        } catch {
-            // No wait for the batch in flight: its transaction is all or nothing and its
-            // offsets follow it, so the process may go down at any point from here.
-            throw error
         }
+        _ = try await settle(&inFlight)
         logger.info("Consumer stopped; offsets committed and the group left", metadata: [LogKey.group: "\(group)"])
     }
 
-    /// Waits until the batch in flight (if any) is written and committed.
+    /// Waits until the batch in flight (if any) is written (its offsets then go to the consumer to commit).
     /// - Returns: whether it was written as prepared.
     private func settle(_ inFlight: inout InFlight?) async throws -> Bool {
         guard let batch = inFlight else { return true }

@@ -5,12 +5,12 @@ import Testing
 @testable import Worker
 
 @Suite("JSON log lines")
-struct JSONLogHandlerTests {
+struct LineLogHandlerTests {
     @Test("one JSON object per line, with metadata")
     func line() throws {
         let lines = Mutex<[String]>([])
         var logger = Logger(label: "test") { label in
-            JSONLogHandler(label: label, level: .info) { line in lines.withLock { $0.append(line) } }
+            LineLogHandler(label: label, level: .info, format: .json) { line in lines.withLock { $0.append(line) } }
         }
         logger[metadataKey: "group"] = "g"
         logger.info("Consumed \"batch\"\n", metadata: [LogKey.topic: "t", LogKey.partition: "3"])
