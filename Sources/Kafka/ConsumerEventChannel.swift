@@ -5,7 +5,7 @@ public enum KafkaConsumerEvent: Sendable, Hashable {
     /// These partitions are being assigned to this consumer; messages from them
     /// follow. librdkafka starts fetching them only once the application asks for
     /// the next event (or after the revocation timeout): meanwhile it may look at
-    /// them and call ``KafkaConsumer/startFromBeginning(_:)``.
+    /// them and call ``KafkaConsumer/startAt(_:)``.
     case partitionsAssigned([KafkaTopicPartition])
     /// A batch of messages, in offset order within each partition.
     case messages([KafkaMessage])

@@ -207,11 +207,11 @@ public final class KafkaConsumer: Service, Sendable {
         return try result.get()
     }
 
-    /// Makes the partitions of the ``KafkaConsumerEvent/partitionsAssigned(_:)`` being
-    /// handled start from the oldest record in their log, whatever offset the group
-    /// committed. Call it while handling that event (before asking for the next one).
-    public func startFromBeginning(_ partitions: Set<KafkaTopicPartition>) {
-        loop.startFromBeginning(partitions)
+    /// Makes partitions of the ``KafkaConsumerEvent/partitionsAssigned(_:)`` being
+    /// handled start at the given offsets, whatever offsets the group committed. Call
+    /// it while handling that event (before asking for the next one).
+    public func startAt(_ offsets: [KafkaTopicPartition: Int64]) {
+        loop.startAt(offsets)
     }
 
     /// Raises a fatal error in librdkafka, as a fenced or otherwise dead client would
@@ -245,8 +245,8 @@ private final class PollLoop: @unchecked Sendable {
     /// The bytes of `pending` (keys, values and headers).
     private var pendingBytes = 0
     private let fatal = Mutex<KafkaError?>(nil)
-    /// Partitions being assigned that are to start from the oldest record (set by the reader).
-    private let fromBeginning = Mutex<Set<KafkaTopicPartition>>([])
+    /// Where partitions being assigned are to start (set by the reader).
+    private let starts = Mutex<[KafkaTopicPartition: Int64]>([:])
 
     init(configuration: KafkaConsumerConfiguration, channel: ConsumerEventChannel, logger: Logger) {
         self.configuration = configuration
@@ -270,8 +270,8 @@ private final class PollLoop: @unchecked Sendable {
         return fatalError == nil
     }
 
-    func startFromBeginning(_ partitions: Set<KafkaTopicPartition>) {
-        fromBeginning.withLock { $0.formUnion(partitions) }
+    func startAt(_ offsets: [KafkaTopicPartition: Int64]) {
+        starts.withLock { $0.merge(offsets) { $1 } }
     }
 
     private func take(_ message: UnsafeMutablePointer<rd_kafka_message_t>, _ handle: OpaquePointer) {
@@ -347,18 +347,18 @@ private final class PollLoop: @unchecked Sendable {
         switch error {
         case RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS:
             // Whatever was fetched before goes first; then the reader looks at the new
-            // partitions (and may ask for some to start from their oldest record)
-            // before a single message of theirs is fetched.
+            // partitions (and may say where to start them) before a single message of
+            // theirs is fetched.
             flushPending()
-            fromBeginning.withLock { $0.removeAll() }
+            starts.withLock { $0.removeAll() }
             if !channel.sendAndWaitUntilHandled(.partitionsAssigned(topicPartitions), timeout: configuration.revocationTimeout) {
                 logger.warning("Assignment not handled within the revocation timeout; assigning as committed", metadata: ["timeout": "\(configuration.revocationTimeout)"])
             }
-            let restart = fromBeginning.withLock { set in defer { set.removeAll() }; return set }
+            let offsets = starts.withLock { offsets in defer { offsets.removeAll() }; return offsets }
             for index in 0..<Int(partitions.pointee.cnt) {
                 let element = partitions.pointee.elems[index]
-                if restart.contains(KafkaTopicPartition(topic: String(cString: element.topic), partition: element.partition)) {
-                    partitions.pointee.elems[index].offset = Int64(RD_KAFKA_OFFSET_BEGINNING)
+                if let offset = offsets[KafkaTopicPartition(topic: String(cString: element.topic), partition: element.partition)] {
+                    partitions.pointee.elems[index].offset = offset
                 }
             }
             if cooperative {

@@ -78,9 +78,15 @@ public final class KafkaProducer: Service, Sendable {
         return await batch.results(deadline: deliveryTimeout + Self.reportMargin)
     }
 
-    /// The delivery timeout librdkafka uses: the configured one, or an override's.
+    /// The delivery timeout librdkafka uses: the configured one, or an override's
+    /// (`message.timeout.ms` or its alias `delivery.timeout.ms`; 0 means none, and a
+    /// send then waits until shutdown).
     private var deliveryTimeout: Duration {
-        configuration.properties["message.timeout.ms"].flatMap(Int64.init).map { .milliseconds($0) } ?? configuration.deliveryTimeout
+        let properties = configuration.properties
+        guard let milliseconds = (properties["message.timeout.ms"] ?? properties["delivery.timeout.ms"]).flatMap(Int64.init) else {
+            return configuration.deliveryTimeout
+        }
+        return milliseconds == 0 ? .seconds(365 * 86400) : .milliseconds(milliseconds)
     }
 
     /// What a message that was sent but never reported on fails with at shutdown.

@@ -184,13 +184,19 @@ public final class SQLiteStore: Store {
                 """)
         }
         // Scopes are hashed over length-prefixed parts now (they were joined with '|'):
-        // records written before keep answering replays under their new hash.
+        // records written before keep answering replays under their new hash. Two rows
+        // that hash alike (keys that were stored cut short at a NUL) keep the later one.
         migrator.registerMigration("v5-length-prefixed-scopes") { db in
-            let rows = try Row.fetchAll(db, sql: "SELECT rowid, org_id, endpoint, key FROM idempotency")
-            let update = try db.makeStatement(sql: "UPDATE idempotency SET scope = ? WHERE rowid = ?")
-            for row in rows {
-                let scope = ScopeHash(orgID: row[1], endpoint: row[2], key: row[3])
-                try update.execute(arguments: [Data(scope.bytes), row[0] as Int64])
+            let select = try db.makeStatement(sql: "SELECT rowid, org_id, endpoint, key FROM idempotency WHERE rowid > ? ORDER BY rowid LIMIT 10000")
+            let update = try db.makeStatement(sql: "UPDATE OR REPLACE idempotency SET scope = ? WHERE rowid = ?")
+            var last: Int64 = 0
+            while true {
+                let rows = try Row.fetchAll(select, arguments: [last])
+                guard let final = rows.last else { break }
+                for row in rows {
+                    try update.execute(arguments: [Data(ScopeHash(orgID: row[1], endpoint: row[2], key: row[3]).bytes), row[0] as Int64])
+                }
+                last = final[0]
             }
         }
         return migrator

@@ -245,7 +245,7 @@ private final class CountingHandler: BatchHandler {
         return try await wrapped.prepare(batch, after: pending)
     }
 
-    func partitionsAssigned(_ partitions: [KafkaTopicPartition], consumer: KafkaConsumer) async throws -> Set<KafkaTopicPartition> {
+    func partitionsAssigned(_ partitions: [KafkaTopicPartition], consumer: KafkaConsumer) async throws -> [KafkaTopicPartition: Int64] {
         try await wrapped.partitionsAssigned(partitions, consumer: consumer)
     }
 

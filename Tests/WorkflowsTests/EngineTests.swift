@@ -210,4 +210,14 @@ struct TemplateValueTests {
         ])
         #expect(TemplateValue(["a": 1, "b": ["c"]]) == .literal(["a": 1, "b": ["c"]]), "values without placeholders stay literal")
     }
+
+    @Test("a step's message is at most 1 KiB once encoded, control characters (six bytes each) included")
+    func boundedMessages() {
+        for text in [String(repeating: "x", count: 5000), String(repeating: "\u{1}", count: 1000), String(repeating: "\"", count: 2000)] {
+            let bounded = SynchronousRunExecutor.bounded(.string(text))
+            #expect(bounded.canonicalBytes.count <= BoundedText.messageBytes + 2, "\(bounded.canonicalBytes.count) bytes")
+        }
+        #expect(SynchronousRunExecutor.bounded("short") == "short")
+        #expect(SynchronousRunExecutor.bounded(["a": 1]) == ["a": 1], "a small structured message is kept as it is")
+    }
 }

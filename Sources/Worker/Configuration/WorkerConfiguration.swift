@@ -145,11 +145,13 @@ public struct WorkerConfiguration: Sendable {
         }
         if let text = value("RUN_RETENTION") {
             guard let retention = DurationParser.parse(text), retention > .zero else { throw Self.invalid("RUN_RETENTION", text, "a duration such as 30d") }
+            // A replay names the run its key started: the run outlives the key.
+            guard retention >= idempotencyTTL else {
+                throw ConfigurationError(code: .invalidValue, key: "RUN_RETENTION", message: "must be at least IDEMPOTENCY_TTL (\(DurationParser.format(idempotencyTTL))): a replay names a run that should still exist")
+            }
             runRetention = retention
-        }
-        // A replay answers with the run its key started: that run must outlive the key.
-        if runRetention < idempotencyTTL {
-            throw ConfigurationError(code: .invalidValue, key: "RUN_RETENTION", message: "must be at least IDEMPOTENCY_TTL (\(DurationParser.format(idempotencyTTL))): a replay answers with a run that must still exist")
+        } else {
+            runRetention = max(runRetention, idempotencyTTL)
         }
         if let text = value("IDEMPOTENCY_MISMATCH") {
             guard let policy = IdempotencyMismatchPolicy(rawValue: text.lowercased()) else { throw Self.invalid("IDEMPOTENCY_MISMATCH", text, "replay or reject") }

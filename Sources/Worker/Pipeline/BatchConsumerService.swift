@@ -73,8 +73,7 @@ public struct BatchConsumerService<Handler: BatchHandler>: Service {
             switch event {
             case .partitionsAssigned(let partitions):
                 // Nothing of these partitions is fetched until this returns.
-                let restart = try await handler.partitionsAssigned(partitions, consumer: consumer)
-                if !restart.isEmpty { consumer.startFromBeginning(restart) }
+                consumer.startAt(try await handler.partitionsAssigned(partitions, consumer: consumer))
                 logger.info("Joined the consumer group; partitions assigned", metadata: [
                     LogKey.group: "\(group)",
                     LogKey.partitions: "\(partitions.map(\.description).joined(separator: ","))",
@@ -159,8 +158,9 @@ public protocol BatchHandler: Sendable {
     func write(_ prepared: Prepared) async throws -> Bool
 
     /// Looks at partitions being assigned, before any of their messages is fetched.
-    /// - Returns: the partitions to read from their oldest record (see ``PartitionLog``).
-    func partitionsAssigned(_ partitions: [KafkaTopicPartition], consumer: KafkaConsumer) async throws -> Set<KafkaTopicPartition>
+    /// - Returns: where to start reading partitions (the others start at the group's
+    ///   committed offsets).
+    func partitionsAssigned(_ partitions: [KafkaTopicPartition], consumer: KafkaConsumer) async throws -> [KafkaTopicPartition: Int64]
 }
 
 extension BatchHandler {

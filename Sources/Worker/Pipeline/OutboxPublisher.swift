@@ -20,7 +20,7 @@ import Workflows
 ///   is the latest one;
 /// - **unclassified** (neither known retriable nor known permanent, such as an
 ///   unknown topic): retried like a retriable one, and parked once its entry failed
-///   so ``roundsBeforeParking`` rounds in a row;
+///   so for ``unclassifiedPatience`` and ``roundsBeforeParking`` rounds in a row;
 /// - **fatal** (the producer cannot go on): the publisher stops and the process
 ///   exits; the outbox still holds every message.
 public final class OutboxPublisher: Service, Sendable {
@@ -32,12 +32,14 @@ public final class OutboxPublisher: Service, Sendable {
     private let doorbell = Doorbell()
     private let lastFatalError = Mutex<KafkaError?>(nil)
     private let parked = Counter(label: "trigger_worker_outbox_parked_total")
-    /// Per entry, how many rounds in a row it failed with an unclassified error.
-    private let unclassified = Mutex<[Int64: Int]>([:])
+    /// Per entry that fails with an unclassified error: since when, and how many rounds in a row.
+    private let unclassified = Mutex<[Int64: (since: ContinuousClock.Instant, rounds: Int)]>([:])
 
-    /// How many rounds in a row an unclassified error may fail an entry before its
-    /// messages that fail so are parked.
+    /// How many rounds in a row, and for how long, an unclassified error may fail an
+    /// entry before its messages that fail so are parked (a topic being created again
+    /// is back well within this).
     static let roundsBeforeParking = 5
+    static let unclassifiedPatience: Duration = .seconds(600)
 
     /// How long to wait without a wake-up before looking at the outbox anyway.
     static let idleInterval: Duration = .seconds(1)
@@ -94,12 +96,15 @@ public final class OutboxPublisher: Service, Sendable {
             let results = await producer.send(messages.map { message in
                 KafkaProducerMessage(topic: message.topic, key: message.key, value: message.publishedValue, headers: message.headers.map { KafkaHeader(key: $0.name, value: $0.value) })
             })
-            let giveUp = unclassified.withLock { counts in Set(counts.filter { $0.value >= Self.roundsBeforeParking }.keys) }
+            let giveUp = unclassified.withLock { failing in
+                Set(failing.filter { $0.value.rounds >= Self.roundsBeforeParking && $0.value.since.duration(to: .now) >= Self.unclassifiedPatience }.keys)
+            }
             let round = Self.settle(entries, results: results, now: clock.now(), giveUp: giveUp)
-            unclassified.withLock { counts in
-                for id in round.done { counts.removeValue(forKey: id) }
+            unclassified.withLock { failing in
+                for id in round.done { failing.removeValue(forKey: id) }
                 if let failed = round.failedEntry, let failure = round.failure, !failure.isRetriable, !failure.isFatal {
-                    counts[failed, default: 0] += 1
+                    let previous = failing[failed] ?? (since: .now, rounds: 0)
+                    failing[failed] = (previous.since, previous.rounds + 1)
                 }
             }
             do {

@@ -103,74 +103,86 @@ public final class Pipeline: BatchHandler {
         }
     }
 
-    /// Compares the store's mark of each partition with its log (§3), all partitions
-    /// at once: a log that does not hold, at the mark, the record last handled was
-    /// reset (a topic created again, a new broker with an old store). Such a
-    /// partition is read again from its start in a new epoch (keyed requests and
-    /// events are still deduplicated by their records); nothing is skipped silently.
-    /// - Throws: when a partition's log cannot be looked at (the process stops and
-    ///   its restart tries again: guessing could skip messages or run them twice).
-    public func partitionsAssigned(_ partitions: [KafkaTopicPartition], consumer: KafkaConsumer) async throws -> Set<KafkaTopicPartition> {
+    /// Where each assigned partition is to be read from, and whether its log was
+    /// reset (§3): all partitions at once.
+    ///
+    /// A partition the store has handled before is read from the store's mark, not
+    /// from the group's committed offset: the store is what decides, and its mark is
+    /// never behind. A log that does not hold, at the mark, the record last handled
+    /// was reset (a topic created again, a new broker with an old store): its mark
+    /// moves to the log's start in a new epoch (keyed requests and events are still
+    /// deduplicated by their records), and it is read from there.
+    public func partitionsAssigned(_ partitions: [KafkaTopicPartition], consumer: KafkaConsumer) async throws -> [KafkaTopicPartition: Int64] {
         let ids = partitions.map { PartitionID(topic: $0.topic, partition: $0.partition) }
         let marks = try await store.partitionMarks(ids)
-        return try await withThrowingTaskGroup(of: KafkaTopicPartition?.self) { checks in
+        return try await withThrowingTaskGroup(of: (KafkaTopicPartition, Int64).self) { checks in
             for (partition, id) in zip(partitions, ids) {
                 guard let mark = marks[id] else { continue }
-                checks.addTask { try await self.check(partition, id, mark, consumer: consumer) ? partition : nil }
+                checks.addTask { (partition, try await self.start(of: partition, id, mark, consumer: consumer)) }
             }
-            var restart: Set<KafkaTopicPartition> = []
-            for try await reset in checks { if let reset { restart.insert(reset) } }
-            return restart
+            var starts: [KafkaTopicPartition: Int64] = [:]
+            for try await (partition, start) in checks { starts[partition] = start }
+            return starts
         }
     }
 
-    /// Whether `partition`'s log was reset; when it was, the store's mark is moved to
-    /// the log's start in a new epoch.
-    private func check(_ partition: KafkaTopicPartition, _ id: PartitionID, _ mark: PartitionMark, consumer: KafkaConsumer) async throws -> Bool {
-        let log = try await Self.retrying { try await consumer.watermarks(of: partition) }
-        var metadata: Logger.Metadata = [
-            LogKey.topic: "\(partition.topic)", LogKey.partition: "\(partition.partition)",
-            "store_next_offset": "\(mark.next)", "log_start_offset": "\(log.low)", "log_end_offset": "\(log.high)",
-        ]
+    /// Where to read `partition` from: its mark, or, when its log was reset, the log's
+    /// start (the store's mark is moved there first). Only a store failure is thrown:
+    /// a log that cannot be looked at is read on from the mark, with an error logged.
+    private func start(of partition: KafkaTopicPartition, _ id: PartitionID, _ mark: PartitionMark, consumer: KafkaConsumer) async throws -> Int64 {
+        var metadata: Logger.Metadata = [LogKey.topic: "\(partition.topic)", LogKey.partition: "\(partition.partition)", "store_next_offset": "\(mark.next)"]
+        let reset: Int64?
+        do {
+            reset = try await resetStart(partition, mark, consumer: consumer, metadata: &metadata)
+        } catch {
+            logger.error("Cannot look at the partition's log; reading on from the store's mark (a reset log would go unseen)", metadata: metadata.merging([LogKey.error: "\(error)"]) { $1 })
+            return mark.next
+        }
+        guard let reset else { return mark.next }
+        logger.error("The partition's log was reset (it does not hold the record last handled): reading it again from its start", metadata: metadata.merging(["epoch": "\(mark.epoch + 1)"]) { $1 })
+        resets.increment()
+        try await store.resetPartition(id, from: mark, next: reset)
+        return reset
+    }
+
+    /// The log's start when the log was reset, `nil` when it goes on.
+    private func resetStart(_ partition: KafkaTopicPartition, _ mark: PartitionMark, consumer: KafkaConsumer, metadata: inout Logger.Metadata) async throws -> Int64? {
+        let log = try await consumer.watermarks(of: partition, timeout: .seconds(5))
+        metadata["log_start_offset"] = "\(log.low)"
+        metadata["log_end_offset"] = "\(log.high)"
         if case .gap(let count) = PartitionLog.classify(next: mark.next, low: log.low, high: log.high) {
             logger.error("Messages left the partition's log before they were handled (retention)", metadata: metadata.merging([LogKey.count: "\(count)"]) { $1 })
             gaps.increment(by: count)
-            return false
+            return nil
         }
         // Nothing handled yet, or the record before the mark gone by retention: nothing to compare.
-        guard mark.next > 0, mark.next - 1 >= log.low else { return false }
-        // The record at the mark's place, read from where the broker says it is, or from
-        // the last record it reports (some brokers, Tansu among them, report an end short
-        // of the log's: reading from the last batch finds the true end).
+        guard mark.next > 0, mark.next - 1 >= log.low else { return nil }
+        guard log.high > log.low else {
+            metadata["record_at_mark"] = "absent (empty log)"
+            return log.low
+        }
+        // The record at the mark's place. A fetch may skip the record batch the offset
+        // lies in (Tansu returns only batches that begin at or after the fetch offset, and
+        // reports the log's end as the last batch's start + 1): reading from the last start
+        // it reports, then from ever earlier offsets, finds it.
         let target = mark.next - 1
-        var record: KafkaMessage?
-        if log.high > log.low {
-            let start = min(target, log.high - 1)
-            record = try await Self.retrying {
-                try await KafkaRecordReader.record(at: target, of: partition, startingAt: start, configuration: consumer.configuration.common, logger: logger)
+        var tried: Set<Int64> = []
+        for start in [min(target, log.high - 1), target - 1024, target - 65_536, log.low].map({ max(log.low, $0) }) where tried.insert(start).inserted {
+            switch try await KafkaRecordReader.lookup(at: target, of: partition, startingAt: start, configuration: consumer.configuration.common, logger: logger) {
+            case .found(let record):
+                // A mark written before digests were kept is taken as matching any record there.
+                if mark.lastDigest == nil || mark.lastDigest == RecordDigest.of(key: record.key, value: record.value) { return nil }
+                metadata["record_at_mark"] = "different"
+                return log.low
+            case .endsBefore:
+                metadata["record_at_mark"] = "absent (the log ends before it)"
+                return log.low
+            case .passed:
+                continue
             }
         }
-        let digest = record.map { RecordDigest.of(key: $0.key, value: $0.value) }
-        // A mark written before digests were kept is taken as matching any record there.
-        if let digest, mark.lastDigest == nil || mark.lastDigest == digest { return false }
-        metadata["record_at_mark"] = record == nil ? "absent" : "different"
-        logger.error("The partition's log was reset (it does not hold the record last handled): reading it again from its start", metadata: metadata.merging(["epoch": "\(mark.epoch + 1)"]) { $1 })
-        resets.increment()
-        try await store.resetPartition(id, from: mark, next: log.low)
-        return true
-    }
-
-    /// `body`, tried up to three times, a second apart, before its error is thrown.
-    private static func retrying<T: Sendable>(_ body: () async throws -> T) async throws -> T {
-        var attempt = 1
-        while true {
-            do {
-                return try await body()
-            } catch where attempt < 3 {
-                attempt += 1
-                try await Task.sleep(for: .seconds(1))
-            }
-        }
+        logger.warning("The record at the partition's mark cannot be read (compacted?); taking the log for the same one", metadata: metadata)
+        return nil
     }
 
     private func decide(

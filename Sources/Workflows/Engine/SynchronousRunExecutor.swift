@@ -145,16 +145,24 @@ public struct SynchronousRunExecutor: RunExecutor {
         return outcome
     }
 
-    /// A step's message as the run document keeps it: at most 1 KiB, since a
-    /// message may repeat what an input holds (`email to {{ … }}`).
+    /// A step's message as the run document keeps it: at most 1 KiB once encoded,
+    /// since a message may repeat what an input holds (`email to {{ … }}`), and an
+    /// input's control characters take six bytes each in JSON.
     static func bounded(_ message: JSONValue) -> JSONValue {
+        var text: String
         switch message {
         case .null: return .null
-        case .string(let text): return .string(BoundedText.message(text))
+        case .string(let string): text = string
         default:
-            let text = message.canonicalString
-            return text.utf8.count <= BoundedText.messageBytes ? message : .string(BoundedText.message(text))
+            if message.canonicalBytes.count <= BoundedText.messageBytes { return message }
+            text = message.canonicalString
         }
+        var budget = BoundedText.messageBytes
+        while JSONValue.string(text).canonicalBytes.count > BoundedText.messageBytes + 2, budget > 16 {
+            budget /= 2
+            text = BoundedText.cut(text, maxBytes: budget)
+        }
+        return .string(text)
     }
 
     // MARK: Documents
