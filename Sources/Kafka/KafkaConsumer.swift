@@ -232,6 +232,38 @@ public final class KafkaConsumer: Service, Sendable {
     }
 }
 
+extension KafkaMessage {
+    /// A copy of a record librdkafka handed out (without error): the caller still destroys it.
+    init(copying message: UnsafeMutablePointer<rd_kafka_message_t>) {
+        var timestampType = RD_KAFKA_TIMESTAMP_NOT_AVAILABLE
+        let timestamp = rd_kafka_message_timestamp(message, &timestampType)
+        self.init(
+            topicPartition: KafkaTopicPartition(topic: String(cString: rd_kafka_topic_name(message.pointee.rkt)), partition: message.pointee.partition),
+            offset: message.pointee.offset,
+            key: message.pointee.key.map { Array(UnsafeRawBufferPointer(start: $0, count: message.pointee.key_len)) },
+            value: message.pointee.payload.map { Array(UnsafeRawBufferPointer(start: $0, count: message.pointee.len)) },
+            headers: Self.headers(of: message),
+            timestampMilliseconds: timestampType == RD_KAFKA_TIMESTAMP_NOT_AVAILABLE ? nil : timestamp
+        )
+    }
+
+    private static func headers(of message: UnsafeMutablePointer<rd_kafka_message_t>) -> [KafkaHeader] {
+        var headers: OpaquePointer?
+        guard rd_kafka_message_headers(message, &headers) == RD_KAFKA_RESP_ERR_NO_ERROR, let headers else { return [] }
+        let count = rd_kafka_header_cnt(headers)
+        var result: [KafkaHeader] = []
+        result.reserveCapacity(count)
+        for index in 0..<count {
+            var name: UnsafePointer<CChar>?
+            var value: UnsafeRawPointer?
+            var size = 0
+            guard rd_kafka_header_get_all(headers, index, &name, &value, &size) == RD_KAFKA_RESP_ERR_NO_ERROR, let name else { continue }
+            result.append(KafkaHeader(key: String(cString: name), value: value.map { Array(UnsafeRawBufferPointer(start: $0, count: size)) }))
+        }
+        return result
+    }
+}
+
 // MARK: - The poll loop
 
 /// Everything the poll thread does. Its mutable state is touched only on the poll
@@ -281,35 +313,9 @@ private final class PollLoop: @unchecked Sendable {
             handleConsumerError(error, message, handle)
             return
         }
-        let topic = String(cString: rd_kafka_topic_name(message.pointee.rkt))
-        var timestampType = RD_KAFKA_TIMESTAMP_NOT_AVAILABLE
-        let timestamp = rd_kafka_message_timestamp(message, &timestampType)
-        let record = KafkaMessage(
-            topicPartition: KafkaTopicPartition(topic: topic, partition: message.pointee.partition),
-            offset: message.pointee.offset,
-            key: message.pointee.key.map { Array(UnsafeRawBufferPointer(start: $0, count: message.pointee.key_len)) },
-            value: message.pointee.payload.map { Array(UnsafeRawBufferPointer(start: $0, count: message.pointee.len)) },
-            headers: Self.headers(of: message),
-            timestampMilliseconds: timestampType == RD_KAFKA_TIMESTAMP_NOT_AVAILABLE ? nil : timestamp
-        )
+        let record = KafkaMessage(copying: message)
         pendingBytes += record.byteCount
         pending.append(record)
-    }
-
-    private static func headers(of message: UnsafeMutablePointer<rd_kafka_message_t>) -> [KafkaHeader] {
-        var headers: OpaquePointer?
-        guard rd_kafka_message_headers(message, &headers) == RD_KAFKA_RESP_ERR_NO_ERROR, let headers else { return [] }
-        let count = rd_kafka_header_cnt(headers)
-        var result: [KafkaHeader] = []
-        result.reserveCapacity(count)
-        for index in 0..<count {
-            var name: UnsafePointer<CChar>?
-            var value: UnsafeRawPointer?
-            var size = 0
-            guard rd_kafka_header_get_all(headers, index, &name, &value, &size) == RD_KAFKA_RESP_ERR_NO_ERROR, let name else { continue }
-            result.append(KafkaHeader(key: String(cString: name), value: value.map { Array(UnsafeRawBufferPointer(start: $0, count: size)) }))
-        }
-        return result
     }
 
     private func handleConsumerError(_ error: rd_kafka_resp_err_t, _ message: UnsafeMutablePointer<rd_kafka_message_t>, _ handle: OpaquePointer) {

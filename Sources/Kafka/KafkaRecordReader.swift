@@ -72,11 +72,7 @@ public enum KafkaRecordReader {
                         continue
                     }
                     guard offset == target else { return .success(.passed(firstOffset: offset)) }
-                    return .success(.found(KafkaMessage(
-                        topicPartition: partition, offset: offset,
-                        key: message.pointee.key.map { Array(UnsafeRawBufferPointer(start: $0, count: message.pointee.key_len)) },
-                        value: message.pointee.payload.map { Array(UnsafeRawBufferPointer(start: $0, count: message.pointee.len)) }
-                    )))
+                    return .success(.found(KafkaMessage(copying: message)))
                 case RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET, RD_KAFKA_RESP_ERR_OFFSET_OUT_OF_RANGE:
                     return .success(.endsBefore(lastOffset: lastRead?.offset))
                 case let other where KafkaError(code: .broker, rdKafkaError: other, context: "").isRetriable:

@@ -67,37 +67,34 @@ struct Outputs: Sendable {
     /// headers (`source-headers-omitted`), then the key (`source-key-bytes`).
     func deadLetter(_ letter: DeadLetter) -> OutboxMessage {
         let source = letter.source
-        var errorHeaders = [
+        let errorHeaders = [
             OutboxHeader(name: "error-code", value: Array(letter.code.utf8)),
-            OutboxHeader(name: "error-message", value: Array(BoundedText.message(letter.message).utf8)),
+            OutboxHeader(name: "error-message", value: Array(letter.message.utf8)),  // cut to 1 KiB by DeadLetter
             OutboxHeader(name: "source-topic", value: Array(source.topic.utf8)),
             OutboxHeader(name: "source-partition", value: Array(String(source.partition).utf8)),
             OutboxHeader(name: "source-offset", value: Array(String(source.offset).utf8)),
         ]
         // Secrets do not travel to other topics; nor does a header that could pass for one of the worker's.
-        var copied = source.headers.filter { header in
+        let copied = source.headers.filter { header in
             !header.key.caseInsensitiveEquals("Authorization") && !Self.deadLetterHeaders.contains { header.key.caseInsensitiveEquals($0) }
         }.map { OutboxHeader(name: $0.key, value: $0.value ?? []) }
-        var key = source.key
-        var value = letter.value
-        func size() -> Int {
-            (key?.count ?? 0) + value.count + (errorHeaders + copied).reduce(0) { $0 + $1.name.utf8.count + $1.value.count + Self.headerOverhead }
-        }
+        var copy = OutboxMessage(topic: topics.deadLetter, key: source.key, value: letter.value, headers: copied + errorHeaders)
+        func omit(_ header: String, size: Int) { copy.headers.append(OutboxHeader(name: header, value: Array(String(size).utf8))) }
         // Room for the headers that say what was left out.
         let budget = limit - 3 * 64
-        if value.count > maxMessageBytes || size() > budget {
-            errorHeaders.append(OutboxHeader(name: "source-value-bytes", value: Array(String(value.count).utf8)))
-            value = []
+        if copy.value.count > maxMessageBytes || copy.byteCount > budget {
+            omit("source-value-bytes", size: copy.value.count)
+            copy.value = []
         }
-        if size() > budget {
-            errorHeaders.append(OutboxHeader(name: "source-headers-omitted", value: Array(String(copied.count).utf8)))
-            copied = []
+        if copy.byteCount > budget {
+            omit("source-headers-omitted", size: copied.count)
+            copy.headers.removeFirst(copied.count)
         }
-        if size() > budget, let omitted = key {
-            errorHeaders.append(OutboxHeader(name: "source-key-bytes", value: Array(String(omitted.count).utf8)))
-            key = nil
+        if copy.byteCount > budget, let key = copy.key {
+            omit("source-key-bytes", size: key.count)
+            copy.key = nil
         }
-        return OutboxMessage(topic: topics.deadLetter, key: key, value: value, headers: copied + errorHeaders)
+        return copy
     }
 
     /// The headers a dead letter's copy gets from the worker; an input's own headers of
@@ -106,9 +103,6 @@ struct Outputs: Sendable {
         "error-code", "error-message", "source-topic", "source-partition", "source-offset",
         "source-value-bytes", "source-headers-omitted", "source-key-bytes",
     ]
-
-    /// What librdkafka counts per header beyond its name and value (length varints), at most.
-    static let headerOverhead = 10
 }
 
 extension OutboxMessage {
