@@ -6,7 +6,7 @@ export PKG_CONFIG_PATH := /usr/local/lib/pkgconfig:$(PKG_CONFIG_PATH)
 
 SWIFT_BUILD_FLAGS ?=
 
-.PHONY: all deps build run test bench validate clean
+.PHONY: all deps build run run-cluster test bench validate validate-compose clean
 
 all: build
 
@@ -22,6 +22,10 @@ build: deps
 run: build
 	@scripts/run-local.sh
 
+## run-cluster: two workers in one group on one private PostgreSQL, on the local broker (Ctrl-C stops all)
+run-cluster: build
+	@scripts/run-cluster.sh
+
 ## test: start a throw-away broker on a free port, run every test, stop the broker
 test: deps
 	@scripts/test.sh
@@ -33,6 +37,10 @@ bench: deps
 ## validate: check the demo org and workflows
 validate: build
 	.build/debug/trigger-worker validate --workflows examples/workflows --orgs examples/orgs.yaml
+
+## validate-compose: check docker/compose.yaml against the Compose Specification schema (no Docker needed)
+validate-compose:
+	@scripts/validate-compose.sh
 
 clean:
 	rm -rf .build .broker

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Runs every test against a throw-away broker: starts Tansu on a free loopback
-# port, exports KAFKA_BROKERS, runs `swift test`, and stops the broker even when
-# the tests fail. The tests' databases go to a temporary directory of the run,
-# removed at the end. Exits with the tests' exit code.
+# Runs every test against a throw-away broker and a private PostgreSQL: starts
+# Tansu on a free loopback port and a PostgreSQL cluster in a scratch directory
+# (scripts/postgres.sh), exports KAFKA_BROKERS and TEST_POSTGRES_URL, validates
+# docker/compose.yaml against the Compose Specification schema, runs `swift test`,
+# and stops the broker and the database even when the tests fail. The tests'
+# databases go to the run's temporary directory, removed at the end. Exits with
+# the first failure's exit code.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -10,11 +13,22 @@ cd "$ROOT"
 echo "==> building (tests included)"
 swift build --build-tests || exit $?
 
-port=$(scripts/broker.sh start 0) || { echo "test: could not start the broker" >&2; exit 1; }
+echo "==> checking docker/compose.yaml"
+scripts/validate-compose.sh || exit $?
+
 scratch=$(mktemp -d "${TMPDIR:-/tmp}/trigger-worker-tests.XXXXXX")
-trap 'scripts/broker.sh stop "$port"; rm -rf "$scratch"' EXIT
+port=""
+cleanup() {
+  [ -n "$port" ] && scripts/broker.sh stop "$port"
+  scripts/postgres.sh stop "$scratch/postgres"
+  rm -rf "$scratch"
+}
+trap cleanup EXIT
+port=$(scripts/broker.sh start 0) || { echo "test: could not start the broker" >&2; exit 1; }
+postgres_url=$(scripts/postgres.sh start "$scratch/postgres") || { echo "test: could not start PostgreSQL" >&2; exit 1; }
 export KAFKA_BROKERS="127.0.0.1:$port"
+export TEST_POSTGRES_URL="$postgres_url"
 # Every test database and worker store lands here (FileManager's temporaryDirectory).
 export TMPDIR="$scratch"
-echo "==> swift test against the broker at $KAFKA_BROKERS"
+echo "==> swift test against the broker at $KAFKA_BROKERS and PostgreSQL at $TEST_POSTGRES_URL"
 swift test --skip-build "$@"

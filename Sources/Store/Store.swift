@@ -23,8 +23,14 @@ public protocol Store: Sendable {
     func apply(_ writes: BatchWrites) async throws
 
     /// Up to `limit` outbox entries, oldest first. An entry holds the messages of
-    /// (part of) one batch, in the order they were written.
-    func pendingOutbox(limit: Int) async throws -> [OutboxEntry]
+    /// (part of) one batch from one source partition, in the order they were written.
+    /// - Parameter sources: only the entries written for these source partitions (and
+    ///   those written for none); `nil` for every entry.
+    func pendingOutbox(limit: Int, sources: Set<PartitionID>?) async throws -> [OutboxEntry]
+
+    /// Whether other worker instances may share this store. The outbox of a shared
+    /// store is published per source partition, by the instance that owns it.
+    var isShared: Bool { get }
 
     /// Ends a publishing round in one transaction: deletes the entries `done` (each
     /// message delivered or refused for good) and keeps the refused ones in `park`.
@@ -66,6 +72,13 @@ public protocol Store: Sendable {
 
     /// The assessment with id `id`.
     func assessment(id: String) async throws -> AssessmentRecord?
+}
+
+extension Store {
+    /// Up to `limit` outbox entries, oldest first, whatever their source.
+    public func pendingOutbox(limit: Int) async throws -> [OutboxEntry] {
+        try await pendingOutbox(limit: limit, sources: nil)
+    }
 }
 
 /// Milliseconds since the Unix epoch. (Events carry seconds; the store keeps
@@ -223,10 +236,13 @@ public struct AssessmentRecord: Sendable, Hashable {
 public struct OutboxEntry: Sendable, Hashable {
     /// Increasing in insertion order.
     public var id: Int64
+    /// The partition whose inputs the messages answer (`nil` for outputs put back by an operator).
+    public var source: PartitionID?
     public var messages: [OutboxMessage]
 
-    public init(id: Int64, messages: [OutboxMessage]) {
+    public init(id: Int64, source: PartitionID? = nil, messages: [OutboxMessage]) {
         self.id = id
+        self.source = source
         self.messages = messages
     }
 }
@@ -237,12 +253,45 @@ public struct OutboxMessage: Sendable, Hashable {
     public var key: [UInt8]?
     public var value: [UInt8]
     public var headers: [OutboxHeader]
+    /// The partition whose input the message answers: the instance that owns it
+    /// publishes it. Not published, and not kept in the entry's blob (the entry has it).
+    public var source: PartitionID?
 
-    public init(topic: String, key: [UInt8]?, value: [UInt8], headers: [OutboxHeader]) {
+    public init(topic: String, key: [UInt8]?, value: [UInt8], headers: [OutboxHeader], source: PartitionID? = nil) {
         self.topic = topic
         self.key = key
         self.value = value
         self.headers = headers
+        self.source = source
+    }
+}
+
+extension Sequence<OutboxMessage> {
+    /// The messages in entries of at most `maxMessages` messages and about `maxBytes`
+    /// bytes, one source partition per entry, each source's messages in their order.
+    public func outboxEntries(maxMessages: Int, maxBytes: Int) -> [(source: PartitionID?, messages: ArraySlice<OutboxMessage>)] {
+        var groups: [PartitionID?: [OutboxMessage]] = [:]
+        var order: [PartitionID?] = []
+        for message in self {
+            if groups[message.source] == nil { order.append(message.source) }
+            groups[message.source, default: []].append(message)
+        }
+        var entries: [(source: PartitionID?, messages: ArraySlice<OutboxMessage>)] = []
+        for source in order {
+            let messages = groups[source]![...]
+            var start = messages.startIndex
+            while start < messages.endIndex {
+                var end = start
+                var bytes = 0
+                while end < messages.endIndex, end - start < maxMessages, end == start || bytes < maxBytes {
+                    bytes += messages[end].byteCount
+                    end += 1
+                }
+                entries.append((source, messages[start..<end]))
+                start = end
+            }
+        }
+        return entries
     }
 }
 

@@ -20,14 +20,15 @@ struct OutboxCommand: AsyncParsableCommand {
         @Option(help: "At most this many.") var limit = 100
 
         func run() async throws {
-            let store = try StoreFactory.open(url: try loadConfiguration(config).storeURL)
-            let parked = try await store.parkedOutputs(limit: limit)
-            if parked.isEmpty {
-                print("no parked outputs")
-                return
-            }
-            for output in parked {
-                print(OutboxCommand.describe(output))
+            try await StoreFactory.withStore(url: try loadConfiguration(config).storeURL) { store in
+                let parked = try await store.parkedOutputs(limit: limit)
+                if parked.isEmpty {
+                    print("no parked outputs")
+                    return
+                }
+                for output in parked {
+                    print(OutboxCommand.describe(output))
+                }
             }
         }
     }
@@ -61,12 +62,13 @@ struct OutboxCommand: AsyncParsableCommand {
 
         /// Runs `action` on the store; says `done` when it found the output, else fails with exit status 1.
         func handle(done: String, _ action: (any Store, Int64) async throws -> Bool) async throws {
-            let store = try StoreFactory.open(url: try loadConfiguration(config).storeURL)
-            guard try await action(store, id) else {
-                FileHandleOutput.standardError("trigger-worker: no parked output \(id)\n")
-                throw ExitCode(1)
+            try await StoreFactory.withStore(url: try loadConfiguration(config).storeURL) { store in
+                guard try await action(store, id) else {
+                    FileHandleOutput.standardError("trigger-worker: no parked output \(id)\n")
+                    throw ExitCode(1)
+                }
+                print("parked output \(id) \(done)")
             }
-            print("parked output \(id) \(done)")
         }
     }
 

@@ -51,7 +51,7 @@ struct RunCommand: AsyncParsableCommand {
 
         let store: any Store
         do {
-            store = try StoreFactory.open(url: configuration.storeURL)
+            store = try StoreFactory.open(url: configuration.storeURL, poolSize: configuration.storePoolSize, logger: logger)
         } catch {
             logger.critical("Cannot open the store", metadata: [LogKey.error: "\(error)"])
             throw ExitCode(1)

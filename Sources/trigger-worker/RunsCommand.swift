@@ -19,12 +19,13 @@ struct RunsCommand: AsyncParsableCommand {
         @Argument(help: "The run id (cbwr_…).") var id: String
 
         func run() async throws {
-            let store = try StoreFactory.open(url: try loadConfiguration(config).storeURL)
-            guard let run = try await store.run(id: id) else {
-                FileHandleOutput.standardError("trigger-worker: no run \(id)\n")
-                throw ExitCode(1)
+            try await StoreFactory.withStore(url: try loadConfiguration(config).storeURL) { store in
+                guard let run = try await store.run(id: id) else {
+                    FileHandleOutput.standardError("trigger-worker: no run \(id)\n")
+                    throw ExitCode(1)
+                }
+                print(String(decoding: run.document, as: UTF8.self))
             }
-            print(String(decoding: run.document, as: UTF8.self))
         }
     }
 
@@ -44,12 +45,13 @@ struct RunsCommand: AsyncParsableCommand {
         }
 
         func run() async throws {
-            let store = try StoreFactory.open(url: try loadConfiguration(config).storeURL)
-            let runs = try await store.runs(statuses: status, limit: limit, offset: offset)
-            for run in runs {
-                print("\(run.id)  \(run.status.padding(toLength: 9, withPad: " ", startingAt: 0))  \(run.startedAt)  \(run.workflowName)")
+            try await StoreFactory.withStore(url: try loadConfiguration(config).storeURL) { store in
+                let runs = try await store.runs(statuses: status, limit: limit, offset: offset)
+                for run in runs {
+                    print("\(run.id)  \(run.status.padding(toLength: 9, withPad: " ", startingAt: 0))  \(run.startedAt)  \(run.workflowName)")
+                }
+                if runs.isEmpty { print("no runs") }
             }
-            if runs.isEmpty { print("no runs") }
         }
     }
 }

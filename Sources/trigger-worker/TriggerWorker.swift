@@ -6,7 +6,7 @@ struct TriggerWorker: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "trigger-worker",
         abstract: "Starts Coverbase workflows from Kafka messages: vendor events, assessment requests and named workflow runs.",
-        subcommands: [RunCommand.self, ValidateCommand.self, SendCommand.self, WatchCommand.self, RunsCommand.self, OutboxCommand.self, APIKeyCommand.self, BenchCommand.self],
+        subcommands: [RunCommand.self, MigrateCommand.self, ValidateCommand.self, SendCommand.self, WatchCommand.self, RunsCommand.self, OutboxCommand.self, APIKeyCommand.self, BenchCommand.self],
         defaultSubcommand: nil
     )
 }

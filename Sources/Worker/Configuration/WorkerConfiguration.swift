@@ -47,6 +47,8 @@ public struct WorkerConfiguration: Sendable {
     public var topicPartitions: Int32 = 6
     /// `STORE_URL`, default `sqlite://data/trigger-worker.sqlite`.
     public var storeURL = "sqlite://data/trigger-worker.sqlite"
+    /// `STORE_POOL_SIZE`, default 8: the most connections to a PostgreSQL store per instance.
+    public var storePoolSize = 8
     /// `WORKFLOWS_DIR`, default `workflows`.
     public var workflowsDirectory = "workflows"
     /// `ORGS_FILE`, default `config/orgs.yaml`.
@@ -126,6 +128,10 @@ public struct WorkerConfiguration: Sendable {
         storeURL = value("STORE_URL") ?? storeURL
         guard storeURL.hasPrefix("sqlite://") || storeURL.hasPrefix("postgres://") || storeURL.hasPrefix("postgresql://") else {
             throw ConfigurationError(code: .invalidValue, key: "STORE_URL", message: "must start with sqlite:// or postgres://")
+        }
+        if let text = value("STORE_POOL_SIZE") {
+            guard let size = Int(text), (1...1000).contains(size) else { throw Self.invalid("STORE_POOL_SIZE", text, "a whole number from 1 to 1000") }
+            storePoolSize = size
         }
         workflowsDirectory = value("WORKFLOWS_DIR") ?? workflowsDirectory
         orgsFile = value("ORGS_FILE") ?? orgsFile
@@ -224,6 +230,7 @@ public struct WorkerConfiguration: Sendable {
             "group": "\(groupID)",
             "topics": "\(topics.all.joined(separator: ","))",
             "store": "\(Self.redactedURL(storeURL))",
+            "store_pool_size": "\(storePoolSize)",
             "workflows_dir": "\(workflowsDirectory)",
             "orgs_file": "\(orgsFile)",
             "idempotency_ttl": "\(DurationParser.format(idempotencyTTL))",
@@ -237,7 +244,7 @@ public struct WorkerConfiguration: Sendable {
     }
 
     /// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
-    static func redactedURL(_ url: String) -> String {
+    public static func redactedURL(_ url: String) -> String {
         guard let scheme = url.range(of: "://"), let at = url[scheme.upperBound...].lastIndex(of: "@") else { return url }
         let credentials = url[scheme.upperBound..<at]
         guard let colon = credentials.firstIndex(of: ":") else { return url }

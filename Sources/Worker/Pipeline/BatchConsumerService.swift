@@ -1,6 +1,7 @@
 import Kafka
 import Logging
 import ServiceLifecycle
+import Store
 import Synchronization
 
 /// Runs a consumer, hands each of its batches to a ``BatchHandler`` and commits
@@ -20,11 +21,15 @@ import Synchronization
 public struct BatchConsumerService<Handler: BatchHandler>: Service {
     private let consumer: KafkaConsumer
     private let handler: Handler
+    private let owners: [any PartitionOwner]
     private let logger: Logger
 
-    public init(consumer: KafkaConsumer, handler: Handler, logger: Logger) {
+    /// - Parameter owners: told of each assignment and revocation (after the
+    ///   revoked partitions' offsets are committed).
+    public init(consumer: KafkaConsumer, handler: Handler, owners: [any PartitionOwner] = [], logger: Logger) {
         self.consumer = consumer
         self.handler = handler
+        self.owners = owners
         self.logger = logger
     }
 
@@ -74,6 +79,7 @@ public struct BatchConsumerService<Handler: BatchHandler>: Service {
             case .partitionsAssigned(let partitions):
                 // Nothing of these partitions is fetched until this returns.
                 consumer.startAt(try await handler.partitionsAssigned(partitions, consumer: consumer))
+                for owner in owners { owner.partitionsAssigned(partitions.map(\.id)) }
                 logger.info("Joined the consumer group; partitions assigned", metadata: [
                     LogKey.group: "\(group)",
                     LogKey.partitions: "\(partitions.map(\.description).joined(separator: ","))",
@@ -99,6 +105,7 @@ public struct BatchConsumerService<Handler: BatchHandler>: Service {
                         logger.warning("Offset commit at revocation failed; the next owner may see some messages again (the store deduplicates them)", metadata: [LogKey.error: "\(error)"])
                     }
                 }
+                for owner in owners { await owner.partitionsRevoked(partitions.map(\.id)) }
                 logger.info("Partitions revoked; their offsets are committed", metadata: [
                     LogKey.group: "\(group)",
                     LogKey.partitions: "\(partitions.map(\.description).joined(separator: ","))",
@@ -140,6 +147,20 @@ public struct BatchConsumerService<Handler: BatchHandler>: Service {
     static func describe(_ offsets: [KafkaTopicPartition: Int64]) -> String {
         offsets.sorted { $0.key < $1.key }.map { "\($0.key)@\($0.value)" }.joined(separator: ",")
     }
+}
+
+/// Told which partitions this instance owns: what it does for a partition (such as
+/// publishing its outputs) it does only while it owns it.
+public protocol PartitionOwner: Sendable {
+    /// The partitions are this instance's now.
+    func partitionsAssigned(_ partitions: [PartitionID])
+    /// The partitions are no longer this instance's: returns once nothing of theirs is under way.
+    func partitionsRevoked(_ partitions: [PartitionID]) async
+}
+
+extension KafkaTopicPartition {
+    /// The partition as the store names it.
+    var id: PartitionID { PartitionID(topic: topic, partition: partition) }
 }
 
 /// Handles consumed batches in two steps, so that one batch can be prepared

@@ -66,6 +66,7 @@ struct BatchDecider: Sendable {
                 continue
             }
             state.epoch = snapshot.epochs[partition] ?? 0
+            let outputsBefore = state.writes.outbox.count
             switch input {
             case .vendorEvent(let event): handle(event, &state)
             case .request(let request): handle(request, &state)
@@ -78,6 +79,8 @@ struct BatchDecider: Sendable {
                 state.tally.ignored += 1
                 logger.debug("Ignored an event type the worker does not act on", metadata: Self.metadata(source, ["event_type": "\(type)"]))
             }
+            // The input's outputs are published by whoever owns its partition.
+            for index in outputsBefore..<state.writes.outbox.count { state.writes.outbox[index].source = partition }
             state.watermarks[partition] = (expected: snapshot.watermarks[partition], next: source.offset + 1)
         }
         state.writes.watermarks = state.watermarks

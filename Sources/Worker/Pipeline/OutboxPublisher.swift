@@ -34,6 +34,18 @@ public final class OutboxPublisher: Service, Sendable {
     private let parked = Counter(label: "trigger_worker_outbox_parked_total")
     /// Per entry that fails with an unclassified error: since when, and how many rounds in a row.
     private let unclassified = Mutex<[Int64: (since: ContinuousClock.Instant, rounds: Int)]>([:])
+    private let ownership: Mutex<Ownership>
+
+    /// Which entries this instance publishes. On a shared store, those of the source
+    /// partitions it owns (and those of none): the owner of a partition publishes its
+    /// outputs in order, and a partition's new owner publishes what the old one left.
+    private struct Ownership {
+        /// `nil`: every entry (a store of this instance alone).
+        var partitions: Set<PartitionID>?
+        /// Whether a publishing round is under way, and who waits for it to end.
+        var inRound = false
+        var waiters: [CheckedContinuation<Void, Never>] = []
+    }
 
     /// How many rounds in a row, and for how long, an unclassified error may fail an
     /// entry before its messages that fail so are parked (a topic being created again
@@ -51,6 +63,7 @@ public final class OutboxPublisher: Service, Sendable {
         self.clock = clock
         self.logger = logger
         self.batchSize = batchSize
+        ownership = Mutex(Ownership(partitions: store.isShared ? [] : nil))
     }
 
     /// Tells the publisher there are new rows.
@@ -85,8 +98,13 @@ public final class OutboxPublisher: Service, Sendable {
     public func drain() async -> Bool {
         while true {
             let entries: [OutboxEntry]
+            let sources = ownership.withLock { ownership in
+                ownership.inRound = true
+                return ownership.partitions
+            }
+            defer { endRound() }
             do {
-                entries = try await store.pendingOutbox(limit: batchSize)
+                entries = try await store.pendingOutbox(limit: batchSize, sources: sources)
             } catch {
                 logger.error("Reading the outbox failed", metadata: [LogKey.error: "\(error)"])
                 return false
@@ -128,6 +146,42 @@ public final class OutboxPublisher: Service, Sendable {
                 return false
             }
         }
+    }
+}
+
+extension OutboxPublisher: PartitionOwner {
+    public func partitionsAssigned(_ partitions: [PartitionID]) {
+        let changed = ownership.withLock { ownership in
+            guard ownership.partitions != nil else { return false }
+            ownership.partitions!.formUnion(partitions)
+            return true
+        }
+        // What the partitions' previous owner left in the outbox is published now.
+        if changed { notify() }
+    }
+
+    /// Stops publishing the partitions' entries, and returns once a round that may
+    /// still be publishing some has ended: the next owner starts after this one.
+    public func partitionsRevoked(_ partitions: [PartitionID]) async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let waits = ownership.withLock { ownership in
+                guard ownership.partitions != nil else { return false }
+                ownership.partitions!.subtract(partitions)
+                guard ownership.inRound else { return false }
+                ownership.waiters.append(continuation)
+                return true
+            }
+            if !waits { continuation.resume() }
+        }
+    }
+
+    private func endRound() {
+        let waiters = ownership.withLock { ownership in
+            ownership.inRound = false
+            defer { ownership.waiters = [] }
+            return ownership.waiters
+        }
+        for waiter in waiters { waiter.resume() }
     }
 }
 

@@ -45,11 +45,15 @@ public struct WorkerServices: Sendable {
     /// - Parameter handler: what handles the consumed batches (a wrapper around the
     ///   pipeline can observe them, as the benchmark does).
     public func serviceGroup(handler: some BatchHandler, signals: [UnixSignal] = [], watchdog: ShutdownWatchdog? = nil) -> ServiceGroup {
-        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        // A store with a lifecycle of its own (PostgreSQL's connection pool) comes
+        // first, so that it is the last to stop.
+        if let store = store as? any Service { services.append(.init(service: store)) }
+        services += [
             .init(service: producer),
             .init(service: publisher),
             .init(service: sweeper),
-            .init(service: BatchConsumerService(consumer: consumer, handler: handler, logger: logger), successTerminationBehavior: .gracefullyShutdownGroup),
+            .init(service: BatchConsumerService(consumer: consumer, handler: handler, owners: [publisher], logger: logger), successTerminationBehavior: .gracefullyShutdownGroup),
         ]
         // Last, so that it is the first to hear of a graceful shutdown.
         if let watchdog { services.append(.init(service: watchdog)) }

@@ -111,7 +111,7 @@ public final class SQLiteStore: Store {
             }
             var start = 0
             while start < pending.count {
-                let end = min(start + messagesPerOutboxEntry, pending.count)
+                let end = min(start + OutboxCoding.maxMessagesPerEntry, pending.count)
                 try db.execute(sql: "INSERT INTO outbox (messages) VALUES (?)", arguments: [OutboxCoding.encode(pending[start..<end])])
                 start = end
             }
@@ -198,6 +198,14 @@ public final class SQLiteStore: Store {
                 }
                 last = final[0]
             }
+        }
+        // Several instances: an outbox entry belongs to the partition whose inputs it
+        // answers, and is published by the instance that owns that partition.
+        migrator.registerMigration("v6-outbox-sources") { db in
+            try db.execute(sql: """
+                ALTER TABLE outbox ADD COLUMN source_topic TEXT;
+                ALTER TABLE outbox ADD COLUMN source_partition INTEGER;
+                """)
         }
         return migrator
     }
@@ -308,23 +316,15 @@ public final class SQLiteStore: Store {
         for assessment in writes.assessments {
             try insertAssessment.execute(arguments: [assessment.id, assessment.orgID, assessment.vendorID, assessment.createdAt, Data(assessment.document)])
         }
-        try appendOutbox(writes.outbox[...], db)
+        try appendOutbox(writes.outbox, db)
     }
 
-    /// Appends messages to the outbox, in entries of at most ``messagesPerOutboxEntry``
-    /// messages and about ``bytesPerOutboxEntry`` bytes.
-    private static func appendOutbox(_ messages: ArraySlice<OutboxMessage>, _ db: Database) throws {
-        let insertOutbox = try db.cachedStatement(sql: "INSERT INTO outbox (messages) VALUES (?)")
-        var start = messages.startIndex
-        while start < messages.endIndex {
-            var end = start
-            var bytes = 0
-            while end < messages.endIndex, end - start < Self.messagesPerOutboxEntry, end == start || bytes < Self.bytesPerOutboxEntry {
-                bytes += messages[end].byteCount
-                end += 1
-            }
-            try insertOutbox.execute(arguments: [OutboxCoding.encode(messages[start..<end])])
-            start = end
+    /// Appends messages to the outbox, in entries of one source partition each
+    /// (see ``OutboxCoding/entries(_:)``).
+    private static func appendOutbox(_ messages: [OutboxMessage], _ db: Database) throws {
+        let insertOutbox = try db.cachedStatement(sql: "INSERT INTO outbox (source_topic, source_partition, messages) VALUES (?, ?, ?)")
+        for entry in OutboxCoding.entries(messages) {
+            try insertOutbox.execute(arguments: [entry.source?.topic, entry.source?.partition, OutboxCoding.encode(entry.messages)])
         }
     }
 
@@ -342,17 +342,27 @@ public final class SQLiteStore: Store {
 
     // MARK: Outbox
 
-    /// The most messages one outbox row holds.
-    static let messagesPerOutboxEntry = 1000
-    /// An outbox row is closed once it holds this many bytes: a batch of large
-    /// messages becomes several rows, each well within SQLite's blob limit and
-    /// a publishing round's memory.
-    static let bytesPerOutboxEntry = 16 << 20
+    public var isShared: Bool { false }
 
-    public func pendingOutbox(limit: Int) async throws -> [OutboxEntry] {
+    public func pendingOutbox(limit: Int, sources: Set<PartitionID>?) async throws -> [OutboxEntry] {
         try await pool.read { db in
-            try Row.fetchAll(db.cachedStatement(sql: "SELECT id, messages FROM outbox ORDER BY id LIMIT ?"), arguments: [limit]).map { row in
-                OutboxEntry(id: row[0], messages: OutboxCoding.decode(Array(row[1] as Data)))
+            var sql = "SELECT id, source_topic, source_partition, messages FROM outbox"
+            var arguments: StatementArguments = []
+            if let sources {
+                sql += " WHERE source_topic IS NULL"
+                if !sources.isEmpty {
+                    sql += " OR (source_topic, source_partition) IN (VALUES \(Array(repeating: "(?, ?)", count: sources.count).joined(separator: ",")))"
+                    for source in sources { arguments += [source.topic, source.partition] }
+                }
+            }
+            sql += " ORDER BY id LIMIT ?"
+            arguments += [limit]
+            return try Row.fetchAll(db, sql: sql, arguments: arguments).map { row in
+                let topic: String? = row[1]
+                return OutboxEntry(
+                    id: row[0], source: topic.map { PartitionID(topic: $0, partition: row[2]) },
+                    messages: OutboxCoding.decode(Array(row[3] as Data))
+                )
             }
         }
     }
@@ -381,7 +391,7 @@ public final class SQLiteStore: Store {
     public func retryParked(id: Int64) async throws -> Bool {
         try await pool.write { db in
             guard let blob = try Data.fetchOne(db, sql: "SELECT message FROM parked_outputs WHERE id = ?", arguments: [id]) else { return false }
-            try Self.appendOutbox(OutboxCoding.decode(Array(blob))[...], db)
+            try Self.appendOutbox(OutboxCoding.decode(Array(blob)), db)
             try db.execute(sql: "DELETE FROM parked_outputs WHERE id = ?", arguments: [id])
             return true
         }
@@ -473,110 +483,6 @@ public final class SQLiteStore: Store {
     }
 }
 
-/// Outbox messages in one blob: for each, the topic, the key (or none), the value
-/// and the headers, each length-prefixed (big-endian).
-enum OutboxCoding {
-    /// Packs `messages` into one blob: a 4-byte count, then per message its topic,
-    /// a key flag and key, value and headers, each field a 4-byte length and its
-    /// bytes. A batch's blob runs to megabytes: it is sized exactly and written in
-    /// place, not grown and copied.
-    static func encode(_ messages: ArraySlice<OutboxMessage>) -> Data {
-        var size = 4
-        for message in messages {
-            size += 4 + message.topic.utf8.count + 1 + (message.key.map { 4 + $0.count } ?? 0) + 4 + message.value.count + 4
-            for header in message.headers { size += 8 + header.name.utf8.count + header.value.count }
-        }
-        var data = Data(count: size)
-        data.withUnsafeMutableBytes { buffer in
-            var writer = Writer(buffer: buffer)
-            writer.integer(messages.count)
-            for message in messages {
-                writer.field(message.topic)
-                if let key = message.key {
-                    writer.byte(1)
-                    writer.field(key)
-                } else {
-                    writer.byte(0)
-                }
-                writer.field(message.value)
-                writer.integer(message.headers.count)
-                for header in message.headers {
-                    writer.field(header.name)
-                    writer.field(header.value)
-                }
-            }
-            precondition(writer.position == size, "the outbox blob was sized wrong")
-        }
-        return data
-    }
-
-    private struct Writer {
-        let buffer: UnsafeMutableRawBufferPointer
-        var position = 0
-
-        mutating func byte(_ value: UInt8) {
-            buffer[position] = value
-            position += 1
-        }
-
-        mutating func integer(_ value: Int) {
-            buffer.storeBytes(of: UInt32(value).bigEndian, toByteOffset: position, as: UInt32.self)
-            position += 4
-        }
-
-        mutating func field(_ bytes: [UInt8]) {
-            bytes.withUnsafeBytes { field($0) }
-        }
-
-        mutating func field(_ text: String) {
-            var text = text
-            text.withUTF8 { field(UnsafeRawBufferPointer($0)) }
-        }
-
-        private mutating func field(_ bytes: UnsafeRawBufferPointer) {
-            integer(bytes.count)
-            UnsafeMutableRawBufferPointer(rebasing: buffer[position...]).copyMemory(from: bytes)
-            position += bytes.count
-        }
-    }
-
-    static func decode(_ bytes: [UInt8]) -> [OutboxMessage] {
-        var reader = Reader(bytes: bytes)
-        guard let count = reader.integer(4) else { return [] }
-        var messages: [OutboxMessage] = []
-        messages.reserveCapacity(count)
-        for _ in 0..<count {
-            guard let topic = reader.field(), let hasKey = reader.integer(1) else { break }
-            let key = hasKey == 1 ? reader.field() : nil
-            guard let value = reader.field(), let headerCount = reader.integer(4) else { break }
-            var headers: [OutboxHeader] = []
-            for _ in 0..<headerCount {
-                guard let name = reader.field(), let headerValue = reader.field() else { break }
-                headers.append(OutboxHeader(name: String(decoding: name, as: UTF8.self), value: headerValue))
-            }
-            messages.append(OutboxMessage(topic: String(decoding: topic, as: UTF8.self), key: key, value: value, headers: headers))
-        }
-        return messages
-    }
-
-    private struct Reader {
-        let bytes: [UInt8]
-        var index = 0
-
-        mutating func integer(_ width: Int) -> Int? {
-            guard index + width <= bytes.count else { return nil }
-            defer { index += width }
-            return bytes[index..<index + width].reduce(0) { $0 << 8 | Int($1) }
-        }
-
-        mutating func field() -> [UInt8]? {
-            guard let length = integer(4), index + length <= bytes.count else { return nil }
-            defer { index += length }
-            return Array(bytes[index..<index + length])
-        }
-    }
-}
-
 /// Headers as the v1 outbox stored them: a 2-byte name length, the name, a
 /// 4-byte value length, the value. Read only by the v2 migration.
 enum V1HeaderCoding {
@@ -596,26 +502,5 @@ enum V1HeaderCoding {
             index += valueLength
         }
         return headers
-    }
-}
-
-/// Opens the store a `STORE_URL` names.
-public enum StoreFactory {
-    /// `sqlite://relative/path.sqlite` (relative to the working directory) or `sqlite:///absolute/path.sqlite`.
-    public static func sqlitePath(from url: String) throws(StoreError) -> String {
-        guard url.hasPrefix("sqlite://") else {
-            throw StoreError(code: .invalidURL, message: "not a sqlite:// URL")
-        }
-        let path = String(url.dropFirst("sqlite://".count))
-        guard !path.isEmpty, path != "/" else { throw StoreError(code: .invalidURL, message: "sqlite:// URL without a path") }
-        return path
-    }
-
-    /// Opens the store for `url`.
-    public static func open(url: String) throws -> any Store {
-        if url.hasPrefix("postgres://") || url.hasPrefix("postgresql://") {
-            throw StoreError(code: .invalidURL, message: "the PostgreSQL store is not built yet; use a sqlite:// STORE_URL with a single instance")
-        }
-        return try SQLiteStore(path: sqlitePath(from: url))
     }
 }

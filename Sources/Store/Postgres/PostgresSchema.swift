@@ -1,0 +1,178 @@
+/// The PostgreSQL schema, versioned like SQLite's: add a migration for each change,
+/// never edit one. The tables are SQLite's, with PostgreSQL's types; a batch's writes
+/// go through one function, `tw_apply_batch`, so that a batch costs one round trip.
+enum PostgresSchema {
+    /// A migration: its version, a name, and its statements (run in order, in the
+    /// transaction that applies every pending migration).
+    struct Migration: Sendable {
+        var version: Int
+        var name: String
+        var statements: [String]
+    }
+
+    /// The key of the advisory lock that serialises migrations between instances
+    /// starting at once (an arbitrary constant: "tw-migr" in ASCII).
+    static let migrationLock: Int64 = 0x74_77_2D_6D_69_67_72
+
+    /// The SQLSTATE `tw_apply_batch` raises when what a batch read changed meanwhile.
+    static let conflictState = "TW001"
+
+    static let migrations: [Migration] = [
+        Migration(version: 1, name: "tables", statements: [
+            """
+            CREATE TABLE partition_progress (
+                topic text NOT NULL,
+                partition integer NOT NULL,
+                next_offset bigint NOT NULL,
+                epoch bigint NOT NULL DEFAULT 0,
+                last_digest bytea,
+                PRIMARY KEY (topic, partition)
+            )
+            """,
+            // The scope hash is the key: 16 random bytes, looked up with = ANY.
+            """
+            CREATE TABLE idempotency (
+                scope bytea PRIMARY KEY,
+                org_id text NOT NULL,
+                endpoint text NOT NULL,
+                key text NOT NULL,
+                fingerprint bytea NOT NULL,
+                status integer NOT NULL,
+                body bytea NOT NULL,
+                created_at bigint NOT NULL,
+                expires_at bigint NOT NULL
+            )
+            """,
+            "CREATE INDEX idempotency_expiry ON idempotency (expires_at)",
+            """
+            CREATE TABLE vendors (
+                org_id text NOT NULL,
+                id text NOT NULL,
+                document bytea NOT NULL,
+                occurred_at bigint NOT NULL,
+                PRIMARY KEY (org_id, id)
+            )
+            """,
+            """
+            CREATE TABLE runs (
+                id text PRIMARY KEY,
+                org_id text NOT NULL,
+                workflow_name text NOT NULL,
+                status text NOT NULL,
+                started_at bigint NOT NULL,
+                finished_at bigint,
+                document bytea NOT NULL
+            )
+            """,
+            "CREATE INDEX runs_by_start ON runs (started_at)",
+            "CREATE INDEX runs_by_finish ON runs (finished_at) WHERE finished_at IS NOT NULL",
+            """
+            CREATE TABLE assessments (
+                id text PRIMARY KEY,
+                org_id text NOT NULL,
+                vendor_id text NOT NULL,
+                created_at bigint NOT NULL,
+                document bytea NOT NULL
+            )
+            """,
+            "CREATE INDEX assessments_by_creation ON assessments (created_at)",
+            // An entry belongs to the partition whose inputs it answers: the instance
+            // that owns the partition publishes it, oldest first.
+            """
+            CREATE TABLE outbox (
+                id bigserial PRIMARY KEY,
+                source_topic text,
+                source_partition integer,
+                messages bytea NOT NULL
+            )
+            """,
+            "CREATE INDEX outbox_by_source ON outbox (source_topic, source_partition, id)",
+            """
+            CREATE TABLE parked_outputs (
+                id bigserial PRIMARY KEY,
+                parked_at bigint NOT NULL,
+                error_code text NOT NULL,
+                error text NOT NULL,
+                message bytea NOT NULL
+            )
+            """,
+        ]),
+        Migration(version: 2, name: "apply-batch-function", statements: [applyBatchFunction]),
+    ]
+
+    /// Everything a batch changes, in one statement (so one round trip, and one
+    /// transaction): the watermark moves are compare-and-set (a fence against a
+    /// batch of a partition that has moved to another instance meanwhile), a live
+    /// idempotency record with the same scope is a conflict, and either raises
+    /// ``conflictState``; an existing run or assessment id raises `unique_violation`.
+    /// Arrays are of equal length per group; -1 stands for "none" in `wm_expected`,
+    /// `run_finished` and `ob_partitions` (offsets and times are never negative), and
+    /// the empty string in `ob_topics`.
+    static let applyBatchFunction = """
+        CREATE FUNCTION tw_apply_batch(
+            wm_topics text[], wm_partitions integer[], wm_expected bigint[], wm_next bigint[], wm_digests bytea[],
+            rec_scopes bytea[], rec_orgs text[], rec_endpoints text[], rec_keys text[], rec_fingerprints bytea[],
+            rec_statuses integer[], rec_bodies bytea[], rec_created bigint[], rec_expires bigint[],
+            ven_orgs text[], ven_ids text[], ven_documents bytea[], ven_occurred bigint[],
+            run_ids text[], run_orgs text[], run_names text[], run_statuses text[], run_started bigint[], run_finished bigint[], run_documents bytea[],
+            as_ids text[], as_orgs text[], as_vendors text[], as_created bigint[], as_documents bytea[],
+            ob_topics text[], ob_partitions integer[], ob_messages bytea[],
+            now_ms bigint
+        ) RETURNS void LANGUAGE plpgsql AS $$
+        DECLARE
+            changed bigint;
+            wanted bigint;
+        BEGIN
+            UPDATE partition_progress p
+               SET next_offset = w.next, last_digest = nullif(w.digest, ''::bytea)
+              FROM unnest(wm_topics, wm_partitions, wm_expected, wm_next, wm_digests) AS w(topic, part, expected, next, digest)
+             WHERE w.expected >= 0 AND p.topic = w.topic AND p.partition = w.part AND p.next_offset = w.expected;
+            GET DIAGNOSTICS changed = ROW_COUNT;
+            SELECT count(*) INTO wanted FROM unnest(wm_expected) AS e WHERE e >= 0;
+            IF changed <> wanted THEN
+                RAISE EXCEPTION 'a partition watermark moved since it was read' USING ERRCODE = 'TW001';
+            END IF;
+            INSERT INTO partition_progress (topic, partition, next_offset, last_digest)
+            SELECT w.topic, w.part, w.next, nullif(w.digest, ''::bytea)
+              FROM unnest(wm_topics, wm_partitions, wm_expected, wm_next, wm_digests) AS w(topic, part, expected, next, digest)
+             WHERE w.expected < 0
+            ON CONFLICT DO NOTHING;
+            GET DIAGNOSTICS changed = ROW_COUNT;
+            SELECT count(*) INTO wanted FROM unnest(wm_expected) AS e WHERE e < 0;
+            IF changed <> wanted THEN
+                RAISE EXCEPTION 'a partition was handled elsewhere since it was read' USING ERRCODE = 'TW001';
+            END IF;
+
+            INSERT INTO idempotency AS i (scope, org_id, endpoint, key, fingerprint, status, body, created_at, expires_at)
+            SELECT * FROM unnest(rec_scopes, rec_orgs, rec_endpoints, rec_keys, rec_fingerprints, rec_statuses, rec_bodies, rec_created, rec_expires)
+            ON CONFLICT (scope) DO UPDATE SET
+                org_id = excluded.org_id, endpoint = excluded.endpoint, key = excluded.key,
+                fingerprint = excluded.fingerprint, status = excluded.status, body = excluded.body,
+                created_at = excluded.created_at, expires_at = excluded.expires_at
+            WHERE i.expires_at <= now_ms;
+            GET DIAGNOSTICS changed = ROW_COUNT;
+            IF changed <> coalesce(cardinality(rec_scopes), 0) THEN
+                RAISE EXCEPTION 'an idempotency scope was claimed since it was read' USING ERRCODE = 'TW001';
+            END IF;
+
+            INSERT INTO vendors AS v (org_id, id, document, occurred_at)
+            SELECT * FROM unnest(ven_orgs, ven_ids, ven_documents, ven_occurred)
+            ON CONFLICT (org_id, id) DO UPDATE SET document = excluded.document, occurred_at = excluded.occurred_at
+            WHERE excluded.occurred_at >= v.occurred_at;
+
+            INSERT INTO runs (id, org_id, workflow_name, status, started_at, finished_at, document)
+            SELECT r.id, r.org, r.name, r.status, r.started, nullif(r.finished, -1), r.document
+              FROM unnest(run_ids, run_orgs, run_names, run_statuses, run_started, run_finished, run_documents)
+                   AS r(id, org, name, status, started, finished, document);
+
+            INSERT INTO assessments (id, org_id, vendor_id, created_at, document)
+            SELECT * FROM unnest(as_ids, as_orgs, as_vendors, as_created, as_documents);
+
+            INSERT INTO outbox (source_topic, source_partition, messages)
+            SELECT nullif(o.topic, ''), nullif(o.part, -1), o.messages
+              FROM unnest(ob_topics, ob_partitions, ob_messages) WITH ORDINALITY AS o(topic, part, messages, position)
+             ORDER BY o.position;
+        END
+        $$
+        """
+}

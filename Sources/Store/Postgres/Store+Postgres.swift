@@ -1,0 +1,642 @@
+import Foundation
+import Logging
+import NIOCore
+import PostgresNIO
+import ServiceLifecycle
+import Synchronization
+
+/// The shared store: PostgreSQL through postgres-nio's `PostgresClient`, for several
+/// worker instances in one consumer group.
+///
+/// It is a `Service`: `run()` runs the client's connection pool and applies the
+/// migrations (under an advisory lock, so instances starting at once take turns);
+/// every call waits until the migrations are done. A batch costs two round trips:
+/// one statement loads what its decisions depend on (arrays with `= ANY` and
+/// `unnest`), and one call of `tw_apply_batch` writes everything it changes, set by
+/// set, in one transaction. Both are named prepared statements, parsed once per
+/// connection.
+public final class PostgresStore: Store, Service {
+    /// The connection settings a `postgres://` URL gives.
+    public let configuration: PostgresClient.Configuration
+    private let client: PostgresClient
+    private let logger: Logger
+    /// Open once the pool runs.
+    private let started = ReadyGate()
+    /// Open once the pool runs and the migrations are done (or not wanted).
+    private let ready = ReadyGate()
+    private let migrateOnRun: Bool
+    /// How long a call may wait for the server (a connection, then its answer).
+    private let timeout: Duration
+    /// How long the migrations at start-up may wait for the server.
+    private let startupTimeout: Duration
+
+    /// - Parameters:
+    ///   - url: `postgres://user:password@host:port/database?sslmode=disable|prefer|require`.
+    ///   - poolSize: the most connections the pool opens.
+    ///   - migrate: whether `run()` applies the migrations (the `migrate` command applies them itself).
+    ///   - timeout: how long a call waits for the server before it fails as
+    ///     ``StoreError/Code/unavailable`` (the pool reconnects meanwhile, with backoff).
+    ///   - startupTimeout: the same for the migrations at start-up (a database that
+    ///     starts beside the worker may take a while to accept connections).
+    public init(url: String, poolSize: Int = 8, migrate: Bool = true, timeout: Duration = .seconds(30), startupTimeout: Duration = .seconds(120), logger: Logger) throws {
+        self.timeout = timeout
+        self.startupTimeout = startupTimeout
+        var configuration = try Self.configuration(from: url)
+        configuration.options.maximumConnections = max(1, poolSize)
+        configuration.options.minimumConnections = 0
+        self.configuration = configuration
+        client = PostgresClient(configuration: configuration, backgroundLogger: logger)
+        self.logger = logger
+        migrateOnRun = migrate
+    }
+
+    public var isShared: Bool { true }
+
+    /// Runs the connection pool until graceful shutdown (or cancellation), after
+    /// applying the migrations.
+    /// - Throws: the migrations' failure: the store cannot be used.
+    public func run() async throws {
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask {
+                self.started.open(nil)
+                if !self.migrateOnRun { self.ready.open(nil) }
+                await self.client.run()
+            }
+            if migrateOnRun {
+                do {
+                    let applied = try await migrate()
+                    if !applied.isEmpty {
+                        logger.info("Store migrated", metadata: ["migrations": "\(applied.map { "\($0.version)-\($0.name)" }.joined(separator: ","))"])
+                    }
+                    ready.open(nil)
+                } catch {
+                    ready.open(error)
+                    tasks.cancelAll()
+                    throw error
+                }
+            }
+            try await tasks.waitForAll()
+        }
+    }
+
+    // MARK: Migrations
+
+    /// Applies the migrations not applied yet, in one transaction holding an advisory
+    /// lock: instances that start at once wait for each other, and the later ones find
+    /// nothing to do. Needs ``run()`` to be running.
+    /// - Returns: the migrations applied now (empty when the schema was current).
+    @discardableResult
+    public func migrate() async throws -> [(version: Int, name: String)] {
+        if let error = await started.wait() { throw error }
+        do {
+            return try await Self.withDeadline(startupTimeout) { try await self.migrations() }
+        } catch {
+            throw StoreError(code: .unavailable, message: "cannot migrate the PostgreSQL store at \(Self.describe(configuration)): \(Self.reason(error))")
+        }
+    }
+
+    private func migrations() async throws -> [(version: Int, name: String)] {
+        do {
+            return try await client.withTransaction(logger: logger) { connection in
+                try await Self.count(connection.query("SELECT pg_advisory_xact_lock(\(PostgresSchema.migrationLock))", logger: self.logger))
+                try await Self.count(connection.query(
+                    "CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())",
+                    logger: self.logger
+                ))
+                var done: Set<Int> = []
+                for try await version in try await connection.query("SELECT version FROM schema_migrations", logger: self.logger).decode(Int.self) {
+                    done.insert(version)
+                }
+                var applied: [(version: Int, name: String)] = []
+                for migration in PostgresSchema.migrations where !done.contains(migration.version) {
+                    for statement in migration.statements {
+                        try await Self.count(connection.query(PostgresQuery(unsafeSQL: statement), logger: self.logger))
+                    }
+                    try await Self.count(connection.query("INSERT INTO schema_migrations (version, name) VALUES (\(migration.version), \(migration.name))", logger: self.logger))
+                    applied.append((migration.version, migration.name))
+                }
+                return applied
+            }
+        }
+    }
+
+    /// The versions applied, in order (for `migrate --status` and tests).
+    public func appliedMigrations() async throws -> [Int] {
+        try await call {
+            var versions: [Int] = []
+            for try await version in try await self.client.query("SELECT version FROM schema_migrations ORDER BY version", logger: self.logger).decode(Int.self) {
+                versions.append(version)
+            }
+            return versions
+        }
+    }
+
+    // MARK: Batches
+
+    public func load(_ query: BatchQuery, now: Timestamp) async throws -> BatchSnapshot {
+        try await call {
+            var snapshot = BatchSnapshot()
+            let statement = LoadBatch(query: query, now: now)
+            for try await row in try await self.client.execute(statement, logger: self.logger) {
+                switch row.kind {
+                case 0:
+                    let partition = PartitionID(topic: row.text1 ?? "", partition: Int32(truncatingIfNeeded: row.int1 ?? 0))
+                    snapshot.watermarks[partition] = row.int2 ?? 0
+                    if let epoch = row.int3, epoch != 0 { snapshot.epochs[partition] = epoch }
+                case 1:
+                    guard let scopeBytes = row.bytes1, scopeBytes.readableBytes == 16 else { continue }
+                    let scope = ScopeHash(bytes: Array(buffer: scopeBytes))
+                    snapshot.records[scope] = IdempotencyRecord(
+                        scope: scope, orgID: row.text1 ?? "", endpoint: row.text2 ?? "", key: row.text3 ?? "",
+                        fingerprint: row.bytes2.map { Array(buffer: $0) } ?? [], responseStatus: Int(row.int1 ?? 0),
+                        responseBody: row.bytes3.map { Array(buffer: $0) } ?? [], createdAt: row.int2 ?? 0, expiresAt: row.int3 ?? 0
+                    )
+                default:
+                    let key = VendorKey(orgID: row.text1 ?? "", vendorID: row.text2 ?? "")
+                    snapshot.vendors[key] = VendorRecord(
+                        id: key.vendorID, orgID: key.orgID, document: row.bytes1.map { Array(buffer: $0) } ?? [], occurredAt: row.int1 ?? 0
+                    )
+                }
+            }
+            return snapshot
+        }
+    }
+
+    public func apply(_ writes: BatchWrites) async throws {
+        guard !writes.isEmpty else { return }
+        let statement = ApplyBatch(writes)
+        try await call {
+            // Consumed to the end: a conflict the function raises arrives with the result.
+            for try await _ in try await self.client.execute(statement, logger: self.logger) {}
+        }
+    }
+
+    // MARK: Outbox
+
+    public func pendingOutbox(limit: Int, sources: Set<PartitionID>?) async throws -> [OutboxEntry] {
+        try await call {
+            let topics = sources.map { $0.map(\.topic) } ?? []
+            let partitions = sources.map { $0.map(\.partition) } ?? []
+            let rows = try await self.client.query(
+                """
+                SELECT id, source_topic, source_partition, messages FROM outbox
+                 WHERE \(sources == nil) OR source_topic IS NULL
+                    OR (source_topic, source_partition) IN (SELECT * FROM unnest(\(topics)::text[], \(partitions)::integer[]))
+                 ORDER BY id LIMIT \(limit)
+                """,
+                logger: self.logger
+            )
+            var entries: [OutboxEntry] = []
+            for try await (id, topic, partition, messages) in rows.decode((Int64, String?, Int32?, ByteBuffer).self) {
+                let source = topic.flatMap { topic in partition.map { PartitionID(topic: topic, partition: $0) } }
+                entries.append(OutboxEntry(id: id, source: source, messages: OutboxCoding.decode(Array(buffer: messages))))
+            }
+            return entries
+        }
+    }
+
+    public func finishOutbox(done: [Int64], park: [ParkedOutput]) async throws {
+        guard !done.isEmpty || !park.isEmpty else { return }
+        try await call {
+            // One statement: the parked outputs are kept and the entries deleted together.
+            try await Self.count(self.client.query(
+                """
+                WITH parked AS (
+                    INSERT INTO parked_outputs (parked_at, error_code, error, message)
+                    SELECT * FROM unnest(\(park.map(\.parkedAt))::bigint[], \(park.map(\.errorCode))::text[], \(park.map(\.error))::text[], \(park.map { ByteBuffer(bytes: OutboxCoding.encode([$0.message][...])) })::bytea[])
+                )
+                DELETE FROM outbox WHERE id = ANY(\(done)::bigint[])
+                """,
+                logger: self.logger
+            ))
+        }
+    }
+
+    public func parkedOutputs(limit: Int) async throws -> [ParkedOutput] {
+        try await call {
+            var outputs: [ParkedOutput] = []
+            let rows = try await self.client.query("SELECT id, parked_at, error_code, error, message FROM parked_outputs ORDER BY id LIMIT \(limit)", logger: self.logger)
+            for try await (id, parkedAt, code, error, message) in rows.decode((Int64, Int64, String, String, ByteBuffer).self) {
+                guard let message = OutboxCoding.decode(Array(buffer: message)).first else { continue }
+                outputs.append(ParkedOutput(id: id, message: message, errorCode: code, error: error, parkedAt: parkedAt))
+            }
+            return outputs
+        }
+    }
+
+    public func retryParked(id: Int64) async throws -> Bool {
+        try await call {
+            // A parked output is kept as a one-message entry blob: it moves back as it is.
+            let rows = try await self.client.query(
+                """
+                WITH taken AS (DELETE FROM parked_outputs WHERE id = \(id) RETURNING message)
+                INSERT INTO outbox (messages) SELECT message FROM taken RETURNING id
+                """,
+                logger: self.logger
+            )
+            return try await Self.count(rows) == 1
+        }
+    }
+
+    public func dropParked(id: Int64) async throws -> Bool {
+        try await call {
+            try await Self.count(self.client.query("DELETE FROM parked_outputs WHERE id = \(id) RETURNING id", logger: self.logger)) == 1
+        }
+    }
+
+    // MARK: Partitions
+
+    public func partitionMarks(_ partitions: [PartitionID]) async throws -> [PartitionID: PartitionMark] {
+        try await call {
+            let rows = try await self.client.query(
+                """
+                SELECT topic, partition, next_offset, epoch, last_digest FROM partition_progress
+                 WHERE (topic, partition) IN (SELECT * FROM unnest(\(partitions.map(\.topic))::text[], \(partitions.map(\.partition))::integer[]))
+                """,
+                logger: self.logger
+            )
+            var marks: [PartitionID: PartitionMark] = [:]
+            for try await (topic, partition, next, epoch, digest) in rows.decode((String, Int32, Int64, Int64, ByteBuffer?).self) {
+                marks[PartitionID(topic: topic, partition: partition)] = PartitionMark(next: next, epoch: epoch, lastDigest: digest.map { Array(buffer: $0) })
+            }
+            return marks
+        }
+    }
+
+    public func resetPartition(_ partition: PartitionID, from mark: PartitionMark, next: Int64) async throws {
+        let moved = try await call {
+            try await Self.count(self.client.query(
+                """
+                UPDATE partition_progress SET next_offset = \(next), epoch = epoch + 1, last_digest = NULL
+                 WHERE topic = \(partition.topic) AND partition = \(partition.partition) AND next_offset = \(mark.next) AND epoch = \(mark.epoch)
+                RETURNING 1
+                """,
+                logger: self.logger
+            ))
+        }
+        if moved != 1 {
+            throw StoreError(code: .conflict, message: "the mark of \(partition.topic)[\(partition.partition)] moved since it was read")
+        }
+    }
+
+    // MARK: Expiry and retention
+
+    public func deleteExpiredIdempotencyRecords(now: Timestamp, limit: Int) async throws -> Int {
+        try await call {
+            try await Self.count(self.client.query(
+                "DELETE FROM idempotency WHERE scope IN (SELECT scope FROM idempotency WHERE expires_at <= \(now) ORDER BY expires_at LIMIT \(limit)) RETURNING 1",
+                logger: self.logger
+            ))
+        }
+    }
+
+    public func pruneRuns(finishedBefore before: Int64, limit: Int) async throws -> Int {
+        try await call {
+            try await Self.count(self.client.query(
+                "DELETE FROM runs WHERE id IN (SELECT id FROM runs WHERE finished_at IS NOT NULL AND finished_at < \(before) ORDER BY finished_at LIMIT \(limit)) RETURNING 1",
+                logger: self.logger
+            ))
+        }
+    }
+
+    public func pruneAssessments(createdBefore before: Int64, limit: Int) async throws -> Int {
+        try await call {
+            try await Self.count(self.client.query(
+                "DELETE FROM assessments WHERE id IN (SELECT id FROM assessments WHERE created_at < \(before) ORDER BY created_at LIMIT \(limit)) RETURNING 1",
+                logger: self.logger
+            ))
+        }
+    }
+
+    // MARK: Queries
+
+    public func run(id: String) async throws -> RunRecord? {
+        try await call {
+            let rows = try await self.client.query(
+                "SELECT id, org_id, workflow_name, status, started_at, finished_at, document FROM runs WHERE id = \(id)", logger: self.logger
+            )
+            for try await row in rows.decode((String, String, String, String, Int64, Int64?, ByteBuffer).self) { return Self.run(row) }
+            return nil
+        }
+    }
+
+    public func runs(statuses: [String], limit: Int, offset: Int) async throws -> [RunRecord] {
+        try await call {
+            let rows = try await self.client.query(
+                """
+                SELECT id, org_id, workflow_name, status, started_at, finished_at, document FROM runs
+                 WHERE cardinality(\(statuses)::text[]) = 0 OR status = ANY(\(statuses)::text[])
+                 ORDER BY started_at DESC, id LIMIT \(limit) OFFSET \(offset)
+                """,
+                logger: self.logger
+            )
+            var runs: [RunRecord] = []
+            for try await row in rows.decode((String, String, String, String, Int64, Int64?, ByteBuffer).self) { runs.append(Self.run(row)) }
+            return runs
+        }
+    }
+
+    public func assessment(id: String) async throws -> AssessmentRecord? {
+        try await call {
+            let rows = try await self.client.query(
+                "SELECT id, org_id, vendor_id, created_at, document FROM assessments WHERE id = \(id)", logger: self.logger
+            )
+            for try await (id, org, vendor, created, document) in rows.decode((String, String, String, Int64, ByteBuffer).self) {
+                return AssessmentRecord(id: id, orgID: org, vendorID: vendor, createdAt: created, document: Array(buffer: document))
+            }
+            return nil
+        }
+    }
+
+    private static func run(_ row: (String, String, String, String, Int64, Int64?, ByteBuffer)) -> RunRecord {
+        RunRecord(id: row.0, orgID: row.1, workflowName: row.2, status: row.3, startedAt: row.4, finishedAt: row.5, document: Array(buffer: row.6))
+    }
+
+    // MARK: Plumbing
+
+    /// Runs `body` once the migrations are done, and turns PostgreSQL's errors into
+    /// ``StoreError``s: a changed read is a ``StoreError/Code/conflict``; everything
+    /// else (the server gone, a failed statement) ``StoreError/Code/unavailable``.
+    private func call<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) async throws -> T {
+        if let error = await ready.wait() { throw error }
+        do {
+            return try await Self.withDeadline(timeout, body)
+        } catch let error as StoreError {
+            throw error
+        } catch let error as PSQLError {
+            switch error.serverInfo?[.sqlState] {
+            case PostgresSchema.conflictState?:
+                throw StoreError(code: .conflict, message: error.serverInfo?[.message] ?? "a read changed")
+            case "23505"?:
+                // A run or assessment id exists already: another writer handled these inputs.
+                throw StoreError(code: .conflict, message: "a row the batch creates exists already: \(error.serverInfo?[.detail] ?? "")")
+            case "40001"?, "40P01"?:
+                // Serialization failure, deadlock: decide again on fresh state.
+                throw StoreError(code: .conflict, message: error.serverInfo?[.message] ?? "serialization failure")
+            default:
+                throw StoreError(code: .unavailable, message: Self.reason(error))
+            }
+        } catch {
+            throw StoreError(code: .unavailable, message: Self.reason(error))
+        }
+    }
+
+    /// The result of `body`, or a ``StoreError/Code/unavailable`` once `timeout` passed
+    /// (`body` is then cancelled, and not waited for: a connection that hangs must not
+    /// hang its caller).
+    static func withDeadline<T: Sendable>(_ timeout: Duration, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+        let outcome = Mutex<CheckedContinuation<T, any Error>?>(nil)
+        let settle = { @Sendable (result: Result<T, any Error>) in
+            outcome.withLock { continuation in defer { continuation = nil }; return continuation }?.resume(with: result)
+        }
+        let work = Task { () -> Void in
+            do { settle(.success(try await body())) } catch { settle(.failure(error)) }
+        }
+        let timer = Task {
+            guard (try? await Task.sleep(for: timeout)) != nil else { return }
+            settle(.failure(StoreError(code: .unavailable, message: "the database did not answer within \(timeout)")))
+            work.cancel()
+        }
+        defer { timer.cancel() }
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { continuation in
+                outcome.withLock { $0 = continuation }
+            }
+        } onCancel: {
+            work.cancel()
+        }
+    }
+
+    /// Reads a result to its end (which releases its connection and surfaces a failure
+    /// of the statement); returns how many rows it had.
+    @discardableResult
+    private static func count(_ rows: PostgresRowSequence) async throws -> Int {
+        var count = 0
+        for try await _ in rows { count += 1 }
+        return count
+    }
+
+    /// What went wrong, without the query's bound values (they hold payloads and keys).
+    static func reason(_ error: any Error) -> String {
+        if let error = error as? PSQLError {
+            if let info = error.serverInfo {
+                return "\(info[.sqlState] ?? "?"): \(info[.message] ?? "server error")"
+            }
+            return "\(error.code)"
+        }
+        if let error = error as? PostgresTransactionError {
+            return reason(error.closureError ?? error.commitError ?? error.beginError ?? error.rollbackError ?? error)
+        }
+        return "\(error)"
+    }
+
+    static func describe(_ configuration: PostgresClient.Configuration) -> String {
+        "\(configuration.host ?? configuration.unixSocketPath ?? "?"):\(configuration.port.map(String.init) ?? "-")/\(configuration.database ?? configuration.username)"
+    }
+
+    /// The client configuration of a `postgres://` or `postgresql://` URL.
+    static func configuration(from url: String) throws -> PostgresClient.Configuration {
+        guard url.hasPrefix("postgres://") || url.hasPrefix("postgresql://"), let components = URLComponents(string: url) else {
+            throw StoreError(code: .invalidURL, message: "not a postgres:// URL")
+        }
+        guard let host = components.host, !host.isEmpty else {
+            throw StoreError(code: .invalidURL, message: "a postgres:// URL needs a host")
+        }
+        let user = components.user.flatMap { $0.removingPercentEncoding ?? $0 } ?? "postgres"
+        let password = components.password.flatMap { $0.removingPercentEncoding ?? $0 }
+        let database = components.path.split(separator: "/").first.map(String.init)
+        let mode = components.queryItems?.first { $0.name == "sslmode" }?.value ?? "prefer"
+        let tls: PostgresClient.Configuration.TLS
+        switch mode {
+        case "disable": tls = .disable
+        case "prefer", "allow": tls = .prefer(.makeClientConfiguration())
+        case "require", "verify-ca", "verify-full": tls = .require(.makeClientConfiguration())
+        default: throw StoreError(code: .invalidURL, message: "sslmode must be disable, prefer or require")
+        }
+        return PostgresClient.Configuration(host: host, port: components.port ?? 5432, username: user, password: password, database: database, tls: tls)
+    }
+}
+
+// MARK: - Prepared statements
+
+/// Everything a batch's decisions depend on, in one statement: partition marks
+/// (kind 0), live idempotency records (1) and vendors (2), in one row shape.
+struct LoadBatch: PostgresPreparedStatement {
+    static let name = "tw_load_batch_v1"
+    static let sql = """
+        SELECT 0::integer, topic, NULL::text, NULL::text, partition::bigint, next_offset, epoch, NULL::bytea, NULL::bytea, NULL::bytea
+          FROM partition_progress WHERE (topic, partition) IN (SELECT * FROM unnest($1::text[], $2::integer[]))
+        UNION ALL
+        SELECT 1, org_id, endpoint, key, status::bigint, created_at, expires_at, scope, fingerprint, body
+          FROM idempotency WHERE scope = ANY($3::bytea[]) AND expires_at > $4
+        UNION ALL
+        SELECT 2, org_id, id, NULL, occurred_at, NULL, NULL, document, NULL, NULL
+          FROM vendors WHERE (org_id, id) IN (SELECT * FROM unnest($5::text[], $6::text[]))
+        """
+
+    struct Row {
+        var kind: Int32
+        var text1: String?
+        var text2: String?
+        var text3: String?
+        var int1: Int64?
+        var int2: Int64?
+        var int3: Int64?
+        var bytes1: ByteBuffer?
+        var bytes2: ByteBuffer?
+        var bytes3: ByteBuffer?
+    }
+
+    let query: BatchQuery
+    let now: Timestamp
+
+    func makeBindings() throws -> PostgresBindings {
+        var bindings = PostgresBindings(capacity: 6)
+        let partitions = Array(query.partitions)
+        bindings.append(partitions.map(\.topic))
+        bindings.append(partitions.map(\.partition))
+        bindings.append(query.scopes.map { ByteBuffer(bytes: $0.bytes) })
+        bindings.append(now)
+        let vendors = Array(query.vendors)
+        bindings.append(vendors.map(\.orgID))
+        bindings.append(vendors.map(\.vendorID))
+        return bindings
+    }
+
+    func decodeRow(_ row: PostgresRow) throws -> Row {
+        let (kind, text1, text2, text3, int1, int2, int3, bytes1, bytes2, bytes3) = try row.decode(
+            (Int32, String?, String?, String?, Int64?, Int64?, Int64?, ByteBuffer?, ByteBuffer?, ByteBuffer?).self
+        )
+        return Row(kind: kind, text1: text1, text2: text2, text3: text3, int1: int1, int2: int2, int3: int3, bytes1: bytes1, bytes2: bytes2, bytes3: bytes3)
+    }
+}
+
+/// A batch's writes, as the arrays `tw_apply_batch` takes.
+struct ApplyBatch: PostgresPreparedStatement {
+    static let name = "tw_apply_batch_v1"
+    static let sql = "SELECT FROM tw_apply_batch(" + (1...34).map { "$\($0)" }.joined(separator: ", ") + ")"
+    typealias Row = Void
+
+    let writes: BatchWrites
+    /// The vendors, one per key: the last written wins, as when they are applied one by one.
+    let vendors: [VendorRecord]
+    /// The outbox entries' encoded blobs with their sources.
+    let outbox: [(topic: String, partition: Int32, blob: ByteBuffer)]
+
+    init(_ writes: BatchWrites) {
+        self.writes = writes
+        var latest: [VendorKey: Int] = [:]
+        var vendors: [VendorRecord] = []
+        for vendor in writes.vendors {
+            let key = VendorKey(orgID: vendor.orgID, vendorID: vendor.id)
+            if let index = latest[key] {
+                if vendor.occurredAt >= vendors[index].occurredAt { vendors[index] = vendor }
+            } else {
+                latest[key] = vendors.count
+                vendors.append(vendor)
+            }
+        }
+        self.vendors = vendors
+        outbox = OutboxCoding.entries(writes.outbox).map { entry in
+            (entry.source?.topic ?? "", entry.source?.partition ?? -1, ByteBuffer(bytes: OutboxCoding.encode(entry.messages)))
+        }
+    }
+
+    func makeBindings() throws -> PostgresBindings {
+        var bindings = PostgresBindings(capacity: 34)
+        let marks = writes.watermarks.sorted { $0.key < $1.key }
+        bindings.append(marks.map(\.key.topic))
+        bindings.append(marks.map(\.key.partition))
+        bindings.append(marks.map { $0.value.expected ?? -1 })
+        bindings.append(marks.map(\.value.next))
+        bindings.append(marks.map { ByteBuffer(bytes: writes.lastDigests[$0.key] ?? []) })
+
+        let records = writes.records
+        bindings.append(records.map { ByteBuffer(bytes: $0.scope.bytes) })
+        bindings.append(records.map(\.orgID))
+        bindings.append(records.map(\.endpoint))
+        bindings.append(records.map(\.key))
+        bindings.append(records.map { ByteBuffer(bytes: $0.fingerprint) })
+        bindings.append(records.map { Int32(truncatingIfNeeded: $0.responseStatus) })
+        bindings.append(records.map { ByteBuffer(bytes: $0.responseBody) })
+        bindings.append(records.map(\.createdAt))
+        bindings.append(records.map(\.expiresAt))
+
+        bindings.append(vendors.map(\.orgID))
+        bindings.append(vendors.map(\.id))
+        bindings.append(vendors.map { ByteBuffer(bytes: $0.document) })
+        bindings.append(vendors.map(\.occurredAt))
+
+        let runs = writes.runs
+        bindings.append(runs.map(\.id))
+        bindings.append(runs.map(\.orgID))
+        bindings.append(runs.map(\.workflowName))
+        bindings.append(runs.map(\.status))
+        bindings.append(runs.map(\.startedAt))
+        bindings.append(runs.map { $0.finishedAt ?? -1 })
+        bindings.append(runs.map { ByteBuffer(bytes: $0.document) })
+
+        let assessments = writes.assessments
+        bindings.append(assessments.map(\.id))
+        bindings.append(assessments.map(\.orgID))
+        bindings.append(assessments.map(\.vendorID))
+        bindings.append(assessments.map(\.createdAt))
+        bindings.append(assessments.map { ByteBuffer(bytes: $0.document) })
+
+        bindings.append(outbox.map(\.topic))
+        bindings.append(outbox.map(\.partition))
+        bindings.append(outbox.map(\.blob))
+        bindings.append(writes.now)
+        return bindings
+    }
+
+    func decodeRow(_ row: PostgresRow) throws {}
+}
+
+// MARK: - Readiness
+
+/// Opens once; waiters before that wait, later ones pass at once. Carries the
+/// reason the store cannot be used, if any.
+final class ReadyGate: Sendable {
+    private struct State {
+        var outcome: (any Error)??
+        var waiters: [(id: Int, continuation: CheckedContinuation<(any Error)?, Never>)] = []
+    }
+
+    private let state = Mutex(State())
+
+    func open(_ error: (any Error)?) {
+        let waiters = state.withLock { state -> [(id: Int, continuation: CheckedContinuation<(any Error)?, Never>)] in
+            guard state.outcome == nil else { return [] }
+            state.outcome = .some(error)
+            defer { state.waiters = [] }
+            return state.waiters
+        }
+        for waiter in waiters { waiter.continuation.resume(returning: error) }
+    }
+
+    /// `nil` once open without an error; the error it was opened with otherwise
+    /// (`CancellationError` when the waiting task is cancelled first).
+    func wait() async -> (any Error)? {
+        let id = Self.nextID.add(1, ordering: .relaxed).oldValue
+        return await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                let outcome = state.withLock { state -> (any Error)?? in
+                    if let outcome = state.outcome { return .some(outcome) }
+                    if Task.isCancelled { return .some(CancellationError()) }
+                    state.waiters.append((id, continuation))
+                    return nil
+                }
+                if let outcome { continuation.resume(returning: outcome) }
+            }
+        } onCancel: {
+            let waiter = state.withLock { state -> CheckedContinuation<(any Error)?, Never>? in
+                guard let index = state.waiters.firstIndex(where: { $0.id == id }) else { return nil }
+                return state.waiters.remove(at: index).continuation
+            }
+            waiter?.resume(returning: CancellationError())
+        }
+    }
+
+    private static let nextID = Atomic<Int>(0)
+}
