@@ -99,19 +99,27 @@ let package = Package(
 
         // MARK: Tests
         // Adversarial inputs for the fuzz tests of two test targets (test support only).
+        // A fresh database per test on the PostgreSQL that `make test` starts (test support only).
+        .target(
+            name: "PostgresTestSupport",
+            dependencies: ["Store", .product(name: "Logging", package: "swift-log"), .product(name: "PostgresNIO", package: "postgres-nio")],
+            path: "Tests/PostgresTestSupport",
+            swiftSettings: swiftSettings
+        ),
         .target(name: "FuzzSupport", dependencies: ["Kafka", "Workflows"], path: "Tests/FuzzSupport", swiftSettings: swiftSettings),
         .testTarget(name: "KafkaTests", dependencies: ["Kafka"], swiftSettings: swiftSettings),
         .testTarget(name: "WorkflowsTests", dependencies: ["Workflows"], swiftSettings: swiftSettings),
         .testTarget(name: "WorkerTests", dependencies: ["Worker", "Kafka", "Store", "Workflows", "FuzzSupport"], swiftSettings: swiftSettings),
         .testTarget(
             name: "StoreTests",
-            dependencies: ["Store", .product(name: "Logging", package: "swift-log"), .product(name: "PostgresNIO", package: "postgres-nio")],
+            dependencies: ["Store", "PostgresTestSupport", .product(name: "Logging", package: "swift-log")],
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "IntegrationTests",
             dependencies: [
                 "FuzzSupport",
+                "PostgresTestSupport",
                 "Kafka",
                 .product(name: "Crypto", package: "swift-crypto"),
                 "Store",

@@ -207,6 +207,28 @@ public final class KafkaConsumer: Service, Sendable {
         return try result.get()
     }
 
+    /// How many partitions each of `topics` has (topics the broker does not know are left out).
+    public func partitionCounts(of topics: [String], timeout: Duration = .seconds(10)) async throws(KafkaError) -> [String: Int] {
+        let client = self.client
+        let wanted = Set(topics)
+        let result: Result<[String: Int], KafkaError> = await runBlocking {
+            var metadata: UnsafePointer<rd_kafka_metadata>?
+            let error = rd_kafka_metadata(client.handle, 1, nil, &metadata, Int32(clamping: timeout.milliseconds))
+            guard error == RD_KAFKA_RESP_ERR_NO_ERROR, let metadata else {
+                return .failure(KafkaError(code: .broker, rdKafkaError: error, context: "reading the topics' metadata failed"))
+            }
+            defer { rd_kafka_metadata_destroy(metadata) }
+            var counts: [String: Int] = [:]
+            for index in 0..<Int(metadata.pointee.topic_cnt) {
+                let topic = metadata.pointee.topics[index]
+                let name = String(cString: topic.topic)
+                if wanted.contains(name), topic.err == RD_KAFKA_RESP_ERR_NO_ERROR { counts[name] = Int(topic.partition_cnt) }
+            }
+            return .success(counts)
+        }
+        return try result.get()
+    }
+
     /// Makes partitions of the ``KafkaConsumerEvent/partitionsAssigned(_:)`` being
     /// handled start at the given offsets, whatever offsets the group committed. Call
     /// it while handling that event (before asking for the next one).

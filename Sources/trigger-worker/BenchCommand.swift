@@ -249,14 +249,14 @@ private final class CountingHandler: BatchHandler {
         try await wrapped.partitionsAssigned(partitions, consumer: consumer)
     }
 
-    func write(_ prepared: Wrapped.Prepared) async throws -> Bool {
-        let asPrepared = try await wrapped.write(prepared)
+    func write(_ prepared: Wrapped.Prepared) async throws -> BatchWriteResult {
+        let result = try await wrapped.write(prepared)
         outputs.withLock { $0 += prepared.outputCount }
         if handled.withLock({ $0 += prepared.count; return $0 >= target }) {
             done.yield()
             done.finish()
         }
-        return asPrepared
+        return result
     }
 }
 

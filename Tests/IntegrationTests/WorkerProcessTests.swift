@@ -62,6 +62,7 @@ final class WorkerProcess: Sendable {
                     log.lines.withLock { $0.append(line) }
                     continuation.yield(line)
                 }
+                if !complete.isEmpty { log.changes.notify() }
             }
         }
         self.pipe = pipe
@@ -89,6 +90,35 @@ final class WorkerProcess: Sendable {
             group.cancelAll()
             return line
         }
+    }
+
+    /// Waits until the output so far satisfies `condition` (re-checked after each new
+    /// line); fails after `timeout`.
+    func waitForOutput(_ what: String, timeout: Duration, _ condition: @escaping @Sendable ([String]) -> Bool) async throws {
+        let log = self.log
+        try await withDeadline(timeout, what) {
+            var seen = log.changes.version
+            while !condition(log.lines.withLock { $0 }) {
+                if log.closed.withLock({ $0 }) { throw TimedOut(what: what + " (the worker exited)") }
+                seen = await log.changes.waitForChange(after: seen)
+                try Task.checkCancellation()
+            }
+        }
+    }
+
+    /// The partitions this worker owns, as its JSON log tells (assignments minus revocations).
+    var ownedPartitions: Set<String> { Self.owned(in: output) }
+
+    static func owned(in lines: [String]) -> Set<String> {
+        var owned: Set<String> = []
+        for line in lines where line.contains("partitions") {
+            guard let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
+                  let message = object["msg"] as? String, let partitions = object["partitions"] as? String else { continue }
+            let named = partitions.split(separator: ",").map(String.init)
+            if message.hasPrefix("Joined the consumer group") { owned.formUnion(named) }
+            if message.hasPrefix("Partitions revoked") { owned.subtract(named) }
+        }
+        return owned
     }
 
     /// Whether the process exited by itself (not killed by a signal). Valid after it exited.

@@ -1,4 +1,5 @@
 import Foundation
+import PostgresTestSupport
 @testable import Store
 import Testing
 
@@ -6,17 +7,17 @@ import Testing
 struct PostgresStoreTests {
     @Test("postgres:// URLs: user, password, host, port, database and sslmode; anything else is refused")
     func urls() throws {
-        let configuration = try PostgresStore.configuration(from: "postgres://worker:s%40cret@db.example:6543/triggers?sslmode=disable")
+        let configuration = try PostgresStore.clientConfiguration(from: "postgres://worker:s%40cret@db.example:6543/triggers?sslmode=disable")
         #expect(configuration.username == "worker")
         #expect(configuration.password == "s@cret")
         #expect(configuration.host == "db.example")
         #expect(configuration.port == 6543)
         #expect(configuration.database == "triggers")
-        let defaults = try PostgresStore.configuration(from: "postgresql://db")
+        let defaults = try PostgresStore.clientConfiguration(from: "postgresql://db")
         #expect(defaults.port == 5432 && defaults.username == "postgres" && defaults.database == nil)
-        #expect(throws: StoreError.self) { try PostgresStore.configuration(from: "postgres:///nohost") }
-        #expect(throws: StoreError.self) { try PostgresStore.configuration(from: "postgres://db/x?sslmode=sometimes") }
-        #expect(throws: StoreError.self) { try PostgresStore.configuration(from: "mysql://db/x") }
+        #expect(throws: StoreError.self) { try PostgresStore.clientConfiguration(from: "postgres:///nohost") }
+        #expect(throws: StoreError.self) { try PostgresStore.clientConfiguration(from: "postgres://db/x?sslmode=sometimes") }
+        #expect(throws: StoreError.self) { try PostgresStore.clientConfiguration(from: "mysql://db/x") }
     }
 
     @Test("instances that start at once migrate in turns: each migration is applied once, the others find the schema current",

@@ -1,6 +1,6 @@
 import Foundation
 import Logging
-import PostgresNIO
+import PostgresTestSupport
 import Testing
 @testable import Store
 
@@ -35,30 +35,4 @@ struct OpenedStore: Sendable {
     let task: Task<Void, any Error>?
 
     func close() { task?.cancel() }
-}
-
-/// The test server `make test` starts (scripts/postgres.sh).
-enum TestPostgres {
-    static let url: String? = ProcessInfo.processInfo.environment["TEST_POSTGRES_URL"].flatMap { $0.isEmpty ? nil : $0 }
-    static let skipReason: Comment = "TEST_POSTGRES_URL is not set: run `make test`, which starts a private PostgreSQL"
-    static let logger: Logger = {
-        var logger = Logger(label: "store-tests")
-        logger.logLevel = .warning  // the pool's reconnection attempts are info
-        return logger
-    }()
-
-    /// Creates an empty database on the test server; returns its URL.
-    static func freshDatabase() async throws -> String {
-        guard let url else { throw StoreError(code: .unavailable, message: "\(skipReason)") }
-        let name = "tw_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased()
-        let client = PostgresClient(configuration: try PostgresStore.configuration(from: url), backgroundLogger: logger)
-        try await withThrowingTaskGroup(of: Void.self) { tasks in
-            tasks.addTask { await client.run() }
-            defer { tasks.cancelAll() }
-            for try await _ in try await client.query(PostgresQuery(unsafeSQL: "CREATE DATABASE \(name)"), logger: logger) {}
-        }
-        var components = URLComponents(string: url)!
-        components.path = "/\(name)"
-        return components.string!
-    }
 }

@@ -58,8 +58,8 @@ struct PipelineTests {
         #expect(second.decision.tally.runsStarted == 1)
         #expect(second.decision.writes.watermarks.first?.value.expected == 1, "expects the watermark the first batch writes")
 
-        #expect(try await pipeline.write(first))
-        #expect(try await pipeline.write(second))
+        #expect(try await pipeline.write(first).asPrepared)
+        #expect(try await pipeline.write(second).asPrepared)
         #expect(try await runCount() == 2)
         // Redelivered, the three offsets are all done.
         let again = try await pipeline.prepare((0...2).map { request(partition: 0, offset: $0, key: "k\(max($0, 1))") }, after: nil)
@@ -77,13 +77,29 @@ struct PipelineTests {
         let other = try self.pipeline(at: 1_000_500)
         try await other.handle([request(partition: 5, offset: 0, key: "k1", dueDate: "2026-09-30")])
 
-        #expect(try await pipeline.write(first) == false, "decided again: k1 is now a replay of the other instance's run")
+        #expect(try await pipeline.write(first) == BatchWriteResult(asPrepared: false), "decided again: k1 is now a replay of the other instance's run")
         // What the second batch saw of the first is stale: prepared again, it replays the other instance's response.
         let fresh = try await pipeline.prepare([request(partition: 0, offset: 1, key: "k1")], after: nil)
         let body = try #require(fresh.decision.writes.outbox.first).value
         #expect(String(decoding: body, as: UTF8.self).contains("2026-09-30"))
-        #expect(try await pipeline.write(fresh))
+        #expect(try await pipeline.write(fresh).asPrepared)
         #expect(try await runCount() == 1, "one run for the key")
+    }
+
+    @Test("a batch of a partition that another instance handled further while it was in flight writes nothing, and its offsets are not to be committed")
+    func supersededBatch() async throws {
+        let pipeline = try pipeline()
+        let late = try await pipeline.prepare((0..<3).map { request(partition: 0, offset: $0, key: "late-\($0)") }, after: nil)
+        // The partition moved: the new owner handled the same records and more.
+        let owner = try self.pipeline(at: 1_000_500)
+        try await owner.handle((0..<5).map { request(partition: 0, offset: $0, key: "late-\($0)") })
+        let outputsBefore = try await store.pendingOutbox(limit: 100).flatMap(\.messages).count
+
+        let result = try await pipeline.write(late)
+        #expect(result == BatchWriteResult(asPrepared: false, superseded: [PartitionID(topic: configuration.topics.triggerRequests, partition: 0)]))
+        #expect(try await store.partitionMarks([PartitionID(topic: configuration.topics.triggerRequests, partition: 0)]).first?.value.next == 5, "the mark stays where the new owner put it")
+        #expect(try await store.pendingOutbox(limit: 100).flatMap(\.messages).count == outputsBefore, "no response or event written twice")
+        #expect(try await runCount() == 5)
     }
 
     @Test("the overlay keeps newer watermarks and vendors and drops records expired by now")

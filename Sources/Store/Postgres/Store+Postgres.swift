@@ -41,7 +41,7 @@ public final class PostgresStore: Store, Service {
     public init(url: String, poolSize: Int = 8, migrate: Bool = true, timeout: Duration = .seconds(30), startupTimeout: Duration = .seconds(120), logger: Logger) throws {
         self.timeout = timeout
         self.startupTimeout = startupTimeout
-        var configuration = try Self.configuration(from: url)
+        var configuration = try Self.clientConfiguration(from: url)
         configuration.options.maximumConnections = max(1, poolSize)
         configuration.options.minimumConnections = 0
         self.configuration = configuration
@@ -435,7 +435,7 @@ public final class PostgresStore: Store, Service {
     }
 
     /// The client configuration of a `postgres://` or `postgresql://` URL.
-    static func configuration(from url: String) throws -> PostgresClient.Configuration {
+    public static func clientConfiguration(from url: String) throws -> PostgresClient.Configuration {
         guard url.hasPrefix("postgres://") || url.hasPrefix("postgresql://"), let components = URLComponents(string: url) else {
             throw StoreError(code: .invalidURL, message: "not a postgres:// URL")
         }

@@ -63,8 +63,8 @@ public struct BatchConsumerService<Handler: BatchHandler>: Service {
     /// The batch being written and committed, and what it was prepared as.
     private struct InFlight {
         var prepared: Handler.Prepared
-        /// Whether it was written as prepared (see ``BatchHandler/write(_:)``).
-        var written: Task<Bool, any Error>
+        /// How it was written (see ``BatchHandler/write(_:)``).
+        var written: Task<BatchWriteResult, any Error>
     }
 
     private func handleEvents(_ writeFailure: FirstFailure) async throws {
@@ -86,7 +86,7 @@ public struct BatchConsumerService<Handler: BatchHandler>: Service {
                 ])
             case .messages(let batch):
                 var prepared = try await handler.prepare(batch, after: inFlight?.prepared)
-                if try await !settle(&inFlight) {
+                if try await !settle(&inFlight, positions: &positions) {
                     // The previous batch was decided again: what this one saw of it is stale.
                     prepared = try await handler.prepare(batch, after: nil)
                 }
@@ -94,7 +94,7 @@ public struct BatchConsumerService<Handler: BatchHandler>: Service {
                 positions.merge(offsets) { max($0, $1) }
                 inFlight = InFlight(prepared: prepared, written: start(prepared, offsets: offsets, writeFailure: writeFailure))
             case .partitionsRevoked(let partitions, let lost):
-                _ = try await settle(&inFlight)
+                _ = try await settle(&inFlight, positions: &positions)
                 // The background commits may still be on their way: the next owner starts where this one ended.
                 let revoked = positions.filter { partitions.contains($0.key) }
                 for partition in partitions { positions.removeValue(forKey: partition) }
@@ -113,34 +113,40 @@ public struct BatchConsumerService<Handler: BatchHandler>: Service {
                 ])
             }
         }
-        _ = try await settle(&inFlight)
+        _ = try await settle(&inFlight, positions: &positions)
         logger.info("Consumer stopped; offsets committed and the group left", metadata: [LogKey.group: "\(group)"])
     }
 
-    /// Waits until the batch in flight (if any) is written (its offsets then go to the consumer to commit).
+    /// Waits until the batch in flight (if any) is written (its offsets then go to the
+    /// consumer to commit). A partition the batch found handled further on by another
+    /// instance leaves `positions`: this instance commits nothing more of it.
     /// - Returns: whether it was written as prepared.
-    private func settle(_ inFlight: inout InFlight?) async throws -> Bool {
+    private func settle(_ inFlight: inout InFlight?, positions: inout [KafkaTopicPartition: Int64]) async throws -> Bool {
         guard let batch = inFlight else { return true }
         inFlight = nil
-        return try await batch.written.value
+        let result = try await batch.written.value
+        if !result.superseded.isEmpty { positions = positions.filter { !result.superseded.contains($0.key.id) } }
+        return result.asPrepared
     }
 
     /// Writes a batch, then commits its offsets in the background: a broker that is
     /// slow to answer holds up neither this batch nor the next (a lost commit only
     /// means redelivery, which the store deduplicates).
-    private func start(_ prepared: Handler.Prepared, offsets: [KafkaTopicPartition: Int64], writeFailure: FirstFailure) -> Task<Bool, any Error> {
+    private func start(_ prepared: Handler.Prepared, offsets: [KafkaTopicPartition: Int64], writeFailure: FirstFailure) -> Task<BatchWriteResult, any Error> {
         Task {
-            let asPrepared: Bool
+            let result: BatchWriteResult
             do {
-                asPrepared = try await handler.write(prepared)
+                result = try await handler.write(prepared)
             } catch {
                 logger.critical("A batch could not be written to the store; stopping", metadata: [LogKey.error: "\(error)"])
                 writeFailure.raise(error)
                 throw error
             }
-            consumer.commitInBackground(offsets)
-            logger.debug("Committing", metadata: [LogKey.partitions: "\(Self.describe(offsets))"])
-            return asPrepared
+            // A superseded partition's offsets stay as its new owner commits them.
+            let committed = result.superseded.isEmpty ? offsets : offsets.filter { !result.superseded.contains($0.key.id) }
+            consumer.commitInBackground(committed)
+            logger.debug("Committing", metadata: [LogKey.partitions: "\(Self.describe(committed))"])
+            return result
         }
     }
 
@@ -173,10 +179,9 @@ public protocol BatchHandler: Sendable {
     func prepare(_ batch: [KafkaMessage], after pending: Prepared?) async throws -> Prepared
 
     /// Writes a prepared batch; when it returns, the batch is done and its offsets
-    /// may be committed. Called in batch order, each after the previous returned.
-    /// - Returns: `true` when written as prepared; `false` when the handler had to
-    ///   decide it again, so the batch prepared after it must be prepared again.
-    func write(_ prepared: Prepared) async throws -> Bool
+    /// may be committed (but those of its superseded partitions). Called in batch
+    /// order, each after the previous returned.
+    func write(_ prepared: Prepared) async throws -> BatchWriteResult
 
     /// Looks at partitions being assigned, before any of their messages is fetched.
     /// - Returns: where to start reading partitions (the others start at the group's
@@ -188,6 +193,22 @@ extension BatchHandler {
     /// Prepares and writes one batch (no overlap).
     public func handle(_ batch: [KafkaMessage]) async throws {
         _ = try await write(prepare(batch, after: nil))
+    }
+}
+
+/// How a batch was written.
+public struct BatchWriteResult: Sendable, Hashable {
+    /// `true` when written as prepared; `false` when the handler had to decide it
+    /// again, so the batch prepared after it must be prepared again.
+    public var asPrepared: Bool
+    /// Partitions of the batch that another instance had handled past the batch's
+    /// end (they were handed over while it was in flight): nothing of theirs was
+    /// written, and their offsets are not to be committed by this instance.
+    public var superseded: Set<PartitionID>
+
+    public init(asPrepared: Bool, superseded: Set<PartitionID> = []) {
+        self.asPrepared = asPrepared
+        self.superseded = superseded
     }
 }
 

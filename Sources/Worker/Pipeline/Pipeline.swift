@@ -83,9 +83,11 @@ public final class Pipeline: BatchHandler {
     /// Writes a prepared batch in one transaction. After a conflict (another writer
     /// got there first: a concurrent claim of a key, or a partition handled
     /// elsewhere after a rebalance) the batch is decided again on fresh state.
-    /// - Returns: `true` when the batch was written as prepared; `false` when it had
-    ///   to be decided again, so a batch prepared after it must be prepared again.
-    public func write(_ prepared: Prepared) async throws -> Bool {
+    /// - Returns: whether the batch was written as prepared (when not, a batch
+    ///   prepared after it must be prepared again), and the partitions it found
+    ///   handled past its end by another instance: their offsets are not to be
+    ///   committed (the new owner's are further on).
+    public func write(_ prepared: Prepared) async throws -> BatchWriteResult {
         var decision = prepared.decision
         var attempt = 1
         while true {
@@ -93,7 +95,16 @@ public final class Pipeline: BatchHandler {
                 try await store.apply(decision.writes)
                 record(decision, count: prepared.items.count)
                 if !decision.writes.outbox.isEmpty { outboxReady() }
-                return attempt == 1
+                guard attempt > 1 else { return BatchWriteResult(asPrepared: true) }
+                // Decided again: a partition whose mark did not move was handled past
+                // this batch elsewhere (its marks are compare-and-set: a fence).
+                let superseded = Set(prepared.digests.keys).subtracting(decision.writes.watermarks.keys)
+                if !superseded.isEmpty {
+                    logger.warning("A batch was handled by another instance meanwhile (its partitions moved); nothing of it was written twice, and its offsets are not committed", metadata: [
+                        LogKey.partitions: "\(superseded.sorted().map { "\($0.topic)[\($0.partition)]" }.joined(separator: ","))",
+                    ])
+                }
+                return BatchWriteResult(asPrepared: false, superseded: superseded)
             } catch let error as StoreError where error.code == .conflict && attempt < Self.maxAttempts {
                 conflicts.increment()
                 logger.info("Store conflict; deciding the batch again", metadata: [LogKey.error: "\(error)", "attempt": "\(attempt)"])

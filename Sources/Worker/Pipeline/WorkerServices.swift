@@ -14,6 +14,10 @@ public struct WorkerServices: Sendable {
     public let publisher: OutboxPublisher
     public let pipeline: Pipeline
     public let sweeper: RetentionSweeper
+    /// What keeps this instance from being ready (a SQLite store in a shared group).
+    public let readiness = Readiness()
+    /// Told of assignments and revocations: the publisher, and on SQLite the shared-group check.
+    private let owners: [any PartitionOwner]
     private let shutdownGrace: Duration
     private let logger: Logger
 
@@ -30,6 +34,7 @@ public struct WorkerServices: Sendable {
         self.publisher = publisher
         pipeline = Pipeline(configuration: configuration, orgs: orgs, catalog: catalog, store: store, logger: logger) { publisher.notify() }
         sweeper = RetentionSweeper(store: store, ttl: configuration.idempotencyTTL, retention: configuration.runRetention, logger: logger)
+        owners = store.isShared ? [publisher] : [publisher, SharedGroupCheck(consumer: consumer, readiness: readiness, logger: logger)]
     }
 
     /// One service group in dependency order. Graceful shutdown runs in reverse:
@@ -53,7 +58,7 @@ public struct WorkerServices: Sendable {
             .init(service: producer),
             .init(service: publisher),
             .init(service: sweeper),
-            .init(service: BatchConsumerService(consumer: consumer, handler: handler, owners: [publisher], logger: logger), successTerminationBehavior: .gracefullyShutdownGroup),
+            .init(service: BatchConsumerService(consumer: consumer, handler: handler, owners: owners, logger: logger), successTerminationBehavior: .gracefullyShutdownGroup),
         ]
         // Last, so that it is the first to hear of a graceful shutdown.
         if let watchdog { services.append(.init(service: watchdog)) }

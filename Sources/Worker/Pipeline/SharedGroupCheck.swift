@@ -1,0 +1,104 @@
+import Kafka
+import Logging
+import Metrics
+import Store
+import Synchronization
+
+/// Refuses, loudly, a consumer group shared by several instances when the store is
+/// SQLite: each instance would keep its own idempotency records, so a partition that
+/// moves to another instance (a deploy, a crash, a third instance) would forget its
+/// keys, and a retry would start a second run.
+///
+/// The broker is not asked how many members the group has (Tansu does not answer
+/// ListGroups); instead, after each assignment, the partitions this instance owns are
+/// compared with all the input topics have. Owning fewer means another member owns the
+/// rest: that is logged at error level with what to do, counted in
+/// `trigger_worker_sqlite_shared_group_total`, and reported in ``Readiness`` until this
+/// instance owns every partition again.
+public final class SharedGroupCheck: PartitionOwner {
+    private let consumer: KafkaConsumer
+    private let topics: [String]
+    private let readiness: Readiness
+    private let logger: Logger
+    private let owned = Mutex<Set<PartitionID>>([])
+    private let refusals = Counter(label: "trigger_worker_sqlite_shared_group_total")
+
+    /// The name of the problem in ``Readiness``.
+    public static let problem = "sqlite-shared-group"
+
+    public init(consumer: KafkaConsumer, readiness: Readiness, logger: Logger) {
+        self.consumer = consumer
+        topics = consumer.configuration.topics
+        self.readiness = readiness
+        self.logger = logger
+    }
+
+    public func partitionsAssigned(_ partitions: [PartitionID]) {
+        let owned = self.owned.withLock { owned in
+            owned.formUnion(partitions)
+            return owned
+        }
+        Task { await check(owned) }
+    }
+
+    public func partitionsRevoked(_ partitions: [PartitionID]) async {
+        owned.withLock { $0.subtract(partitions) }
+    }
+
+    /// Compares what this instance owns with what the input topics have.
+    func check(_ owned: Set<PartitionID>) async {
+        let counts: [String: Int]
+        do {
+            counts = try await consumer.partitionCounts(of: topics, timeout: .seconds(10))
+        } catch {
+            logger.warning("Cannot read the input topics' partition counts; whether other instances share the group is not known", metadata: [LogKey.error: "\(error)"])
+            return
+        }
+        let total = counts.values.reduce(0, +)
+        guard let verdict = Self.verdict(owned: owned.count, total: total) else { return }
+        if verdict == .shared {
+            refusals.increment()
+            if readiness.report(Self.problem, "several instances share the consumer group, but the store is SQLite") {
+                logger.error("Several instances share this consumer group, but the store is SQLite, which each instance keeps for itself: a partition that moves to another instance forgets its idempotency keys, and a retry starts a second run. Give every instance one PostgreSQL store (STORE_URL=postgres://…), or run one instance.", metadata: [
+                    "partitions_owned": "\(owned.count)", "partitions_in_topics": "\(total)", LogKey.group: "\(consumer.configuration.groupID)",
+                ])
+            }
+        } else if readiness.clear(Self.problem) {
+            logger.info("This instance owns every partition of its topics again; the SQLite store is safe", metadata: ["partitions_owned": "\(owned.count)"])
+        }
+    }
+
+    enum Verdict { case alone, shared }
+
+    /// `shared` when this instance owns fewer partitions than there are; `nil` when
+    /// nothing can be said (the topics' partitions are not known yet).
+    static func verdict(owned: Int, total: Int) -> Verdict? {
+        guard total > 0 else { return nil }
+        return owned < total ? .shared : .alone
+    }
+}
+
+/// What keeps this instance from being ready to serve, by name (for `/readyz`).
+public final class Readiness: Sendable {
+    private let problems = Mutex<[String: String]>([:])
+
+    public init() {}
+
+    /// Whether nothing keeps the instance from serving.
+    public var isReady: Bool { problems.withLock { $0.isEmpty } }
+
+    /// The problems, by name.
+    public var current: [String: String] { problems.withLock { $0 } }
+
+    /// Notes a problem. - Returns: whether it is new.
+    @discardableResult
+    public func report(_ name: String, _ description: String) -> Bool {
+        problems.withLock { $0.updateValue(description, forKey: name) == nil }
+    }
+
+    /// Clears a problem. - Returns: whether there was one.
+    @discardableResult
+    public func clear(_ name: String) -> Bool {
+        problems.withLock { $0.removeValue(forKey: name) != nil }
+    }
+}

@@ -1,0 +1,41 @@
+import Foundation
+import Logging
+import PostgresNIO
+import Store
+import Testing
+
+/// The test server `make test` starts (scripts/postgres.sh).
+public enum TestPostgres {
+    public static let url: String? = ProcessInfo.processInfo.environment["TEST_POSTGRES_URL"].flatMap { $0.isEmpty ? nil : $0 }
+    public static let skipReason: Comment = "TEST_POSTGRES_URL is not set: run `make test`, which starts a private PostgreSQL"
+    public static let logger: Logger = {
+        var logger = Logger(label: "store-tests")
+        logger.logLevel = .warning  // the pool's reconnection attempts are info
+        return logger
+    }()
+
+    /// Creates an empty database on the test server; returns its URL.
+    public static func freshDatabase() async throws -> String {
+        guard let url else { throw StoreError(code: .unavailable, message: "\(skipReason)") }
+        let name = "tw_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased()
+        let client = PostgresClient(configuration: try PostgresStore.clientConfiguration(from: url), backgroundLogger: logger)
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { await client.run() }
+            defer { tasks.cancelAll() }
+            for try await _ in try await client.query(PostgresQuery(unsafeSQL: "CREATE DATABASE \(name)"), logger: logger) {}
+        }
+        var components = URLComponents(string: url)!
+        components.path = "/\(name)"
+        return components.string!
+    }
+}
+
+extension TestPostgres {
+    /// Runs `body` with a store on the database at `url` (its pool running meanwhile).
+    public static func withStore<T>(_ url: String, _ body: (PostgresStore) async throws -> T) async throws -> T {
+        let store = try PostgresStore(url: url, poolSize: 2, logger: logger)
+        let pool = Task { try await store.run() }
+        defer { pool.cancel() }
+        return try await body(store)
+    }
+}
