@@ -102,7 +102,7 @@ let package = Package(
         // A fresh database per test on the PostgreSQL that `make test` starts (test support only).
         .target(
             name: "PostgresTestSupport",
-            dependencies: ["Store", .product(name: "Logging", package: "swift-log"), .product(name: "PostgresNIO", package: "postgres-nio")],
+            dependencies: ["Store", .product(name: "Logging", package: "swift-log")],
             path: "Tests/PostgresTestSupport",
             swiftSettings: swiftSettings
         ),

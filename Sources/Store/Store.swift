@@ -22,11 +22,14 @@ public protocol Store: Sendable {
     ///   watermark moved or an idempotency scope was claimed since ``load(_:now:)``.
     func apply(_ writes: BatchWrites) async throws
 
-    /// Up to `limit` outbox entries, oldest first. An entry holds the messages of
-    /// (part of) one batch from one source partition, in the order they were written.
-    /// - Parameter sources: only the entries written for these source partitions (and
-    ///   those written for none); `nil` for every entry.
-    func pendingOutbox(limit: Int, sources: Set<PartitionID>?) async throws -> [OutboxEntry]
+    /// Up to `limit` outbox entries of `selection`, oldest first. An entry holds the
+    /// messages of (part of) one batch from one source partition, in the order they
+    /// were written.
+    func pendingOutbox(limit: Int, selection: OutboxSelection) async throws -> [OutboxEntry]
+
+    /// Returns once the store can be used: before it, a call waits.
+    /// - Throws: why the store cannot be used (its migrations failed).
+    func waitUntilReady() async throws
 
     /// Whether other worker instances may share this store. The outbox of a shared
     /// store is published per source partition, by the instance that owns it.
@@ -75,10 +78,25 @@ public protocol Store: Sendable {
 }
 
 extension Store {
+    /// Returns once the store can be used (a PostgreSQL store: its migrations are done).
+    public func waitUntilReady() async throws {}
+
     /// Up to `limit` outbox entries, oldest first, whatever their source.
     public func pendingOutbox(limit: Int) async throws -> [OutboxEntry] {
-        try await pendingOutbox(limit: limit, sources: nil)
+        try await pendingOutbox(limit: limit, selection: .all)
     }
+}
+
+/// Which outbox entries an instance reads to publish.
+public enum OutboxSelection: Sendable, Hashable {
+    /// Every entry (a store of one instance).
+    case all
+    /// The entries of these source partitions (those the instance owns), and those of
+    /// none (outputs put back by an operator before sources were kept).
+    case owned(Set<PartitionID>)
+    /// The entries of source topics other than these (the input topics): left by an
+    /// earlier configuration, their partitions are owned by no instance any more.
+    case orphaned(inputTopics: Set<String>)
 }
 
 /// Milliseconds since the Unix epoch. (Events carry seconds; the store keeps
@@ -379,6 +397,9 @@ public struct BatchWrites: Sendable {
     public var watermarks: [PartitionID: (expected: Int64?, next: Int64)] = [:]
     /// Per partition whose watermark moves: the digest of the record at its new `next - 1`.
     public var lastDigests: [PartitionID: [UInt8]] = [:]
+    /// Per partition whose watermark moves: the epoch of the log it was read in (a mark
+    /// moves only within its epoch, so a batch of a log reset meanwhile cannot apply).
+    public var epochs: [PartitionID: Int64] = [:]
     /// New idempotency records. A live record with the same scope is a conflict;
     /// an expired one is replaced.
     public var records: [IdempotencyRecord] = []

@@ -21,6 +21,9 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: "Partitions of the bench topics.") var partitions: Int32 = 6
     @Option(help: "Brokers (default: KAFKA_BROKERS).") var brokers: String?
     @Flag(help: "Only time the pipeline's stages in process (no broker needed).") var stagesOnly = false
+    @Option(help: "Stores to measure, comma-separated: sqlite, postgres.") var stores = "sqlite"
+    @Option(help: "A PostgreSQL server for the postgres passes (a database of its own is created per pass); default BENCH_POSTGRES_URL.")
+    var postgresURL: String?
 
     /// How often the raw baseline is measured per pass (its median is the baseline).
     static let rawRepeats = 3
@@ -28,48 +31,96 @@ struct BenchCommand: AsyncParsableCommand {
     static let org = "cborg_0f1e2d3c4b5a69788796a5b4c3d2e1f0"
     static let apiKey = "ak_test_demo0000000000000000000000000000000000000000000000000000"
 
+    /// A store the bench measures: SQLite in a file, or PostgreSQL in a database of its own.
+    enum Kind: String, CaseIterable {
+        case sqlite
+        case postgres
+    }
+
     func run() async throws {
         var logger = Logger(label: "bench")
         logger.logLevel = .error
         var configuration = try loadConfiguration(nil)
         if let brokers { configuration.kafka.brokers = brokers.split(separator: ",").map(String.init) }
         configuration.logLevel = .error
+        let kinds = try stores.split(separator: ",").map { name in
+            guard let kind = Kind(rawValue: name.trimmingCharacters(in: .whitespaces)) else { throw ValidationError("--stores takes sqlite and postgres") }
+            return kind
+        }
+        let server = postgresURL ?? ProcessInfo.processInfo.environment["BENCH_POSTGRES_URL"]
+        if kinds.contains(.postgres), server == nil { throw ValidationError("the postgres passes need --postgres-url or BENCH_POSTGRES_URL (make bench BENCH_STORE=postgres starts one)") }
+        let suffix = UUID().uuidString.prefix(8).lowercased()
         if stagesOnly {
-            try await measureStages(configuration: configuration, logger: logger)
+            for kind in kinds { try await measureStages(kind, server: server, configuration: configuration, logger: logger) }
             return
         }
-        let suffix = UUID().uuidString.prefix(8).lowercased()
-        let storePath = FileManager.default.temporaryDirectory.appendingPathComponent("bench-\(suffix).sqlite").path
-        defer { for ext in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: storePath + ext) } }
-        let store = try SQLiteStore(path: storePath)
+        let sqlitePath = FileManager.default.temporaryDirectory.appendingPathComponent("bench-\(suffix).sqlite").path
+        defer { for ext in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: sqlitePath + ext) } }
 
         print("machine: \(ProcessInfo.processInfo.activeProcessorCount) cores; librdkafka \(KafkaAdmin.librdkafkaVersion); \(count) requests per pass, \(partitions) partitions")
         print(Self.row("pass", "raw msg/s", "worker msg/s", "ratio", "publish-only/s", "ratio") + "   (raw: median of \(Self.rawRepeats) runs)")
-        for (pass, label) in [(1, "new runs (unique keys)"), (2, "replays (every key seen before)")] {
-            var topics = configuration.topics
-            topics.vendorEvents = "bench-ve-\(suffix)"
-            topics.triggerRequests = "bench-tr\(pass)-\(suffix)"
-            topics.runStatus = "bench-rs\(pass)-\(suffix)"
-            topics.deadLetter = "bench-dl-\(suffix)"
-            _ = try await KafkaAdmin.createTopics(topics.all.map { KafkaTopicSpecification(name: $0, partitions: partitions) }, configuration: configuration.kafka, logger: logger)
-            try await produceRequests(topic: topics.triggerRequests, configuration: configuration, logger: logger)
-            // The raw rate alone moves by a third between runs on a shared machine: take the median of three.
-            var raws: [Double] = []
-            for _ in 0..<Self.rawRepeats { raws.append(try await consume(topic: topics.triggerRequests, count: count, configuration: configuration, logger: logger).rate) }
-            raws.sort()
-            let raw = raws[raws.count / 2]
-            var passConfiguration = configuration
-            passConfiguration.topics = topics
-            passConfiguration.groupID = "bench-worker\(pass)-\(suffix)"
-            let (worker, outputs) = try await measureWorker(configuration: passConfiguration, store: store, logger: logger)
-            // The worker cannot be faster than publishing what it published: time that alone.
-            let published = try await consume(topic: topics.runStatus, count: outputs, configuration: configuration, logger: logger, keep: true).messages
-            let ceiling = try await measurePublish(published, topic: "bench-copy\(pass)-\(suffix)", configuration: configuration, logger: logger)
-            print(Self.row(
-                label, String(Int(raw)), String(Int(worker)), String(format: "%.3f", worker / raw), String(Int(ceiling)), String(format: "%.3f", ceiling / raw)
-            ) + "   (raw runs: \(raws.map { String(Int($0)) }.joined(separator: ", ")); \(outputs) messages published)")
+        var rates: [Kind: [Double]] = [:]
+        for kind in kinds {
+            // One database per store kind: the replay pass finds the keys of the first.
+            let database = kind == .postgres ? try await PostgresStore.createDatabase(named: "bench_\(suffix)", serverURL: server!, logger: logger) : ""
+            for (pass, label) in [(1, "new runs (unique keys)"), (2, "replays (every key seen before)")] {
+                var topics = configuration.topics
+                topics.vendorEvents = "bench-ve-\(suffix)"
+                topics.triggerRequests = "bench-tr\(pass)-\(kind)-\(suffix)"
+                topics.runStatus = "bench-rs\(pass)-\(kind)-\(suffix)"
+                topics.deadLetter = "bench-dl-\(suffix)"
+                _ = try await KafkaAdmin.createTopics(topics.all.map { KafkaTopicSpecification(name: $0, partitions: partitions) }, configuration: configuration.kafka, logger: logger)
+                try await produceRequests(topic: topics.triggerRequests, configuration: configuration, logger: logger)
+                // The raw rate alone moves by a third between runs on a shared machine: take the median of three.
+                var raws: [Double] = []
+                for _ in 0..<Self.rawRepeats { raws.append(try await consume(topic: topics.triggerRequests, count: count, configuration: configuration, logger: logger).rate) }
+                raws.sort()
+                let raw = raws[raws.count / 2]
+                var passConfiguration = configuration
+                passConfiguration.topics = topics
+                passConfiguration.groupID = "bench-worker\(pass)-\(kind)-\(suffix)"
+                let store: any Store = kind == .postgres
+                    ? try PostgresStore(url: database, poolSize: configuration.storePoolSize, logger: logger)
+                    : try SQLiteStore(path: sqlitePath)
+                let cpu = CPUSplit()
+                let worker = try await measureWorker(configuration: passConfiguration, store: store, logger: logger)
+                let spent = cpu.since()
+                rates[kind, default: []].append(worker.rate)
+                // The worker cannot be faster than publishing what it published: time that alone.
+                let published = try await consume(topic: topics.runStatus, count: worker.published, configuration: configuration, logger: logger, keep: true).messages
+                let ceiling = try await measurePublish(published, topic: "bench-copy\(pass)-\(kind)-\(suffix)", configuration: configuration, logger: logger)
+                print(Self.row(
+                    "\(label) [\(kind)]", String(Int(raw)), String(Int(worker.rate)), String(format: "%.3f", worker.rate / raw), String(Int(ceiling)), String(format: "%.3f", ceiling / raw)
+                ) + "   (raw runs: \(raws.map { String(Int($0)) }.joined(separator: ", ")); \(worker.published) messages published)")
+                var details = "      \(worker.batches) batches; CPU \(spent)"
+                if let postgres = store as? PostgresStore {
+                    details += String(format: "; %.2f store round trips per batch (load, write, and the publisher's reads and deletes)", Double(postgres.roundTrips) / Double(max(1, worker.batches)))
+                }
+                print(details)
+            }
         }
-        try await measureStages(configuration: configuration, logger: logger)
+        if let sqlite = rates[.sqlite], let postgres = rates[.postgres] {
+            print(String(format: "\npostgres / sqlite, same run: new runs %.2f, replays %.2f", postgres[0] / sqlite[0], postgres[1] / sqlite[1]))
+        }
+        if kinds.contains(.postgres) {
+            try await measureInstances(server: server!, configuration: configuration, suffix: suffix, logger: logger)
+        }
+        for kind in kinds { try await measureStages(kind, server: server, configuration: configuration, logger: logger) }
+        if let server, kinds.contains(.postgres) {
+            await Self.dropDatabases(["bench_\(suffix)", "bench_\(suffix)_x1", "bench_\(suffix)_x2"], server: server, logger: logger)
+        }
+    }
+
+    /// Drops the databases a run created on a PostgreSQL server (a run that failed
+    /// midway leaves its databases, named bench_…, for inspection).
+    static func dropDatabases(_ names: [String], server: String, logger: Logger) async {
+        for name in names {
+            do {
+                try await PostgresStore.dropDatabase(named: name, serverURL: server, logger: logger)
+            } catch {
+                print("bench: could not drop the database \(name): \(error)")
+            }
+        }
     }
 
     static func row(_ label: String, _ raw: String, _ worker: String, _ ratio: String, _ ceiling: String, _ ceilingRatio: String) -> String {
@@ -163,18 +214,32 @@ struct BenchCommand: AsyncParsableCommand {
     /// process, batch by batch, without Kafka. Prints the time per request of each
     /// step (prepare: decode, store read and decide; write: the batch's transaction)
     /// for new runs and then for replays, against a store of its own.
-    private func measureStages(configuration: WorkerConfiguration, logger: Logger) async throws {
+    private func measureStages(_ kind: Kind, server: String?, configuration: WorkerConfiguration, logger: Logger) async throws {
         let storePath = FileManager.default.temporaryDirectory.appendingPathComponent("bench-stages-\(UUID().uuidString.prefix(8)).sqlite").path
         defer { for ext in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: storePath + ext) } }
-        let store = try SQLiteStore(path: storePath)
+        let store: any Store
+        var pool: Task<Void, any Error>?
+        var database: String?
+        if kind == .postgres {
+            let name = "bench_stages_\(UUID().uuidString.prefix(8).lowercased())"
+            database = name
+            let database = try await PostgresStore.createDatabase(named: name, serverURL: server!, logger: logger)
+            let postgres = try PostgresStore(url: database, poolSize: 2, logger: logger)
+            pool = Task { try await postgres.run() }
+            store = postgres
+        } else {
+            store = try SQLiteStore(path: storePath)
+        }
+        defer { pool?.cancel() }
         let (orgs, catalog) = try Self.demo()
         let pipeline = Pipeline(configuration: configuration, orgs: orgs, catalog: catalog, store: store, logger: logger) {}
         let batchSize = 500
-        print("\nstages in process (\(count) requests, batches of \(batchSize), no Kafka), microseconds per request:")
-        print("  pass                               prepare     write     total")
+        print("\nstages in process [\(kind)] (\(count) requests, batches of \(batchSize), no Kafka), microseconds per request:")
+        print("  pass                               prepare     write     total   CPU here")
         for (pass, label) in [(0, "new runs"), (1, "replays")] {
             var prepare = Duration.zero, write = Duration.zero
             var start = 0
+            let cpu = CPUSplit.processSeconds(getpid())
             while start < count {
                 let batch = (start..<min(start + batchSize, count)).map { index in
                     KafkaMessage(
@@ -188,15 +253,23 @@ struct BenchCommand: AsyncParsableCommand {
                 write += try await clock.measure { _ = try await pipeline.write(prepared!) }
                 start += batch.count
             }
+            let cpuHere = CPUSplit.processSeconds(getpid()) - cpu
             func micros(_ duration: Duration) -> String { String(format: "%9.1f", duration.seconds * 1e6 / Double(count)) }
-            print("  " + label.padding(toLength: 32, withPad: " ", startingAt: 0) + micros(prepare) + " " + micros(write) + " " + micros(prepare + write))
+            print("  " + label.padding(toLength: 32, withPad: " ", startingAt: 0) + micros(prepare) + " " + micros(write) + " " + micros(prepare + write) + String(format: " %9.1f", cpuHere * 1e6 / Double(count)))
+        }
+        if kind == .postgres {
+            print("  (CPU here: this process, i.e. decoding, deciding and the store client; PostgreSQL's own CPU is in its processes)")
+        }
+        if let database, let server {
+            pool?.cancel()
+            await Self.dropDatabases([database], server: server, logger: logger)
         }
     }
 
     /// The pipeline as `run` wires it, timed from its first batch until the
     /// response to the N-th request is published.
-    /// - Returns: requests per second, and how many messages the worker published.
-    private func measureWorker(configuration: WorkerConfiguration, store: SQLiteStore, logger: Logger) async throws -> (rate: Double, published: Int) {
+    /// - Returns: requests per second, how many messages the worker published, and in how many batches.
+    private func measureWorker(configuration: WorkerConfiguration, store: any Store, logger: Logger) async throws -> (rate: Double, published: Int, batches: Int) {
         let (orgs, catalog) = try Self.demo()
         let services = try WorkerServices(configuration: configuration, orgs: orgs, catalog: catalog, store: store, logger: logger)
         let counting = CountingHandler(wrapped: services.pipeline, target: count)
@@ -209,8 +282,47 @@ struct BenchCommand: AsyncParsableCommand {
         let seconds = (ContinuousClock.now - started).seconds
         await group.triggerGracefulShutdown()
         try await running.value
-        return (Double(count) / seconds, counting.published)
+        return (Double(count) / seconds, counting.published, counting.batches)
     }
+
+    /// New runs handled by one and then two `trigger-worker run` processes in one group
+    /// on one PostgreSQL database each time, timed the same way for both: from the first
+    /// run in the store until all N are there and the outbox is empty (the store is
+    /// looked at every 20 ms).
+    private func measureInstances(server: String, configuration: WorkerConfiguration, suffix: String, logger: Logger) async throws {
+        print("\nseveral instances on one PostgreSQL (new runs; processes started by the bench, timed by the store):")
+        var rates: [Int: Double] = [:]
+        for instances in [1, 2] {
+            let database = try await PostgresStore.createDatabase(named: "bench_\(suffix)_x\(instances)", serverURL: server, logger: logger)
+            var topics = configuration.topics
+            topics.vendorEvents = "bench-ve-\(suffix)"
+            topics.triggerRequests = "bench-trx\(instances)-\(suffix)"
+            topics.runStatus = "bench-rsx\(instances)-\(suffix)"
+            topics.deadLetter = "bench-dl-\(suffix)"
+            _ = try await KafkaAdmin.createTopics(topics.all.map { KafkaTopicSpecification(name: $0, partitions: partitions) }, configuration: configuration.kafka, logger: logger)
+            var environment = ProcessInfo.processInfo.environment
+            environment.merge([
+                "KAFKA_BROKERS": configuration.kafka.brokers.joined(separator: ","), "KAFKA_GROUP_ID": "bench-x\(instances)-\(suffix)",
+                "VENDOR_EVENTS_TOPIC": topics.vendorEvents, "TRIGGER_REQUESTS_TOPIC": topics.triggerRequests,
+                "RUN_STATUS_TOPIC": topics.runStatus, "DLQ_TOPIC": topics.deadLetter, "TOPIC_PARTITIONS": "\(partitions)",
+                "STORE_URL": database, "WORKFLOWS_DIR": "examples/workflows", "ORGS_FILE": "examples/orgs.yaml",
+                "LOG_FORMAT": "json", "LOG_LEVEL": "info", "HTTP_PORT": "0",
+            ]) { $1 }
+            let workers = try (0..<instances).map { _ in try BenchWorkerProcess(environment: environment) }
+            defer { for worker in workers { worker.stop() } }
+            try await BenchWorkerProcess.waitForSplit(workers, topic: topics.triggerRequests, partitions: Int(partitions))
+            let cpu = CPUSplit(workers: workers.map(\.pid))
+            try await produceRequests(topic: topics.triggerRequests, configuration: configuration, logger: logger)
+            let seconds = try await StoreWatch.timeUntilDone(url: database, count: count, topic: topics.triggerRequests, partitions: partitions, logger: logger)
+            let spent = cpu.since()
+            rates[instances] = Double(count) / seconds
+            print("  \(instances) instance\(instances == 1 ? " " : "s"): \(String(format: "%8.0f", Double(count) / seconds)) requests/s   CPU \(spent)")
+        }
+        if let one = rates[1], let two = rates[2] {
+            print(String(format: "  two instances / one instance, same run: %.2f", two / one))
+        }
+    }
+
 }
 
 /// Passes batches on and notes when the first arrived and when `target` messages were handled.
@@ -224,6 +336,10 @@ private final class CountingHandler: BatchHandler {
     private let done: AsyncStream<Void>.Continuation
     private let handled = Mutex(0)
     private let outputs = Mutex(0)
+    private let batchCount = Mutex(0)
+
+    /// How many batches were written.
+    var batches: Int { batchCount.withLock { $0 } }
 
     /// How many messages the handled batches published.
     var published: Int { outputs.withLock { $0 } }
@@ -245,6 +361,8 @@ private final class CountingHandler: BatchHandler {
         return try await wrapped.prepare(batch, after: pending)
     }
 
+    func ready() async throws { try await wrapped.ready() }
+
     func partitionsAssigned(_ partitions: [KafkaTopicPartition], consumer: KafkaConsumer) async throws -> [KafkaTopicPartition: Int64] {
         try await wrapped.partitionsAssigned(partitions, consumer: consumer)
     }
@@ -252,6 +370,7 @@ private final class CountingHandler: BatchHandler {
     func write(_ prepared: Wrapped.Prepared) async throws -> BatchWriteResult {
         let result = try await wrapped.write(prepared)
         outputs.withLock { $0 += prepared.outputCount }
+        batchCount.withLock { $0 += 1 }
         if handled.withLock({ $0 += prepared.count; return $0 >= target }) {
             done.yield()
             done.finish()

@@ -1,4 +1,5 @@
 import Foundation
+import Worker
 import Kafka
 import Synchronization
 import Testing
@@ -109,17 +110,7 @@ final class WorkerProcess: Sendable {
     /// The partitions this worker owns, as its JSON log tells (assignments minus revocations).
     var ownedPartitions: Set<String> { Self.owned(in: output) }
 
-    static func owned(in lines: [String]) -> Set<String> {
-        var owned: Set<String> = []
-        for line in lines where line.contains("partitions") {
-            guard let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
-                  let message = object["msg"] as? String, let partitions = object["partitions"] as? String else { continue }
-            let named = partitions.split(separator: ",").map(String.init)
-            if message.hasPrefix("Joined the consumer group") { owned.formUnion(named) }
-            if message.hasPrefix("Partitions revoked") { owned.subtract(named) }
-        }
-        return owned
-    }
+    static func owned(in lines: [String]) -> Set<String> { AssignmentLog.owned(in: lines) }
 
     /// Whether the process exited by itself (not killed by a signal). Valid after it exited.
     var exitedNormally: Bool { process.terminationReason == .exit }

@@ -1,6 +1,5 @@
 import Foundation
 import Logging
-import PostgresNIO
 import Store
 import Testing
 
@@ -17,16 +16,7 @@ public enum TestPostgres {
     /// Creates an empty database on the test server; returns its URL.
     public static func freshDatabase() async throws -> String {
         guard let url else { throw StoreError(code: .unavailable, message: "\(skipReason)") }
-        let name = "tw_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased()
-        let client = PostgresClient(configuration: try PostgresStore.clientConfiguration(from: url), backgroundLogger: logger)
-        try await withThrowingTaskGroup(of: Void.self) { tasks in
-            tasks.addTask { await client.run() }
-            defer { tasks.cancelAll() }
-            for try await _ in try await client.query(PostgresQuery(unsafeSQL: "CREATE DATABASE \(name)"), logger: logger) {}
-        }
-        var components = URLComponents(string: url)!
-        components.path = "/\(name)"
-        return components.string!
+        return try await PostgresStore.createDatabase(named: "tw_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased(), serverURL: url, logger: logger)
     }
 }
 

@@ -56,4 +56,76 @@ struct PostgresStoreTests {
         defer { pool.cancel() }
         await #expect(throws: StoreError.self) { _ = try await running.pendingOutbox(limit: 1) }
     }
+
+    @Test("a call's deadline: a quick answer is never lost to the race with its timer; a slow one fails at the deadline; cancellation ends the wait")
+    func deadlines() async throws {
+        for round in 0..<5000 {
+            #expect(try await PostgresStore.withDeadline(.seconds(10)) { round } == round)
+        }
+        let started = ContinuousClock.now
+        await #expect(throws: StoreError.self) {
+            try await PostgresStore.withDeadline(.milliseconds(50)) { try await Task.sleep(for: .seconds(30)); return 0 }
+        }
+        #expect(started.duration(to: .now) < .seconds(10))
+        let waiting = Task { try await PostgresStore.withDeadline(.seconds(30)) { try await Task.sleep(for: .seconds(30)); return 0 } }
+        waiting.cancel()
+        await #expect(throws: CancellationError.self) { try await waiting.value }
+    }
+
+    @Test("a batch too large for one statement is written in several, in one transaction: all of it, or nothing when a part conflicts",
+          .enabled(if: TestPostgres.url != nil, TestPostgres.skipReason))
+    func largeBatches() async throws {
+        let url = try await TestPostgres.freshDatabase()
+        let store = try PostgresStore(url: url, poolSize: 2, maxStatementBytes: 1 << 20, logger: TestPostgres.logger)
+        let pool = Task { try await store.run() }
+        defer { pool.cancel() }
+        let partition = PartitionID(topic: "t", partition: 0)
+        func run(_ id: String) -> RunRecord {
+            RunRecord(id: id, orgID: "o", workflowName: "w", status: "completed", startedAt: 1, finishedAt: 1, document: Array(repeating: 7, count: 400_000))
+        }
+        var writes = BatchWrites()
+        writes.watermarks[partition] = (expected: nil, next: 5)
+        writes.runs = (0..<5).map { run("cbwr_big\($0)") }
+        writes.outbox = (0..<4).map { OutboxMessage(topic: "out", key: nil, value: Array(repeating: UInt8($0), count: 600_000), headers: [], source: partition) }
+        #expect(ApplyBatch.parts(writes, maxBytes: 1 << 20).count >= 4)
+        try await store.apply(writes)
+        #expect(try await store.runs(statuses: [], limit: 10, offset: 0).count == 5)
+        let entries = try await store.pendingOutbox(limit: 10)
+        #expect(entries.flatMap(\.messages).map(\.value) == writes.outbox.map(\.value), "every message, in order")
+        #expect(entries.allSatisfy { $0.source == partition })
+
+        // The last part's run exists already: the parts before it, the mark included, roll back.
+        var clash = BatchWrites()
+        clash.watermarks[partition] = (expected: 5, next: 9)
+        clash.runs = [run("cbwr_new0"), run("cbwr_new1"), run("cbwr_new2"), run("cbwr_big4")]
+        await #expect(throws: StoreError.self) { try await store.apply(clash) }
+        #expect(try await store.run(id: "cbwr_new0") == nil)
+        #expect(try await store.partitionMarks([partition])[partition]?.next == 5)
+    }
+
+    @Test("a store migrated by a newer release is refused with a message that says so", .enabled(if: TestPostgres.url != nil, TestPostgres.skipReason))
+    func newerSchema() async throws {
+        let url = try await TestPostgres.freshDatabase()
+        try await TestPostgres.withStore(url) { store in
+            try await store.waitUntilReady()
+        }
+        let future = try PostgresStore(url: url, poolSize: 1, migrate: false, logger: TestPostgres.logger)
+        let pool = Task { try await future.run() }
+        defer { pool.cancel() }
+        try await future.recordMigrationForTesting(version: PostgresSchema.latestVersion + 1)
+        await #expect(throws: StoreError.self) { try await future.migrate() }
+        do {
+            _ = try await future.migrate()
+        } catch let error as StoreError {
+            #expect(error.message.contains("newer than this trigger-worker knows"))
+        }
+    }
+}
+
+@Suite("Store test coverage")
+struct StoreCoverageTests {
+    @Test("the store semantics run against PostgreSQL too", .enabled(if: TestPostgres.url != nil, TestPostgres.skipReason))
+    func postgresIncluded() {
+        #expect(StoreKind.available.contains(.postgres))
+    }
 }

@@ -232,6 +232,16 @@ struct StoreSemanticsTests {
         #expect(try await store.pendingOutbox(limit: 10).flatMap(\.messages) == later.outbox + [writes.outbox[1]])
         #expect(try await store.retryParked(id: parked[0].id) == false, "gone once retried")
 
+        // A parked output keeps its source partition, and goes back to it.
+        let owned = PartitionID(topic: "trigger-requests", partition: 2)
+        var sourced = writes.outbox[2]
+        sourced.source = owned
+        try await store.finishOutbox(done: [], park: [ParkedOutput(message: sourced, errorCode: "X", error: "x", parkedAt: 43)])
+        let keptSource = try #require(try await store.parkedOutputs(limit: 10).first)
+        #expect(keptSource.message.source == owned)
+        #expect(try await store.retryParked(id: keptSource.id))
+        #expect(try await store.pendingOutbox(limit: 10).last?.source == owned)
+
         try await store.finishOutbox(done: [], park: [refused])
         let again = try #require(try await store.parkedOutputs(limit: 10).first)
         #expect(try await store.dropParked(id: again.id))
@@ -290,7 +300,7 @@ struct StoreSemanticsTests {
         #expect(try await store.assessment(id: "cbqsrw_new") != nil)
     }
 
-    @Test("outbox entries belong to their source partition, in order per source; reading by sources finds those and the entries of none", arguments: StoreKind.available)
+    @Test("outbox entries belong to their source partition, in order per source; an owner reads its partitions' entries and those of none; entries of topics no longer read are found as orphans", arguments: StoreKind.available)
     func outboxSources(_ kind: StoreKind) async throws {
         let opened = try await kind.open()
         defer { opened.close() }
@@ -310,9 +320,14 @@ struct StoreSemanticsTests {
         #expect(all.map(\.source) == [partition, other, nil], "one entry per source, in the order the sources first appear")
         #expect(all[0].messages.map(\.value) == [Array("a1".utf8), Array("a2".utf8)])
         #expect(all[1].messages.map(\.value) == [Array("b1".utf8), Array("b2".utf8)])
-        #expect(try await store.pendingOutbox(limit: 10, sources: [other]).map(\.source) == [other, nil])
-        #expect(try await store.pendingOutbox(limit: 10, sources: []).map(\.source) == [nil], "an instance that owns nothing publishes only the entries of none")
-        #expect(try await store.pendingOutbox(limit: 1, sources: [partition, other]).map(\.source) == [partition])
+        #expect(try await store.pendingOutbox(limit: 10, selection: .owned([other])).map(\.source) == [other, nil])
+        #expect(try await store.pendingOutbox(limit: 10, selection: .owned([])).map(\.source) == [nil], "an instance that owns nothing publishes only the entries of none")
+        #expect(try await store.pendingOutbox(limit: 1, selection: .owned([partition, other])).map(\.source) == [partition])
+        #expect(try await store.pendingOutbox(limit: 10, selection: .orphaned(inputTopics: [partition.topic])).isEmpty, "no entry of a topic the instances no longer read")
+        var renamed = BatchWrites()
+        renamed.outbox = [message("old", PartitionID(topic: "trigger-requests-before", partition: 9))]
+        try await store.apply(renamed)
+        #expect(try await store.pendingOutbox(limit: 10, selection: .orphaned(inputTopics: [partition.topic])).map(\.source) == [PartitionID(topic: "trigger-requests-before", partition: 9)])
     }
 
     @Test("two batches claiming one scope at once: one is written, the other is a conflict and writes nothing", arguments: StoreKind.available)

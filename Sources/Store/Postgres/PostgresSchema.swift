@@ -97,18 +97,24 @@ enum PostgresSchema {
             )
             """,
         ]),
-        Migration(version: 2, name: "apply-batch-function", statements: [applyBatchFunction]),
+        Migration(version: 2, name: "apply-batch-function", statements: [applyBatchFunctionV2]),
+        // The entries of no partition (outputs put back by an operator) are read oldest
+        // first by every instance: without this index, that read scanned the outbox.
+        // The marks' compare-and-set checks the log's epoch too.
+        // A parked output keeps its source partition, and goes back to it when retried.
+        Migration(version: 3, name: "unowned-outbox-index-epoch-fence-parked-sources", statements: [
+            "CREATE INDEX outbox_unowned ON outbox (id) WHERE source_topic IS NULL",
+            "ALTER TABLE parked_outputs ADD COLUMN source_topic text, ADD COLUMN source_partition integer",
+            "DROP FUNCTION tw_apply_batch(text[], integer[], bigint[], bigint[], bytea[], bytea[], text[], text[], text[], bytea[], integer[], bytea[], bigint[], bigint[], text[], text[], bytea[], bigint[], text[], text[], text[], text[], bigint[], bigint[], bytea[], text[], text[], text[], bigint[], bytea[], text[], integer[], bytea[], bigint)",
+            applyBatchFunction,
+        ]),
     ]
 
-    /// Everything a batch changes, in one statement (so one round trip, and one
-    /// transaction): the watermark moves are compare-and-set (a fence against a
-    /// batch of a partition that has moved to another instance meanwhile), a live
-    /// idempotency record with the same scope is a conflict, and either raises
-    /// ``conflictState``; an existing run or assessment id raises `unique_violation`.
-    /// Arrays are of equal length per group; -1 stands for "none" in `wm_expected`,
-    /// `run_finished` and `ob_partitions` (offsets and times are never negative), and
-    /// the empty string in `ob_topics`.
-    static let applyBatchFunction = """
+    /// The newest version this build knows: a store migrated further belongs to a newer build.
+    static var latestVersion: Int { migrations.map(\.version).max() ?? 0 }
+
+    /// The function as version 2 created it (kept as it was: migrations are never edited).
+    static let applyBatchFunctionV2 = """
         CREATE FUNCTION tw_apply_batch(
             wm_topics text[], wm_partitions integer[], wm_expected bigint[], wm_next bigint[], wm_digests bytea[],
             rec_scopes bytea[], rec_orgs text[], rec_endpoints text[], rec_keys text[], rec_fingerprints bytea[],
@@ -127,6 +133,84 @@ enum PostgresSchema {
                SET next_offset = w.next, last_digest = nullif(w.digest, ''::bytea)
               FROM unnest(wm_topics, wm_partitions, wm_expected, wm_next, wm_digests) AS w(topic, part, expected, next, digest)
              WHERE w.expected >= 0 AND p.topic = w.topic AND p.partition = w.part AND p.next_offset = w.expected;
+            GET DIAGNOSTICS changed = ROW_COUNT;
+            SELECT count(*) INTO wanted FROM unnest(wm_expected) AS e WHERE e >= 0;
+            IF changed <> wanted THEN
+                RAISE EXCEPTION 'a partition watermark moved since it was read' USING ERRCODE = 'TW001';
+            END IF;
+            INSERT INTO partition_progress (topic, partition, next_offset, last_digest)
+            SELECT w.topic, w.part, w.next, nullif(w.digest, ''::bytea)
+              FROM unnest(wm_topics, wm_partitions, wm_expected, wm_next, wm_digests) AS w(topic, part, expected, next, digest)
+             WHERE w.expected < 0
+            ON CONFLICT DO NOTHING;
+            GET DIAGNOSTICS changed = ROW_COUNT;
+            SELECT count(*) INTO wanted FROM unnest(wm_expected) AS e WHERE e < 0;
+            IF changed <> wanted THEN
+                RAISE EXCEPTION 'a partition was handled elsewhere since it was read' USING ERRCODE = 'TW001';
+            END IF;
+
+            INSERT INTO idempotency AS i (scope, org_id, endpoint, key, fingerprint, status, body, created_at, expires_at)
+            SELECT * FROM unnest(rec_scopes, rec_orgs, rec_endpoints, rec_keys, rec_fingerprints, rec_statuses, rec_bodies, rec_created, rec_expires)
+            ON CONFLICT (scope) DO UPDATE SET
+                org_id = excluded.org_id, endpoint = excluded.endpoint, key = excluded.key,
+                fingerprint = excluded.fingerprint, status = excluded.status, body = excluded.body,
+                created_at = excluded.created_at, expires_at = excluded.expires_at
+            WHERE i.expires_at <= now_ms;
+            GET DIAGNOSTICS changed = ROW_COUNT;
+            IF changed <> coalesce(cardinality(rec_scopes), 0) THEN
+                RAISE EXCEPTION 'an idempotency scope was claimed since it was read' USING ERRCODE = 'TW001';
+            END IF;
+
+            INSERT INTO vendors AS v (org_id, id, document, occurred_at)
+            SELECT * FROM unnest(ven_orgs, ven_ids, ven_documents, ven_occurred)
+            ON CONFLICT (org_id, id) DO UPDATE SET document = excluded.document, occurred_at = excluded.occurred_at
+            WHERE excluded.occurred_at >= v.occurred_at;
+
+            INSERT INTO runs (id, org_id, workflow_name, status, started_at, finished_at, document)
+            SELECT r.id, r.org, r.name, r.status, r.started, nullif(r.finished, -1), r.document
+              FROM unnest(run_ids, run_orgs, run_names, run_statuses, run_started, run_finished, run_documents)
+                   AS r(id, org, name, status, started, finished, document);
+
+            INSERT INTO assessments (id, org_id, vendor_id, created_at, document)
+            SELECT * FROM unnest(as_ids, as_orgs, as_vendors, as_created, as_documents);
+
+            INSERT INTO outbox (source_topic, source_partition, messages)
+            SELECT nullif(o.topic, ''), nullif(o.part, -1), o.messages
+              FROM unnest(ob_topics, ob_partitions, ob_messages) WITH ORDINALITY AS o(topic, part, messages, position)
+             ORDER BY o.position;
+        END
+        $$
+        """
+
+    /// Everything a batch changes, in one statement (so one round trip, and one
+    /// transaction): the watermark moves are compare-and-set (a fence against a
+    /// batch of a partition that has moved to another instance meanwhile), a live
+    /// idempotency record with the same scope is a conflict, and either raises
+    /// ``conflictState``; an existing run or assessment id raises `unique_violation`.
+    /// The compare-and-set of a mark checks its epoch too. A batch too large for one
+    /// statement is written by several calls in one transaction (see `ApplyBatch.parts`).
+    /// Arrays are of equal length per group; -1 stands for "none" in `wm_expected`,
+    /// `run_finished` and `ob_partitions` (offsets and times are never negative), and
+    /// the empty string in `ob_topics`.
+    static let applyBatchFunction = """
+        CREATE FUNCTION tw_apply_batch(
+            wm_topics text[], wm_partitions integer[], wm_expected bigint[], wm_next bigint[], wm_digests bytea[], wm_epochs bigint[],
+            rec_scopes bytea[], rec_orgs text[], rec_endpoints text[], rec_keys text[], rec_fingerprints bytea[],
+            rec_statuses integer[], rec_bodies bytea[], rec_created bigint[], rec_expires bigint[],
+            ven_orgs text[], ven_ids text[], ven_documents bytea[], ven_occurred bigint[],
+            run_ids text[], run_orgs text[], run_names text[], run_statuses text[], run_started bigint[], run_finished bigint[], run_documents bytea[],
+            as_ids text[], as_orgs text[], as_vendors text[], as_created bigint[], as_documents bytea[],
+            ob_topics text[], ob_partitions integer[], ob_messages bytea[],
+            now_ms bigint
+        ) RETURNS void LANGUAGE plpgsql AS $$
+        DECLARE
+            changed bigint;
+            wanted bigint;
+        BEGIN
+            UPDATE partition_progress p
+               SET next_offset = w.next, last_digest = nullif(w.digest, ''::bytea)
+              FROM unnest(wm_topics, wm_partitions, wm_expected, wm_next, wm_digests, wm_epochs) AS w(topic, part, expected, next, digest, epoch)
+             WHERE w.expected >= 0 AND p.topic = w.topic AND p.partition = w.part AND p.next_offset = w.expected AND p.epoch = w.epoch;
             GET DIAGNOSTICS changed = ROW_COUNT;
             SELECT count(*) INTO wanted FROM unnest(wm_expected) AS e WHERE e >= 0;
             IF changed <> wanted THEN

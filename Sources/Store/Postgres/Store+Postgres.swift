@@ -25,10 +25,13 @@ public final class PostgresStore: Store, Service {
     /// Open once the pool runs and the migrations are done (or not wanted).
     private let ready = ReadyGate()
     private let migrateOnRun: Bool
+    private let calls = Atomic<Int>(0)
     /// How long a call may wait for the server (a connection, then its answer).
     private let timeout: Duration
     /// How long the migrations at start-up may wait for the server.
     private let startupTimeout: Duration
+    /// The most bytes of values one statement of a batch's writes carries.
+    private let maxStatementBytes: Int
 
     /// - Parameters:
     ///   - url: `postgres://user:password@host:port/database?sslmode=disable|prefer|require`.
@@ -38,7 +41,13 @@ public final class PostgresStore: Store, Service {
     ///     ``StoreError/Code/unavailable`` (the pool reconnects meanwhile, with backoff).
     ///   - startupTimeout: the same for the migrations at start-up (a database that
     ///     starts beside the worker may take a while to accept connections).
-    public init(url: String, poolSize: Int = 8, migrate: Bool = true, timeout: Duration = .seconds(30), startupTimeout: Duration = .seconds(120), logger: Logger) throws {
+    ///   - maxStatementBytes: a batch whose values are larger is written in several
+    ///     statements (one transaction still).
+    public init(
+        url: String, poolSize: Int = 8, migrate: Bool = true, timeout: Duration = .seconds(30), startupTimeout: Duration = .seconds(120),
+        maxStatementBytes: Int = 128 << 20, logger: Logger
+    ) throws {
+        self.maxStatementBytes = maxStatementBytes
         self.timeout = timeout
         self.startupTimeout = startupTimeout
         var configuration = try Self.clientConfiguration(from: url)
@@ -51,6 +60,13 @@ public final class PostgresStore: Store, Service {
     }
 
     public var isShared: Bool { true }
+
+    public func waitUntilReady() async throws {
+        if let error = await ready.wait() { throw error }
+    }
+
+    /// Round trips to the server so far (one per call: each is one statement), for the benchmark.
+    public var roundTrips: Int { calls.load(ordering: .relaxed) }
 
     /// Runs the connection pool until graceful shutdown (or cancellation), after
     /// applying the migrations.
@@ -76,6 +92,35 @@ public final class PostgresStore: Store, Service {
                 }
             }
             try await tasks.waitForAll()
+        }
+    }
+
+    /// Creates an empty database named `name` on the server of `serverURL`; returns its URL
+    /// (for tests and the benchmark, which want a database of their own).
+    public static func createDatabase(named name: String, serverURL: String, logger: Logger) async throws -> String {
+        try await administer("CREATE DATABASE", name, serverURL: serverURL, logger: logger)
+        guard var components = URLComponents(string: serverURL) else { throw StoreError(code: .invalidURL, message: "not a postgres:// URL") }
+        components.path = "/\(name)"
+        return components.string ?? serverURL
+    }
+
+    /// Drops the database named `name` on the server of `serverURL`, if it exists.
+    public static func dropDatabase(named name: String, serverURL: String, logger: Logger) async throws {
+        try await administer("DROP DATABASE IF EXISTS", name, "WITH (FORCE)", serverURL: serverURL, logger: logger)
+    }
+
+    /// Runs `command name` (a name of lower-case letters, digits and _ only: it is not a bound value).
+    private static func administer(_ command: String, _ name: String, _ options: String = "", serverURL: String, logger: Logger) async throws {
+        guard !name.isEmpty, name.allSatisfy({ $0.isASCII && ($0.isLowercase || $0.isNumber || $0 == "_") }) else {
+            throw StoreError(code: .invalidURL, message: "a database name of lower-case letters, digits and _ only")
+        }
+        let client = PostgresClient(configuration: try clientConfiguration(from: serverURL), backgroundLogger: logger)
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { await client.run() }
+            defer { tasks.cancelAll() }
+            try await withDeadline(.seconds(30)) {
+                try await count(client.query(PostgresQuery(unsafeSQL: "\(command) \(name) \(options)"), logger: logger))
+            }
         }
     }
 
@@ -107,6 +152,12 @@ public final class PostgresStore: Store, Service {
                 for try await version in try await connection.query("SELECT version FROM schema_migrations", logger: self.logger).decode(Int.self) {
                     done.insert(version)
                 }
+                if let newest = done.max(), newest > PostgresSchema.latestVersion {
+                    throw StoreError(
+                        code: .unavailable,
+                        message: "the store's schema is at version \(newest), newer than this trigger-worker knows (\(PostgresSchema.latestVersion)): run the newer release"
+                    )
+                }
                 var applied: [(version: Int, name: String)] = []
                 for migration in PostgresSchema.migrations where !done.contains(migration.version) {
                     for statement in migration.statements {
@@ -117,6 +168,14 @@ public final class PostgresStore: Store, Service {
                 }
                 return applied
             }
+        }
+    }
+
+    /// Notes a migration as applied without applying it: for tests of a store that a
+    /// newer release migrated.
+    func recordMigrationForTesting(version: Int) async throws {
+        try await call {
+            try await Self.count(self.client.query("INSERT INTO schema_migrations (version, name) VALUES (\(version), 'test')", logger: self.logger))
         }
     }
 
@@ -164,28 +223,63 @@ public final class PostgresStore: Store, Service {
 
     public func apply(_ writes: BatchWrites) async throws {
         guard !writes.isEmpty else { return }
-        let statement = ApplyBatch(writes)
+        let parts = ApplyBatch.parts(writes, maxBytes: maxStatementBytes)
         try await call {
-            // Consumed to the end: a conflict the function raises arrives with the result.
-            for try await _ in try await self.client.execute(statement, logger: self.logger) {}
+            if parts.count == 1 {
+                // Consumed to the end: a conflict the function raises arrives with the result.
+                for try await _ in try await self.client.execute(parts[0], logger: self.logger) {}
+                return
+            }
+            // Too large for one statement (PostgreSQL takes at most 1 GiB per message):
+            // several calls, one transaction.
+            try await self.client.withTransaction(logger: self.logger) { connection in
+                for part in parts {
+                    for try await _ in try await connection.execute(part, logger: self.logger) {}
+                }
+            }
         }
     }
 
     // MARK: Outbox
 
-    public func pendingOutbox(limit: Int, sources: Set<PartitionID>?) async throws -> [OutboxEntry] {
+    public func pendingOutbox(limit: Int, selection: OutboxSelection) async throws -> [OutboxEntry] {
         try await call {
-            let topics = sources.map { $0.map(\.topic) } ?? []
-            let partitions = sources.map { $0.map(\.partition) } ?? []
-            let rows = try await self.client.query(
-                """
-                SELECT id, source_topic, source_partition, messages FROM outbox
-                 WHERE \(sources == nil) OR source_topic IS NULL
-                    OR (source_topic, source_partition) IN (SELECT * FROM unnest(\(topics)::text[], \(partitions)::integer[]))
-                 ORDER BY id LIMIT \(limit)
-                """,
-                logger: self.logger
-            )
+            let rows: PostgresRowSequence
+            switch selection {
+            case .owned(let sources):
+                // Per owned partition, its oldest entries by the (source, id) index; and the
+                // oldest entries of none by their partial index: never a scan of the outbox,
+                // however long it has grown.
+                let topics = sources.map(\.topic)
+                let partitions = sources.map(\.partition)
+                rows = try await self.client.query(
+                    """
+                    SELECT id, source_topic, source_partition, messages FROM (
+                        SELECT o.* FROM unnest(\(topics)::text[], \(partitions)::integer[]) AS s(topic, part)
+                        CROSS JOIN LATERAL (
+                            SELECT id, source_topic, source_partition, messages FROM outbox
+                             WHERE source_topic = s.topic AND source_partition = s.part ORDER BY id LIMIT \(limit)
+                        ) AS o
+                        UNION ALL
+                        (SELECT id, source_topic, source_partition, messages FROM outbox WHERE source_topic IS NULL ORDER BY id LIMIT \(limit))
+                    ) AS pending ORDER BY id LIMIT \(limit)
+                    """,
+                    logger: self.logger
+                )
+            case .orphaned(let inputTopics):
+                // Rare, and read now and then (not every round): a scan is fine.
+                rows = try await self.client.query(
+                    """
+                    SELECT id, source_topic, source_partition, messages FROM outbox
+                     WHERE source_topic IS NOT NULL AND source_topic <> ALL(\(Array(inputTopics))::text[]) ORDER BY id LIMIT \(limit)
+                    """,
+                    logger: self.logger
+                )
+            case .all:
+                rows = try await self.client.query(
+                    "SELECT id, source_topic, source_partition, messages FROM outbox ORDER BY id LIMIT \(limit)", logger: self.logger
+                )
+            }
             var entries: [OutboxEntry] = []
             for try await (id, topic, partition, messages) in rows.decode((Int64, String?, Int32?, ByteBuffer).self) {
                 let source = topic.flatMap { topic in partition.map { PartitionID(topic: topic, partition: $0) } }
@@ -197,13 +291,18 @@ public final class PostgresStore: Store, Service {
 
     public func finishOutbox(done: [Int64], park: [ParkedOutput]) async throws {
         guard !done.isEmpty || !park.isEmpty else { return }
-        try await call {
+        _ = try await call {
             // One statement: the parked outputs are kept and the entries deleted together.
             try await Self.count(self.client.query(
                 """
                 WITH parked AS (
-                    INSERT INTO parked_outputs (parked_at, error_code, error, message)
-                    SELECT * FROM unnest(\(park.map(\.parkedAt))::bigint[], \(park.map(\.errorCode))::text[], \(park.map(\.error))::text[], \(park.map { ByteBuffer(bytes: OutboxCoding.encode([$0.message][...])) })::bytea[])
+                    INSERT INTO parked_outputs (parked_at, error_code, error, message, source_topic, source_partition)
+                    SELECT p.parked_at, p.code, p.error, p.message, nullif(p.topic, ''), nullif(p.part, -1)
+                      FROM unnest(
+                        \(park.map(\.parkedAt))::bigint[], \(park.map(\.errorCode))::text[], \(park.map(\.error))::text[],
+                        \(park.map { ByteBuffer(bytes: OutboxCoding.encode([$0.message][...])) })::bytea[],
+                        \(park.map { $0.message.source?.topic ?? "" })::text[], \(park.map { $0.message.source?.partition ?? -1 })::integer[]
+                      ) AS p(parked_at, code, error, message, topic, part)
                 )
                 DELETE FROM outbox WHERE id = ANY(\(done)::bigint[])
                 """,
@@ -215,9 +314,12 @@ public final class PostgresStore: Store, Service {
     public func parkedOutputs(limit: Int) async throws -> [ParkedOutput] {
         try await call {
             var outputs: [ParkedOutput] = []
-            let rows = try await self.client.query("SELECT id, parked_at, error_code, error, message FROM parked_outputs ORDER BY id LIMIT \(limit)", logger: self.logger)
-            for try await (id, parkedAt, code, error, message) in rows.decode((Int64, Int64, String, String, ByteBuffer).self) {
-                guard let message = OutboxCoding.decode(Array(buffer: message)).first else { continue }
+            let rows = try await self.client.query(
+                "SELECT id, parked_at, error_code, error, message, source_topic, source_partition FROM parked_outputs ORDER BY id LIMIT \(limit)", logger: self.logger
+            )
+            for try await (id, parkedAt, code, error, message, topic, partition) in rows.decode((Int64, Int64, String, String, ByteBuffer, String?, Int32?).self) {
+                guard var message = OutboxCoding.decode(Array(buffer: message)).first else { continue }
+                message.source = topic.flatMap { topic in partition.map { PartitionID(topic: topic, partition: $0) } }
                 outputs.append(ParkedOutput(id: id, message: message, errorCode: code, error: error, parkedAt: parkedAt))
             }
             return outputs
@@ -229,8 +331,8 @@ public final class PostgresStore: Store, Service {
             // A parked output is kept as a one-message entry blob: it moves back as it is.
             let rows = try await self.client.query(
                 """
-                WITH taken AS (DELETE FROM parked_outputs WHERE id = \(id) RETURNING message)
-                INSERT INTO outbox (messages) SELECT message FROM taken RETURNING id
+                WITH taken AS (DELETE FROM parked_outputs WHERE id = \(id) RETURNING message, source_topic, source_partition)
+                INSERT INTO outbox (source_topic, source_partition, messages) SELECT source_topic, source_partition, message FROM taken RETURNING id
                 """,
                 logger: self.logger
             )
@@ -359,8 +461,13 @@ public final class PostgresStore: Store, Service {
     /// else (the server gone, a failed statement) ``StoreError/Code/unavailable``.
     private func call<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) async throws -> T {
         if let error = await ready.wait() { throw error }
+        calls.add(1, ordering: .relaxed)
         do {
-            return try await Self.withDeadline(timeout, body)
+            do {
+                return try await Self.withDeadline(timeout, body)
+            } catch let error as PostgresTransactionError {
+                throw error.closureError ?? error.commitError ?? error.beginError ?? error
+            }
         } catch let error as StoreError {
             throw error
         } catch let error as PSQLError {
@@ -385,25 +492,13 @@ public final class PostgresStore: Store, Service {
     /// (`body` is then cancelled, and not waited for: a connection that hangs must not
     /// hang its caller).
     static func withDeadline<T: Sendable>(_ timeout: Duration, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
-        let outcome = Mutex<CheckedContinuation<T, any Error>?>(nil)
-        let settle = { @Sendable (result: Result<T, any Error>) in
-            outcome.withLock { continuation in defer { continuation = nil }; return continuation }?.resume(with: result)
-        }
-        let work = Task { () -> Void in
-            do { settle(.success(try await body())) } catch { settle(.failure(error)) }
-        }
-        let timer = Task {
-            guard (try? await Task.sleep(for: timeout)) != nil else { return }
-            settle(.failure(StoreError(code: .unavailable, message: "the database did not answer within \(timeout)")))
-            work.cancel()
-        }
-        defer { timer.cancel() }
+        let race = DeadlineRace<T>()
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { continuation in
-                outcome.withLock { $0 = continuation }
+                race.start(continuation, timeout: timeout, body)
             }
         } onCancel: {
-            work.cancel()
+            race.settle(.failure(CancellationError()))
         }
     }
 
@@ -418,6 +513,7 @@ public final class PostgresStore: Store, Service {
 
     /// What went wrong, without the query's bound values (they hold payloads and keys).
     static func reason(_ error: any Error) -> String {
+        if let error = error as? StoreError { return error.message }
         if let error = error as? PSQLError {
             if let info = error.serverInfo {
                 return "\(info[.sqlState] ?? "?"): \(info[.message] ?? "server error")"
@@ -513,8 +609,8 @@ struct LoadBatch: PostgresPreparedStatement {
 
 /// A batch's writes, as the arrays `tw_apply_batch` takes.
 struct ApplyBatch: PostgresPreparedStatement {
-    static let name = "tw_apply_batch_v1"
-    static let sql = "SELECT FROM tw_apply_batch(" + (1...34).map { "$\($0)" }.joined(separator: ", ") + ")"
+    static let name = "tw_apply_batch_v3"
+    static let sql = "SELECT FROM tw_apply_batch(" + (1...35).map { "$\($0)" }.joined(separator: ", ") + ")"
     typealias Row = Void
 
     let writes: BatchWrites
@@ -523,7 +619,65 @@ struct ApplyBatch: PostgresPreparedStatement {
     /// The outbox entries' encoded blobs with their sources.
     let outbox: [(topic: String, partition: Int32, blob: ByteBuffer)]
 
-    init(_ writes: BatchWrites) {
+    /// `writes` as statements of at most about `maxBytes` of values each (one unless the
+    /// batch is larger): the first moves the marks; records, vendors, runs, assessments
+    /// and outbox entries follow in order, so that applied in order in one transaction
+    /// they write what one statement would.
+    static func parts(_ writes: BatchWrites, maxBytes: Int) -> [ApplyBatch] {
+        let entries = OutboxCoding.entries(writes.outbox).map { entry in
+            (topic: entry.source?.topic ?? "", partition: entry.source?.partition ?? -1, blob: ByteBuffer(bytes: OutboxCoding.encode(entry.messages)))
+        }
+        var parts: [ApplyBatch] = []
+        var current = writes
+        current.records = []
+        current.vendors = []
+        current.runs = []
+        current.assessments = []
+        current.outbox = []
+        var currentOutbox: [(topic: String, partition: Int32, blob: ByteBuffer)] = []
+        var bytes = 0
+        func room(_ size: Int) {
+            if bytes > 0, bytes + size > maxBytes {
+                parts.append(ApplyBatch(current, outbox: currentOutbox))
+                current = BatchWrites()
+                current.now = writes.now
+                currentOutbox = []
+                bytes = 0
+            }
+            bytes += size
+        }
+        for record in writes.records {
+            room(record.responseBody.count + record.key.utf8.count + record.orgID.utf8.count + record.endpoint.utf8.count + 64)
+            current.records.append(record)
+        }
+        for vendor in writes.vendors {
+            room(vendor.document.count + vendor.id.utf8.count + vendor.orgID.utf8.count + 16)
+            current.vendors.append(vendor)
+        }
+        for run in writes.runs {
+            room(run.document.count + run.id.utf8.count + run.orgID.utf8.count + run.workflowName.utf8.count + run.status.utf8.count + 32)
+            current.runs.append(run)
+        }
+        for assessment in writes.assessments {
+            room(assessment.document.count + assessment.id.utf8.count + assessment.orgID.utf8.count + assessment.vendorID.utf8.count + 16)
+            current.assessments.append(assessment)
+        }
+        for entry in entries {
+            room(entry.blob.readableBytes + entry.topic.utf8.count + 8)
+            currentOutbox.append(entry)
+        }
+        parts.append(ApplyBatch(current, outbox: currentOutbox))
+        return parts
+    }
+
+    private init(_ writes: BatchWrites, outbox: [(topic: String, partition: Int32, blob: ByteBuffer)]) {
+        // Rows with unique keys go in key order: two batches that claim overlapping keys
+        // then wait for each other instead of deadlocking (which would still be settled,
+        // as a conflict, but only after PostgreSQL's deadlock timeout).
+        var writes = writes
+        writes.records.sort { $0.scope.bytes.lexicographicallyPrecedes($1.scope.bytes) }
+        writes.runs.sort { $0.id < $1.id }
+        writes.assessments.sort { $0.id < $1.id }
         self.writes = writes
         var latest: [VendorKey: Int] = [:]
         var vendors: [VendorRecord] = []
@@ -536,20 +690,19 @@ struct ApplyBatch: PostgresPreparedStatement {
                 vendors.append(vendor)
             }
         }
-        self.vendors = vendors
-        outbox = OutboxCoding.entries(writes.outbox).map { entry in
-            (entry.source?.topic ?? "", entry.source?.partition ?? -1, ByteBuffer(bytes: OutboxCoding.encode(entry.messages)))
-        }
+        self.vendors = vendors.sorted { ($0.orgID, $0.id) < ($1.orgID, $1.id) }
+        self.outbox = outbox
     }
 
     func makeBindings() throws -> PostgresBindings {
-        var bindings = PostgresBindings(capacity: 34)
+        var bindings = PostgresBindings(capacity: 35)
         let marks = writes.watermarks.sorted { $0.key < $1.key }
         bindings.append(marks.map(\.key.topic))
         bindings.append(marks.map(\.key.partition))
         bindings.append(marks.map { $0.value.expected ?? -1 })
         bindings.append(marks.map(\.value.next))
         bindings.append(marks.map { ByteBuffer(bytes: writes.lastDigests[$0.key] ?? []) })
+        bindings.append(marks.map { writes.epochs[$0.key] ?? 0 })
 
         let records = writes.records
         bindings.append(records.map { ByteBuffer(bytes: $0.scope.bytes) })
@@ -591,6 +744,65 @@ struct ApplyBatch: PostgresPreparedStatement {
     }
 
     func decodeRow(_ row: PostgresRow) throws {}
+}
+
+// MARK: - Deadlines
+
+/// One call racing its deadline: whichever ends first resumes the caller, once. The
+/// continuation is kept before the call and the timer start, so neither can end unseen.
+final class DeadlineRace<T: Sendable>: Sendable {
+    private struct State {
+        var continuation: CheckedContinuation<T, any Error>?
+        var outcome: Result<T, any Error>?
+        var work: Task<Void, Never>?
+        var timer: Task<Void, Never>?
+    }
+
+    private let state = Mutex(State())
+
+    func start(_ continuation: CheckedContinuation<T, any Error>, timeout: Duration, _ body: @escaping @Sendable () async throws -> T) {
+        let early = state.withLock { state -> Result<T, any Error>? in
+            if let outcome = state.outcome { return outcome }  // cancelled before it began
+            state.continuation = continuation
+            return nil
+        }
+        if let early {
+            continuation.resume(with: early)
+            return
+        }
+        let work = Task {
+            do { self.settle(.success(try await body())) } catch { self.settle(.failure(error)) }
+        }
+        let timer = Task {
+            guard (try? await Task.sleep(for: timeout)) != nil else { return }
+            self.settle(.failure(StoreError(code: .unavailable, message: "the database did not answer within \(timeout)")))
+        }
+        // Whichever settled meanwhile left its tasks to be cancelled here.
+        let done = state.withLock { state -> Bool in
+            state.work = work
+            state.timer = timer
+            return state.outcome != nil
+        }
+        if done { cleanUp() }
+    }
+
+    /// Resumes the caller with `result`, unless it was resumed already; stops the rest.
+    func settle(_ result: Result<T, any Error>) {
+        let continuation = state.withLock { state -> CheckedContinuation<T, any Error>? in
+            guard state.outcome == nil else { return nil }
+            state.outcome = result
+            defer { state.continuation = nil }
+            return state.continuation
+        }
+        continuation?.resume(with: result)
+        cleanUp()
+    }
+
+    private func cleanUp() {
+        let (work, timer) = state.withLock { state in (state.work, state.timer) }
+        timer?.cancel()
+        if case .failure = state.withLock({ $0.outcome }) { work?.cancel() }
+    }
 }
 
 // MARK: - Readiness

@@ -207,6 +207,13 @@ public final class SQLiteStore: Store {
                 ALTER TABLE outbox ADD COLUMN source_partition INTEGER;
                 """)
         }
+        // A parked output keeps its source partition, and goes back to it when retried.
+        migrator.registerMigration("v7-parked-sources") { db in
+            try db.execute(sql: """
+                ALTER TABLE parked_outputs ADD COLUMN source_topic TEXT;
+                ALTER TABLE parked_outputs ADD COLUMN source_partition INTEGER;
+                """)
+        }
         return migrator
     }
 
@@ -265,11 +272,11 @@ public final class SQLiteStore: Store {
 
     private static func apply(_ writes: BatchWrites, _ db: Database) throws {
         let insertWatermark = try db.cachedStatement(sql: "INSERT INTO partition_progress (topic, partition, next_offset, last_digest) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING")
-        let moveWatermark = try db.cachedStatement(sql: "UPDATE partition_progress SET next_offset = ?, last_digest = ? WHERE topic = ? AND partition = ? AND next_offset = ?")
+        let moveWatermark = try db.cachedStatement(sql: "UPDATE partition_progress SET next_offset = ?, last_digest = ? WHERE topic = ? AND partition = ? AND next_offset = ? AND epoch = ?")
         for (partition, change) in writes.watermarks {
             let digest = writes.lastDigests[partition].map { Data($0) }
             if let expected = change.expected {
-                try moveWatermark.execute(arguments: [change.next, digest, partition.topic, partition.partition, expected])
+                try moveWatermark.execute(arguments: [change.next, digest, partition.topic, partition.partition, expected, writes.epochs[partition] ?? 0])
             } else {
                 try insertWatermark.execute(arguments: [partition.topic, partition.partition, change.next, digest])
             }
@@ -344,15 +351,24 @@ public final class SQLiteStore: Store {
 
     public var isShared: Bool { false }
 
-    public func pendingOutbox(limit: Int, sources: Set<PartitionID>?) async throws -> [OutboxEntry] {
+    public func pendingOutbox(limit: Int, selection: OutboxSelection) async throws -> [OutboxEntry] {
         try await pool.read { db in
             var sql = "SELECT id, source_topic, source_partition, messages FROM outbox"
             var arguments: StatementArguments = []
-            if let sources {
+            switch selection {
+            case .all:
+                break
+            case .owned(let sources):
                 sql += " WHERE source_topic IS NULL"
                 if !sources.isEmpty {
                     sql += " OR (source_topic, source_partition) IN (VALUES \(Array(repeating: "(?, ?)", count: sources.count).joined(separator: ",")))"
                     for source in sources { arguments += [source.topic, source.partition] }
+                }
+            case .orphaned(let topics):
+                sql += " WHERE source_topic IS NOT NULL"
+                if !topics.isEmpty {
+                    sql += " AND source_topic NOT IN (\(Array(repeating: "?", count: topics.count).joined(separator: ",")))"
+                    arguments += StatementArguments(Array(topics))
                 }
             }
             sql += " ORDER BY id LIMIT ?"
@@ -370,9 +386,12 @@ public final class SQLiteStore: Store {
     public func finishOutbox(done: [Int64], park: [ParkedOutput]) async throws {
         guard !done.isEmpty || !park.isEmpty else { return }
         try await pool.write { db in
-            let insert = try db.cachedStatement(sql: "INSERT INTO parked_outputs (parked_at, error_code, error, message) VALUES (?, ?, ?, ?)")
+            let insert = try db.cachedStatement(sql: "INSERT INTO parked_outputs (parked_at, error_code, error, message, source_topic, source_partition) VALUES (?, ?, ?, ?, ?, ?)")
             for output in park {
-                try insert.execute(arguments: [output.parkedAt, output.errorCode, output.error, OutboxCoding.encode([output.message][...])])
+                try insert.execute(arguments: [
+                    output.parkedAt, output.errorCode, output.error, OutboxCoding.encode([output.message][...]),
+                    output.message.source?.topic, output.message.source?.partition,
+                ])
             }
             let delete = try db.cachedStatement(sql: "DELETE FROM outbox WHERE id = ?")
             for id in done { try delete.execute(arguments: [id]) }
@@ -381,8 +400,9 @@ public final class SQLiteStore: Store {
 
     public func parkedOutputs(limit: Int) async throws -> [ParkedOutput] {
         try await pool.read { db in
-            try Row.fetchAll(db, sql: "SELECT id, parked_at, error_code, error, message FROM parked_outputs ORDER BY id LIMIT ?", arguments: [limit]).compactMap { row in
-                guard let message = OutboxCoding.decode(Array(row[4] as Data)).first else { return nil }
+            try Row.fetchAll(db, sql: "SELECT id, parked_at, error_code, error, message, source_topic, source_partition FROM parked_outputs ORDER BY id LIMIT ?", arguments: [limit]).compactMap { row in
+                guard var message = OutboxCoding.decode(Array(row[4] as Data)).first else { return nil }
+                message.source = (row[5] as String?).map { PartitionID(topic: $0, partition: row[6]) }
                 return ParkedOutput(id: row[0], message: message, errorCode: row[2], error: row[3], parkedAt: row[1])
             }
         }
@@ -390,8 +410,13 @@ public final class SQLiteStore: Store {
 
     public func retryParked(id: Int64) async throws -> Bool {
         try await pool.write { db in
-            guard let blob = try Data.fetchOne(db, sql: "SELECT message FROM parked_outputs WHERE id = ?", arguments: [id]) else { return false }
-            try Self.appendOutbox(OutboxCoding.decode(Array(blob)), db)
+            guard let row = try Row.fetchOne(db, sql: "SELECT message, source_topic, source_partition FROM parked_outputs WHERE id = ?", arguments: [id]) else { return false }
+            let source = (row[1] as String?).map { PartitionID(topic: $0, partition: row[2]) }
+            try Self.appendOutbox(OutboxCoding.decode(Array(row[0] as Data)).map { message in
+                var message = message
+                message.source = source
+                return message
+            }, db)
             try db.execute(sql: "DELETE FROM parked_outputs WHERE id = ?", arguments: [id])
             return true
         }

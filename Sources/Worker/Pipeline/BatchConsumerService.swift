@@ -35,6 +35,9 @@ public struct BatchConsumerService<Handler: BatchHandler>: Service {
 
     /// Runs the consumer and handles its events until it is shut down.
     public func run() async throws {
+        // Nothing is consumed before the handler can decide: an assignment waits on it
+        // only so long (librdkafka's rebalance), and must not fall back to committed offsets.
+        try await handler.ready()
         let writeFailure = FirstFailure()
         try await withThrowingTaskGroup(of: Void.self) { tasks in
             tasks.addTask { try await consumer.run() }
@@ -183,6 +186,9 @@ public protocol BatchHandler: Sendable {
     /// order, each after the previous returned.
     func write(_ prepared: Prepared) async throws -> BatchWriteResult
 
+    /// Returns once batches can be handled (the store is migrated).
+    func ready() async throws
+
     /// Looks at partitions being assigned, before any of their messages is fetched.
     /// - Returns: where to start reading partitions (the others start at the group's
     ///   committed offsets).
@@ -190,6 +196,8 @@ public protocol BatchHandler: Sendable {
 }
 
 extension BatchHandler {
+    public func ready() async throws {}
+
     /// Prepares and writes one batch (no overlap).
     public func handle(_ batch: [KafkaMessage]) async throws {
         _ = try await write(prepare(batch, after: nil))

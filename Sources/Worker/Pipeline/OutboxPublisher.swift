@@ -35,6 +35,7 @@ public final class OutboxPublisher: Service, Sendable {
     /// Per entry that fails with an unclassified error: since when, and how many rounds in a row.
     private let unclassified = Mutex<[Int64: (since: ContinuousClock.Instant, rounds: Int)]>([:])
     private let ownership: Mutex<Ownership>
+    private let inputTopics: Set<String>
 
     /// Which entries this instance publishes. On a shared store, those of the source
     /// partitions it owns (and those of none): the owner of a partition publishes its
@@ -55,9 +56,16 @@ public final class OutboxPublisher: Service, Sendable {
 
     /// How long to wait without a wake-up before looking at the outbox anyway.
     static let idleInterval: Duration = .seconds(1)
+    /// How often a shared store's outbox is searched for entries no instance owns.
+    static let orphanInterval: Duration = .seconds(60)
 
-    /// - Parameter batchSize: outbox entries per round (each holds up to a batch's messages).
-    public init(store: any Store, producer: KafkaProducer, clock: any WallClock = SystemWallClock(), logger: Logger, batchSize: Int = 4) {
+    /// - Parameter batchSize: outbox entries per round (each holds up to a batch's
+    ///   messages of one source partition, at most 16 MiB: a round holds at most 128 MiB).
+    ///   - inputTopics: the topics the worker consumes. On a shared store, entries of other
+    ///     source topics (left by an earlier configuration: no instance owns their partitions)
+    ///     are looked for every ``orphanInterval`` and published by whoever finds them.
+    public init(store: any Store, producer: KafkaProducer, clock: any WallClock = SystemWallClock(), logger: Logger, batchSize: Int = 8, inputTopics: Set<String> = []) {
+        self.inputTopics = inputTopics
         self.store = store
         self.producer = producer
         self.clock = clock
@@ -75,8 +83,13 @@ public final class OutboxPublisher: Service, Sendable {
     public func run() async throws {
         try await withGracefulShutdownHandler {
             var backoff = Duration.milliseconds(100)
+            var orphansDue = ContinuousClock.now
             while !Task.isShuttingDownGracefully && !Task.isCancelled {
                 if let fatal = lastFatalError.withLock({ $0 }) { throw fatal }
+                if store.isShared, orphansDue <= .now {
+                    orphansDue = .now + Self.orphanInterval
+                    await drain(.orphaned(inputTopics: inputTopics))
+                }
                 if await drain() {
                     backoff = .milliseconds(100)
                     await doorbell.wait(timeout: Self.idleInterval)
@@ -89,22 +102,31 @@ public final class OutboxPublisher: Service, Sendable {
             self.doorbell.ring()
         }
         if let fatal = lastFatalError.withLock({ $0 }) { throw fatal }
-        // The consumer has stopped by now (it shuts down first): publish the rest.
+        // The consumer has stopped by now (it shuts down first): publish the rest. On a
+        // shared store, the rest of the partitions this instance owned is their next
+        // owner's to publish (publishing it here too would race with that owner).
         _ = await drain()
     }
 
-    /// Publishes every row there is. Returns false when a delivery failed (retry later).
+    /// Publishes every row there is (of the partitions this instance owns, on a shared
+    /// store). Returns false when a delivery failed (retry later).
     @discardableResult
     public func drain() async -> Bool {
+        await drain(nil)
+    }
+
+    /// - Parameter fixed: what to read; `nil` for what this instance publishes now.
+    @discardableResult
+    private func drain(_ fixed: OutboxSelection?) async -> Bool {
         while true {
             let entries: [OutboxEntry]
-            let sources = ownership.withLock { ownership in
+            let selection = ownership.withLock { ownership -> OutboxSelection in
                 ownership.inRound = true
-                return ownership.partitions
+                return fixed ?? ownership.partitions.map { .owned($0) } ?? .all
             }
             defer { endRound() }
             do {
-                entries = try await store.pendingOutbox(limit: batchSize, sources: sources)
+                entries = try await store.pendingOutbox(limit: batchSize, selection: selection)
             } catch {
                 logger.error("Reading the outbox failed", metadata: [LogKey.error: "\(error)"])
                 return false
@@ -207,6 +229,8 @@ extension OutboxPublisher {
                 guard case .failure(let error) = result else { continue }
                 let givenUp = giveUp.contains(entry.id) && !error.isRetriable && !error.isFatal
                 guard error.isPermanent || givenUp else { return (done, parked, error, entry.id) }
+                var message = message
+                message.source = entry.source  // put back to the same owner if retried
                 refused.append(ParkedOutput(message: message, errorCode: error.rdKafkaName ?? "\(error.code)", error: BoundedText.message(error.message), parkedAt: now))
             }
             parked += refused

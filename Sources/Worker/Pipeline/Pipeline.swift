@@ -65,6 +65,11 @@ public final class Pipeline: BatchHandler {
         self.outboxReady = outboxReady
     }
 
+    /// Returns once the store can be used.
+    public func ready() async throws {
+        try await store.waitUntilReady()
+    }
+
     /// Decodes `batch` and decides it on the store's state, seen as if `pending`
     /// (the batch whose write may still be in flight) were already written.
     public func prepare(_ batch: [KafkaMessage], after pending: Prepared?) async throws -> Prepared {
@@ -90,26 +95,55 @@ public final class Pipeline: BatchHandler {
     public func write(_ prepared: Prepared) async throws -> BatchWriteResult {
         var decision = prepared.decision
         var attempt = 1
+        var outage: ContinuousClock.Instant?
+        var backoff = Duration.milliseconds(250)
         while true {
             do {
                 try await store.apply(decision.writes)
                 record(decision, count: prepared.items.count)
                 if !decision.writes.outbox.isEmpty { outboxReady() }
-                guard attempt > 1 else { return BatchWriteResult(asPrepared: true) }
-                // Decided again: a partition whose mark did not move was handled past
-                // this batch elsewhere (its marks are compare-and-set: a fence).
+                if outage != nil { logger.info("The store answers again; the batch is written") }
+                // A partition whose mark this batch did not move was handled past the batch
+                // already (by another instance after a rebalance, or by this one before a
+                // reply was lost): its marks are compare-and-set, a fence.
                 let superseded = Set(prepared.digests.keys).subtracting(decision.writes.watermarks.keys)
                 if !superseded.isEmpty {
-                    logger.warning("A batch was handled by another instance meanwhile (its partitions moved); nothing of it was written twice, and its offsets are not committed", metadata: [
+                    logger.warning("A batch was already handled past its end (by another instance meanwhile, its partitions having moved); nothing of it was written twice, and its offsets are not committed", metadata: [
                         LogKey.partitions: "\(superseded.sorted().map { "\($0.topic)[\($0.partition)]" }.joined(separator: ","))",
                     ])
                 }
-                return BatchWriteResult(asPrepared: false, superseded: superseded)
+                return BatchWriteResult(asPrepared: attempt == 1 && outage == nil, superseded: superseded)
             } catch let error as StoreError where error.code == .conflict && attempt < Self.maxAttempts {
                 conflicts.increment()
                 logger.info("Store conflict; deciding the batch again", metadata: [LogKey.error: "\(error)", "attempt": "\(attempt)"])
                 attempt += 1
-                decision = try await decide(prepared.items, prepared.query, prepared.digests, at: clock.now(), after: nil)
+            } catch let error as StoreError where error.code == .unavailable && (outage ?? .now).duration(to: .now) < Self.storeOutageTolerance {
+                // Whether the write committed is not known: deciding again on what the store
+                // then holds is safe either way (the marks say what is done).
+                outage = outage ?? .now
+                logger.warning("The store did not take the batch; retrying", metadata: [LogKey.error: "\(error)", "retry_in": "\(backoff)"])
+                try await Task.sleep(for: backoff)
+                backoff = min(backoff * 2, .seconds(5))
+            }
+            decision = try await decide(prepared.items, prepared.query, prepared.digests, at: clock.now(), after: nil)
+        }
+    }
+
+    /// How long the store may fail to answer (a restart, a fail-over) before a batch's
+    /// failure stops the worker (its supervisor restarts it; nothing committed is lost).
+    static let storeOutageTolerance: Duration = .seconds(60)
+
+    /// `body`, retried with backoff while the store is unavailable, for at most ``storeOutageTolerance``.
+    private func retryingStore<T>(_ what: String, _ body: () async throws -> T) async throws -> T {
+        var backoff = Duration.milliseconds(250)
+        let started = ContinuousClock.now
+        while true {
+            do {
+                return try await body()
+            } catch let error as StoreError where error.code == .unavailable && started.duration(to: .now) < Self.storeOutageTolerance {
+                logger.warning("The store did not answer \(what); retrying", metadata: [LogKey.error: "\(error)", "retry_in": "\(backoff)"])
+                try await Task.sleep(for: backoff)
+                backoff = min(backoff * 2, .seconds(5))
             }
         }
     }
@@ -199,12 +233,13 @@ public final class Pipeline: BatchHandler {
     private func decide(
         _ items: [(Source, Input)], _ query: BatchQuery, _ digests: [PartitionID: [UInt8]], at now: Timestamp, after pending: BatchWrites?
     ) async throws -> BatchDecider.Decision {
-        var snapshot = try await store.load(query, now: now)
+        var snapshot = try await retryingStore("reading the state a batch depends on") { try await self.store.load(query, now: now) }
         if let pending { snapshot.overlay(pending, now: now) }
         var decision = decider.decide(items, snapshot: snapshot, now: now)
         // Messages below a watermark are a prefix of each partition's part of the batch:
         // where the watermark moves, it moves to just past the batch's last record.
         decision.writes.lastDigests = digests.filter { decision.writes.watermarks[$0.key] != nil }
+        for partition in decision.writes.watermarks.keys { decision.writes.epochs[partition] = snapshot.epochs[partition] ?? 0 }
         return decision
     }
 

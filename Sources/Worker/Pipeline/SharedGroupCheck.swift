@@ -20,7 +20,9 @@ public final class SharedGroupCheck: PartitionOwner {
     private let topics: [String]
     private let readiness: Readiness
     private let logger: Logger
-    private let owned = Mutex<Set<PartitionID>>([])
+    /// What this instance owns, and the generation of that (each assignment is one):
+    /// a check's verdict counts only while its generation is the latest.
+    private let owned = Mutex<(partitions: Set<PartitionID>, generation: Int)>(([], 0))
     private let refusals = Counter(label: "trigger_worker_sqlite_shared_group_total")
 
     /// The name of the problem in ``Readiness``.
@@ -34,19 +36,24 @@ public final class SharedGroupCheck: PartitionOwner {
     }
 
     public func partitionsAssigned(_ partitions: [PartitionID]) {
-        let owned = self.owned.withLock { owned in
-            owned.formUnion(partitions)
+        let (owned, generation) = self.owned.withLock { owned in
+            owned.partitions.formUnion(partitions)
+            owned.generation += 1
             return owned
         }
-        Task { await check(owned) }
+        Task { await check(owned, generation: generation) }
     }
 
     public func partitionsRevoked(_ partitions: [PartitionID]) async {
-        owned.withLock { $0.subtract(partitions) }
+        owned.withLock {
+            $0.partitions.subtract(partitions)
+            $0.generation += 1
+        }
     }
 
-    /// Compares what this instance owns with what the input topics have.
-    func check(_ owned: Set<PartitionID>) async {
+    /// Compares what this instance owns with what the input topics have; a verdict
+    /// reached after the ownership changed again is dropped (the newer check decides).
+    func check(_ owned: Set<PartitionID>, generation: Int) async {
         let counts: [String: Int]
         do {
             counts = try await consumer.partitionCounts(of: topics, timeout: .seconds(10))
@@ -55,7 +62,7 @@ public final class SharedGroupCheck: PartitionOwner {
             return
         }
         let total = counts.values.reduce(0, +)
-        guard let verdict = Self.verdict(owned: owned.count, total: total) else { return }
+        guard let verdict = Self.verdict(owned: owned.count, total: total), self.owned.withLock({ $0.generation == generation }) else { return }
         if verdict == .shared {
             refusals.increment()
             if readiness.report(Self.problem, "several instances share the consumer group, but the store is SQLite") {

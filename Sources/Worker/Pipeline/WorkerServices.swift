@@ -30,7 +30,7 @@ public struct WorkerServices: Sendable {
             configuration: KafkaConsumerConfiguration(common: configuration.kafka, groupID: configuration.groupID, topics: configuration.topics.inputs),
             logger: logger
         )
-        let publisher = OutboxPublisher(store: store, producer: producer, logger: logger)
+        let publisher = OutboxPublisher(store: store, producer: producer, logger: logger, inputTopics: Set(configuration.topics.inputs))
         self.publisher = publisher
         pipeline = Pipeline(configuration: configuration, orgs: orgs, catalog: catalog, store: store, logger: logger) { publisher.notify() }
         sweeper = RetentionSweeper(store: store, ttl: configuration.idempotencyTTL, retention: configuration.runRetention, logger: logger)
