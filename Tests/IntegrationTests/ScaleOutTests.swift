@@ -208,7 +208,7 @@ struct ScaleOutTests {
         print("fail-over: \(left) outputs left unpublished by the dead instance; \(events.count) status events, \(events.count - Set(events.map { $0["event_id"]! }).count) re-published")
     }
 
-    @Test("an instance frozen (SIGSTOP) with work in flight while its partitions move to the other: after it thaws, nothing it had decided is applied over the new owner's work, and the group's offsets end at the logs' ends",
+    @Test("an instance frozen (SIGSTOP) at work while its partitions move to the other: after it thaws, nothing it had decided is applied over the new owner's work, and the group's offsets end at the store's marks",
           .enabled(if: TestPostgres.url != nil, TestPostgres.skipReason))
     func frozenInstance() async throws {
         let url = try await TestPostgres.freshDatabase()

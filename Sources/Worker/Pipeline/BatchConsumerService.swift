@@ -81,7 +81,13 @@ public struct BatchConsumerService<Handler: BatchHandler>: Service {
             switch event {
             case .partitionsAssigned(let partitions):
                 // Nothing of these partitions is fetched until this returns.
-                consumer.startAt(try await handler.partitionsAssigned(partitions, consumer: consumer))
+                let starts = try await handler.partitionsAssigned(partitions, consumer: consumer)
+                consumer.startAt(starts)
+                // The group's offsets catch up with the store's marks at once: a partition
+                // handled to its end by an instance that died before its commit went out
+                // would otherwise show a lag (and a stale start) until new messages arrive.
+                positions.merge(starts) { max($0, $1) }
+                consumer.commitInBackground(starts)
                 for owner in owners { owner.partitionsAssigned(partitions.map(\.id)) }
                 logger.info("Joined the consumer group; partitions assigned", metadata: [
                     LogKey.group: "\(group)",

@@ -43,8 +43,8 @@ public final class OutboxPublisher: Service, Sendable {
     private struct Ownership {
         /// `nil`: every entry (a store of this instance alone).
         var partitions: Set<PartitionID>?
-        /// Whether a publishing round is under way, and who waits for it to end.
-        var inRound = false
+        /// How many publishing rounds are under way, and who waits for them to end.
+        var rounds = 0
         var waiters: [CheckedContinuation<Void, Never>] = []
     }
 
@@ -59,8 +59,9 @@ public final class OutboxPublisher: Service, Sendable {
     /// How often a shared store's outbox is searched for entries no instance owns.
     static let orphanInterval: Duration = .seconds(60)
 
-    /// - Parameter batchSize: outbox entries per round (each holds up to a batch's
-    ///   messages of one source partition, at most 16 MiB: a round holds at most 128 MiB).
+    /// - Parameters:
+    ///   - batchSize: outbox entries per round (each holds up to a batch's messages of
+    ///     one source partition, at most 16 MiB: a round holds at most 128 MiB).
     ///   - inputTopics: the topics the worker consumes. On a shared store, entries of other
     ///     source topics (left by an earlier configuration: no instance owns their partitions)
     ///     are looked for every ``orphanInterval`` and published by whoever finds them.
@@ -121,7 +122,7 @@ public final class OutboxPublisher: Service, Sendable {
         while true {
             let entries: [OutboxEntry]
             let selection = ownership.withLock { ownership -> OutboxSelection in
-                ownership.inRound = true
+                ownership.rounds += 1
                 return fixed ?? ownership.partitions.map { .owned($0) } ?? .all
             }
             defer { endRound() }
@@ -189,7 +190,7 @@ extension OutboxPublisher: PartitionOwner {
             let waits = ownership.withLock { ownership in
                 guard ownership.partitions != nil else { return false }
                 ownership.partitions!.subtract(partitions)
-                guard ownership.inRound else { return false }
+                guard ownership.rounds > 0 else { return false }
                 ownership.waiters.append(continuation)
                 return true
             }
@@ -198,8 +199,9 @@ extension OutboxPublisher: PartitionOwner {
     }
 
     private func endRound() {
-        let waiters = ownership.withLock { ownership in
-            ownership.inRound = false
+        let waiters = ownership.withLock { ownership -> [CheckedContinuation<Void, Never>] in
+            ownership.rounds -= 1
+            guard ownership.rounds == 0 else { return [] }
             defer { ownership.waiters = [] }
             return ownership.waiters
         }
