@@ -111,7 +111,7 @@ struct HardeningTests {
         var common = TestBroker.common
         common.overrides["message.max.bytes"] = "2000"
         let producer = try KafkaProducer(configuration: KafkaProducerConfiguration(common: common), logger: TestBroker.logger)
-        let publisher = OutboxPublisher(store: store, producer: producer, logger: TestBroker.logger)
+        let publisher = OutboxPublisher(store: store, producer: producer, logger: TestBroker.logger, inputTopics: [])
         #expect(await publisher.drain(), "a permanent refusal does not hold back the round")
         #expect(try await store.pendingOutbox(limit: 10).isEmpty)
         let parked = try await store.parkedOutputs(limit: 10)

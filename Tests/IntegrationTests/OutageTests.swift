@@ -121,7 +121,7 @@ struct OutageTests {
         // The broker goes away before anything is published.
         await broker.stop()
         let producer = try KafkaProducer(configuration: KafkaProducerConfiguration(common: common, deliveryTimeout: .seconds(2), flushTimeout: .seconds(2)), logger: TestBroker.logger)
-        let publisher = OutboxPublisher(store: store, producer: producer, logger: TestBroker.logger)
+        let publisher = OutboxPublisher(store: store, producer: producer, logger: TestBroker.logger, inputTopics: [])
         #expect(await publisher.drain() == false, "nothing can be delivered while the broker is down")
         #expect(try await store.pendingOutbox(limit: 10).flatMap(\.messages).count == 50, "and nothing is dropped")
 

@@ -122,6 +122,20 @@ struct PostgresStoreTests {
     }
 }
 
+extension PostgresStoreTests {
+    @Test("the server ends what a call gave up on: statements, lock waits and idle transactions are limited a little past the call's deadline",
+          .enabled(if: TestPostgres.url != nil, TestPostgres.skipReason))
+    func serverSideLimits() async throws {
+        let url = try await TestPostgres.freshDatabase()
+        let store = try PostgresStore(url: url, poolSize: 1, timeout: .seconds(7), logger: TestPostgres.logger)
+        let pool = Task { try await store.run() }
+        defer { pool.cancel() }
+        for setting in ["statement_timeout", "lock_timeout", "idle_in_transaction_session_timeout"] {
+            #expect(try await store.serverSetting(setting) == "12s", "\(setting)")
+        }
+    }
+}
+
 @Suite("Store test coverage")
 struct StoreCoverageTests {
     @Test("the store semantics run against PostgreSQL too", .enabled(if: TestPostgres.url != nil, TestPostgres.skipReason))

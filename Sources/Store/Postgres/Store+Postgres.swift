@@ -53,6 +53,13 @@ public final class PostgresStore: Store, Service {
         var configuration = try Self.clientConfiguration(from: url)
         configuration.options.maximumConnections = max(1, poolSize)
         configuration.options.minimumConnections = 0
+        // A call this side gave up on must not go on holding locks on the server (a
+        // partition's mark row): the server ends a statement, a lock wait or an open
+        // transaction left idle a little after the call's own deadline.
+        let serverLimit = "\(timeout.components.seconds + 5)s"
+        configuration.options.additionalStartupParameters = [
+            ("statement_timeout", serverLimit), ("lock_timeout", serverLimit), ("idle_in_transaction_session_timeout", serverLimit),
+        ]
         self.configuration = configuration
         client = PostgresClient(configuration: configuration, backgroundLogger: logger)
         self.logger = logger
@@ -143,6 +150,9 @@ public final class PostgresStore: Store, Service {
     private func migrations() async throws -> [(version: Int, name: String)] {
         do {
             return try await client.withTransaction(logger: logger) { connection in
+                // Migrations wait for each other and may take long: no server-side limit here.
+                try await Self.count(connection.query("SET LOCAL statement_timeout = 0", logger: self.logger))
+                try await Self.count(connection.query("SET LOCAL lock_timeout = 0", logger: self.logger))
                 try await Self.count(connection.query("SELECT pg_advisory_xact_lock(\(PostgresSchema.migrationLock))", logger: self.logger))
                 try await Self.count(connection.query(
                     "CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())",
@@ -168,6 +178,14 @@ public final class PostgresStore: Store, Service {
                 }
                 return applied
             }
+        }
+    }
+
+    /// A run-time setting of the store's connections (for tests).
+    func serverSetting(_ name: String) async throws -> String {
+        try await call {
+            for try await value in try await self.client.query("SELECT current_setting(\(name))", logger: self.logger).decode(String.self) { return value }
+            return ""
         }
     }
 

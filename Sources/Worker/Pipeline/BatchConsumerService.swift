@@ -83,11 +83,7 @@ public struct BatchConsumerService<Handler: BatchHandler>: Service {
                 // Nothing of these partitions is fetched until this returns.
                 let starts = try await handler.partitionsAssigned(partitions, consumer: consumer)
                 consumer.startAt(starts)
-                // The group's offsets catch up with the store's marks at once: a partition
-                // handled to its end by an instance that died before its commit went out
-                // would otherwise show a lag (and a stale start) until new messages arrive.
-                positions.merge(starts) { max($0, $1) }
-                consumer.commitInBackground(starts)
+                catchUpCommittedOffsets(to: starts)
                 for owner in owners { owner.partitionsAssigned(partitions.map(\.id)) }
                 logger.info("Joined the consumer group; partitions assigned", metadata: [
                     LogKey.group: "\(group)",
@@ -124,6 +120,31 @@ public struct BatchConsumerService<Handler: BatchHandler>: Service {
         }
         _ = try await settle(&inFlight, positions: &positions)
         logger.info("Consumer stopped; offsets committed and the group left", metadata: [LogKey.group: "\(group)"])
+    }
+
+    /// Moves the group's offsets up to the store's marks where they are behind: a
+    /// partition handled to its end by an instance that died before its commit went out
+    /// would otherwise show a lag until new messages arrive. Never moves one back (a
+    /// store behind the group is logged: it lost commits, or is not the group's store).
+    private func catchUpCommittedOffsets(to starts: [KafkaTopicPartition: Int64]) {
+        guard !starts.isEmpty else { return }
+        let consumer = self.consumer
+        let logger = self.logger
+        Task {
+            guard let committed = try? await consumer.committedOffsets(for: Array(starts.keys), timeout: .seconds(10)) else { return }
+            var behind: [KafkaTopicPartition: Int64] = [:]
+            for (partition, start) in starts {
+                let offset = committed[partition] ?? nil
+                if let offset, offset > start {
+                    logger.warning("The group has committed past the store's mark: the store lost commits, or is not the one the group used (reading from the store's mark)", metadata: [
+                        LogKey.topic: "\(partition.topic)", LogKey.partition: "\(partition.partition)", "committed": "\(offset)", "store_next_offset": "\(start)",
+                    ])
+                } else if offset != start {
+                    behind[partition] = start
+                }
+            }
+            consumer.commitInBackground(behind)
+        }
     }
 
     /// Waits until the batch in flight (if any) is written (its offsets then go to the

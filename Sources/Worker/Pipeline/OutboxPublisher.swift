@@ -65,7 +65,7 @@ public final class OutboxPublisher: Service, Sendable {
     ///   - inputTopics: the topics the worker consumes. On a shared store, entries of other
     ///     source topics (left by an earlier configuration: no instance owns their partitions)
     ///     are looked for every ``orphanInterval`` and published by whoever finds them.
-    public init(store: any Store, producer: KafkaProducer, clock: any WallClock = SystemWallClock(), logger: Logger, batchSize: Int = 8, inputTopics: Set<String> = []) {
+    public init(store: any Store, producer: KafkaProducer, clock: any WallClock = SystemWallClock(), logger: Logger, batchSize: Int = 8, inputTopics: Set<String>) {
         self.inputTopics = inputTopics
         self.store = store
         self.producer = producer

@@ -102,13 +102,14 @@ public final class Pipeline: BatchHandler {
                 try await store.apply(decision.writes)
                 record(decision, count: prepared.items.count)
                 if !decision.writes.outbox.isEmpty { outboxReady() }
-                if outage != nil { logger.info("The store answers again; the batch is written") }
+                if outage != nil { logger.info("The store answers again") }
                 // A partition whose mark this batch did not move was handled past the batch
-                // already (by another instance after a rebalance, or by this one before a
-                // reply was lost): its marks are compare-and-set, a fence.
+                // already (by another instance after a rebalance, or, after an outage, by an
+                // attempt of this one whose reply was lost): marks are compare-and-set, a fence.
                 let superseded = Set(prepared.digests.keys).subtracting(decision.writes.watermarks.keys)
                 if !superseded.isEmpty {
-                    logger.warning("A batch was already handled past its end (by another instance meanwhile, its partitions having moved); nothing of it was written twice, and its offsets are not committed", metadata: [
+                    let by = outage == nil ? "by another instance meanwhile, its partitions having moved" : "by an earlier attempt whose reply was lost, or by another instance"
+                    logger.warning("A batch was already handled past its end (\(by)); nothing of it was written twice, and its offsets are left to later commits", metadata: [
                         LogKey.partitions: "\(superseded.sorted().map { "\($0.topic)[\($0.partition)]" }.joined(separator: ","))",
                     ])
                 }
@@ -117,7 +118,8 @@ public final class Pipeline: BatchHandler {
                 conflicts.increment()
                 logger.info("Store conflict; deciding the batch again", metadata: [LogKey.error: "\(error)", "attempt": "\(attempt)"])
                 attempt += 1
-            } catch let error as StoreError where error.code == .unavailable && (outage ?? .now).duration(to: .now) < Self.storeOutageTolerance {
+            } catch let error as StoreError where error.code == .unavailable && !Task.isShuttingDownGracefully
+                && (outage ?? .now).duration(to: .now) < Self.storeOutageTolerance {
                 // Whether the write committed is not known: deciding again on what the store
                 // then holds is safe either way (the marks say what is done).
                 outage = outage ?? .now
@@ -131,6 +133,9 @@ public final class Pipeline: BatchHandler {
 
     /// How long the store may fail to answer (a restart, a fail-over) before a batch's
     /// failure stops the worker (its supervisor restarts it; nothing committed is lost).
+    /// An outage longer than the consumer's `max.poll.interval.ms` also costs this
+    /// instance its place in the group (a rebalance), and a restart if the store is
+    /// still away when partitions are assigned again. Not retried while shutting down.
     static let storeOutageTolerance: Duration = .seconds(60)
 
     /// `body`, retried with backoff while the store is unavailable, for at most ``storeOutageTolerance``.
@@ -140,7 +145,8 @@ public final class Pipeline: BatchHandler {
         while true {
             do {
                 return try await body()
-            } catch let error as StoreError where error.code == .unavailable && started.duration(to: .now) < Self.storeOutageTolerance {
+            } catch let error as StoreError where error.code == .unavailable && !Task.isShuttingDownGracefully
+                && started.duration(to: .now) < Self.storeOutageTolerance {
                 logger.warning("The store did not answer \(what); retrying", metadata: [LogKey.error: "\(error)", "retry_in": "\(backoff)"])
                 try await Task.sleep(for: backoff)
                 backoff = min(backoff * 2, .seconds(5))
