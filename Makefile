@@ -26,7 +26,7 @@ run: build
 run-cluster: build
 	@scripts/run-cluster.sh
 
-## test: start a throw-away broker on a free port, run every test, stop the broker
+## test: start a throw-away broker and a private PostgreSQL, validate the compose file, run every test, stop both
 test: deps
 	@scripts/test.sh
 
