@@ -10,7 +10,9 @@ public struct KafkaConfiguration: Sendable, Hashable {
     /// The client id sent to the broker. Default: `trigger-worker`.
     public var clientID: String
     /// librdkafka properties set verbatim after the typed settings (for example from
-    /// `RDKAFKA_*` environment variables). Default: none.
+    /// `RDKAFKA_*` environment variables), each handed only to the clients it is for
+    /// (a producer-only property to producers, a consumer-only one to consumers).
+    /// Default: none.
     public var overrides: [String: String]
 
     public init(brokers: [String] = ["127.0.0.1:9092"], clientID: String = "trigger-worker", overrides: [String: String] = [:]) {
@@ -103,7 +105,7 @@ public struct KafkaConsumerConfiguration: Sendable, Hashable {
         properties["auto.offset.reset"] = autoOffsetReset.rawValue
         properties["session.timeout.ms"] = String(sessionTimeout.milliseconds)
         properties["max.poll.interval.ms"] = String(maxPollInterval.milliseconds)
-        properties.merge(common.overrides) { _, override in override }
+        properties.merge(common.overrides(for: .consumer)) { _, override in override }
         return properties
     }
 }
@@ -160,7 +162,7 @@ public struct KafkaProducerConfiguration: Sendable, Hashable {
         properties["message.timeout.ms"] = String(deliveryTimeout.milliseconds)
         properties["compression.type"] = compression.rawValue
         if let maxMessageBytes { properties["message.max.bytes"] = String(maxMessageBytes) }
-        properties.merge(common.overrides) { _, override in override }
+        properties.merge(common.overrides(for: .producer)) { _, override in override }
         return properties
     }
 }

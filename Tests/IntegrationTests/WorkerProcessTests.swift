@@ -191,6 +191,9 @@ struct WorkerProcessTests {
         #expect(log.contains("Left the consumer group"))
         #expect(log.contains("Kafka producer flushed"))
         #expect(log.contains("trigger-worker stopped"))
+        // RDKAFKA_MAX_POLL_INTERVAL_MS and RDKAFKA_SESSION_TIMEOUT_MS are consumer-only:
+        // the producer is not handed them, so librdkafka does not warn about them.
+        #expect(!log.contains("CONFWARN"), "start-up is quiet")
 
         // The group's committed offsets cover everything consumed.
         let reader = try KafkaConsumer(configuration: TestBroker.consumerConfiguration(group: group, topics: []), logger: TestBroker.logger)

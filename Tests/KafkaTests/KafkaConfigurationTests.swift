@@ -28,6 +28,24 @@ struct KafkaConfigurationTests {
         #expect(producer["linger.ms"] == "5")
     }
 
+    @Test("each client takes only the pass-through properties it knows: no start-up warnings for the other client's ones")
+    func scopedOverrides() {
+        let common = KafkaConfiguration(overrides: [
+            "session.timeout.ms": "6000", "fetch.wait.max.ms": "10",  // consumer only
+            "linger.ms": "50", "acks": "all",  // producer only
+            "socket.timeout.ms": "9000",  // both
+            "no.such.property": "1",  // unknown: handed to both, for librdkafka to refuse
+        ])
+        let consumer = KafkaConsumerConfiguration(common: common, groupID: "g", topics: ["t"]).properties
+        let producer = KafkaProducerConfiguration(common: common).properties
+        #expect(consumer["session.timeout.ms"] == "6000" && consumer["fetch.wait.max.ms"] == "10")
+        #expect(consumer["linger.ms"] == nil && consumer["acks"] == nil)
+        #expect(producer["linger.ms"] == "50" && producer["acks"] == "all")
+        #expect(producer["session.timeout.ms"] == nil && producer["fetch.wait.max.ms"] == nil)
+        #expect(consumer["socket.timeout.ms"] == "9000" && producer["socket.timeout.ms"] == "9000")
+        #expect(consumer["no.such.property"] == "1" && producer["no.such.property"] == "1")
+    }
+
     @Test("the producer is idempotent and compresses with lz4 by default")
     func producerDefaults() {
         let producer = KafkaProducerConfiguration().properties
