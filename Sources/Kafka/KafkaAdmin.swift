@@ -117,4 +117,14 @@ public enum KafkaAdmin {
 
     /// The version of the librdkafka library loaded at run time, for example `2.8.0`.
     public static var librdkafkaVersion: String { RdKafkaClient.libraryVersion }
+
+    /// Waits until every librdkafka client of the process is destroyed (each is destroyed
+    /// on a thread of its own once released), for at most `timeout`. A process that
+    /// exits before then tears down the runtime under librdkafka's threads, which still
+    /// log through Swift: call this before exiting.
+    /// - Returns: whether all were destroyed in time.
+    @discardableResult
+    public static func waitUntilClientsDestroyed(timeout: Duration) async -> Bool {
+        await runBlocking { rd_kafka_wait_destroyed(Int32(clamping: timeout.milliseconds)) == 0 }
+    }
 }

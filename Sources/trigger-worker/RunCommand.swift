@@ -56,19 +56,34 @@ struct RunCommand: AsyncParsableCommand {
             logger.critical("Cannot open the store", metadata: [LogKey.error: "\(error)"])
             throw ExitCode(1)
         }
-        let services = try WorkerServices(configuration: configuration, orgs: orgs, catalog: catalog, store: store, logger: logger)
-        let watchdog = ShutdownWatchdog(grace: configuration.shutdownGrace, logger: logger)
-        let group = services.serviceGroup(signals: [.sigterm, .sigint], watchdog: watchdog)
-        do {
-            try await group.run()
-        } catch {
+        let failure = await Self.serve(configuration: configuration, orgs: orgs, catalog: catalog, store: store, logger: logger)
+        // The clients are released by now; librdkafka destroys them on threads of their
+        // own, which still log through Swift: exiting before they are done would tear the
+        // runtime down under them (a trap at exit instead of a clean status).
+        if await !KafkaAdmin.waitUntilClientsDestroyed(timeout: configuration.shutdownGrace / 3) {
+            logger.warning("librdkafka clients were still being destroyed at exit")
+        }
+        if let failure {
             // A service failed for good (the store, a fatal Kafka error): the process
             // exits non-zero so that its supervisor restarts it. Offsets were committed
             // only for what the store holds.
-            logger.critical("trigger-worker stopped after a fatal error", metadata: [LogKey.error: "\(error)"])
+            logger.critical("trigger-worker stopped after a fatal error", metadata: [LogKey.error: "\(failure)"])
             throw ExitCode(1)
         }
         logger.info("trigger-worker stopped")
+    }
+
+    /// Runs the worker's services until they stop; returns why, when a service failed.
+    /// Everything it builds is released when it returns.
+    private static func serve(configuration: WorkerConfiguration, orgs: OrgDirectory, catalog: WorkflowCatalog, store: any Store, logger: Logger) async -> (any Error)? {
+        do {
+            let services = try WorkerServices(configuration: configuration, orgs: orgs, catalog: catalog, store: store, logger: logger)
+            let watchdog = ShutdownWatchdog(grace: configuration.shutdownGrace, logger: logger)
+            try await services.serviceGroup(signals: [.sigterm, .sigint], watchdog: watchdog).run()
+            return nil
+        } catch {
+            return error
+        }
     }
 
     /// Creates the four topics when missing, retrying while the broker does not answer.
