@@ -121,7 +121,24 @@ final class WorkerProcess: Sendable {
     func interrupt() { process.interrupt() }
     /// SIGKILL: no shutdown, no flush, no commit.
     func crash() { if process.isRunning { Foundation.kill(process.processIdentifier, SIGKILL) } }
-    func kill() { if process.isRunning { process.terminate() } }
+    /// SIGTERM (a graceful stop), waited for up to 15 s (then SIGKILL). A worker that
+    /// dies of another signal meanwhile (a trap) is reported with its last lines, so that
+    /// a crash at shutdown leaves a trace even in a test that no longer looks.
+    func kill() {
+        guard process.isRunning else { return reportCrash() }
+        process.terminate()
+        let deadline = Date().addingTimeInterval(15)
+        while process.isRunning, Date() < deadline { usleep(20_000) }
+        if process.isRunning { Foundation.kill(process.processIdentifier, SIGKILL) }
+        process.waitUntilExit()
+        reportCrash()
+    }
+
+    private func reportCrash() {
+        guard !process.isRunning, process.terminationReason == .uncaughtSignal,
+              ![SIGTERM, SIGKILL, SIGINT].contains(process.terminationStatus) else { return }
+        print("worker \(process.processIdentifier) died of signal \(process.terminationStatus); its last lines:\n" + output.suffix(8).joined(separator: "\n"))
+    }
 
     /// Waits until the process exits and returns its status; fails after `timeout`.
     func waitForExit(timeout: Duration) async throws -> Int32 {
