@@ -2,6 +2,7 @@ import Foundation
 import Kafka
 import Logging
 import Store
+import Synchronization
 import Testing
 import Workflows
 @testable import Worker
@@ -27,11 +28,11 @@ struct PipelineTests {
         store = try SQLiteStore(path: path)
     }
 
-    func pipeline(at time: Timestamp = 1_000_000) throws -> Pipeline {
+    func pipeline(at time: Timestamp = 1_000_000, store: (any Store)? = nil) throws -> Pipeline {
         let orgs = try OrgDirectory.load(path: "\(Self.fixtures)/orgs.yaml")
         return Pipeline(
             configuration: configuration, orgs: orgs, catalog: try WorkflowCatalog.load(directory: "\(Self.fixtures)/workflows"),
-            store: store, clock: FixedClock(time: time), logger: Logger(label: "test"), outboxReady: {}
+            store: store ?? self.store, clock: FixedClock(time: time), logger: Logger(label: "test"), outboxReady: {}
         )
     }
 
@@ -102,6 +103,24 @@ struct PipelineTests {
         #expect(try await runCount() == 5)
     }
 
+    @Test("a batch the store did not take (unavailable) is written once when it answers again; one whose reply was lost after it committed is not written twice")
+    func storeOutage() async throws {
+        let partition = PartitionID(topic: configuration.topics.triggerRequests, partition: 0)
+        for lostReply in [false, true] {
+            let path = FileManager.default.temporaryDirectory.appendingPathComponent("outage-\(UUID().uuidString).sqlite").path
+            let base = try SQLiteStore(path: path)
+            let flaky = FlakyStore(base: base, failures: [lostReply ? .afterCommit : .beforeCommit])
+            let pipeline = try pipeline(store: flaky)
+            let prepared = try await pipeline.prepare((0..<3).map { request(partition: 0, offset: $0, key: "outage-\($0)") }, after: nil)
+            let result = try await pipeline.write(prepared)
+            #expect(result.superseded == (lostReply ? [partition] : []), "lost reply: \(lostReply)")
+            #expect(try await base.runs(statuses: [], limit: 10, offset: 0).count == 3, "one run per request")
+            #expect(try await base.pendingOutbox(limit: 100).flatMap(\.messages).count == prepared.outputCount, "each output written once")
+            #expect(try await base.partitionMarks([partition])[partition]?.next == 3)
+            #expect(flaky.applies == (lostReply ? 3 : 2), "retried; after a lost reply, the retry conflicts and the batch decided again writes nothing")
+        }
+    }
+
     @Test("the overlay keeps newer watermarks and vendors and drops records expired by now")
     func overlay() {
         let partition = PartitionID(topic: "t", partition: 0)
@@ -125,3 +144,46 @@ struct PipelineTests {
         #expect(snapshot.records[expired] == nil)
     }
 }
+
+/// A store that fails its next applies as unavailable: before committing them, or after
+/// (a reply lost on the way back); everything else goes to `base`.
+final class FlakyStore: Store {
+    enum Failure { case beforeCommit, afterCommit }
+
+    private let base: SQLiteStore
+    private let plan: Mutex<(failures: [Failure], applies: Int)>
+
+    init(base: SQLiteStore, failures: [Failure]) {
+        self.base = base
+        plan = Mutex((failures, 0))
+    }
+
+    var applies: Int { plan.withLock { $0.applies } }
+
+    func apply(_ writes: BatchWrites) async throws {
+        let failure = plan.withLock { plan -> Failure? in
+            plan.applies += 1
+            return plan.failures.isEmpty ? nil : plan.failures.removeFirst()
+        }
+        if failure == .afterCommit { try await base.apply(writes) }
+        if failure != nil { throw StoreError(code: .unavailable, message: "the test's store is away") }
+        try await base.apply(writes)
+    }
+
+    var isShared: Bool { base.isShared }
+    func load(_ query: BatchQuery, now: Timestamp) async throws -> BatchSnapshot { try await base.load(query, now: now) }
+    func pendingOutbox(limit: Int, selection: OutboxSelection) async throws -> [OutboxEntry] { try await base.pendingOutbox(limit: limit, selection: selection) }
+    func finishOutbox(done: [Int64], park: [ParkedOutput]) async throws { try await base.finishOutbox(done: done, park: park) }
+    func parkedOutputs(limit: Int) async throws -> [ParkedOutput] { try await base.parkedOutputs(limit: limit) }
+    func retryParked(id: Int64) async throws -> Bool { try await base.retryParked(id: id) }
+    func dropParked(id: Int64) async throws -> Bool { try await base.dropParked(id: id) }
+    func partitionMarks(_ partitions: [PartitionID]) async throws -> [PartitionID: PartitionMark] { try await base.partitionMarks(partitions) }
+    func resetPartition(_ partition: PartitionID, from mark: PartitionMark, next: Int64) async throws { try await base.resetPartition(partition, from: mark, next: next) }
+    func pruneRuns(finishedBefore before: Int64, limit: Int) async throws -> Int { try await base.pruneRuns(finishedBefore: before, limit: limit) }
+    func pruneAssessments(createdBefore before: Int64, limit: Int) async throws -> Int { try await base.pruneAssessments(createdBefore: before, limit: limit) }
+    func deleteExpiredIdempotencyRecords(now: Timestamp, limit: Int) async throws -> Int { try await base.deleteExpiredIdempotencyRecords(now: now, limit: limit) }
+    func run(id: String) async throws -> RunRecord? { try await base.run(id: id) }
+    func runs(statuses: [String], limit: Int, offset: Int) async throws -> [RunRecord] { try await base.runs(statuses: statuses, limit: limit, offset: offset) }
+    func assessment(id: String) async throws -> AssessmentRecord? { try await base.assessment(id: id) }
+}
+

@@ -95,37 +95,29 @@ public final class Pipeline: BatchHandler {
     public func write(_ prepared: Prepared) async throws -> BatchWriteResult {
         var decision = prepared.decision
         var attempt = 1
-        var outage: ContinuousClock.Instant?
-        var backoff = Duration.milliseconds(250)
+        // Whether the store failed to answer an attempt: its reply may have been lost
+        // after it committed (the marks then say so, and the batch is decided again).
+        var retried = false
         while true {
             do {
-                try await store.apply(decision.writes)
+                try await retryingStore("taking a batch", retried: &retried) { try await self.store.apply(decision.writes) }
                 record(decision, count: prepared.items.count)
                 if !decision.writes.outbox.isEmpty { outboxReady() }
-                if outage != nil { logger.info("The store answers again") }
                 // A partition whose mark this batch did not move was handled past the batch
                 // already (by another instance after a rebalance, or, after an outage, by an
                 // attempt of this one whose reply was lost): marks are compare-and-set, a fence.
                 let superseded = Set(prepared.digests.keys).subtracting(decision.writes.watermarks.keys)
                 if !superseded.isEmpty {
-                    let by = outage == nil ? "by another instance meanwhile, its partitions having moved" : "by an earlier attempt whose reply was lost, or by another instance"
+                    let by = retried ? "by an earlier attempt whose reply was lost, or by another instance" : "by another instance meanwhile, its partitions having moved"
                     logger.warning("A batch was already handled past its end (\(by)); nothing of it was written twice, and its offsets are left to later commits", metadata: [
                         LogKey.partitions: "\(superseded.sorted().map { "\($0.topic)[\($0.partition)]" }.joined(separator: ","))",
                     ])
                 }
-                return BatchWriteResult(asPrepared: attempt == 1 && outage == nil, superseded: superseded)
+                return BatchWriteResult(asPrepared: attempt == 1, superseded: superseded)
             } catch let error as StoreError where error.code == .conflict && attempt < Self.maxAttempts {
                 conflicts.increment()
                 logger.info("Store conflict; deciding the batch again", metadata: [LogKey.error: "\(error)", "attempt": "\(attempt)"])
                 attempt += 1
-            } catch let error as StoreError where error.code == .unavailable && !Task.isShuttingDownGracefully
-                && (outage ?? .now).duration(to: .now) < Self.storeOutageTolerance {
-                // Whether the write committed is not known: deciding again on what the store
-                // then holds is safe either way (the marks say what is done).
-                outage = outage ?? .now
-                logger.warning("The store did not take the batch; retrying", metadata: [LogKey.error: "\(error)", "retry_in": "\(backoff)"])
-                try await Task.sleep(for: backoff)
-                backoff = min(backoff * 2, .seconds(5))
             }
             decision = try await decide(prepared.items, prepared.query, prepared.digests, at: clock.now(), after: nil)
         }
@@ -139,14 +131,22 @@ public final class Pipeline: BatchHandler {
     static let storeOutageTolerance: Duration = .seconds(60)
 
     /// `body`, retried with backoff while the store is unavailable, for at most ``storeOutageTolerance``.
-    private func retryingStore<T>(_ what: String, _ body: () async throws -> T) async throws -> T {
+    /// A write retried so is safe: had an attempt committed, the marks' compare-and-set
+    /// makes the next one a conflict, and the batch is decided again.
+    /// - Parameter retried: set when `body` had to be retried.
+    private func retryingStore<T>(_ what: String, retried: inout Bool, _ body: () async throws -> T) async throws -> T {
         var backoff = Duration.milliseconds(250)
         let started = ContinuousClock.now
+        var failed = false
         while true {
             do {
-                return try await body()
+                let result = try await body()
+                if failed { logger.info("The store answers again") }
+                return result
             } catch let error as StoreError where error.code == .unavailable && !Task.isShuttingDownGracefully
                 && started.duration(to: .now) < Self.storeOutageTolerance {
+                failed = true
+                retried = true
                 logger.warning("The store did not answer \(what); retrying", metadata: [LogKey.error: "\(error)", "retry_in": "\(backoff)"])
                 try await Task.sleep(for: backoff)
                 backoff = min(backoff * 2, .seconds(5))
@@ -239,7 +239,8 @@ public final class Pipeline: BatchHandler {
     private func decide(
         _ items: [(Source, Input)], _ query: BatchQuery, _ digests: [PartitionID: [UInt8]], at now: Timestamp, after pending: BatchWrites?
     ) async throws -> BatchDecider.Decision {
-        var snapshot = try await retryingStore("reading the state a batch depends on") { try await self.store.load(query, now: now) }
+        var retried = false
+        var snapshot = try await retryingStore("reading the state a batch depends on", retried: &retried) { try await self.store.load(query, now: now) }
         if let pending { snapshot.overlay(pending, now: now) }
         var decision = decider.decide(items, snapshot: snapshot, now: now)
         // Messages below a watermark are a prefix of each partition's part of the batch:
