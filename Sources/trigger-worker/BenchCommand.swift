@@ -64,12 +64,7 @@ struct BenchCommand: AsyncParsableCommand {
             // One database per store kind: the replay pass finds the keys of the first.
             let database = kind == .postgres ? try await PostgresStore.createDatabase(named: "bench_\(suffix)", serverURL: server!, logger: logger) : ""
             for (pass, label) in [(1, "new runs (unique keys)"), (2, "replays (every key seen before)")] {
-                var topics = configuration.topics
-                topics.vendorEvents = "bench-ve-\(suffix)"
-                topics.triggerRequests = "bench-tr\(pass)-\(kind)-\(suffix)"
-                topics.runStatus = "bench-rs\(pass)-\(kind)-\(suffix)"
-                topics.deadLetter = "bench-dl-\(suffix)"
-                _ = try await KafkaAdmin.createTopics(topics.all.map { KafkaTopicSpecification(name: $0, partitions: partitions) }, configuration: configuration.kafka, logger: logger)
+                let topics = try await createTopics(pass: "\(pass)-\(kind)", suffix: suffix, configuration: configuration, logger: logger)
                 try await produceRequests(topic: topics.triggerRequests, configuration: configuration, logger: logger)
                 // The raw rate alone moves by a third between runs on a shared machine: take the median of three.
                 var raws: [Double] = []
@@ -141,6 +136,18 @@ struct BenchCommand: AsyncParsableCommand {
     static let requestValue = (["request_type": "workflow_run", "workflow_name": "quarterly-privacy-sweep", "body": ["input": ["due_date": "2026-06-30"]]] as JSONValue).canonicalBytes
     static func requestHeaders(_ index: Int) -> [KafkaHeader] {
         [KafkaHeader(key: "Authorization", value: "Bearer \(apiKey)"), KafkaHeader(key: "Idempotency-Key", value: "bench-\(index)")]
+    }
+
+    /// A pass's topics, created: its own requests and status topics, the run's shared
+    /// vendor-events and dead-letter topics.
+    private func createTopics(pass: String, suffix: String, configuration: WorkerConfiguration, logger: Logger) async throws -> WorkerConfiguration.Topics {
+        var topics = configuration.topics
+        topics.vendorEvents = "bench-ve-\(suffix)"
+        topics.triggerRequests = "bench-tr\(pass)-\(suffix)"
+        topics.runStatus = "bench-rs\(pass)-\(suffix)"
+        topics.deadLetter = "bench-dl-\(suffix)"
+        _ = try await KafkaAdmin.createTopics(topics.all.map { KafkaTopicSpecification(name: $0, partitions: partitions) }, configuration: configuration.kafka, logger: logger)
+        return topics
     }
 
     /// N `workflow_run` requests with unique keys (the same keys in each pass).
@@ -294,12 +301,7 @@ struct BenchCommand: AsyncParsableCommand {
         var rates: [Int: Double] = [:]
         for instances in [1, 2] {
             let database = try await PostgresStore.createDatabase(named: "bench_\(suffix)_x\(instances)", serverURL: server, logger: logger)
-            var topics = configuration.topics
-            topics.vendorEvents = "bench-ve-\(suffix)"
-            topics.triggerRequests = "bench-trx\(instances)-\(suffix)"
-            topics.runStatus = "bench-rsx\(instances)-\(suffix)"
-            topics.deadLetter = "bench-dl-\(suffix)"
-            _ = try await KafkaAdmin.createTopics(topics.all.map { KafkaTopicSpecification(name: $0, partitions: partitions) }, configuration: configuration.kafka, logger: logger)
+            let topics = try await createTopics(pass: "x\(instances)", suffix: suffix, configuration: configuration, logger: logger)
             var environment = ProcessInfo.processInfo.environment
             environment.merge([
                 "KAFKA_BROKERS": configuration.kafka.brokers.joined(separator: ","), "KAFKA_GROUP_ID": "bench-x\(instances)-\(suffix)",

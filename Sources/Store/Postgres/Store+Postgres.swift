@@ -481,29 +481,36 @@ public final class PostgresStore: Store, Service {
         if let error = await ready.wait() { throw error }
         calls.add(1, ordering: .relaxed)
         do {
-            do {
-                return try await Self.withDeadline(timeout, body)
-            } catch let error as PostgresTransactionError {
-                throw error.closureError ?? error.commitError ?? error.beginError ?? error
-            }
-        } catch let error as StoreError {
-            throw error
-        } catch let error as PSQLError {
-            switch error.serverInfo?[.sqlState] {
-            case PostgresSchema.conflictState?:
-                throw StoreError(code: .conflict, message: error.serverInfo?[.message] ?? "a read changed")
-            case "23505"?:
-                // A run or assessment id exists already: another writer handled these inputs.
-                throw StoreError(code: .conflict, message: "a row the batch creates exists already: \(error.serverInfo?[.detail] ?? "")")
-            case "40001"?, "40P01"?:
-                // Serialization failure, deadlock: decide again on fresh state.
-                throw StoreError(code: .conflict, message: error.serverInfo?[.message] ?? "serialization failure")
-            default:
-                throw StoreError(code: .unavailable, message: Self.reason(error))
-            }
+            return try await Self.withDeadline(timeout, body)
         } catch {
-            throw StoreError(code: .unavailable, message: Self.reason(error))
+            throw Self.storeError(error)
         }
+    }
+
+    /// A failure as a ``StoreError``: a changed read (TW001, a unique row that exists,
+    /// a serialization failure or deadlock) is a conflict; everything else unavailable.
+    static func storeError(_ failure: any Error) -> StoreError {
+        let failure = cause(of: failure)
+        if let error = failure as? StoreError { return error }
+        guard let error = failure as? PSQLError else { return StoreError(code: .unavailable, message: reason(failure)) }
+        switch error.serverInfo?[.sqlState] {
+        case PostgresSchema.conflictState?:
+            return StoreError(code: .conflict, message: error.serverInfo?[.message] ?? "a read changed")
+        case "23505"?:
+            // A run or assessment id exists already: another writer handled these inputs.
+            return StoreError(code: .conflict, message: "a row the batch creates exists already: \(error.serverInfo?[.detail] ?? "")")
+        case "40001"?, "40P01"?:
+            // Serialization failure, deadlock: decide again on fresh state.
+            return StoreError(code: .conflict, message: error.serverInfo?[.message] ?? "serialization failure")
+        default:
+            return StoreError(code: .unavailable, message: reason(error))
+        }
+    }
+
+    /// What failed inside a transaction (its body, else its commit, begin or rollback).
+    static func cause(of error: any Error) -> any Error {
+        guard let error = error as? PostgresTransactionError else { return error }
+        return error.closureError ?? error.commitError ?? error.beginError ?? error.rollbackError ?? error
     }
 
     /// The result of `body`, or a ``StoreError/Code/unavailable`` once `timeout` passed
@@ -538,8 +545,9 @@ public final class PostgresStore: Store, Service {
             }
             return "\(error.code)"
         }
-        if let error = error as? PostgresTransactionError {
-            return reason(error.closureError ?? error.commitError ?? error.beginError ?? error.rollbackError ?? error)
+        if error is PostgresTransactionError {
+            let inner = cause(of: error)
+            return inner is PostgresTransactionError ? "a transaction failed" : reason(inner)
         }
         return "\(error)"
     }
