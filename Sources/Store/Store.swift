@@ -75,6 +75,114 @@ public protocol Store: Sendable {
 
     /// The assessment with id `id`.
     func assessment(id: String) async throws -> AssessmentRecord?
+
+    // MARK: The engine's work
+
+    /// Claims up to `limit` runs whose work is due at `now` and whose lease (if any)
+    /// ran out, for `owner` until `leaseUntil`: each claim increments the task's fence,
+    /// so the writes of an earlier claim can no longer apply. Oldest due first.
+    func claimTasks(owner: String, now: Timestamp, leaseUntil: Timestamp, limit: Int) async throws -> [EngineTask]
+
+    /// Extends the leases `owner` still holds among `tasks` (run id and fence) to `until`.
+    /// - Returns: the run ids whose lease was extended (the others were lost).
+    func renewLeases(owner: String, tasks: [String: Int64], until: Timestamp) async throws -> Set<String>
+
+    /// Writes what claims did, in one transaction: for each outcome whose claim still
+    /// holds (its fence unchanged), the run's new document, its task's next state (or
+    /// its end), its assessments (created once: an existing id is kept) and its events.
+    /// Outcomes of lost claims write nothing.
+    /// - Returns: the run ids whose outcome was written.
+    func commitTasks(_ outcomes: [TaskOutcome], now: Timestamp) async throws -> Set<String>
+
+    /// Voids every lease (a store of one instance, at start: what an earlier process
+    /// held is free at once). - Returns: how many leases were held.
+    func releaseLeases() async throws -> Int
+
+    /// When the earliest task is due (ignoring leases), or `nil` when there is none.
+    func nextTaskDue() async throws -> Timestamp?
+
+    /// The engine's queue at `now`, for metrics and `runs`.
+    func engineQueue(now: Timestamp) async throws -> EngineQueueStats
+
+    /// The stored engine state of run `id` (absent once the run ended).
+    func task(runID: String) async throws -> EngineTask?
+}
+
+/// A run's pending engine work: one row per unfinished run, claimed by one instance
+/// at a time with a lease.
+public struct EngineTask: Sendable, Hashable {
+    public var runID: String
+    public var orgID: String
+    /// When it is to be claimed (milliseconds since the epoch).
+    public var dueAt: Timestamp
+    /// The engine's state of the run (opaque to the store).
+    public var state: [UInt8]
+    /// The partition whose input started the run: its events are published by the
+    /// instance that owns it, after the run's `Started`.
+    public var source: PartitionID?
+    /// Incremented by each claim.
+    public var fence: Int64
+    /// Who holds it and until when (milliseconds), while it is claimed.
+    public var leaseOwner: String?
+    public var leaseUntil: Timestamp
+    /// Whether this claim took it over from a holder whose lease ran out.
+    public var tookOverExpiredLease: Bool
+
+    public init(runID: String, orgID: String, dueAt: Timestamp, state: [UInt8], source: PartitionID?, fence: Int64 = 0, leaseOwner: String? = nil, leaseUntil: Timestamp = 0, tookOverExpiredLease: Bool = false) {
+        self.runID = runID
+        self.orgID = orgID
+        self.dueAt = dueAt
+        self.state = state
+        self.source = source
+        self.fence = fence
+        self.leaseOwner = leaseOwner
+        self.leaseUntil = leaseUntil
+        self.tookOverExpiredLease = tookOverExpiredLease
+    }
+}
+
+/// What one claim of a run did, written by ``Store/commitTasks(_:now:)``.
+public struct TaskOutcome: Sendable {
+    public var runID: String
+    /// The fence of the claim: nothing is written when the task's fence moved on.
+    public var fence: Int64
+    public var status: String
+    public var finishedAt: Int64?
+    public var document: [UInt8]
+    /// The state to go on from and when, or `nil` once the run ended (the task is deleted).
+    public var next: (state: [UInt8], dueAt: Timestamp)?
+    public var assessments: [AssessmentRecord]
+    public var outbox: [OutboxMessage]
+
+    public init(runID: String, fence: Int64, status: String, finishedAt: Int64?, document: [UInt8], next: (state: [UInt8], dueAt: Timestamp)?, assessments: [AssessmentRecord], outbox: [OutboxMessage]) {
+        self.runID = runID
+        self.fence = fence
+        self.status = status
+        self.finishedAt = finishedAt
+        self.document = document
+        self.next = next
+        self.assessments = assessments
+        self.outbox = outbox
+    }
+}
+
+/// The engine's queue at one moment.
+public struct EngineQueueStats: Sendable, Hashable {
+    /// Due and not claimed.
+    public var runnable = 0
+    /// Claimed under a live lease.
+    public var running = 0
+    /// Not due yet (timers, waits, retries in backoff).
+    public var waiting = 0
+    /// How long the oldest runnable task has been due (milliseconds; 0 when none).
+    public var oldestRunnableAge: Int64 = 0
+
+    public init(runnable: Int = 0, running: Int = 0, waiting: Int = 0, oldestRunnableAge: Int64 = 0) {
+        self.runnable = runnable
+        self.running = running
+        self.waiting = waiting
+        self.oldestRunnableAge = oldestRunnableAge
+    }
 }
 
 extension Store {
@@ -407,13 +515,15 @@ public struct BatchWrites: Sendable {
     public var runs: [RunRecord] = []
     public var assessments: [AssessmentRecord] = []
     public var outbox: [OutboxMessage] = []
+    /// The engine work of the runs the batch starts (their steps run after the commit).
+    public var tasks: [EngineTask] = []
     /// When the batch was decided; records expired at this time may be replaced.
     public var now: Timestamp = 0
 
     public init() {}
 
     public var isEmpty: Bool {
-        watermarks.isEmpty && records.isEmpty && vendors.isEmpty && runs.isEmpty && assessments.isEmpty && outbox.isEmpty
+        watermarks.isEmpty && records.isEmpty && vendors.isEmpty && runs.isEmpty && assessments.isEmpty && outbox.isEmpty && tasks.isEmpty
     }
 }
 

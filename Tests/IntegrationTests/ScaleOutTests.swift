@@ -28,6 +28,8 @@ struct ScaleOutTests {
             environment = topics.merging([
                 "KAFKA_BROKERS": TestBroker.brokers!, "KAFKA_GROUP_ID": "group-\(suffix)", "TOPIC_PARTITIONS": "\(partitions)",
                 "WORKFLOWS_DIR": "\(H.fixtures)/workflows", "ORGS_FILE": "\(H.fixtures)/orgs.yaml", "STORE_URL": storeURL,
+                // A dead instance's claims of runs run out in 5 s (the engine's fail-over).
+                "STEP_LEASE": "5s",
                 "RDKAFKA_MAX_POLL_INTERVAL_MS": "6000", "RDKAFKA_SESSION_TIMEOUT_MS": "6000", "LOG_LEVEL": "info", "LOG_FORMAT": "json", "HTTP_PORT": "0",
             ]) { $1 }
             _ = try await KafkaAdmin.createTopics(
@@ -172,6 +174,14 @@ struct ScaleOutTests {
         for result in await client.send(replays) { _ = try result.get() }
         try await reader.waitUntil("the replays' responses", timeout: .seconds(60)) { state in
             Set(state.received.compactMap(CrashTests.respondedSource)).count == count + replayed.count
+        }
+        // The engine finishes every run, those the dead instance had claimed included
+        // (their leases run out and the survivor takes them over).
+        try await reader.waitUntil("every run to end", timeout: .seconds(120)) { state in
+            Set(state.received.compactMap { message -> String? in
+                guard let event = try? JSONValue.parse(message.value ?? []), event["event_type"] == "WorkflowRun.Completed" || event["event_type"] == "WorkflowRun.Failed" else { return nil }
+                return event[path: ["data", "workflow_run_id"]]?.stringValue
+            }).count == count
         }
         survivor.interrupt()
         #expect(try await survivor.waitForExit(timeout: .seconds(15)) == 0)

@@ -37,12 +37,19 @@ struct TriggerRequestTests {
         #expect(response[path: ["data", "fingerprint_mismatch"]] == false)
 
         let events = try await worker.runEvents(runID)
-        #expect(events.map { $0["event_type"]!.stringValue! } == ["WorkflowRun.Started", "Questionnaire.SendRequested", "WorkflowRun.Completed"])
+        // Started goes out with the response; the engine then performs the step after the
+        // commit: its effect, its StepUpdated, and the terminal event, in that order.
+        #expect(events.map { $0["event_type"]!.stringValue! } == ["WorkflowRun.Started", "Questionnaire.SendRequested", "WorkflowRun.StepUpdated", "WorkflowRun.Completed"])
+        let stepUpdated = events[2]["data"]!
+        #expect(stepUpdated["workflow_run_id"] == .string(runID))
+        #expect(stepUpdated["workflow_name"] == "quarterly-privacy-sweep")
+        #expect(stepUpdated[path: ["step", "component_id"]] == "questionnaire")
+        #expect(stepUpdated[path: ["step", "status"]] == "success")
         let started = events[0]["data"]!
         #expect(started["status"] == "started")
         #expect(started["completed_at"] == .null)
         #expect(started[path: ["trigger"]] == ["kind": "request", "idempotency_key": "sweep-2026-q2", "request_id": "req-77", "source": H.source(report)])
-        let completed = events[2]["data"]!
+        let completed = events[3]["data"]!
         #expect(completed["status"] == "completed")
         #expect(completed["completed_at"]?.intValue != nil)
         #expect(completed["workflow_definition_id"]?.stringValue.map { Identifier.isValid($0, prefix: "cbwd") } == true)
@@ -213,13 +220,17 @@ struct TriggerRequestTests {
         let canceledRun = try #require(try await worker.response(to: canceled)[path: ["data", "response", "body", "workflow_run_id"]]?.stringValue)
 
         let failedEvents = try await worker.runEvents(failedRun)
-        #expect(failedEvents.map { $0["event_type"] } == ["WorkflowRun.Started", "WorkflowRun.Failed"])
-        #expect(failedEvents[1][path: ["data", "steps", "0", "status"]] == "failed")
-        #expect(failedEvents[1][path: ["data", "steps", "0", "message"]]?.stringValue?.contains("needs a vendor") == true)
+        #expect(failedEvents.map { $0["event_type"] } == ["WorkflowRun.Started", "WorkflowRun.StepUpdated", "WorkflowRun.Failed"])
+        #expect(failedEvents[1][path: ["data", "step", "status"]] == "failed")
+        #expect(failedEvents[1][path: ["data", "status"]] == "failed", "the run's status as the step left it")
+        #expect(failedEvents[2][path: ["data", "steps", "0", "status"]] == "failed")
+        #expect(failedEvents[2][path: ["data", "steps", "0", "message"]]?.stringValue?.contains("needs a vendor") == true)
 
         let canceledEvents = try await worker.runEvents(canceledRun)
-        #expect(canceledEvents.map { $0["event_type"] } == ["WorkflowRun.Started", "WorkflowRun.Canceled"])
-        #expect(canceledEvents[1][path: ["data", "steps", "1", "status"]] == "skipped")
+        #expect(canceledEvents.map { $0["event_type"] } == ["WorkflowRun.Started", "WorkflowRun.StepUpdated", "WorkflowRun.StepUpdated", "WorkflowRun.Canceled"])
+        #expect(canceledEvents[2][path: ["data", "step", "status"]] == "skipped")
+        #expect(canceledEvents[2][path: ["data", "status"]] == "canceled")
+        #expect(canceledEvents[3][path: ["data", "steps", "1", "status"]] == "skipped")
         try await worker.stop()
     }
 }

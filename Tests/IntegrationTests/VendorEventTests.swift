@@ -26,7 +26,10 @@ struct VendorEventTests {
         #expect(runIDs.count == 1)
         #expect(try await waitForRun(worker, startedBy: matching) == runIDs.first)
         let events = try await worker.runEvents(try #require(runIDs.first))
-        #expect(events.map { $0["event_type"]!.stringValue! } == ["WorkflowRun.Started", "Questionnaire.SendRequested", "Email.SendRequested", "WorkflowRun.Completed"])
+        #expect(events.map { $0["event_type"]!.stringValue! } == [
+            "WorkflowRun.Started", "WorkflowRun.StepUpdated", "Questionnaire.SendRequested", "WorkflowRun.StepUpdated",
+            "Email.SendRequested", "WorkflowRun.StepUpdated", "WorkflowRun.Completed",
+        ])
         let run = events.last!["data"]!
         #expect(run["workflow_name"] == "onboard-vendor")
         #expect(run["input"] == ["vendor": vendor], "an event-triggered run's input is the event's data")
@@ -35,7 +38,8 @@ struct VendorEventTests {
         let assessmentID = try #require(run[path: ["steps", "0", "artifacts", "0", "id"]]?.stringValue)
         let assessment = try #require(try await worker.store.assessment(id: assessmentID))
         #expect(try JSONValue.parse(assessment.document)["name"] == "Onboarding Acme Payroll")
-        #expect(events[2][path: ["data", "subject"]] == "New vendor Acme Payroll")
+        #expect(events[4][path: ["data", "subject"]] == "New vendor Acme Payroll")
+        #expect(events[4][path: ["data", "delivery_id"]]?.stringValue.map { Identifier.isValid($0, prefix: "cbevt") } == true)
 
         #expect(try await worker.storedRunsStarted(by: lowTier).isEmpty, "tier low does not match")
         #expect(try await worker.storedRunsStarted(by: noPII).isEmpty, "no processes_pii tag does not match")

@@ -30,7 +30,7 @@ struct HostileInputTests {
         let orgs = try OrgDirectory.load(path: "\(Self.fixtures)/orgs.yaml")
         decoder = InputDecoder(configuration: configuration, orgs: orgs)
         decider = BatchDecider(
-            catalog: try WorkflowCatalog.load(directory: "\(Self.fixtures)/workflows"), executor: SynchronousRunExecutor(),
+            catalog: try WorkflowCatalog.load(directory: "\(Self.fixtures)/workflows"), engine: RunEngine(),
             outputs: Outputs(configuration: configuration), idempotencyTTL: configuration.idempotencyTTL,
             mismatchPolicy: configuration.idempotencyMismatch, logger: Logger(label: "test")
         )

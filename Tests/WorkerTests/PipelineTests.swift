@@ -185,5 +185,12 @@ final class FlakyStore: Store {
     func run(id: String) async throws -> RunRecord? { try await base.run(id: id) }
     func runs(statuses: [String], limit: Int, offset: Int) async throws -> [RunRecord] { try await base.runs(statuses: statuses, limit: limit, offset: offset) }
     func assessment(id: String) async throws -> AssessmentRecord? { try await base.assessment(id: id) }
+    func claimTasks(owner: String, now: Timestamp, leaseUntil: Timestamp, limit: Int) async throws -> [EngineTask] { try await base.claimTasks(owner: owner, now: now, leaseUntil: leaseUntil, limit: limit) }
+    func renewLeases(owner: String, tasks: [String: Int64], until: Timestamp) async throws -> Set<String> { try await base.renewLeases(owner: owner, tasks: tasks, until: until) }
+    func commitTasks(_ outcomes: [TaskOutcome], now: Timestamp) async throws -> Set<String> { try await base.commitTasks(outcomes, now: now) }
+    func releaseLeases() async throws -> Int { try await base.releaseLeases() }
+    func nextTaskDue() async throws -> Timestamp? { try await base.nextTaskDue() }
+    func engineQueue(now: Timestamp) async throws -> EngineQueueStats { try await base.engineQueue(now: now) }
+    func task(runID: String) async throws -> EngineTask? { try await base.task(runID: runID) }
 }
 

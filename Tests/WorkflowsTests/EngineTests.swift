@@ -117,16 +117,30 @@ struct TemplateRenderTests {
     }
 }
 
-@Suite("Synchronous run executor")
+/// Runs `run` in the engine from its start, at `now` (milliseconds), until it ends or waits.
+func execute(_ run: PendingRun, engine: RunEngine = RunEngine(), now: Int64? = nil) async -> (start: RunStart, advance: RunAdvance) {
+    let start = engine.start(run, headers: RunHeaders())
+    let advance = await engine.advance(start.state, definition: run.definition, now: now ?? run.now * 1000)
+    return (start, advance)
+}
+
+func workflowDefinition(_ yaml: String) throws -> WorkflowDefinition {
+    let (definition, problems) = parseWorkflow(yaml)
+    #expect(problems.isEmpty, "\(problems)")
+    return try #require(definition)
+}
+
+extension RunAdvance {
+    var eventTypes: [String] { events.map(\.type) }
+    func data(_ type: String) throws -> [JSONValue] { try events.filter { $0.type == type }.map { try JSONValue.parse($0.data) } }
+}
+
+@Suite("Run engine: steps")
 struct RunExecutorTests {
-    func definition(_ yaml: String) throws -> WorkflowDefinition {
-        let (definition, problems) = parseWorkflow(yaml)
-        #expect(problems.isEmpty, "\(problems)")
-        return try #require(definition)
-    }
+    func definition(_ yaml: String) throws -> WorkflowDefinition { try workflowDefinition(yaml) }
 
     @Test("steps run in order; the assessment a step creates is visible to later steps")
-    func order() throws {
+    func order() async throws {
         let workflow = try definition("""
         name: demo
         trigger: { type: direct }
@@ -135,26 +149,32 @@ struct RunExecutorTests {
           - { id: mail, action: send_email, with: { to: "{{ vendor.owner_email }}", subject: "Assessment {{ assessment.id }} / {{ steps.assess.name }}" } }
         """)
         let run = PendingRun(id: "cbwr_x", definition: workflow, input: [:], trigger: Array("{}".utf8), vendor: ["id": "cbvndr_1", "name": "Acme", "owner_email": "o@example.com"], assessment: nil, now: 1000)
-        let execution = SynchronousRunExecutor().execute(run)
-        #expect(execution.status == .completed)
+        let (start, execution) = await execute(run)
+        #expect(execution.state.status == .completed)
+        #expect(execution.finished)
         let assessment = try #require(execution.assessments.first)
         #expect(assessment.id == Identifier.derive(prefix: "cbqsrw", from: ["cbwr_x", "assess"]))
         #expect(assessment.document["name"] == "Review Acme")
-        #expect(execution.effects.map(\.eventType) == ["Email.SendRequested"])
-        #expect(execution.effects[0].data["subject"] == .string("Assessment \(assessment.id) / Review Acme"))
-        let started = try JSONValue.parse(execution.started), finished = try JSONValue.parse(execution.finished)
+        #expect(execution.eventTypes == ["WorkflowRun.StepUpdated", "Email.SendRequested", "WorkflowRun.StepUpdated", "WorkflowRun.Completed"])
+        let email = try #require(try execution.data("Email.SendRequested").first)
+        #expect(email["subject"] == .string("Assessment \(assessment.id) / Review Acme"))
+        #expect(email["delivery_id"] == .string(Identifier.derive(prefix: "cbevt", from: ["cbwr_x", "mail", "delivery"])))
+        let started = try JSONValue.parse(start.document), finished = try JSONValue.parse(execution.document)
         #expect(started["status"] == "started")
         #expect(started[path: ["steps", "1", "status"]] == .null)
         #expect(finished[path: ["steps", "1", "status"]] == "success")
         #expect(finished["completed_at"] == 1000)
+        let updates = try execution.data("WorkflowRun.StepUpdated")
+        #expect(updates.map { $0[path: ["step", "component_id"]] } == ["assess", "mail"])
+        #expect(updates.allSatisfy { $0["workflow_run_id"] == "cbwr_x" && $0["workflow_name"] == "demo" && $0["status"] == "started" })
     }
 
     @Test("the run object has the API's shape, in canonical JSON, as it started and as it ended")
-    func runDocument() throws {
+    func runDocument() async throws {
         let workflow = try definition("name: demo\ntrigger: { type: direct }\nsteps:\n  - { id: stop, action: update_workflow_run, with: { status: canceled, message: enough } }\n  - { id: later, action: send_questionnaire }\n")
         let trigger: JSONValue = ["kind": "request", "idempotency_key": "k-1", "request_id": nil, "source": ["topic": "t", "partition": 0, "offset": 7]]
         let run = PendingRun(id: "cbwr_w", definition: workflow, input: ["b": [1, "x"], "a": nil], trigger: trigger.canonicalBytes, vendor: nil, assessment: nil, now: 42)
-        let execution = SynchronousRunExecutor().execute(run)
+        let (start, execution) = await execute(run)
         func step(_ id: String, _ action: String, status: JSONValue, message: JSONValue) -> JSONValue {
             [
                 "step_id": .string(Identifier.derive(prefix: "cbwrs", from: ["cbwr_w", id])), "component_id": .string(id), "component_name": .string(id),
@@ -174,26 +194,28 @@ struct RunExecutorTests {
             step("stop", "update_workflow_run", status: "success", message: "enough"),
             step("later", "send_questionnaire", status: "skipped", message: "not run: the run had already ended"),
         ])
-        #expect(execution.status == .canceled)
-        #expect(execution.started == started.canonicalBytes)
-        #expect(execution.finished == finished.canonicalBytes)
+        #expect(execution.state.status == .canceled)
+        #expect(start.document == started.canonicalBytes)
+        #expect(execution.document == finished.canonicalBytes)
+        #expect(execution.events.last?.data == finished.canonicalBytes)
+        #expect(execution.eventTypes == ["WorkflowRun.StepUpdated", "WorkflowRun.StepUpdated", "WorkflowRun.Canceled"])
     }
 
     @Test("the same run executes to the same result (ids are derived, not random)")
-    func deterministic() throws {
+    func deterministic() async throws {
         let workflow = try definition("name: demo\ntrigger: { type: direct }\nsteps:\n  - { id: hook, action: send_webhook, with: { url: 'https://example.com' } }\n")
         let run = PendingRun(id: "cbwr_y", definition: workflow, input: ["a": 1], trigger: Array("{}".utf8), vendor: nil, assessment: nil, now: 5)
-        let first = SynchronousRunExecutor().execute(run), second = SynchronousRunExecutor().execute(run)
-        #expect(first.finished == second.finished)
-        #expect(first.effects == second.effects)
+        let first = await execute(run), second = await execute(run)
+        #expect(first.advance.document == second.advance.document)
+        #expect(first.advance.events == second.advance.events)
     }
 
     @Test("run_workflow is refused honestly: the step and the run fail")
-    func runWorkflow() throws {
+    func runWorkflow() async throws {
         let workflow = try definition("name: demo\ntrigger: { type: direct }\nsteps:\n  - { id: child, action: run_workflow, with: { workflow: other } }\n  - { id: after, action: send_questionnaire }\n")
-        let execution = SynchronousRunExecutor().execute(PendingRun(id: "cbwr_z", definition: workflow, input: [:], trigger: Array("{}".utf8), vendor: nil, assessment: nil, now: 5))
-        #expect(execution.status == .failed)
-        let finished = try JSONValue.parse(execution.finished)
+        let (_, execution) = await execute(PendingRun(id: "cbwr_z", definition: workflow, input: [:], trigger: Array("{}".utf8), vendor: nil, assessment: nil, now: 5))
+        #expect(execution.state.status == .failed)
+        let finished = try JSONValue.parse(execution.document)
         #expect(finished[path: ["steps", "0", "message"]]?.stringValue?.contains("not supported") == true)
         #expect(finished[path: ["steps", "1", "status"]] == "skipped")
     }
@@ -214,10 +236,10 @@ struct TemplateValueTests {
     @Test("a step's message is at most 1 KiB once encoded, control characters (six bytes each) included")
     func boundedMessages() {
         for text in [String(repeating: "x", count: 5000), String(repeating: "\u{1}", count: 1000), String(repeating: "\"", count: 2000)] {
-            let bounded = SynchronousRunExecutor.bounded(.string(text))
+            let bounded = RunEngine.bounded(.string(text))
             #expect(bounded.canonicalBytes.count <= BoundedText.messageBytes + 2, "\(bounded.canonicalBytes.count) bytes")
         }
-        #expect(SynchronousRunExecutor.bounded("short") == "short")
-        #expect(SynchronousRunExecutor.bounded(["a": 1]) == ["a": 1], "a small structured message is kept as it is")
+        #expect(RunEngine.bounded("short") == "short")
+        #expect(RunEngine.bounded(["a": 1]) == ["a": 1], "a small structured message is kept as it is")
     }
 }

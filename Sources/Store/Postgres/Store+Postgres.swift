@@ -472,6 +472,135 @@ public final class PostgresStore: Store, Service {
         RunRecord(id: row.0, orgID: row.1, workflowName: row.2, status: row.3, startedAt: row.4, finishedAt: row.5, document: Array(buffer: row.6))
     }
 
+    // MARK: The engine's work
+
+    private typealias TaskRow = (String, String, Int64, ByteBuffer, String?, Int32?, Int64, String?, Int64)
+
+    private static func task(_ row: TaskRow, tookOver: Bool = false) -> EngineTask {
+        EngineTask(
+            runID: row.0, orgID: row.1, dueAt: row.2, state: Array(buffer: row.3),
+            source: row.4.map { PartitionID(topic: $0, partition: row.5 ?? 0) }, fence: row.6, leaseOwner: row.7, leaseUntil: row.8,
+            tookOverExpiredLease: tookOver
+        )
+    }
+
+    public func claimTasks(owner: String, now: Timestamp, leaseUntil: Timestamp, limit: Int) async throws -> [EngineTask] {
+        try await call {
+            // SKIP LOCKED: instances claiming at once take different runs instead of waiting.
+            let rows = try await self.client.query(
+                """
+                WITH c AS (
+                    SELECT run_id, lease_owner AS previous FROM run_tasks
+                     WHERE due_at <= \(now) AND lease_until <= \(now)
+                     ORDER BY due_at LIMIT \(limit) FOR UPDATE SKIP LOCKED
+                )
+                UPDATE run_tasks t SET lease_owner = \(owner), lease_until = \(leaseUntil), fence = t.fence + 1
+                  FROM c WHERE t.run_id = c.run_id
+                RETURNING t.run_id, t.org_id, t.due_at, t.state, t.source_topic, t.source_partition, t.fence, t.lease_owner, t.lease_until, c.previous IS NOT NULL
+                """,
+                logger: self.logger
+            )
+            var tasks: [EngineTask] = []
+            for try await row in rows.decode((String, String, Int64, ByteBuffer, String?, Int32?, Int64, String?, Int64, Bool).self) {
+                tasks.append(Self.task((row.0, row.1, row.2, row.3, row.4, row.5, row.6, row.7, row.8), tookOver: row.9))
+            }
+            return tasks.sorted { $0.dueAt < $1.dueAt }
+        }
+    }
+
+    public func renewLeases(owner: String, tasks: [String: Int64], until: Timestamp) async throws -> Set<String> {
+        guard !tasks.isEmpty else { return [] }
+        let runs = Array(tasks.keys), fences = runs.map { tasks[$0]! }
+        return try await call {
+            let rows = try await self.client.query(
+                """
+                UPDATE run_tasks t SET lease_until = \(until)
+                  FROM unnest(\(runs)::text[], \(fences)::bigint[]) AS c(run, fence)
+                 WHERE t.run_id = c.run AND t.fence = c.fence AND t.lease_owner = \(owner)
+                RETURNING t.run_id
+                """,
+                logger: self.logger
+            )
+            var renewed: Set<String> = []
+            for try await runID in rows.decode(String.self) { renewed.insert(runID) }
+            return renewed
+        }
+    }
+
+    public func commitTasks(_ outcomes: [TaskOutcome], now: Timestamp) async throws -> Set<String> {
+        var outcomes = outcomes.sorted { $0.runID < $1.runID }
+        while !outcomes.isEmpty {
+            do {
+                let statement = CommitTasks(outcomes)
+                try await call {
+                    for try await _ in try await self.client.execute(statement, logger: self.logger) {}
+                }
+                return Set(outcomes.map(\.runID))
+            } catch let error as StoreError where error.code == .conflict {
+                // A claim was lost: keep the outcomes whose claim still holds, and write those.
+                let runs = outcomes.map(\.runID), fences = outcomes.map(\.fence)
+                let held = try await call {
+                    let rows = try await self.client.query(
+                        """
+                        SELECT t.run_id FROM run_tasks t JOIN unnest(\(runs)::text[], \(fences)::bigint[]) AS c(run, fence)
+                            ON t.run_id = c.run AND t.fence = c.fence
+                        """,
+                        logger: self.logger
+                    )
+                    var held: Set<String> = []
+                    for try await runID in rows.decode(String.self) { held.insert(runID) }
+                    return held
+                }
+                outcomes.removeAll { !held.contains($0.runID) }
+            }
+        }
+        return []
+    }
+
+    public func releaseLeases() async throws -> Int {
+        try await call {
+            try await Self.count(self.client.query("UPDATE run_tasks SET lease_owner = NULL, lease_until = 0 WHERE lease_owner IS NOT NULL RETURNING 1", logger: self.logger))
+        }
+    }
+
+    public func nextTaskDue() async throws -> Timestamp? {
+        try await call {
+            let rows = try await self.client.query("SELECT min(due_at) FROM run_tasks", logger: self.logger)
+            for try await due in rows.decode(Int64?.self) { return due }
+            return nil
+        }
+    }
+
+    public func engineQueue(now: Timestamp) async throws -> EngineQueueStats {
+        try await call {
+            let rows = try await self.client.query(
+                """
+                SELECT count(*) FILTER (WHERE due_at <= \(now) AND lease_until <= \(now)),
+                       count(*) FILTER (WHERE lease_until > \(now)),
+                       count(*) FILTER (WHERE due_at > \(now) AND lease_until <= \(now)),
+                       min(due_at) FILTER (WHERE due_at <= \(now) AND lease_until <= \(now))
+                  FROM run_tasks
+                """,
+                logger: self.logger
+            )
+            for try await (runnable, running, waiting, oldest) in rows.decode((Int64, Int64, Int64, Int64?).self) {
+                return EngineQueueStats(runnable: Int(runnable), running: Int(running), waiting: Int(waiting), oldestRunnableAge: oldest.map { max(0, now - $0) } ?? 0)
+            }
+            return EngineQueueStats()
+        }
+    }
+
+    public func task(runID: String) async throws -> EngineTask? {
+        try await call {
+            let rows = try await self.client.query(
+                "SELECT run_id, org_id, due_at, state, source_topic, source_partition, fence, lease_owner, lease_until FROM run_tasks WHERE run_id = \(runID)",
+                logger: self.logger
+            )
+            for try await row in rows.decode(TaskRow.self) { return Self.task(row) }
+            return nil
+        }
+    }
+
     // MARK: Plumbing
 
     /// Runs `body` once the migrations are done, and turns PostgreSQL's errors into
@@ -635,8 +764,8 @@ struct LoadBatch: PostgresPreparedStatement {
 
 /// A batch's writes, as the arrays `tw_apply_batch` takes.
 struct ApplyBatch: PostgresPreparedStatement {
-    static let name = "tw_apply_batch_v3"
-    static let sql = "SELECT FROM tw_apply_batch(" + (1...35).map { "$\($0)" }.joined(separator: ", ") + ")"
+    static let name = "tw_apply_batch_v4"
+    static let sql = "SELECT FROM tw_apply_batch(" + (1...41).map { "$\($0)" }.joined(separator: ", ") + ")"
     typealias Row = Void
 
     let writes: BatchWrites
@@ -660,6 +789,7 @@ struct ApplyBatch: PostgresPreparedStatement {
         current.runs = []
         current.assessments = []
         current.outbox = []
+        current.tasks = []
         var currentOutbox: [(topic: String, partition: Int32, blob: ByteBuffer)] = []
         var bytes = 0
         func room(_ size: Int) {
@@ -692,6 +822,10 @@ struct ApplyBatch: PostgresPreparedStatement {
             room(entry.blob.readableBytes + entry.topic.utf8.count + 8)
             currentOutbox.append(entry)
         }
+        for task in writes.tasks {
+            room(task.state.count + task.runID.utf8.count + task.orgID.utf8.count + (task.source?.topic.utf8.count ?? 0) + 24)
+            current.tasks.append(task)
+        }
         parts.append(ApplyBatch(current, outbox: currentOutbox))
         return parts
     }
@@ -704,6 +838,7 @@ struct ApplyBatch: PostgresPreparedStatement {
         writes.records.sort { $0.scope.bytes.lexicographicallyPrecedes($1.scope.bytes) }
         writes.runs.sort { $0.id < $1.id }
         writes.assessments.sort { $0.id < $1.id }
+        writes.tasks.sort { $0.runID < $1.runID }
         self.writes = writes
         var latest: [VendorKey: Int] = [:]
         var vendors: [VendorRecord] = []
@@ -721,7 +856,7 @@ struct ApplyBatch: PostgresPreparedStatement {
     }
 
     func makeBindings() throws -> PostgresBindings {
-        var bindings = PostgresBindings(capacity: 35)
+        var bindings = PostgresBindings(capacity: 41)
         let marks = writes.watermarks.sorted { $0.key < $1.key }
         bindings.append(marks.map(\.key.topic))
         bindings.append(marks.map(\.key.partition))
@@ -765,7 +900,52 @@ struct ApplyBatch: PostgresPreparedStatement {
         bindings.append(outbox.map(\.topic))
         bindings.append(outbox.map(\.partition))
         bindings.append(outbox.map(\.blob))
+        let tasks = writes.tasks
+        bindings.append(tasks.map(\.runID))
+        bindings.append(tasks.map(\.orgID))
+        bindings.append(tasks.map(\.dueAt))
+        bindings.append(tasks.map { ByteBuffer(bytes: $0.state) })
+        bindings.append(tasks.map { $0.source?.topic ?? "" })
+        bindings.append(tasks.map { $0.source?.partition ?? -1 })
         bindings.append(writes.now)
+        return bindings
+    }
+
+    func decodeRow(_ row: PostgresRow) throws {}
+}
+
+/// What engine claims did, as the arrays `tw_commit_tasks` takes (runs in id order,
+/// so two instances committing at once lock rows in one order).
+struct CommitTasks: PostgresPreparedStatement {
+    static let name = "tw_commit_tasks_v4"
+    static let sql = "SELECT FROM tw_commit_tasks(" + (1...15).map { "$\($0)" }.joined(separator: ", ") + ")"
+    typealias Row = Void
+
+    let outcomes: [TaskOutcome]
+
+    init(_ outcomes: [TaskOutcome]) {
+        self.outcomes = outcomes
+    }
+
+    func makeBindings() throws -> PostgresBindings {
+        var bindings = PostgresBindings(capacity: 15)
+        bindings.append(outcomes.map(\.runID))
+        bindings.append(outcomes.map(\.fence))
+        bindings.append(outcomes.map { $0.next?.dueAt ?? -1 })
+        bindings.append(outcomes.map { ByteBuffer(bytes: $0.next?.state ?? []) })
+        bindings.append(outcomes.map(\.status))
+        bindings.append(outcomes.map { $0.finishedAt ?? -1 })
+        bindings.append(outcomes.map { ByteBuffer(bytes: $0.document) })
+        let assessments = outcomes.flatMap(\.assessments).sorted { $0.id < $1.id }
+        bindings.append(assessments.map(\.id))
+        bindings.append(assessments.map(\.orgID))
+        bindings.append(assessments.map(\.vendorID))
+        bindings.append(assessments.map(\.createdAt))
+        bindings.append(assessments.map { ByteBuffer(bytes: $0.document) })
+        let entries = OutboxCoding.entries(outcomes.flatMap(\.outbox))
+        bindings.append(entries.map { $0.source?.topic ?? "" })
+        bindings.append(entries.map { $0.source?.partition ?? -1 })
+        bindings.append(entries.map { ByteBuffer(bytes: OutboxCoding.encode($0.messages)) })
         return bindings
     }
 

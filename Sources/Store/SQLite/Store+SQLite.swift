@@ -214,6 +214,23 @@ public final class SQLiteStore: Store {
                 ALTER TABLE parked_outputs ADD COLUMN source_partition INTEGER;
                 """)
         }
+        // The durable engine: a run's steps execute after intake, claimed with leases.
+        migrator.registerMigration("v8-engine-tasks") { db in
+            try db.execute(sql: """
+                CREATE TABLE run_tasks (
+                    run_id TEXT PRIMARY KEY,
+                    org_id TEXT NOT NULL,
+                    due_at INTEGER NOT NULL,
+                    lease_owner TEXT,
+                    lease_until INTEGER NOT NULL DEFAULT 0,
+                    fence INTEGER NOT NULL DEFAULT 0,
+                    state BLOB NOT NULL,
+                    source_topic TEXT,
+                    source_partition INTEGER
+                );
+                CREATE INDEX run_tasks_by_due ON run_tasks (due_at);
+                """)
+        }
         return migrator
     }
 
@@ -324,6 +341,14 @@ public final class SQLiteStore: Store {
             try insertAssessment.execute(arguments: [assessment.id, assessment.orgID, assessment.vendorID, assessment.createdAt, Data(assessment.document)])
         }
         try appendOutbox(writes.outbox, db)
+        try insertTasks(writes.tasks, db)
+    }
+
+    private static func insertTasks(_ tasks: [EngineTask], _ db: Database) throws {
+        let insert = try db.cachedStatement(sql: "INSERT INTO run_tasks (run_id, org_id, due_at, state, source_topic, source_partition) VALUES (?, ?, ?, ?, ?, ?)")
+        for task in tasks {
+            try insert.execute(arguments: [task.runID, task.orgID, task.dueAt, Data(task.state), task.source?.topic, task.source?.partition])
+        }
     }
 
     /// Appends messages to the outbox, in entries of one source partition each
@@ -470,6 +495,110 @@ public final class SQLiteStore: Store {
                 arguments: [bound, limit]
             )
             return db.changesCount
+        }
+    }
+
+    // MARK: The engine's work
+
+    private static let taskColumns = "run_id, org_id, due_at, state, source_topic, source_partition, fence, lease_owner, lease_until"
+
+    private static func task(_ row: Row, tookOver: Bool = false) -> EngineTask {
+        let topic: String? = row[4]
+        return EngineTask(
+            runID: row[0], orgID: row[1], dueAt: row[2], state: Array(row[3] as Data),
+            source: topic.map { PartitionID(topic: $0, partition: row[5]) }, fence: row[6], leaseOwner: row[7], leaseUntil: row[8],
+            tookOverExpiredLease: tookOver
+        )
+    }
+
+    public func claimTasks(owner: String, now: Timestamp, leaseUntil: Timestamp, limit: Int) async throws -> [EngineTask] {
+        try await pool.write { db in
+            let rows = try Row.fetchAll(db, sql: """
+                SELECT \(Self.taskColumns) FROM run_tasks WHERE due_at <= ? AND lease_until <= ? ORDER BY due_at LIMIT ?
+                """, arguments: [now, now, limit])
+            let claim = try db.cachedStatement(sql: "UPDATE run_tasks SET lease_owner = ?, lease_until = ?, fence = fence + 1 WHERE run_id = ?")
+            return try rows.map { row in
+                var task = Self.task(row, tookOver: (row[7] as String?) != nil)
+                try claim.execute(arguments: [owner, leaseUntil, task.runID])
+                task.fence += 1
+                task.leaseOwner = owner
+                task.leaseUntil = leaseUntil
+                return task
+            }
+        }
+    }
+
+    public func renewLeases(owner: String, tasks: [String: Int64], until: Timestamp) async throws -> Set<String> {
+        guard !tasks.isEmpty else { return [] }
+        return try await pool.write { db in
+            let renew = try db.cachedStatement(sql: "UPDATE run_tasks SET lease_until = ? WHERE run_id = ? AND fence = ? AND lease_owner = ?")
+            var renewed: Set<String> = []
+            for (runID, fence) in tasks {
+                try renew.execute(arguments: [until, runID, fence, owner])
+                if db.changesCount == 1 { renewed.insert(runID) }
+            }
+            return renewed
+        }
+    }
+
+    public func commitTasks(_ outcomes: [TaskOutcome], now: Timestamp) async throws -> Set<String> {
+        guard !outcomes.isEmpty else { return [] }
+        return try await pool.write { db in
+            let held = try db.cachedStatement(sql: "SELECT 1 FROM run_tasks WHERE run_id = ? AND fence = ?")
+            let updateTask = try db.cachedStatement(sql: "UPDATE run_tasks SET state = ?, due_at = ?, lease_owner = NULL, lease_until = 0 WHERE run_id = ?")
+            let deleteTask = try db.cachedStatement(sql: "DELETE FROM run_tasks WHERE run_id = ?")
+            let updateRun = try db.cachedStatement(sql: "UPDATE runs SET status = ?, finished_at = ?, document = ? WHERE id = ?")
+            let insertAssessment = try db.cachedStatement(sql: "INSERT INTO assessments (id, org_id, vendor_id, created_at, document) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING")
+            var written: Set<String> = []
+            var outbox: [OutboxMessage] = []
+            for outcome in outcomes {
+                guard try Row.fetchOne(held, arguments: [outcome.runID, outcome.fence]) != nil else { continue }
+                if let next = outcome.next {
+                    try updateTask.execute(arguments: [Data(next.state), next.dueAt, outcome.runID])
+                } else {
+                    try deleteTask.execute(arguments: [outcome.runID])
+                }
+                try updateRun.execute(arguments: [outcome.status, outcome.finishedAt, Data(outcome.document), outcome.runID])
+                for assessment in outcome.assessments {
+                    try insertAssessment.execute(arguments: [assessment.id, assessment.orgID, assessment.vendorID, assessment.createdAt, Data(assessment.document)])
+                }
+                outbox += outcome.outbox
+                written.insert(outcome.runID)
+            }
+            try Self.appendOutbox(outbox, db)
+            return written
+        }
+    }
+
+    public func releaseLeases() async throws -> Int {
+        try await pool.write { db in
+            try db.execute(sql: "UPDATE run_tasks SET lease_owner = NULL, lease_until = 0 WHERE lease_owner IS NOT NULL")
+            return db.changesCount
+        }
+    }
+
+    public func nextTaskDue() async throws -> Timestamp? {
+        try await pool.read { db in try Int64.fetchOne(db, sql: "SELECT min(due_at) FROM run_tasks") }
+    }
+
+    public func engineQueue(now: Timestamp) async throws -> EngineQueueStats {
+        try await pool.read { db in
+            let row = try Row.fetchOne(db, sql: """
+                SELECT count(*) FILTER (WHERE due_at <= ? AND lease_until <= ?),
+                       count(*) FILTER (WHERE lease_until > ?),
+                       count(*) FILTER (WHERE due_at > ? AND lease_until <= ?),
+                       min(due_at) FILTER (WHERE due_at <= ? AND lease_until <= ?)
+                FROM run_tasks
+                """, arguments: [now, now, now, now, now, now, now])
+            guard let row else { return EngineQueueStats() }
+            let oldest: Int64? = row[3]
+            return EngineQueueStats(runnable: row[0], running: row[1], waiting: row[2], oldestRunnableAge: oldest.map { max(0, now - $0) } ?? 0)
+        }
+    }
+
+    public func task(runID: String) async throws -> EngineTask? {
+        try await pool.read { db in
+            try Row.fetchOne(db, sql: "SELECT \(Self.taskColumns) FROM run_tasks WHERE run_id = ?", arguments: [runID]).map { Self.task($0) }
         }
     }
 

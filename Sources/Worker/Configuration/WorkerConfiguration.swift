@@ -1,3 +1,4 @@
+import Workflows
 import Foundation
 import Kafka
 import Logging
@@ -65,6 +66,10 @@ public struct WorkerConfiguration: Sendable {
     public var shutdownGrace: Duration = .seconds(30)
     /// `RUN_RETENTION`, default 30 days: finished runs and assessments are pruned this long after they ended.
     public var runRetention: Duration = .seconds(30 * 86400)
+    /// `STEP_LEASE`, default 30 s: how long a claimed run stays claimed without renewal (§10).
+    public var stepLease: Duration = .seconds(30)
+    /// `ENGINE_CONCURRENCY`, default 64: steps one instance executes at once (§10).
+    public var engineConcurrency = 64
     /// `LOG_LEVEL`, default `info`.
     public var logLevel = Logger.Level.info
     /// `LOG_FORMAT`, default `json`.
@@ -159,6 +164,18 @@ public struct WorkerConfiguration: Sendable {
         } else {
             runRetention = max(runRetention, idempotencyTTL)
         }
+        if let text = value("STEP_LEASE") {
+            guard let lease = DurationParser.parse(text), lease >= .seconds(1), lease <= .seconds(86400) else {
+                throw Self.invalid("STEP_LEASE", text, "a duration from 1s to 24h, such as 30s")
+            }
+            stepLease = lease
+        }
+        if let text = value("ENGINE_CONCURRENCY") {
+            guard let concurrency = Int(text), (1...10_000).contains(concurrency) else {
+                throw Self.invalid("ENGINE_CONCURRENCY", text, "a whole number of steps from 1 to 10000")
+            }
+            engineConcurrency = concurrency
+        }
         if let text = value("IDEMPOTENCY_MISMATCH") {
             guard let policy = IdempotencyMismatchPolicy(rawValue: text.lowercased()) else { throw Self.invalid("IDEMPOTENCY_MISMATCH", text, "replay or reject") }
             idempotencyMismatch = policy
@@ -239,6 +256,8 @@ public struct WorkerConfiguration: Sendable {
             "http_port": "\(httpPort)",
             "shutdown_grace": "\(DurationParser.format(shutdownGrace))",
             "run_retention": "\(DurationParser.format(runRetention))",
+            "step_lease": "\(DurationParser.format(stepLease))",
+            "engine_concurrency": "\(engineConcurrency)",
             "rdkafka_overrides": "\(kafka.overrides.keys.sorted().joined(separator: ","))",
         ]
     }

@@ -15,4 +15,5 @@ public enum LogKey {
     public static let group = "group"
     public static let partitions = "partitions"
     public static let error = "error"
+    public static let runID = "run_id"
 }

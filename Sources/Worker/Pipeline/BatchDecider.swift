@@ -11,7 +11,7 @@ import Workflows
 /// (a second request with the same key in one batch replays the first).
 struct BatchDecider: Sendable {
     var catalog: WorkflowCatalog
-    var executor: any RunExecutor
+    var engine: RunEngine
     var outputs: Outputs
     var idempotencyTTL: Duration
     var mismatchPolicy: WorkerConfiguration.IdempotencyMismatchPolicy
@@ -305,29 +305,27 @@ struct BatchDecider: Sendable {
 
     // MARK: Runs
 
-    /// Executes a run and writes it, its assessments and its events (Started first).
+    /// Creates a run: its document (status `started`, steps pending), its engine task
+    /// (due at once) and `WorkflowRun.Started`. Its steps execute after the batch's
+    /// commit, in the engine (§10): intake never waits for them.
     /// `idempotencyKey`: the request's, carried on the run's events as a header.
     private func start(_ run: PendingRun, orgID: String, source: Source, idempotencyKey: String?, _ state: inout State) {
-        let execution = executor.execute(run)
-        let key = Array(run.id.utf8)
-        let finished = execution.finished  // stored and published: encoded once
-        func event(_ type: String, _ data: [UInt8], _ idParts: [String]) {
-            state.writes.outbox.append(outputs.event(
-                id: Identifier.derive(prefix: "cbevt", from: idParts), type: type, orgID: orgID, encodedData: data, key: key, now: state.now,
-                source: source, idempotencyKey: idempotencyKey
-            ))
-        }
-        event(RunStatus.started.eventType, execution.started, [run.id, RunStatus.started.eventType])
-        for effect in execution.effects {
-            event(effect.eventType, effect.encodedData, [run.id, effect.stepID, effect.eventType])
-        }
-        event(execution.status.eventType, finished, [run.id, execution.status.eventType])
-        for assessment in execution.assessments {
-            state.writes.assessments.append(AssessmentRecord(id: assessment.id, orgID: orgID, vendorID: assessment.vendorID, createdAt: run.now, document: assessment.document.canonicalBytes))
-        }
+        let headers = RunHeaders(
+            requestID: source.requestID, idempotencyKey: idempotencyKey,
+            traceparent: source.traceparent.map { String(decoding: $0, as: UTF8.self) }
+        )
+        let start = engine.start(run, headers: headers)
+        state.writes.outbox.append(outputs.event(
+            id: Identifier.derive(prefix: "cbevt", from: [run.id, RunStatus.started.eventType]), type: RunStatus.started.eventType,
+            orgID: orgID, encodedData: start.document, key: Array(run.id.utf8), now: state.now, source: source, idempotencyKey: idempotencyKey
+        ))
         state.writes.runs.append(RunRecord(
-            id: run.id, orgID: orgID, workflowName: run.definition.name, status: execution.status.rawValue,
-            startedAt: run.now, finishedAt: execution.status == .started ? nil : run.now, document: finished
+            id: run.id, orgID: orgID, workflowName: run.definition.name, status: RunStatus.started.rawValue,
+            startedAt: run.now, finishedAt: nil, document: start.document
+        ))
+        state.writes.tasks.append(EngineTask(
+            runID: run.id, orgID: orgID, dueAt: state.now, state: start.state.encoded,
+            source: PartitionID(topic: source.topic, partition: source.partition)
         ))
         state.tally.runsStarted += 1
     }

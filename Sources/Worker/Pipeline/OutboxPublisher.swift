@@ -274,16 +274,21 @@ final class Doorbell: Sendable {
             guard (try? await Task.sleep(for: timeout)) != nil else { return }
             self?.ring()
         }
-        await withCheckedContinuation { continuation in
-            let ready = state.withLock { state -> Bool in
-                if state.rung {
-                    state.rung = false
-                    return true
+        // Cancelled (the service group ends after another service failed): return at once.
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                let ready = state.withLock { state -> Bool in
+                    if state.rung {
+                        state.rung = false
+                        return true
+                    }
+                    state.waiter = continuation
+                    return false
                 }
-                state.waiter = continuation
-                return false
+                if ready { continuation.resume() }
             }
-            if ready { continuation.resume() }
+        } onCancel: {
+            ring()
         }
         timer.cancel()
         await timer.value

@@ -38,6 +38,28 @@ struct Outputs: Sendable {
         id: String, type: String, orgID: String?, key: [UInt8]?, now: Timestamp, source: Source, idempotencyKey: String?,
         writeData: (inout CanonicalJSONWriter) -> Void
     ) -> OutboxMessage {
+        event(
+            id: id, type: type, orgID: orgID, key: key, now: now, requestID: source.requestID, idempotencyKey: idempotencyKey,
+            traceparent: source.traceparent, writeData: writeData
+        )
+    }
+
+    /// A run's event written by the engine, after intake: the headers are those of the
+    /// input that started the run (kept in its state), and its source partition is the
+    /// input's, so that the instance owning it publishes it after the run's `Started`.
+    func runEvent(_ event: RunEvent, orgID: String, runID: String, headers: RunHeaders, source: PartitionID?, now: Timestamp) -> OutboxMessage {
+        var message = self.event(
+            id: Identifier.derive(prefix: "cbevt", from: event.idParts), type: event.type, orgID: orgID, key: Array(runID.utf8), now: now,
+            requestID: headers.requestID, idempotencyKey: headers.idempotencyKey, traceparent: headers.traceparent.map { Array($0.utf8) }
+        ) { $0.encoded(event.data) }
+        message.source = source
+        return message
+    }
+
+    private func event(
+        id: String, type: String, orgID: String?, key: [UInt8]?, now: Timestamp, requestID: String?, idempotencyKey: String?, traceparent: [UInt8]?,
+        writeData: (inout CanonicalJSONWriter) -> Void
+    ) -> OutboxMessage {
         var envelope = CanonicalJSONWriter()
         envelope.object { envelope in
             envelope.key("data"); writeData(&envelope)
@@ -47,9 +69,9 @@ struct Outputs: Sendable {
             envelope.key("org_id"); envelope.string(orgID)
         }
         var headers = [OutboxHeader(name: "event-type", value: Array(type.utf8))]
-        if let requestID = source.requestID { headers.append(OutboxHeader(name: "request-id", value: Array(requestID.utf8))) }
+        if let requestID { headers.append(OutboxHeader(name: "request-id", value: Array(requestID.utf8))) }
         if let idempotencyKey { headers.append(OutboxHeader(name: "idempotency-key", value: Array(idempotencyKey.utf8))) }
-        if let traceparent = source.traceparent { headers.append(OutboxHeader(name: "traceparent", value: traceparent)) }
+        if let traceparent { headers.append(OutboxHeader(name: "traceparent", value: traceparent)) }
         return OutboxMessage(topic: topics.runStatus, key: Self.boundedKey(key), value: envelope.bytes, headers: headers)
     }
 

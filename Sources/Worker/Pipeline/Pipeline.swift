@@ -20,6 +20,8 @@ public final class Pipeline: BatchHandler {
     private let clock: any WallClock
     private let logger: Logger
     private let outboxReady: @Sendable () -> Void
+    /// Called after each committed batch that started runs: the engine has work.
+    private let runsReady: @Sendable () -> Void
 
     /// How often a batch is decided again after a conflict before the error is raised.
     static let maxAttempts = 10
@@ -47,15 +49,17 @@ public final class Pipeline: BatchHandler {
         public var outputCount: Int { decision.writes.outbox.count }
     }
 
-    /// - Parameter outboxReady: called after each committed batch that wrote outbox rows.
+    /// - Parameters:
+    ///   - runsReady: called after each committed batch that started runs.
+    ///   - outboxReady: called after each committed batch that wrote outbox rows.
     public init(
         configuration: WorkerConfiguration, orgs: OrgDirectory, catalog: WorkflowCatalog, store: any Store,
-        executor: (any RunExecutor)? = nil, clock: any WallClock = SystemWallClock(),
+        clock: any WallClock = SystemWallClock(), runsReady: @escaping @Sendable () -> Void = {},
         logger: Logger, outboxReady: @escaping @Sendable () -> Void
     ) {
         decoder = InputDecoder(configuration: configuration, orgs: orgs)
         decider = BatchDecider(
-            catalog: catalog, executor: executor ?? SynchronousRunExecutor(maxEffectBytes: configuration.maxMessageBytes),
+            catalog: catalog, engine: RunEngine(maxEffectBytes: configuration.maxMessageBytes),
             outputs: Outputs(configuration: configuration),
             idempotencyTTL: configuration.idempotencyTTL, mismatchPolicy: configuration.idempotencyMismatch, logger: logger
         )
@@ -63,6 +67,7 @@ public final class Pipeline: BatchHandler {
         self.clock = clock
         self.logger = logger
         self.outboxReady = outboxReady
+        self.runsReady = runsReady
     }
 
     /// Returns once the store can be used.
@@ -103,6 +108,7 @@ public final class Pipeline: BatchHandler {
                 try await retryingStore("taking a batch", retried: &retried) { try await self.store.apply(decision.writes) }
                 record(decision, count: prepared.items.count)
                 if !decision.writes.outbox.isEmpty { outboxReady() }
+                if !decision.writes.tasks.isEmpty { runsReady() }
                 // A partition whose mark this batch did not move was handled past the batch
                 // already (by another instance after a rebalance, or, after an outage, by an
                 // attempt of this one whose reply was lost): marks are compare-and-set, a fence.

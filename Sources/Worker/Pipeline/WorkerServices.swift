@@ -14,6 +14,8 @@ public struct WorkerServices: Sendable {
     public let publisher: OutboxPublisher
     public let pipeline: Pipeline
     public let sweeper: RetentionSweeper
+    /// The engine: executes runs' steps after intake.
+    public let executor: ExecutorService
     /// What keeps this instance from being ready (a SQLite store in a shared group).
     public let readiness = Readiness()
     /// Told of assignments and revocations: the publisher, and on SQLite the shared-group check.
@@ -21,7 +23,8 @@ public struct WorkerServices: Sendable {
     private let shutdownGrace: Duration
     private let logger: Logger
 
-    public init(configuration: WorkerConfiguration, orgs: OrgDirectory, catalog: WorkflowCatalog, store: any Store, logger: Logger) throws {
+    /// - Parameter enginePaused: runs are created and no step executes (the benchmark's switch).
+    public init(configuration: WorkerConfiguration, orgs: OrgDirectory, catalog: WorkflowCatalog, store: any Store, enginePaused: Bool = false, logger: Logger) throws {
         self.store = store
         self.logger = logger
         shutdownGrace = configuration.shutdownGrace
@@ -32,7 +35,9 @@ public struct WorkerServices: Sendable {
         )
         let publisher = OutboxPublisher(store: store, producer: producer, logger: logger, inputTopics: Set(configuration.topics.inputs))
         self.publisher = publisher
-        pipeline = Pipeline(configuration: configuration, orgs: orgs, catalog: catalog, store: store, logger: logger) { publisher.notify() }
+        let executor = ExecutorService(configuration: configuration, catalog: catalog, store: store, paused: enginePaused, logger: logger)
+        self.executor = executor
+        pipeline = Pipeline(configuration: configuration, orgs: orgs, catalog: catalog, store: store, runsReady: { executor.notify() }, logger: logger) { publisher.notify() }
         sweeper = RetentionSweeper(store: store, ttl: configuration.idempotencyTTL, retention: configuration.runRetention, logger: logger)
         owners = store.isShared ? [publisher] : [publisher, SharedGroupCheck(consumer: consumer, readiness: readiness, logger: logger)]
     }
@@ -57,6 +62,7 @@ public struct WorkerServices: Sendable {
         services += [
             .init(service: producer),
             .init(service: publisher),
+            .init(service: executor),
             .init(service: sweeper),
             .init(service: BatchConsumerService(consumer: consumer, handler: handler, owners: owners, logger: logger), successTerminationBehavior: .gracefullyShutdownGroup),
         ]

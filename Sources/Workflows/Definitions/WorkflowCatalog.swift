@@ -189,7 +189,7 @@ struct WorkflowParser {
         var seen: [String: Int] = [:]
         for (index, node) in nodes.enumerated() {
             guard let step = reader.mapping(node, "step \(index + 1)") else { continue }
-            step.rejectUnknownKeys(allowed: ["id", "name", "action", "with"])
+            step.rejectUnknownKeys(allowed: ["id", "name", "action", "with", "retry", "on_failure"])
             let id = step.string("id", required: true)
             if let id {
                 if !Template.isName(id) || id.contains(".") || id.utf8.count > WorkflowDefinition.maxStepIDBytes {
@@ -223,13 +223,77 @@ struct WorkflowParser {
                 for key in action.requiredInputs where inputs[key] == nil {
                     reader.report("action '\(action.rawValue)' needs '\(key)' under 'with'", line: step.line(of: "action"))
                 }
+                if let known = action.knownInputs {
+                    for key in inputs.keys.sorted() where !known.contains(key) {
+                        reader.report("action '\(action.rawValue)' takes no '\(key)' under 'with' (it takes: \(known.sorted().joined(separator: ", ")))", line: step.line(of: "with"))
+                    }
+                }
+                if action == .delay {
+                    checkDelay(inputs, line: step.line(of: "with"))
+                }
                 if action == .updateWorkflowRun, let status = inputs["status"]?.stringValue, !["completed", "failed", "canceled"].contains(status) {
                     reader.report("update_workflow_run status must be completed, failed or canceled, not '\(status)'", line: step.line(of: "with"))
                 }
             }
-            if let id, let action { steps.append(WorkflowStep(id: id, action: action, with: inputs)) }
+            let retry = parseRetry(step)
+            var onFailure = FailurePolicy.fail
+            if let text = step.string("on_failure") {
+                if let policy = FailurePolicy(rawValue: text) {
+                    onFailure = policy
+                } else {
+                    reader.report("on_failure must be fail or continue, not '\(BoundedText.identifier(text))'", line: step.line(of: "on_failure"))
+                }
+            }
+            if let id, let action { steps.append(WorkflowStep(id: id, action: action, with: inputs, retry: retry, onFailure: onFailure)) }
         }
         return steps
+    }
+
+    /// A step's `retry: {max_attempts, initial, max}`, each optional (§10's defaults).
+    private func parseRetry(_ step: MappingReader) -> RetryPolicy {
+        var policy = RetryPolicy()
+        guard let node = step.value("retry") else { return policy }
+        guard let retry = reader.mapping(node, "'retry'") else { return policy }
+        retry.rejectUnknownKeys(allowed: ["max_attempts", "initial", "max"])
+        if let attempts = retry.int("max_attempts") {
+            if (1...RetryPolicy.attemptsLimit).contains(attempts) {
+                policy.maxAttempts = attempts
+            } else {
+                reader.report("retry.max_attempts must be 1 to \(RetryPolicy.attemptsLimit), not \(attempts)", line: retry.line(of: "max_attempts"))
+            }
+        }
+        for (key, keyPath) in [("initial", \RetryPolicy.initial), ("max", \RetryPolicy.max)] as [(String, WritableKeyPath<RetryPolicy, Duration>)] {
+            guard let text = retry.string(key) else { continue }
+            if let duration = DurationParser.parse(text), duration > .zero {
+                policy[keyPath: keyPath] = duration
+            } else {
+                reader.report("retry.\(key) must be a duration such as 1s, 5m or 1h, not '\(BoundedText.identifier(text))'", line: retry.line(of: key))
+            }
+        }
+        if policy.initial > policy.max {
+            reader.report("retry.initial (\(DurationParser.format(policy.initial))) is longer than retry.max (\(DurationParser.format(policy.max)))", line: step.line(of: "retry"))
+        }
+        return policy
+    }
+
+    /// `delay` takes exactly one of `for` (a duration) and `until` (a time, often a template).
+    private func checkDelay(_ inputs: [String: JSONValue], line: Int) {
+        switch (inputs["for"], inputs["until"]) {
+        case (nil, nil), (.some, .some):
+            reader.report("action 'delay' needs exactly one of 'for' (a duration) and 'until' (a time) under 'with'", line: line)
+        case (let duration?, nil):
+            if let text = duration.stringValue, !text.contains("{{"), DurationParser.parse(text) == nil {
+                reader.report("delay 'for' must be a duration such as 30s, 1h or 7d, not '\(BoundedText.identifier(text))'", line: line)
+            } else if duration.stringValue == nil {
+                reader.report("delay 'for' must be a duration such as 30s, 1h or 7d", line: line)
+            }
+        case (nil, let time?):
+            if let text = time.stringValue, !text.contains("{{"), TimeSpec.parse(.string(text)) == nil {
+                reader.report("delay 'until' must be epoch seconds, an RFC 3339 time or a date YYYY-MM-DD, not '\(BoundedText.identifier(text))'", line: line)
+            } else if time.stringValue == nil, TimeSpec.parse(time) == nil {
+                reader.report("delay 'until' must be epoch seconds, an RFC 3339 time or a date YYYY-MM-DD", line: line)
+            }
+        }
     }
 
     /// Every string under `node` must be a well-formed template over known roots.

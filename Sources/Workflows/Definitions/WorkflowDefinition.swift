@@ -96,13 +96,57 @@ public struct WorkflowStep: Sendable, Hashable {
     }
     /// ``with`` with its templates compiled.
     public private(set) var inputs: TemplateValue
+    /// How often, and how far apart, a retriable failure is tried again (`retry:`).
+    public var retry: RetryPolicy
+    /// What a failed step does to its run (`on_failure:`).
+    public var onFailure: FailurePolicy
 
-    public init(id: String, action: WorkflowAction, with: [String: JSONValue]) {
+    public init(id: String, action: WorkflowAction, with: [String: JSONValue], retry: RetryPolicy = RetryPolicy(), onFailure: FailurePolicy = .fail) {
         self.id = id
         self.action = action
         self.with = with
         self.inputs = TemplateValue(.object(with))
+        self.retry = retry
+        self.onFailure = onFailure
     }
+}
+
+/// A step's `retry:` option: attempts in all, and the bounds of the exponential
+/// backoff between them (full jitter: each wait is random between 0 and the bound).
+public struct RetryPolicy: Sendable, Hashable {
+    /// Attempts in all, the first included (1 = never retried).
+    public var maxAttempts: Int
+    /// The bound of the first wait; it doubles after each attempt.
+    public var initial: Duration
+    /// The largest bound.
+    public var max: Duration
+
+    /// The most attempts a workflow may ask for.
+    public static let attemptsLimit = 100
+
+    public init(maxAttempts: Int = 5, initial: Duration = .seconds(1), max: Duration = .seconds(300)) {
+        self.maxAttempts = maxAttempts
+        self.initial = initial
+        self.max = max
+    }
+
+    /// The wait before attempt `attempt + 1` after attempt `attempt` (1-based) failed:
+    /// `random` (in 0..<1) times `min(max, initial × 2^(attempt-1))`, in milliseconds.
+    public func backoff(afterAttempt attempt: Int, random: Double) -> Int64 {
+        let initial = self.initial.wholeMilliseconds, max = self.max.wholeMilliseconds
+        let doublings = Swift.min(Swift.max(attempt - 1, 0), 40)
+        let (scaled, overflow) = initial.multipliedReportingOverflow(by: Int64(1) << doublings)
+        let bound = overflow ? max : Swift.min(scaled, max)
+        return Int64((Double(bound) * Swift.min(Swift.max(random, 0), 1)).rounded(.down))
+    }
+}
+
+/// What a step that failed (for good) does to its run.
+public enum FailurePolicy: String, Sendable, Hashable, CaseIterable {
+    /// The run fails; the steps after it are skipped.
+    case fail
+    /// The run goes on with the next step.
+    case `continue`
 }
 
 /// The actions a step can take.
@@ -114,6 +158,7 @@ public enum WorkflowAction: String, Sendable, Hashable, CaseIterable {
     case runWorkflow = "run_workflow"
     case updateWorkflowRun = "update_workflow_run"
     case createWorkQueueItem = "create_work_queue_item"
+    case delay
 
     /// Keys of `with` that the action cannot do without.
     public var requiredInputs: [String] {
@@ -122,7 +167,18 @@ public enum WorkflowAction: String, Sendable, Hashable, CaseIterable {
         case .sendWebhook: ["url"]
         case .runWorkflow: ["workflow"]
         case .updateWorkflowRun: ["status"]
-        case .createAssessment, .sendQuestionnaire, .createWorkQueueItem: []
+        case .createAssessment, .sendQuestionnaire, .createWorkQueueItem, .delay: []
+        }
+    }
+
+    /// The keys `with` may hold, when the action takes only known ones (`nil`: any,
+    /// for actions whose inputs become an event's data).
+    public var knownInputs: Set<String>? {
+        switch self {
+        case .delay: ["for", "until"]
+        case .updateWorkflowRun: ["status", "message"]
+        case .runWorkflow: ["workflow", "input", "wait"]
+        case .createAssessment, .sendQuestionnaire, .sendEmail, .sendWebhook, .createWorkQueueItem: nil
         }
     }
 }

@@ -1,5 +1,3 @@
-import Kafka
-
 /// Parses the duration syntax of the configuration: a whole number and a unit,
 /// `500ms`, `5s`, `10m`, `24h` or `7d`.
 public enum DurationParser {
@@ -21,13 +19,13 @@ public enum DurationParser {
         default: return nil
         }
         let (milliseconds, overflow) = amount.multipliedReportingOverflow(by: unit.milliseconds)
-        guard !overflow, milliseconds <= maximum.milliseconds else { return nil }
+        guard !overflow, milliseconds <= maximum.wholeMilliseconds else { return nil }
         return unit.make(amount)
     }
 
     /// The shortest form that parses back to `duration` (`24h`, `90s`, `1500ms`).
     public static func format(_ duration: Duration) -> String {
-        let milliseconds = duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000
+        let milliseconds = duration.wholeMilliseconds
         guard milliseconds % 1000 == 0 else { return "\(milliseconds)ms" }
         let seconds = milliseconds / 1000
         for (unit, size) in [("d", Int64(86400)), ("h", 3600), ("m", 60)] where seconds >= size && seconds % size == 0 {
@@ -40,7 +38,7 @@ public enum DurationParser {
 extension DurationParser {
     /// The duration in words, for messages: `24 hours`, `10 minutes`, `7 days`, `1 second`.
     public static func spoken(_ duration: Duration) -> String {
-        let milliseconds = duration.milliseconds
+        let milliseconds = duration.wholeMilliseconds
         func words(_ count: Int64, _ unit: String) -> String { "\(count) \(unit)\(count == 1 ? "" : "s")" }
         guard milliseconds % 1000 == 0 else { return words(milliseconds, "millisecond") }
         let seconds = milliseconds / 1000
@@ -54,7 +52,16 @@ extension DurationParser {
 }
 
 extension String {
-    var trimmingSpaces: String {
+    public var trimmingSpaces: String {
         String(drop { $0.isWhitespace }.reversed().drop { $0.isWhitespace }.reversed())
+    }
+}
+
+extension Duration {
+    /// The duration in whole milliseconds, rounded down (the Kafka module has the same
+    /// as `milliseconds`; this module does not depend on it).
+    public var wholeMilliseconds: Int64 {
+        let (seconds, attoseconds) = components
+        return seconds * 1000 + attoseconds / 1_000_000_000_000_000
     }
 }

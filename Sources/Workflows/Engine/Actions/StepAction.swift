@@ -1,0 +1,99 @@
+/// One action of a workflow step: one small type per action behind this protocol.
+/// An action is handed the step's rendered inputs and says what happened; the engine
+/// turns that into the step's record, the run's transition and events.
+public protocol StepAction: Sendable {
+    func perform(_ context: StepContext) async -> StepOutcome
+}
+
+/// What an action sees of its run and step.
+public struct StepContext: Sendable {
+    public var run: RunState
+    public var step: WorkflowStep
+    public var state: StepState
+    /// `with`, rendered over the run's context.
+    public var inputs: JSONValue
+    /// Milliseconds since the epoch (the engine's clock, injectable in tests).
+    public var now: Int64
+    /// The most bytes an effect event's `data` may have (`MAX_MESSAGE_BYTES`).
+    public var maxEffectBytes: Int
+
+    public var inputFields: [String: JSONValue] { inputs.objectValue ?? [:] }
+    /// The vendor the run is about, if any.
+    public var vendorID: String? { run.vendor[path: ["id"]]?.stringValue }
+    /// The stable handle of this step's effect outside the store (§10): the same on
+    /// every retry and every re-publication.
+    public var deliveryID: String { Identifier.derive(prefix: "cbevt", from: [run.runID, step.id, "delivery"]) }
+    /// Seconds since the epoch.
+    public var seconds: Int64 { now / 1000 }
+}
+
+/// What a step did.
+public enum StepOutcome: Sendable {
+    /// The step succeeded.
+    case succeeded(StepSuccess)
+    /// The step failed; a retriable failure is tried again under the step's `retry:`.
+    case failed(message: String, retriable: Bool)
+    /// The step succeeded and ends the run with this status (`update_workflow_run`).
+    case endsRun(RunStatus, message: JSONValue)
+    /// The step waits until a time (milliseconds since the epoch); it is performed
+    /// again then, with ``StepState/wakeAt`` set.
+    case waits(until: Int64, waitingFor: JSONValue)
+}
+
+/// A successful step's results.
+public struct StepSuccess: Sendable {
+    public var message: JSONValue
+    public var artifacts: [JSONValue] = []
+    /// What later steps see as `steps.<id>`.
+    public var output: JSONValue = .object([:])
+    public var assessment: CreatedAssessment?
+    public var effects: [RunEffect] = []
+
+    public init(message: JSONValue, artifacts: [JSONValue] = [], output: JSONValue = .object([:]), assessment: CreatedAssessment? = nil, effects: [RunEffect] = []) {
+        self.message = message
+        self.artifacts = artifacts
+        self.output = output
+        self.assessment = assessment
+        self.effects = effects
+    }
+}
+
+/// An assessment a step created.
+public struct CreatedAssessment: Sendable, Hashable {
+    public var id: String
+    public var vendorID: String
+    /// The assessment object of the API.
+    public var document: JSONValue
+}
+
+/// An event a step's action published (`Email.SendRequested` …).
+public struct RunEffect: Sendable, Hashable {
+    public var eventType: String
+    /// The step that caused it (its `cbwrs_` id), for a stable event id.
+    public var stepID: String
+    public var data: JSONValue
+    /// `data` in canonical JSON, as it is published (encoded once, to check its size too).
+    public var encodedData: [UInt8]
+}
+
+extension StepContext {
+    /// An effect event carrying the step's inputs and its handles, or a failure when
+    /// its data would be over ``maxEffectBytes``.
+    func effect(_ type: String, _ extra: [String: JSONValue] = [:]) -> Result<RunEffect, EffectTooLarge> {
+        var data = inputFields
+        data["workflow_run_id"] = .string(run.runID)
+        data["step_id"] = .string(state.stepID)
+        data["delivery_id"] = .string(deliveryID)
+        for (key, value) in extra { data[key] = value }
+        let value = JSONValue.object(data)
+        let encoded = value.canonicalBytes
+        guard encoded.count <= maxEffectBytes else {
+            return .failure(EffectTooLarge(message: "the step's \(type) event would be \(encoded.count) bytes; the limit is \(maxEffectBytes) (MAX_MESSAGE_BYTES)"))
+        }
+        return .success(RunEffect(eventType: type, stepID: state.stepID, data: value, encodedData: encoded))
+    }
+}
+
+struct EffectTooLarge: Error {
+    var message: String
+}

@@ -1,0 +1,322 @@
+/// A run the pipeline decided to start: everything the engine needs.
+public struct PendingRun: Sendable {
+    /// `cbwr_` + 32 hex, derived from the input's dedupe scope and source.
+    public var id: String
+    public var definition: WorkflowDefinition
+    /// The run's input: an event's `data`, or a request's `body.input`.
+    public var input: JSONValue
+    /// `{kind, event_id | idempotency_key, request_id, source}`, in canonical JSON.
+    public var trigger: [UInt8]
+    /// The vendor the run is about, when there is one (from the event or the directory).
+    public var vendor: JSONValue?
+    /// The assessment a request created alongside the run (Pattern 2).
+    public var assessment: JSONValue?
+    /// Seconds since the epoch.
+    public var now: Int64
+
+    public init(id: String, definition: WorkflowDefinition, input: JSONValue, trigger: [UInt8], vendor: JSONValue?, assessment: JSONValue?, now: Int64) {
+        self.id = id
+        self.definition = definition
+        self.input = input
+        self.trigger = trigger
+        self.vendor = vendor
+        self.assessment = assessment
+        self.now = now
+    }
+}
+
+/// A run as intake creates it: the state the engine goes on from, and the run object
+/// of `WorkflowRun.Started` (steps pending).
+public struct RunStart: Sendable {
+    public var state: RunState
+    /// In canonical JSON, stored and published as is.
+    public var document: [UInt8]
+}
+
+/// An event of a run, for the status topic (keyed by the run id).
+public struct RunEvent: Sendable, Hashable {
+    public var type: String
+    /// What its `event_id` derives from: the same transition always has the same id.
+    public var idParts: [String]
+    /// `data`, in canonical JSON.
+    public var data: [UInt8]
+}
+
+/// What one claim of a run did.
+public struct RunAdvance: Sendable {
+    public var state: RunState
+    /// In order: each step's `StepUpdated` with its effects before it, then the terminal event.
+    public var events: [RunEvent] = []
+    public var assessments: [CreatedAssessment] = []
+    /// The run object now, in canonical JSON.
+    public var document: [UInt8] = []
+    /// When the run is to be claimed again (milliseconds since the epoch); `nil` once it ended.
+    public var dueAt: Int64?
+    /// Steps that ended (success, failed, skipped) in this claim.
+    public var stepsEnded = 0
+    /// Attempts that failed and were scheduled again.
+    public var retries = 0
+    /// Per action, the steps performed and how long each took in the action (milliseconds).
+    public var performed: [(action: WorkflowAction, milliseconds: Int64)] = []
+
+    public var finished: Bool { dueAt == nil }
+}
+
+/// What a run *does*: from its state, the steps that can proceed now, each step's
+/// outcome recorded with the events it produces, until the run ends, waits, or a step
+/// is to be retried later. It does no I/O of its own beyond its actions', so a store
+/// transaction can commit all that a claim did, or none of it.
+public struct RunEngine: Sendable {
+    /// The most bytes an effect event's `data` may have (`MAX_MESSAGE_BYTES`).
+    public var maxEffectBytes: Int
+    /// Full jitter: a number in 0..<1 per retry (injectable for tests).
+    public var random: @Sendable () -> Double
+    /// The action of each kind.
+    public var actions: [WorkflowAction: any StepAction]
+    /// The most steps one claim performs before it hands the run back (a run of many
+    /// instant steps does not hold an executor slot for long).
+    public var maxStepsPerClaim = WorkflowDefinition.maxSteps
+
+    public init(maxEffectBytes: Int = 1 << 20, random: @escaping @Sendable () -> Double = { Double.random(in: 0..<1) }, actions: [WorkflowAction: any StepAction] = [:]) {
+        self.maxEffectBytes = maxEffectBytes
+        self.random = random
+        var all: [WorkflowAction: any StepAction] = [
+            .createAssessment: CreateAssessmentAction(),
+            .sendQuestionnaire: EffectAction.questionnaire,
+            .sendEmail: EffectAction.email,
+            .sendWebhook: EffectAction.webhookRequested,
+            .createWorkQueueItem: EffectAction.workQueueItem,
+            .updateWorkflowRun: UpdateRunAction(),
+            .delay: DelayAction(),
+            .runWorkflow: RunWorkflowAction(),
+        ]
+        all.merge(actions) { $1 }
+        self.actions = all
+    }
+
+    // MARK: Start
+
+    /// The run as intake writes it: status `started`, every step pending.
+    public func start(_ run: PendingRun, headers: RunHeaders) -> RunStart {
+        let trigger = (try? JSONValue.parse(run.trigger)) ?? .object([:])
+        let state = RunState(
+            runID: run.id, orgID: run.definition.orgID, workflowName: run.definition.name, definitionID: run.definition.id,
+            startedAt: run.now, completedAt: nil, status: .started, input: run.input, vendor: run.vendor ?? .null,
+            assessment: run.assessment ?? .null, trigger: trigger, outputs: [:], cursor: 0,
+            steps: run.definition.steps.map { step in
+                StepState(componentID: step.id, stepID: Identifier.derive(prefix: "cbwrs", from: [run.id, step.id]), action: step.action, createdAt: run.now, updatedAt: run.now)
+            },
+            headers: headers
+        )
+        return RunStart(state: state, document: RunDocument.encode(state))
+    }
+
+    // MARK: Advance
+
+    /// Performs the steps of `state` that can proceed at `now` (milliseconds).
+    /// - Parameter definition: the run's workflow as deployed now; a run whose definition
+    ///   is gone or changed fails (it never goes on with steps it did not start with).
+    public func advance(_ state: RunState, definition: WorkflowDefinition?, now: Int64) async -> RunAdvance {
+        var advance = RunAdvance(state: state)
+        guard !state.status.isTerminal else {
+            advance.document = RunDocument.encode(state)
+            return advance
+        }
+        guard let definition, definition.id == state.definitionID, definition.steps.count == state.steps.count else {
+            let why = definition == nil
+                ? "workflow '\(state.workflowName)' is no longer deployed"
+                : "workflow '\(state.workflowName)' changed since the run started (definition \(state.definitionID) is gone)"
+            fail(&advance, at: min(state.cursor, state.steps.count - 1), message: why, now: now)
+            return advance
+        }
+        var performed = 0
+        while advance.state.cursor < advance.state.steps.count {
+            let index = advance.state.cursor
+            let step = definition.steps[index]
+            let record = advance.state.steps[index]
+            if let wakeAt = record.wakeAt, now < wakeAt {
+                advance.dueAt = wakeAt
+                return finish(&advance)
+            }
+            if let next = record.nextAttemptAt, now < next {
+                advance.dueAt = next
+                return finish(&advance)
+            }
+            if performed == maxStepsPerClaim {
+                advance.dueAt = now
+                return finish(&advance)
+            }
+            performed += 1
+            if advance.state.status == .waiting { advance.state.status = .started }
+            await perform(step, at: index, &advance, now: now)
+            if advance.state.status.isTerminal { return finish(&advance) }
+            if advance.state.cursor == index, advance.dueAt != nil { return finish(&advance) }
+            advance.dueAt = nil
+        }
+        end(&advance, status: .completed, now: now)
+        return finish(&advance)
+    }
+
+    private func perform(_ step: WorkflowStep, at index: Int, _ advance: inout RunAdvance, now: Int64) async {
+        var record = advance.state.steps[index]
+        let resuming = record.wakeAt != nil
+        if !resuming { record.attempts += 1 }
+        record.nextAttemptAt = nil
+        let context = StepContext(
+            run: advance.state, step: step, state: record, inputs: step.inputs.render(Self.context(advance.state)),
+            now: now, maxEffectBytes: maxEffectBytes
+        )
+        let action = actions[step.action] ?? RunWorkflowAction()
+        let began = ContinuousClock.now
+        let outcome = await action.perform(context)
+        advance.performed.append((step.action, (ContinuousClock.now - began).wholeMilliseconds))
+        let seconds = now / 1000
+        record.updatedAt = seconds
+        switch outcome {
+        case .succeeded(let success):
+            record.status = .success
+            record.message = Self.bounded(success.message)
+            record.artifacts = success.artifacts
+            record.wakeAt = nil
+            record.waitingFor = nil
+            record.lastError = nil
+            advance.state.outputs[step.id] = success.output
+            if let assessment = success.assessment {
+                advance.assessments.append(assessment)
+                advance.state.assessment = assessment.document
+            }
+            for effect in success.effects {
+                advance.events.append(RunEvent(type: effect.eventType, idParts: [advance.state.runID, effect.stepID, effect.eventType], data: effect.encodedData))
+            }
+            advance.state.steps[index] = record
+            advance.state.cursor = index + 1
+            stepUpdated(&advance, index)
+        case .endsRun(let status, let message):
+            record.status = .success
+            record.message = Self.bounded(message)
+            advance.state.steps[index] = record
+            advance.state.cursor = index + 1
+            advance.state.status = status  // the step's event shows the run as the step left it
+            stepUpdated(&advance, index)
+            end(&advance, status: status, now: now)
+        case .waits(let until, let waitingFor):
+            let first = record.wakeAt == nil
+            record.status = .running
+            record.wakeAt = until
+            record.waitingFor = waitingFor
+            advance.state.steps[index] = record
+            advance.state.status = .waiting
+            advance.dueAt = until
+            if first { stepUpdated(&advance, index) }
+        case .failed(let message, let retriable):
+            if retriable, record.attempts < step.retry.maxAttempts {
+                record.status = .running
+                record.lastError = BoundedText.cut(message, maxBytes: BoundedText.messageBytes)
+                record.nextAttemptAt = now + step.retry.backoff(afterAttempt: record.attempts, random: random())
+                advance.state.steps[index] = record
+                advance.dueAt = record.nextAttemptAt
+                advance.retries += 1
+                return
+            }
+            record.status = .failed
+            record.wakeAt = nil
+            record.waitingFor = nil
+            let attempts = record.attempts > 1 ? " (after \(record.attempts) attempts)" : ""
+            record.message = Self.bounded(.string(message + attempts))
+            advance.state.steps[index] = record
+            advance.state.cursor = index + 1
+            if step.onFailure == .fail { advance.state.status = .failed }
+            stepUpdated(&advance, index)
+            if step.onFailure == .fail { end(&advance, status: .failed, now: now) }
+        }
+    }
+
+    /// Fails the run at step `index` (the definition is gone, say): that step fails, the rest are skipped.
+    private func fail(_ advance: inout RunAdvance, at index: Int, message: String, now: Int64) {
+        if index >= 0, index < advance.state.steps.count {
+            advance.state.steps[index].status = .failed
+            advance.state.steps[index].message = Self.bounded(.string(message))
+            advance.state.steps[index].updatedAt = now / 1000
+            advance.state.steps[index].wakeAt = nil
+            advance.state.steps[index].waitingFor = nil
+            advance.state.cursor = index + 1
+            advance.state.status = .failed
+            stepUpdated(&advance, index)
+        }
+        end(&advance, status: .failed, now: now)
+        advance.dueAt = nil
+        advance.document = RunDocument.encode(advance.state)
+    }
+
+    /// Ends the run: the steps not run are skipped (each with its event), then the terminal event.
+    func end(_ advance: inout RunAdvance, status: RunStatus, now: Int64, skippedBecause reason: String = "not run: the run had already ended") {
+        let seconds = now / 1000
+        advance.state.status = status
+        for index in advance.state.steps.indices where !(advance.state.steps[index].status?.isFinal ?? false) {
+            advance.state.steps[index].status = .skipped
+            advance.state.steps[index].message = .string(reason)
+            advance.state.steps[index].updatedAt = seconds
+            advance.state.steps[index].wakeAt = nil
+            advance.state.steps[index].waitingFor = nil
+            advance.state.steps[index].nextAttemptAt = nil
+            stepUpdated(&advance, index)
+        }
+        advance.state.cursor = advance.state.steps.count
+        advance.state.status = status
+        advance.state.completedAt = seconds
+        advance.dueAt = nil
+        let document = RunDocument.encode(advance.state)
+        advance.events.append(RunEvent(type: status.eventType, idParts: [advance.state.runID, status.eventType], data: document))
+    }
+
+    private func finish(_ advance: inout RunAdvance) -> RunAdvance {
+        advance.document = RunDocument.encode(advance.state)
+        return advance
+    }
+
+    /// `WorkflowRun.StepUpdated` for step `index` as it is now.
+    private func stepUpdated(_ advance: inout RunAdvance, _ index: Int) {
+        let step = advance.state.steps[index]
+        if step.status?.isFinal ?? false { advance.stepsEnded += 1 }
+        var data = CanonicalJSONWriter(capacity: 512)
+        data.object { object in
+            object.key("status"); object.string(advance.state.status.rawValue)
+            object.key("step"); RunDocument.writeStep(step, pending: false, into: &object)
+            object.key("workflow_name"); object.string(advance.state.workflowName)
+            object.key("workflow_run_id"); object.string(advance.state.runID)
+        }
+        let status = step.status?.rawValue ?? "pending"
+        advance.events.append(RunEvent(type: "WorkflowRun.StepUpdated", idParts: [advance.state.runID, step.stepID, "WorkflowRun.StepUpdated", status], data: data.bytes))
+    }
+
+    /// The context templates and conditions see.
+    static func context(_ state: RunState) -> JSONValue {
+        [
+            "input": state.input,
+            "vendor": state.vendor,
+            "assessment": state.assessment,
+            "run": ["id": .string(state.runID), "workflow_name": .string(state.workflowName)],
+            "steps": .object(state.outputs),
+        ]
+    }
+
+    /// A step's message as the run document keeps it: at most 1 KiB once encoded,
+    /// since a message may repeat what an input holds (`email to {{ … }}`), and an
+    /// input's control characters take six bytes each in JSON.
+    static func bounded(_ message: JSONValue) -> JSONValue {
+        var text: String
+        switch message {
+        case .null: return .null
+        case .string(let string): text = string
+        default:
+            if message.canonicalBytes.count <= BoundedText.messageBytes { return message }
+            text = message.canonicalString
+        }
+        var budget = BoundedText.messageBytes
+        while JSONValue.string(text).canonicalBytes.count > BoundedText.messageBytes + 2, budget > 16 {
+            budget /= 2
+            text = BoundedText.cut(text, maxBytes: budget)
+        }
+        return .string(text)
+    }
+}

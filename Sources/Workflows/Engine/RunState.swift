@@ -1,0 +1,178 @@
+/// A run's statuses (§10): `started → waiting ⇄ started → completed | failed | canceled`.
+public enum RunStatus: String, Sendable, Hashable, CaseIterable {
+    case started, waiting, completed, failed, canceled
+
+    /// The `WorkflowRun.*` event type of this status (waiting has none: the step that
+    /// waits says so in its `WorkflowRun.StepUpdated`).
+    public var eventType: String {
+        switch self {
+        case .started, .waiting: "WorkflowRun.Started"
+        case .completed: "WorkflowRun.Completed"
+        case .failed: "WorkflowRun.Failed"
+        case .canceled: "WorkflowRun.Canceled"
+        }
+    }
+
+    public var isTerminal: Bool { self == .completed || self == .failed || self == .canceled }
+}
+
+/// A step's statuses: `nil` (pending) → `running` → `success | failed | skipped`.
+public enum StepStatus: String, Sendable, Hashable {
+    case running, success, failed, skipped
+
+    public var isFinal: Bool { self != .running }
+}
+
+/// The headers of the input that started a run, carried on each of its events (§5).
+public struct RunHeaders: Sendable, Hashable {
+    public var requestID: String?
+    public var idempotencyKey: String?
+    public var traceparent: String?
+
+    public init(requestID: String? = nil, idempotencyKey: String? = nil, traceparent: String? = nil) {
+        self.requestID = requestID
+        self.idempotencyKey = idempotencyKey
+        self.traceparent = traceparent
+    }
+}
+
+/// One step of a run, as the engine keeps it between claims.
+public struct StepState: Sendable, Hashable {
+    /// The definition's step id (`component_id`).
+    public var componentID: String
+    /// `cbwrs_` + 32 hex, derived from the run and the step.
+    public var stepID: String
+    public var action: WorkflowAction
+    public var status: StepStatus?
+    public var message: JSONValue = .null
+    public var artifacts: [JSONValue] = []
+    /// Seconds since the epoch.
+    public var createdAt: Int64
+    public var updatedAt: Int64
+    /// Attempts made so far.
+    public var attempts: Int = 0
+    /// When the next attempt is due after a retriable failure (milliseconds since the epoch).
+    public var nextAttemptAt: Int64?
+    /// When a waiting step wakes up (a `delay`'s end, a wait's deadline), in milliseconds.
+    public var wakeAt: Int64?
+    /// What a waiting step waits for (`{"delay": until}` …), shown by `runs show`.
+    public var waitingFor: JSONValue?
+    /// The last retriable failure, while the step is retried.
+    public var lastError: String?
+}
+
+/// Everything the engine needs to go on with a run on any instance, after any
+/// restart: stored beside the run in the store, as canonical JSON.
+public struct RunState: Sendable, Hashable {
+    public var runID: String
+    public var orgID: String
+    public var workflowName: String
+    /// The definition the run started with: a run never continues on another version.
+    public var definitionID: String
+    /// Seconds since the epoch.
+    public var startedAt: Int64
+    public var completedAt: Int64?
+    public var status: RunStatus
+    public var input: JSONValue
+    public var vendor: JSONValue
+    public var assessment: JSONValue
+    public var trigger: JSONValue
+    /// Each finished step's output, for `steps.<id>.*` in later templates and conditions.
+    public var outputs: [String: JSONValue]
+    /// The index of the step to go on with.
+    public var cursor: Int
+    public var steps: [StepState]
+    public var headers: RunHeaders
+
+    /// The format's version, written with every state (a newer one is refused).
+    static let version: Int64 = 1
+}
+
+extension RunState {
+    /// The state as stored.
+    public var encoded: [UInt8] { json.canonicalBytes }
+
+    var json: JSONValue {
+        func optional(_ value: Int64?) -> JSONValue { value.map(JSONValue.int) ?? .null }
+        func optional(_ value: String?) -> JSONValue { value.map(JSONValue.string) ?? .null }
+        return [
+            "v": .int(Self.version),
+            "run_id": .string(runID), "org_id": .string(orgID), "workflow_name": .string(workflowName),
+            "definition_id": .string(definitionID), "started_at": .int(startedAt), "completed_at": optional(completedAt),
+            "status": .string(status.rawValue), "input": input, "vendor": vendor, "assessment": assessment, "trigger": trigger,
+            "outputs": .object(outputs), "cursor": .int(Int64(cursor)),
+            "headers": ["request_id": optional(headers.requestID), "idempotency_key": optional(headers.idempotencyKey), "traceparent": optional(headers.traceparent)],
+            "steps": .array(steps.map { step in
+                [
+                    "component_id": .string(step.componentID), "step_id": .string(step.stepID), "action": .string(step.action.rawValue),
+                    "status": optional(step.status?.rawValue), "message": step.message, "artifacts": .array(step.artifacts),
+                    "created_at": .int(step.createdAt), "updated_at": .int(step.updatedAt), "attempts": .int(Int64(step.attempts)),
+                    "next_attempt_at": optional(step.nextAttemptAt), "wake_at": optional(step.wakeAt),
+                    "waiting_for": step.waitingFor ?? .null, "last_error": optional(step.lastError),
+                ]
+            }),
+        ]
+    }
+
+    /// A state as stored. - Throws: ``RunStateError`` when it is not one this build can read.
+    public init(decoding bytes: [UInt8]) throws(RunStateError) {
+        guard let value = try? JSONValue.parse(bytes), let object = value.objectValue else { throw RunStateError("not a JSON object") }
+        guard let version = object["v"]?.intValue, version <= Self.version else {
+            throw RunStateError("written by a newer release (format \(object["v"]?.intValue.map(String.init) ?? "?"))")
+        }
+        func string(_ key: String, in object: [String: JSONValue]) throws(RunStateError) -> String {
+            guard let text = object[key]?.stringValue else { throw RunStateError("'\(key)' is missing") }
+            return text
+        }
+        func int(_ key: String, in object: [String: JSONValue]) throws(RunStateError) -> Int64 {
+            guard let number = object[key]?.intValue else { throw RunStateError("'\(key)' is missing") }
+            return number
+        }
+        runID = try string("run_id", in: object)
+        orgID = try string("org_id", in: object)
+        workflowName = try string("workflow_name", in: object)
+        definitionID = try string("definition_id", in: object)
+        startedAt = try int("started_at", in: object)
+        completedAt = object["completed_at"]?.intValue
+        guard let status = object["status"]?.stringValue.flatMap(RunStatus.init(rawValue:)) else { throw RunStateError("'status' is missing") }
+        self.status = status
+        input = object["input"] ?? .object([:])
+        vendor = object["vendor"] ?? .null
+        assessment = object["assessment"] ?? .null
+        trigger = object["trigger"] ?? .object([:])
+        outputs = object["outputs"]?.objectValue ?? [:]
+        cursor = Int(try int("cursor", in: object))
+        let headers = object["headers"]?.objectValue ?? [:]
+        self.headers = RunHeaders(
+            requestID: headers["request_id"]?.stringValue, idempotencyKey: headers["idempotency_key"]?.stringValue,
+            traceparent: headers["traceparent"]?.stringValue
+        )
+        var steps: [StepState] = []
+        for item in object["steps"]?.arrayValue ?? [] {
+            guard let step = item.objectValue else { throw RunStateError("a step is not an object") }
+            guard let action = step["action"]?.stringValue.flatMap(WorkflowAction.init(rawValue:)) else { throw RunStateError("a step's action is unknown") }
+            var state = StepState(
+                componentID: try string("component_id", in: step), stepID: try string("step_id", in: step), action: action,
+                createdAt: try int("created_at", in: step), updatedAt: try int("updated_at", in: step)
+            )
+            state.status = step["status"]?.stringValue.flatMap(StepStatus.init(rawValue:))
+            state.message = step["message"] ?? .null
+            state.artifacts = step["artifacts"]?.arrayValue ?? []
+            state.attempts = Int(step["attempts"]?.intValue ?? 0)
+            state.nextAttemptAt = step["next_attempt_at"]?.intValue
+            state.wakeAt = step["wake_at"]?.intValue
+            if let waitingFor = step["waiting_for"], waitingFor != .null { state.waitingFor = waitingFor }
+            state.lastError = step["last_error"]?.stringValue
+            steps.append(state)
+        }
+        self.steps = steps
+        guard (0...steps.count).contains(cursor) else { throw RunStateError("the cursor is outside the steps") }
+    }
+}
+
+/// A stored run state this build cannot read.
+public struct RunStateError: Error, Sendable, Hashable, CustomStringConvertible {
+    public var reason: String
+    init(_ reason: String) { self.reason = reason }
+    public var description: String { "unreadable run state: \(reason)" }
+}

@@ -1,0 +1,89 @@
+import Foundation
+@testable import Store
+import Testing
+
+/// The engine's queue, on every store: claims are exclusive and leased, a lost
+/// claim writes nothing, and a commit writes a run's document, task, assessments
+/// and events together.
+extension StoreSemanticsTests {
+    func task(_ id: String, due: Timestamp, source: PartitionID? = nil) -> EngineTask {
+        EngineTask(runID: id, orgID: "cborg_a", dueAt: due, state: Array("{\"run\":\"\(id)\"}".utf8), source: source)
+    }
+
+    func startRuns(_ store: any Store, _ tasks: [EngineTask]) async throws {
+        var writes = BatchWrites()
+        writes.now = 1000
+        writes.runs = tasks.map { RunRecord(id: $0.runID, orgID: $0.orgID, workflowName: "demo", status: "started", startedAt: 1, document: Array("{}".utf8)) }
+        writes.tasks = tasks
+        try await store.apply(writes)
+    }
+
+    @Test("due tasks are claimed once under a lease, oldest first; an expired lease is taken over; renewals keep it", arguments: StoreKind.available)
+    func engineClaims(_ kind: StoreKind) async throws {
+        let opened = try await kind.open()
+        defer { opened.close() }
+        let store = opened.store
+        try await startRuns(store, [task("cbwr_b", due: 2000), task("cbwr_a", due: 1000, source: partition), task("cbwr_later", due: 9000)])
+        #expect(try await store.nextTaskDue() == 1000)
+        #expect(try await store.engineQueue(now: 2500) == EngineQueueStats(runnable: 2, running: 0, waiting: 1, oldestRunnableAge: 1500))
+
+        let first = try await store.claimTasks(owner: "one", now: 2500, leaseUntil: 5000, limit: 10)
+        #expect(first.map(\.runID) == ["cbwr_a", "cbwr_b"])
+        #expect(first.allSatisfy { $0.fence == 1 && $0.leaseOwner == "one" && !$0.tookOverExpiredLease })
+        #expect(first[0].source == partition && first[1].source == nil)
+        #expect(first[0].state == Array("{\"run\":\"cbwr_a\"}".utf8))
+        #expect(try await store.claimTasks(owner: "two", now: 2600, leaseUntil: 6000, limit: 10).isEmpty, "leased: no one else claims them")
+        #expect(try await store.engineQueue(now: 2600).running == 2)
+
+        #expect(try await store.renewLeases(owner: "one", tasks: ["cbwr_a": 1, "cbwr_b": 1], until: 7000) == ["cbwr_a", "cbwr_b"])
+        #expect(try await store.claimTasks(owner: "two", now: 6000, leaseUntil: 9000, limit: 10).isEmpty, "renewed to 7000")
+        let taken = try await store.claimTasks(owner: "two", now: 7000, leaseUntil: 9000, limit: 1)
+        #expect(taken.map(\.runID) == ["cbwr_a"])
+        #expect(taken[0].fence == 2 && taken[0].tookOverExpiredLease)
+        #expect(try await store.renewLeases(owner: "one", tasks: ["cbwr_a": 1], until: 99_000).isEmpty, "a lost lease is not renewed")
+    }
+
+    @Test("a commit writes what a claim did in one go; a lost claim's outcome writes nothing; a task that ended is gone", arguments: StoreKind.available)
+    func engineCommits(_ kind: StoreKind) async throws {
+        let opened = try await kind.open()
+        defer { opened.close() }
+        let store = opened.store
+        try await startRuns(store, [task("cbwr_a", due: 1000, source: partition), task("cbwr_b", due: 1000)])
+        let claimed = try await store.claimTasks(owner: "one", now: 1000, leaseUntil: 2000, limit: 10)
+        #expect(claimed.count == 2)
+        #expect(try await store.renewLeases(owner: "one", tasks: ["cbwr_a": 1], until: 5000) == ["cbwr_a"])
+        // b's lease runs out and another instance claims it: one's outcome for b is stale.
+        let stolen = try await store.claimTasks(owner: "two", now: 2000, leaseUntil: 9000, limit: 10)
+        #expect(stolen.map(\.runID) == ["cbwr_b"])
+
+        let event = OutboxMessage(topic: "workflow-run-status", key: Array("cbwr_a".utf8), value: Array("done".utf8), headers: [], source: partition)
+        let assessment = AssessmentRecord(id: "cbqsrw_a", orgID: "cborg_a", vendorID: "cbvndr_v", createdAt: 1, document: Array("{}".utf8))
+        let outcomes = [
+            TaskOutcome(runID: "cbwr_a", fence: 1, status: "completed", finishedAt: 2, document: Array("{\"a\":1}".utf8), next: nil, assessments: [assessment], outbox: [event]),
+            TaskOutcome(runID: "cbwr_b", fence: 1, status: "failed", finishedAt: 2, document: Array("{\"b\":1}".utf8), next: nil,
+                        assessments: [AssessmentRecord(id: "cbqsrw_b", orgID: "cborg_a", vendorID: "cbvndr_v", document: [])],
+                        outbox: [OutboxMessage(topic: "workflow-run-status", key: nil, value: Array("stale".utf8), headers: [])]),
+        ]
+        #expect(try await store.commitTasks(outcomes, now: 2500) == ["cbwr_a"])
+        #expect(try await store.run(id: "cbwr_a")?.status == "completed")
+        #expect(try await store.run(id: "cbwr_a")?.finishedAt == 2)
+        #expect(try await store.task(runID: "cbwr_a") == nil)
+        #expect(try await store.assessment(id: "cbqsrw_a") != nil)
+        #expect(try await store.run(id: "cbwr_b")?.status == "started", "the lost claim wrote nothing")
+        #expect(try await store.assessment(id: "cbqsrw_b") == nil)
+        let outbox = try await store.pendingOutbox(limit: 10)
+        #expect(outbox.flatMap(\.messages).map(\.value) == [Array("done".utf8)])
+        #expect(outbox.first?.source == partition)
+
+        // The new holder goes on: a later state, due later, lease released.
+        let later = TaskOutcome(runID: "cbwr_b", fence: 2, status: "waiting", finishedAt: nil, document: Array("{}".utf8), next: (Array("{\"next\":1}".utf8), 50_000), assessments: [], outbox: [])
+        #expect(try await store.commitTasks([later], now: 3000) == ["cbwr_b"])
+        let kept = try #require(try await store.task(runID: "cbwr_b"))
+        #expect(kept.dueAt == 50_000 && kept.state == Array("{\"next\":1}".utf8) && kept.leaseOwner == nil && kept.leaseUntil == 0)
+        #expect(try await store.run(id: "cbwr_b")?.status == "waiting")
+        #expect(try await store.claimTasks(owner: "three", now: 49_999, leaseUntil: 60_000, limit: 10).isEmpty)
+        #expect(try await store.claimTasks(owner: "three", now: 50_000, leaseUntil: 60_000, limit: 10).map(\.runID) == ["cbwr_b"])
+        #expect(try await store.releaseLeases() == 1)
+        #expect(try await store.claimTasks(owner: "four", now: 50_000, leaseUntil: 60_000, limit: 10).first?.tookOverExpiredLease == false)
+    }
+}

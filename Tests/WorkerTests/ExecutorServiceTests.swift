@@ -1,0 +1,129 @@
+import Foundation
+import Kafka
+import Logging
+import Store
+import Synchronization
+import Testing
+import Workflows
+@testable import Worker
+
+/// The engine's service against a real SQLite store, with a clock the test moves:
+/// runs created by intake execute after the commit, timers fire when their time
+/// comes (and after a restart), and a claim whose lease ran out is taken over
+/// without its late outcome being written.
+@Suite("Engine executor")
+struct ExecutorServiceTests {
+    static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("Fixtures").path
+
+    final class TestClock: WallClock {
+        private let time: Mutex<Timestamp>
+        init(_ time: Timestamp) { self.time = Mutex(time) }
+        func now() -> Timestamp { time.withLock { $0 } }
+        func advance(by milliseconds: Int64) { time.withLock { $0 += milliseconds } }
+    }
+
+    let configuration = WorkerConfiguration()
+    let store: SQLiteStore
+    let catalog: WorkflowCatalog
+    let clock = TestClock(1_750_000_000_000)
+    let logger = Logger(label: "test")
+
+    init() throws {
+        store = try SQLiteStore(path: FileManager.default.temporaryDirectory.appendingPathComponent("engine-\(UUID().uuidString).sqlite").path)
+        catalog = try WorkflowCatalog.load(directory: "\(Self.fixtures)/engine/workflows")
+    }
+
+    func executor() -> ExecutorService {
+        ExecutorService(configuration: configuration, catalog: catalog, store: store, clock: clock, logger: logger)
+    }
+
+    /// Starts runs of `workflow` through intake (decode, decide, write), one per key.
+    func start(_ workflow: String, keys: [String], partition: Int32 = 0) async throws -> [String] {
+        let orgs = try OrgDirectory.load(path: "\(Self.fixtures)/pipeline/orgs.yaml")
+        let pipeline = Pipeline(configuration: configuration, orgs: orgs, catalog: catalog, store: store, clock: clock, logger: logger, outboxReady: {})
+        let messages = keys.enumerated().map { offset, key in
+            let value: JSONValue = ["request_type": "workflow_run", "workflow_name": .string(workflow), "body": ["input": ["due_date": "2026-06-30"]]]
+            return KafkaMessage(
+                topicPartition: .init(topic: configuration.topics.triggerRequests, partition: partition), offset: Int64(offset), key: nil, value: value.canonicalBytes,
+                headers: [KafkaHeader(key: "Authorization", value: "Bearer ak_test_alpha_key"), KafkaHeader(key: "Idempotency-Key", value: key), KafkaHeader(key: "Request-Id", value: "req-\(key)")]
+            )
+        }
+        let prepared = try await pipeline.prepare(messages, after: nil)
+        #expect(try await pipeline.write(prepared).asPrepared)
+        return prepared.decision.writes.runs.map(\.id)
+    }
+
+    /// Every published message, in outbox order, as (event type, run key, data).
+    func published() async throws -> [(type: String, key: String, event: JSONValue, headers: [String: String])] {
+        try await store.pendingOutbox(limit: 1000).flatMap(\.messages).map { message in
+            let event = try JSONValue.parse(message.value)
+            let headers = Dictionary(message.headers.map { ($0.name, String(decoding: $0.value, as: UTF8.self)) }) { $1 }
+            return (event["event_type"]?.stringValue ?? "", String(decoding: message.key ?? [], as: UTF8.self), event, headers)
+        }
+    }
+
+    @Test("intake creates the run and its Started only; the executor performs the steps and commits their events after it")
+    func executesAfterIntake() async throws {
+        let runs = try await start("two-steps", keys: ["a", "b"])
+        #expect(runs.count == 2)
+        #expect(try await store.run(id: runs[0])?.status == "started")
+        #expect(try await published().filter { $0.type != "TriggerRequest.Responded" }.map(\.type) == ["WorkflowRun.Started", "WorkflowRun.Started"])
+
+        let claimed = try await executor().round()
+        #expect(claimed == 2)
+        for run in runs {
+            #expect(try await store.run(id: run)?.status == "completed")
+            #expect(try await store.task(runID: run) == nil, "a finished run leaves no engine work")
+            let events = try await published().filter { $0.key == run }
+            #expect(events.map(\.type) == ["WorkflowRun.Started", "Questionnaire.SendRequested", "WorkflowRun.StepUpdated", "WorkflowRun.StepUpdated", "WorkflowRun.Completed"])
+            #expect(events.allSatisfy { $0.headers["request-id"]?.hasPrefix("req-") == true && $0.headers["idempotency-key"] != nil }, "the input's headers travel to the engine's events")
+            #expect(Set(events.map { $0.event["event_id"] }).count == events.count)
+            let questionnaire = try #require(events.first { $0.type == "Questionnaire.SendRequested" })
+            #expect(questionnaire.event[path: ["data", "due_date"]] == "2026-06-30")
+            #expect(questionnaire.event[path: ["data", "delivery_id"]]?.stringValue?.hasPrefix("cbevt_") == true)
+        }
+        #expect(try await executor().round() == 0, "nothing is left to do")
+        // Each engine entry keeps the source partition of the run's input (its owner publishes it).
+        #expect(try await store.pendingOutbox(limit: 100).allSatisfy { $0.source?.topic == configuration.topics.triggerRequests })
+    }
+
+    @Test("a delay is a durable timer: the run waits, nothing happens early, and a new executor (a restart) fires it at its time")
+    func delaySurvivesRestart() async throws {
+        let runs = try await start("wait-an-hour", keys: ["d"])
+        let run = try #require(runs.first)
+        #expect(try await executor().round() == 1)
+        #expect(try await store.run(id: run)?.status == "waiting")
+        let task = try #require(try await store.task(runID: run))
+        #expect(task.dueAt == clock.now() + 3_600_000)
+        #expect(task.leaseOwner == nil, "the lease is released at the commit")
+        #expect(try await published().filter { $0.key == run }.map(\.type) == ["WorkflowRun.Started", "WorkflowRun.StepUpdated"])
+        #expect(try await store.engineQueue(now: clock.now()).waiting == 1)
+
+        clock.advance(by: 3_599_999)
+        #expect(try await executor().round() == 0)
+        clock.advance(by: 1)
+        let restarted = executor()  // another process: state comes only from the store
+        #expect(try await restarted.round() == 1)
+        #expect(try await store.run(id: run)?.status == "completed")
+        #expect(try await published().filter { $0.key == run }.map(\.type) == [
+            "WorkflowRun.Started", "WorkflowRun.StepUpdated", "WorkflowRun.StepUpdated", "Questionnaire.SendRequested", "WorkflowRun.StepUpdated", "WorkflowRun.Completed",
+        ])
+    }
+
+    @Test("an instance that dies mid-claim: its lease runs out, another takes the run over, and the dead claim's late outcome writes nothing")
+    func leaseTakeOver() async throws {
+        let run = try #require(try await start("two-steps", keys: ["l"]).first)
+        // An instance claims the run and stops (killed): it never commits.
+        let dead = try await store.claimTasks(owner: "dead", now: clock.now(), leaseUntil: clock.now() + configuration.stepLease.wholeMilliseconds, limit: 10)
+        #expect(dead.count == 1)
+        #expect(try await executor().round() == 0, "leased: not claimed again yet")
+        clock.advance(by: configuration.stepLease.wholeMilliseconds)
+        #expect(try await executor().round() == 1)
+        #expect(try await store.run(id: run)?.status == "completed")
+        let late = TaskOutcome(runID: run, fence: dead[0].fence, status: "failed", finishedAt: 1, document: Array("{}".utf8), next: nil, assessments: [],
+                               outbox: [OutboxMessage(topic: "workflow-run-status", key: nil, value: Array("late".utf8), headers: [])])
+        #expect(try await store.commitTasks([late], now: clock.now()).isEmpty)
+        #expect(try await store.run(id: run)?.status == "completed")
+        #expect(try await published().filter { $0.key == run }.map(\.type).filter { $0 == "WorkflowRun.Completed" }.count == 1, "the run completed once")
+    }
+}
