@@ -23,6 +23,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
         .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
     ],
     targets: [
         // MARK: librdkafka
@@ -77,6 +79,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Yams", package: "Yams"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -107,9 +110,20 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .target(name: "FuzzSupport", dependencies: ["Kafka", "Workflows"], path: "Tests/FuzzSupport", swiftSettings: swiftSettings),
+        // A local HTTP receiver that records requests and answers as a test scripts it (test support only).
+        .target(
+            name: "HTTPTestSupport",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            path: "Tests/HTTPTestSupport",
+            swiftSettings: swiftSettings
+        ),
         .testTarget(name: "KafkaTests", dependencies: ["Kafka"], swiftSettings: swiftSettings),
         .testTarget(name: "WorkflowsTests", dependencies: ["Workflows"], swiftSettings: swiftSettings),
-        .testTarget(name: "WorkerTests", dependencies: ["Worker", "Kafka", "Store", "Workflows", "FuzzSupport"], swiftSettings: swiftSettings),
+        .testTarget(name: "WorkerTests", dependencies: ["Worker", "Kafka", "Store", "Workflows", "FuzzSupport", "HTTPTestSupport"], swiftSettings: swiftSettings),
         .testTarget(
             name: "StoreTests",
             dependencies: ["Store", "PostgresTestSupport", .product(name: "Logging", package: "swift-log")],
@@ -119,6 +133,7 @@ let package = Package(
             name: "IntegrationTests",
             dependencies: [
                 "FuzzSupport",
+                "HTTPTestSupport",
                 "PostgresTestSupport",
                 "Kafka",
                 .product(name: "Crypto", package: "swift-crypto"),

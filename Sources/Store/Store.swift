@@ -98,7 +98,7 @@ public protocol Store: Sendable {
     /// held is free at once). - Returns: how many leases were held.
     func releaseLeases() async throws -> Int
 
-    /// When the earliest task is due (ignoring leases), or `nil` when there is none.
+    /// When the earliest task can be claimed (due, and its lease run out), or `nil` when there is none.
     func nextTaskDue() async throws -> Timestamp?
 
     /// The engine's queue at `now`, for metrics and `runs`.
@@ -120,7 +120,8 @@ public struct EngineTask: Sendable, Hashable {
     /// The partition whose input started the run: its events are published by the
     /// instance that owns it, after the run's `Started`.
     public var source: PartitionID?
-    /// Incremented by each claim.
+    /// Incremented by each claim and each commit: a version of the task, so that a
+    /// claim, or a decision made on what was read, cannot apply over a later change.
     public var fence: Int64
     /// Who holds it and until when (milliseconds), while it is claimed.
     public var leaseOwner: String?
@@ -148,13 +149,14 @@ public struct TaskOutcome: Sendable {
     public var fence: Int64
     public var status: String
     public var finishedAt: Int64?
-    public var document: [UInt8]
+    /// The run's new document; `nil` leaves the run as it is (only the task changes).
+    public var document: [UInt8]?
     /// The state to go on from and when, or `nil` once the run ended (the task is deleted).
     public var next: (state: [UInt8], dueAt: Timestamp)?
     public var assessments: [AssessmentRecord]
     public var outbox: [OutboxMessage]
 
-    public init(runID: String, fence: Int64, status: String, finishedAt: Int64?, document: [UInt8], next: (state: [UInt8], dueAt: Timestamp)?, assessments: [AssessmentRecord], outbox: [OutboxMessage]) {
+    public init(runID: String, fence: Int64, status: String, finishedAt: Int64?, document: [UInt8]?, next: (state: [UInt8], dueAt: Timestamp)?, assessments: [AssessmentRecord], outbox: [OutboxMessage]) {
         self.runID = runID
         self.fence = fence
         self.status = status

@@ -1,4 +1,6 @@
+import Crypto
 import Foundation
+import HTTPTestSupport
 import Kafka
 import PostgresTestSupport
 import Store
@@ -127,5 +129,111 @@ struct DurableEngineIntegrationTests {
         #expect(pending == 0)
         let tookOver = survivor.output.contains { $0.contains("Took over runs whose lease ran out") }
         print("engine fail-over: \(completedBefore) of \(count) runs had completed before the kill; survivor took over expired leases: \(tookOver)")
+    }
+
+    static func webhookRequest(_ cluster: Cluster, key: String, url: String) -> KafkaProducerMessage {
+        KafkaProducerMessage(
+            topic: cluster.requests, key: Array(key.utf8),
+            value: H.workflowRun("webhook-call", input: ["url": .string(url), "note": .string("for \(key)")]).canonicalBytes,
+            headers: [KafkaHeader(key: "Authorization", value: "Bearer ak_test_beta_key"), KafkaHeader(key: "Idempotency-Key", value: key)]
+        )
+    }
+
+    static func terminal(_ reader: TestMember) -> [String: JSONValue] {
+        var ends: [String: JSONValue] = [:]
+        for message in reader.snapshot.received {
+            guard let event = try? JSONValue.parse(message.value ?? []), let type = event["event_type"]?.stringValue,
+                  ["WorkflowRun.Completed", "WorkflowRun.Failed"].contains(type), let run = event[path: ["data", "workflow_run_id"]]?.stringValue else { continue }
+            ends[run] = event
+        }
+        return ends
+    }
+
+    @Test("send_webhook through the worker: signed with the org's secret, one delivery id across attempts, retried on 500 and on a timeout, not on 400")
+    func webhooks() async throws {
+        let receiver = try await HTTPReceiver { request, earlier in
+            switch request.uri {
+            case "/flaky": Reply(status: earlier < 2 ? 500 : 200)
+            case "/slow": Reply(status: 200, delay: earlier == 0 ? .seconds(12) : .zero)  // the first attempt times out (10 s)
+            case "/bad": Reply(status: 400)
+            default: Reply(status: 200)
+            }
+        }
+        defer { Task { await receiver.close() } }
+        let storePath = FileManager.default.temporaryDirectory.appendingPathComponent("\(TestBroker.uniqueName("hooks")).sqlite").path
+        let cluster = try await Cluster("hooks", storeURL: "sqlite://\(storePath)", partitions: 1)
+        let reader = try TestMember(group: "reader-\(cluster.suffix)", topics: [cluster.status])
+        reader.start()
+        let worker = try cluster.worker()
+        let client = try KafkaProducer(configuration: KafkaProducerConfiguration(common: TestBroker.common), logger: TestBroker.logger)
+        let paths = ["/ok", "/flaky", "/slow", "/bad"]
+        for result in await client.send(paths.map { Self.webhookRequest(cluster, key: "hook\($0.dropFirst())", url: receiver.url($0)) }) { _ = try result.get() }
+        try await reader.waitUntil("the four runs to end", timeout: .seconds(90)) { _ in Self.terminal(reader).count == 4 }
+        worker.interrupt()
+        #expect(try await worker.waitForExit(timeout: .seconds(15)) == 0)
+        await reader.stop()
+        try await client.shutdown()
+
+        let requests = Dictionary(grouping: receiver.requests, by: \.uri)
+        #expect(requests["/ok"]?.count == 1)
+        #expect(requests["/flaky"]?.count == 3, "500, 500, then 200")
+        #expect(requests["/slow"]?.count == 2, "a timeout, then 200")
+        #expect(requests["/bad"]?.count == 1, "a 400 is not retried")
+        for (path, attempts) in requests {
+            #expect(Set(attempts.map { $0.header("Coverbase-Delivery-Id") }).count == 1, "\(path): one delivery id across attempts")
+            for attempt in attempts {
+                let signature = HMAC<SHA256>.authenticationCode(for: attempt.body, using: SymmetricKey(data: Array(H.secretB.utf8)))
+                #expect(attempt.header("Coverbase-Signature") == Identifier.hex(Array(signature)), "\(path): signed with the org's secret")
+                #expect(attempt.header("Content-Type") == "application/json")
+                #expect(attempt.header("X-Team") == "privacy")
+                let body = try JSONValue.parse(attempt.body)
+                #expect(body["note"] == .string("for hook\(path.dropFirst())"), "the payload is the templated one")
+            }
+        }
+        #expect(Set(requests.values.compactMap { $0.first?.header("Coverbase-Delivery-Id") }).count == 4, "each run's delivery id is its own")
+        let ends = Self.terminal(reader)
+        let byPath = Dictionary(uniqueKeysWithValues: ends.values.map { event in
+            (event[path: ["data", "input", "url"]]?.stringValue.map { String($0.split(separator: "/").last ?? "") } ?? "", event)
+        })
+        #expect(byPath["ok"]?["event_type"] == "WorkflowRun.Completed")
+        #expect(byPath["flaky"]?["event_type"] == "WorkflowRun.Completed")
+        #expect(byPath["slow"]?["event_type"] == "WorkflowRun.Completed")
+        #expect(byPath["bad"]?["event_type"] == "WorkflowRun.Failed")
+        #expect(byPath["bad"]?[path: ["data", "steps", "0", "message"]]?.stringValue?.contains("HTTP 400") == true)
+        #expect(byPath["flaky"]?[path: ["data", "steps", "0", "message"]]?.stringValue?.contains("HTTP 200") == true)
+        #expect(byPath.values.allSatisfy { $0[path: ["data", "steps", "0", "artifacts"]] == [] })
+    }
+
+    @Test("an instance killed -9 while its webhook call is in flight: its lease runs out, another instance takes the run over and calls again with the same delivery id",
+          .enabled(if: TestPostgres.url != nil, TestPostgres.skipReason))
+    func killDuringWebhook() async throws {
+        let receiver = try await HTTPReceiver { _, earlier in Reply(status: 200, delay: earlier == 0 ? .seconds(60) : .zero) }
+        defer { Task { await receiver.close() } }
+        let url = try await TestPostgres.freshDatabase()
+        let cluster = try await Cluster("hook-pg", storeURL: url, partitions: 1)
+        let reader = try TestMember(group: "reader-\(cluster.suffix)", topics: [cluster.status])
+        reader.start()
+        let victim = try cluster.worker()
+        let client = try KafkaProducer(configuration: KafkaProducerConfiguration(common: TestBroker.common), logger: TestBroker.logger)
+        for result in await client.send([Self.webhookRequest(cluster, key: "hang", url: receiver.url("/hang"))]) { _ = try result.get() }
+        try await receiver.waitUntil("the first call", timeout: .seconds(60)) { $0.count == 1 }
+        victim.crash()
+        _ = try await victim.waitForExit(timeout: .seconds(10))
+
+        let survivor = try cluster.worker()
+        try await reader.waitUntil("the run to end", timeout: .seconds(60)) { _ in Self.terminal(reader).count == 1 }
+        try await survivor.waitForOutput("the take-over to be logged", timeout: .seconds(10)) { lines in lines.contains { $0.contains("Took over runs whose lease ran out") } }
+        survivor.interrupt()
+        #expect(try await survivor.waitForExit(timeout: .seconds(15)) == 0)
+        await reader.stop()
+        try await client.shutdown()
+
+        let attempts = receiver.requests
+        #expect(attempts.count == 2, "the dead instance's call, and the survivor's")
+        #expect(Set(attempts.map { $0.header("Coverbase-Delivery-Id") }).count == 1, "the same delivery id: the receiver can drop the second")
+        #expect(attempts[1].at - attempts[0].at >= .seconds(4), "the second call waited for the lease (5 s) to run out")
+        #expect(Self.terminal(reader).values.first?["event_type"] == "WorkflowRun.Completed")
+        let completions = reader.snapshot.received.compactMap { try? JSONValue.parse($0.value ?? []) }.filter { $0["event_type"] == "WorkflowRun.Completed" }
+        #expect(Set(completions.map { $0["event_id"] }).count == 1, "completed once")
     }
 }

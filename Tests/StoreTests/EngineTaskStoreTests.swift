@@ -33,6 +33,7 @@ extension StoreSemanticsTests {
         #expect(first[0].source == partition && first[1].source == nil)
         #expect(first[0].state == Array("{\"run\":\"cbwr_a\"}".utf8))
         #expect(try await store.claimTasks(owner: "two", now: 2600, leaseUntil: 6000, limit: 10).isEmpty, "leased: no one else claims them")
+        #expect(try await store.nextTaskDue() == 5000, "a leased task is next claimable when its lease runs out, not at its due time")
         #expect(try await store.engineQueue(now: 2600).running == 2)
 
         #expect(try await store.renewLeases(owner: "one", tasks: ["cbwr_a": 1, "cbwr_b": 1], until: 7000) == ["cbwr_a", "cbwr_b"])
@@ -83,7 +84,13 @@ extension StoreSemanticsTests {
         #expect(try await store.run(id: "cbwr_b")?.status == "waiting")
         #expect(try await store.claimTasks(owner: "three", now: 49_999, leaseUntil: 60_000, limit: 10).isEmpty)
         #expect(try await store.claimTasks(owner: "three", now: 50_000, leaseUntil: 60_000, limit: 10).map(\.runID) == ["cbwr_b"])
+        // An outcome without a document moves only the task (a state that could not be read, kept for later).
+        let parked = TaskOutcome(runID: "cbwr_b", fence: 4, status: "", finishedAt: nil, document: nil, next: (Array("{\"next\":1}".utf8), 90_000), assessments: [], outbox: [])
+        #expect(try await store.commitTasks([parked], now: 50_000) == ["cbwr_b"])
+        #expect(try await store.run(id: "cbwr_b")?.status == "waiting", "the run is left as it was")
+        #expect(try await store.task(runID: "cbwr_b")?.dueAt == 90_000)
+        _ = try await store.claimTasks(owner: "three", now: 90_000, leaseUntil: 95_000, limit: 10)
         #expect(try await store.releaseLeases() == 1)
-        #expect(try await store.claimTasks(owner: "four", now: 50_000, leaseUntil: 60_000, limit: 10).first?.tookOverExpiredLease == false)
+        #expect(try await store.claimTasks(owner: "four", now: 90_000, leaseUntil: 99_000, limit: 10).first?.tookOverExpiredLease == false)
     }
 }

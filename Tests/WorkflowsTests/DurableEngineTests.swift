@@ -14,7 +14,7 @@ struct DurableEngineTests {
     func resume(_ advance: RunAdvance, _ definition: WorkflowDefinition, engine: RunEngine = RunEngine(), at now: Int64) async throws -> RunAdvance {
         let stored = try RunState(decoding: advance.state.encoded)
         #expect(stored == advance.state, "the state survives encoding")
-        return await engine.advance(stored, definition: definition, now: now)
+        return await engine.advance(stored, now: now)
     }
 
     func pending(_ definition: WorkflowDefinition, input: JSONValue = [:]) -> PendingRun {
@@ -74,6 +74,7 @@ struct DurableEngineTests {
         let (_, first) = await execute(pending(workflow), engine: engine, now: Self.t0)
         #expect(first.events.isEmpty, "a failed attempt that will be retried publishes nothing")
         #expect(first.retries == 1)
+        #expect(first.state.status == .waiting, "its only pending work is a timer")
         #expect(first.dueAt == Self.t0 + 1000, "half of the first bound, 2 s")
         #expect(first.state.steps[0].lastError == "busy")
         let second = try await resume(first, workflow, engine: engine, at: Self.t0 + 1000)
@@ -102,18 +103,30 @@ struct DurableEngineTests {
         #expect(went.state.steps.map(\.status) == [.failed, .success])
     }
 
-    @Test("a run whose workflow changed or went away since it started fails, saying why")
-    func definitionChanged() async throws {
-        let workflow = try workflowDefinition("name: demo\ntrigger: { type: direct }\nsteps:\n  - { id: pause, action: delay, with: { for: 1m } }\n  - { id: ask, action: send_questionnaire }\n")
+    @Test("a run goes on with the definition it started with: its steps are kept in its state, whatever is deployed later")
+    func keepsItsDefinition() async throws {
+        let workflow = try workflowDefinition("name: demo\ntrigger: { type: direct }\nsteps:\n  - { id: pause, action: delay, with: { for: 1m } }\n  - { id: ask, action: send_questionnaire, with: { template: v1 }, retry: { max_attempts: 2, initial: 3s }, on_failure: continue }\n")
         let (_, waiting) = await execute(pending(workflow), now: Self.t0)
-        var changed = workflow
-        changed.id = "cbwd_00000000000000000000000000000000"
-        let failed = await RunEngine().advance(waiting.state, definition: changed, now: Self.t0 + 60_000)
-        #expect(failed.state.status == .failed)
-        #expect(failed.state.steps[0].message.stringValue?.contains("changed since the run started") == true)
-        #expect(failed.eventTypes.last == "WorkflowRun.Failed")
-        let gone = await RunEngine().advance(waiting.state, definition: nil, now: Self.t0 + 60_000)
-        #expect(gone.state.steps[0].message.stringValue?.contains("no longer deployed") == true)
+        let stored = try RunState(decoding: waiting.state.encoded)
+        #expect(stored.definition == workflow.steps, "steps, inputs, retry and on_failure survive the store")
+        // The file is edited meanwhile (another template): the waiting run still sends v1.
+        let resumed = await RunEngine().advance(stored, now: Self.t0 + 60_000)
+        #expect(resumed.state.status == .completed)
+        #expect(try resumed.data("Questionnaire.SendRequested").first?["template"] == "v1")
+    }
+
+    @Test("a step whose output is over MAX_MESSAGE_BYTES fails instead of growing the run's state")
+    func boundedOutputs() async throws {
+        struct Big: StepAction {
+            func perform(_ context: StepContext) async -> StepOutcome {
+                .succeeded(StepSuccess(message: "big", output: .string(String(repeating: "x", count: 2048))))
+            }
+        }
+        let workflow = try workflowDefinition("name: demo\ntrigger: { type: direct }\nsteps:\n  - { id: a, action: create_work_queue_item }\n")
+        let (_, run) = await execute(pending(workflow), engine: RunEngine(maxEffectBytes: 1024, actions: [.createWorkQueueItem: Big()]), now: Self.t0)
+        #expect(run.state.status == .failed)
+        #expect(run.state.steps[0].message.stringValue?.contains("output would be") == true)
+        #expect(run.state.outputs.isEmpty)
     }
 
     @Test("a state from a newer release, or not a state, is refused")

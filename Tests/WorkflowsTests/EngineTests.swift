@@ -120,7 +120,7 @@ struct TemplateRenderTests {
 /// Runs `run` in the engine from its start, at `now` (milliseconds), until it ends or waits.
 func execute(_ run: PendingRun, engine: RunEngine = RunEngine(), now: Int64? = nil) async -> (start: RunStart, advance: RunAdvance) {
     let start = engine.start(run, headers: RunHeaders())
-    let advance = await engine.advance(start.state, definition: run.definition, now: now ?? run.now * 1000)
+    let advance = await engine.advance(start.state, now: now ?? run.now * 1000)
     return (start, advance)
 }
 

@@ -126,7 +126,8 @@ enum PostgresSchema {
             )
             """,
             "CREATE INDEX run_tasks_by_due ON run_tasks (due_at)",
-            "DROP FUNCTION tw_apply_batch",
+            // Version 3's function stays (an overload with fewer arguments): instances of the
+            // previous release keep taking batches during a rolling upgrade.
             applyBatchFunctionV4,
             commitTasksFunction,
         ]),
@@ -304,7 +305,8 @@ enum PostgresSchema {
     /// What the engine's claims did, in one statement: raises ``conflictState`` when any
     /// claim's fence moved (its lease ran out and another instance claimed the run);
     /// the caller then keeps only the claims that still hold and calls again. Tasks
-    /// with `t_due` -1 ended and are deleted; assessments already there are kept.
+    /// with `t_due` -1 ended and are deleted; an empty document leaves its run as it is;
+    /// assessments already there are kept.
     static let commitTasksFunction = """
         CREATE FUNCTION tw_commit_tasks(
             t_runs text[], t_fences bigint[], t_due bigint[], t_states bytea[],
@@ -322,13 +324,13 @@ enum PostgresSchema {
             IF held <> coalesce(cardinality(t_runs), 0) THEN
                 RAISE EXCEPTION 'a claim of the engine was lost (its lease ran out)' USING ERRCODE = 'TW001';
             END IF;
-            UPDATE run_tasks t SET state = c.state, due_at = c.due, lease_owner = NULL, lease_until = 0
+            UPDATE run_tasks t SET state = c.state, due_at = c.due, lease_owner = NULL, lease_until = 0, fence = t.fence + 1
               FROM unnest(t_runs, t_due, t_states) AS c(run, due, state)
              WHERE t.run_id = c.run AND c.due >= 0;
             DELETE FROM run_tasks t USING unnest(t_runs, t_due) AS c(run, due) WHERE t.run_id = c.run AND c.due < 0;
             UPDATE runs r SET status = c.status, finished_at = nullif(c.finished, -1), document = c.document
               FROM unnest(t_runs, r_statuses, r_finished, r_documents) AS c(run, status, finished, document)
-             WHERE r.id = c.run;
+             WHERE r.id = c.run AND length(c.document) > 0;
             INSERT INTO assessments (id, org_id, vendor_id, created_at, document)
             SELECT * FROM unnest(as_ids, as_orgs, as_vendors, as_created, as_documents)
             ON CONFLICT DO NOTHING;

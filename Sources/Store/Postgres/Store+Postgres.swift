@@ -514,9 +514,12 @@ public final class PostgresStore: Store, Service {
         return try await call {
             let rows = try await self.client.query(
                 """
-                UPDATE run_tasks t SET lease_until = \(until)
-                  FROM unnest(\(runs)::text[], \(fences)::bigint[]) AS c(run, fence)
-                 WHERE t.run_id = c.run AND t.fence = c.fence AND t.lease_owner = \(owner)
+                WITH held AS (
+                    SELECT t.run_id FROM run_tasks t JOIN unnest(\(runs)::text[], \(fences)::bigint[]) AS c(run, fence)
+                        ON t.run_id = c.run AND t.fence = c.fence AND t.lease_owner = \(owner)
+                     ORDER BY t.run_id FOR UPDATE OF t
+                )
+                UPDATE run_tasks t SET lease_until = \(until) FROM held WHERE t.run_id = held.run_id
                 RETURNING t.run_id
                 """,
                 logger: self.logger
@@ -529,7 +532,9 @@ public final class PostgresStore: Store, Service {
 
     public func commitTasks(_ outcomes: [TaskOutcome], now: Timestamp) async throws -> Set<String> {
         var outcomes = outcomes.sorted { $0.runID < $1.runID }
-        while !outcomes.isEmpty {
+        // Each pass drops the claims found lost; a conflict that persists (a deadlock
+        // with another instance, settled as one) ends after a few passes.
+        for _ in 0..<5 where !outcomes.isEmpty {
             do {
                 let statement = CommitTasks(outcomes)
                 try await call {
@@ -554,7 +559,8 @@ public final class PostgresStore: Store, Service {
                 outcomes.removeAll { !held.contains($0.runID) }
             }
         }
-        return []
+        if outcomes.isEmpty { return [] }
+        throw StoreError(code: .conflict, message: "the engine's outcomes met conflicts five times in a row")
     }
 
     public func releaseLeases() async throws -> Int {
@@ -565,7 +571,7 @@ public final class PostgresStore: Store, Service {
 
     public func nextTaskDue() async throws -> Timestamp? {
         try await call {
-            let rows = try await self.client.query("SELECT min(due_at) FROM run_tasks", logger: self.logger)
+            let rows = try await self.client.query("SELECT min(greatest(due_at, lease_until)) FROM run_tasks", logger: self.logger)
             for try await due in rows.decode(Int64?.self) { return due }
             return nil
         }
@@ -935,7 +941,7 @@ struct CommitTasks: PostgresPreparedStatement {
         bindings.append(outcomes.map { ByteBuffer(bytes: $0.next?.state ?? []) })
         bindings.append(outcomes.map(\.status))
         bindings.append(outcomes.map { $0.finishedAt ?? -1 })
-        bindings.append(outcomes.map { ByteBuffer(bytes: $0.document) })
+        bindings.append(outcomes.map { ByteBuffer(bytes: $0.document ?? []) })
         let assessments = outcomes.flatMap(\.assessments).sorted { $0.id < $1.id }
         bindings.append(assessments.map(\.id))
         bindings.append(assessments.map(\.orgID))

@@ -545,7 +545,7 @@ public final class SQLiteStore: Store {
         guard !outcomes.isEmpty else { return [] }
         return try await pool.write { db in
             let held = try db.cachedStatement(sql: "SELECT 1 FROM run_tasks WHERE run_id = ? AND fence = ?")
-            let updateTask = try db.cachedStatement(sql: "UPDATE run_tasks SET state = ?, due_at = ?, lease_owner = NULL, lease_until = 0 WHERE run_id = ?")
+            let updateTask = try db.cachedStatement(sql: "UPDATE run_tasks SET state = ?, due_at = ?, lease_owner = NULL, lease_until = 0, fence = fence + 1 WHERE run_id = ?")
             let deleteTask = try db.cachedStatement(sql: "DELETE FROM run_tasks WHERE run_id = ?")
             let updateRun = try db.cachedStatement(sql: "UPDATE runs SET status = ?, finished_at = ?, document = ? WHERE id = ?")
             let insertAssessment = try db.cachedStatement(sql: "INSERT INTO assessments (id, org_id, vendor_id, created_at, document) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING")
@@ -558,7 +558,9 @@ public final class SQLiteStore: Store {
                 } else {
                     try deleteTask.execute(arguments: [outcome.runID])
                 }
-                try updateRun.execute(arguments: [outcome.status, outcome.finishedAt, Data(outcome.document), outcome.runID])
+                if let document = outcome.document {
+                    try updateRun.execute(arguments: [outcome.status, outcome.finishedAt, Data(document), outcome.runID])
+                }
                 for assessment in outcome.assessments {
                     try insertAssessment.execute(arguments: [assessment.id, assessment.orgID, assessment.vendorID, assessment.createdAt, Data(assessment.document)])
                 }
@@ -578,7 +580,7 @@ public final class SQLiteStore: Store {
     }
 
     public func nextTaskDue() async throws -> Timestamp? {
-        try await pool.read { db in try Int64.fetchOne(db, sql: "SELECT min(due_at) FROM run_tasks") }
+        try await pool.read { db in try Int64.fetchOne(db, sql: "SELECT min(max(due_at, lease_until)) FROM run_tasks") }
     }
 
     public func engineQueue(now: Timestamp) async throws -> EngineQueueStats {

@@ -70,6 +70,8 @@ public struct WorkerConfiguration: Sendable {
     public var stepLease: Duration = .seconds(30)
     /// `ENGINE_CONCURRENCY`, default 64: steps one instance executes at once (§10).
     public var engineConcurrency = 64
+    /// `WEBHOOK_ALLOWED_HOSTS`, default empty (any host): the host names `send_webhook` may call, lower-cased.
+    public var webhookAllowedHosts: Set<String> = []
     /// `LOG_LEVEL`, default `info`.
     public var logLevel = Logger.Level.info
     /// `LOG_FORMAT`, default `json`.
@@ -176,6 +178,13 @@ public struct WorkerConfiguration: Sendable {
             }
             engineConcurrency = concurrency
         }
+        if let text = value("WEBHOOK_ALLOWED_HOSTS") {
+            let hosts = text.split(separator: ",").map { String($0).trimmingSpaces.lowercased() }.filter { !$0.isEmpty }
+            guard hosts.allSatisfy({ host in host.utf8.count <= 253 && host.utf8.allSatisfy { $0 > 0x20 && $0 < 0x7F && $0 != UInt8(ascii: "/") } }) else {
+                throw Self.invalid("WEBHOOK_ALLOWED_HOSTS", text, "a comma-separated list of host names")
+            }
+            webhookAllowedHosts = Set(hosts)
+        }
         if let text = value("IDEMPOTENCY_MISMATCH") {
             guard let policy = IdempotencyMismatchPolicy(rawValue: text.lowercased()) else { throw Self.invalid("IDEMPOTENCY_MISMATCH", text, "replay or reject") }
             idempotencyMismatch = policy
@@ -258,6 +267,7 @@ public struct WorkerConfiguration: Sendable {
             "run_retention": "\(DurationParser.format(runRetention))",
             "step_lease": "\(DurationParser.format(stepLease))",
             "engine_concurrency": "\(engineConcurrency)",
+            "webhook_allowed_hosts": "\(webhookAllowedHosts.isEmpty ? "any" : webhookAllowedHosts.sorted().joined(separator: ","))",
             "rdkafka_overrides": "\(kafka.overrides.keys.sorted().joined(separator: ","))",
         ]
     }

@@ -37,6 +37,7 @@ public final class ExecutorService: Service, Sendable {
     private let lostClaims = Counter(label: "trigger_worker_engine_lost_claims_total")
     private let runsFinished = Counter(label: "trigger_worker_runs_finished_total")
     private let transactions = Counter(label: "trigger_worker_engine_transactions_total")
+    private let stepsPerTransaction = Recorder(label: "trigger_worker_engine_steps_per_transaction")
     private let runnable = Gauge(label: "trigger_worker_engine_steps", dimensions: [("state", "runnable")])
     private let running = Gauge(label: "trigger_worker_engine_steps", dimensions: [("state", "running")])
     private let waiting = Gauge(label: "trigger_worker_engine_steps", dimensions: [("state", "waiting")])
@@ -78,63 +79,208 @@ public final class ExecutorService: Service, Sendable {
         }
         let renewal = Task { await self.renewLeases() }
         defer { renewal.cancel() }
-        var backoff = Duration.milliseconds(200)
-        var statsDue = ContinuousClock.now
-        // A round in progress finishes at a graceful shutdown (its outcomes are written,
-        // its leases released); only cancellation cuts it short.
-        try await withGracefulShutdownHandler {
-            while !Task.isCancelled && !Task.isShuttingDownGracefully {
-                do {
-                    if statsDue <= .now {
-                        statsDue = .now + .seconds(5)
-                        try await self.recordQueue()
-                    }
-                    let claimed = try await self.round()
-                    backoff = .milliseconds(200)
-                    if claimed == 0 { await self.idle() }
-                } catch is CancellationError {
-                    return
-                } catch {
-                    self.logger.warning("The engine cannot reach the store; retrying", metadata: ["error": "\(error)", "retry_in": "\(backoff)"])
-                    try? await Task.sleep(for: backoff)
-                    backoff = min(backoff * 2, .seconds(10))
-                }
-            }
+        let stats = Task { await self.recordQueueEvery(.seconds(5)) }
+        defer { stats.cancel() }
+        // Runs in progress finish at a graceful shutdown (their outcomes are written,
+        // their leases released); only cancellation cuts them short.
+        await withGracefulShutdownHandler {
+            await self.schedule()
         } onGracefulShutdown: {
             self.doorbell.ring()
         }
     }
 
-    /// Claims what is due, performs it and commits it: one round.
-    /// - Returns: how many runs were claimed.
-    @discardableResult
-    public func round() async throws -> Int {
+    /// What the scheduler's children report.
+    private enum Event: Sendable {
+        /// A run's claim was performed (`nil`: its state could not be read).
+        case performed(runID: String, (TaskOutcome, RunAdvance)?)
+        /// Woken: intake started runs, a timer is due, or the idle interval passed.
+        case woken
+        /// Time to commit what was performed.
+        case flush
+    }
+
+    /// Claims runs as slots free up (at most `ENGINE_CONCURRENCY` at once), performs
+    /// each in a child task, and commits finished claims together, a few milliseconds
+    /// after the first of them finished: a slow step (a webhook that takes its 10 s)
+    /// holds its own slot, not the others' commits.
+    private func schedule() async {
+        await withTaskGroup(of: Event.self) { group in
+            var running = 0
+            var waiting = false  // a child waits for the doorbell
+            var flushArmed = false
+            var claimDue = true
+            var pending: [(TaskOutcome, RunAdvance)] = []
+            var backoff = Duration.milliseconds(200)
+            while true {
+                let stopping = Task.isCancelled || Task.isShuttingDownGracefully
+                // With a backlog, slots are refilled in halves (one claim for many runs, not one per run).
+                if !stopping, claimDue, running == 0 || running <= concurrency / 2 {
+                    do {
+                        let tasks = try await claim(limit: concurrency - running)
+                        backoff = .milliseconds(200)
+                        // A full claim may have left more that is due: claim again when slots free up.
+                        claimDue = tasks.count == concurrency - running
+                        running += tasks.count
+                        for task in tasks {
+                            group.addTask { .performed(runID: task.runID, await self.perform(task, now: self.clock.now())) }
+                        }
+                    } catch {
+                        logger.warning("The engine cannot reach the store; retrying", metadata: [LogKey.error: "\(error)", "retry_in": "\(backoff)"])
+                        claimDue = false
+                        let wait = backoff
+                        backoff = min(backoff * 2, .seconds(10))
+                        if !waiting {
+                            waiting = true
+                            group.addTask { try? await Task.sleep(for: wait); return .woken }
+                        }
+                    }
+                }
+                if !stopping, !claimDue, !waiting {
+                    waiting = true
+                    group.addTask { await self.idle(); return .woken }
+                }
+                if stopping, running == 0, pending.isEmpty { break }
+                if stopping, running == 0, !flushArmed {
+                    await commit(pending)
+                    pending = []
+                    break
+                }
+                guard let event = await group.next() else { break }
+                switch event {
+                case .performed(let runID, let result):
+                    running -= 1
+                    if let result {
+                        pending.append(result)
+                    } else {
+                        inFlight.withLock { _ = $0.removeValue(forKey: runID) }
+                    }
+                    if !flushArmed, !pending.isEmpty {
+                        flushArmed = true
+                        group.addTask { try? await Task.sleep(for: Self.commitDelay); return .flush }
+                    }
+                case .flush:
+                    flushArmed = false
+                    await commit(pending)
+                    pending = []
+                    // What was just committed may be due again at once (a run handed back after
+                    // its step budget, a retry with no wait).
+                    claimDue = true
+                case .woken:
+                    waiting = false
+                    claimDue = true
+                }
+            }
+            group.cancelAll()
+        }
+    }
+
+    /// When a run whose state cannot be read is looked at again (milliseconds).
+    static let unreadableRetry: Int64 = 3_600_000
+
+    /// How long finished claims wait for others to commit with them.
+    static let commitDelay = Duration.milliseconds(20)
+
+    /// Claims up to `limit` due runs under this instance's lease.
+    private func claim(limit: Int) async throws -> [EngineTask] {
         let now = clock.now()
-        let tasks = try await store.claimTasks(owner: owner, now: now, leaseUntil: now + lease.wholeMilliseconds, limit: concurrency)
-        guard !tasks.isEmpty else { return 0 }
+        let tasks = try await store.claimTasks(owner: owner, now: now, leaseUntil: now + lease.wholeMilliseconds, limit: limit)
         let expired = tasks.filter(\.tookOverExpiredLease)
         if !expired.isEmpty {
             leaseExpiries.increment(by: Int64(expired.count))
-            logger.warning("Took over runs whose lease ran out (their instance stopped or stalled)", metadata: ["count": "\(expired.count)", "runs": "\(expired.prefix(5).map(\.runID).joined(separator: ","))"])
+            logger.warning("Took over runs whose lease ran out (their instance stopped or stalled)", metadata: [LogKey.count: "\(expired.count)", "runs": "\(expired.prefix(5).map(\.runID).joined(separator: ","))"])
         }
         inFlight.withLock { inFlight in for task in tasks { inFlight[task.runID] = task.fence } }
-        defer { inFlight.withLock { inFlight in for task in tasks { inFlight[task.runID] = nil } } }
+        return tasks
+    }
 
+    /// Claims what is due, performs it all and commits it: one round (tests drive the
+    /// engine with it, moving their clock between rounds).
+    /// - Returns: how many runs were claimed.
+    @discardableResult
+    public func round() async throws -> Int {
+        let tasks = try await claim(limit: concurrency)
+        guard !tasks.isEmpty else { return 0 }
+        let now = clock.now()
         let outcomes = await withTaskGroup(of: (TaskOutcome, RunAdvance)?.self) { group in
             for task in tasks { group.addTask { await self.perform(task, now: now) } }
             var outcomes: [(TaskOutcome, RunAdvance)] = []
             for await outcome in group { if let outcome { outcomes.append(outcome) } }
             return outcomes
         }
-        let written = try await store.commitTasks(outcomes.map(\.0), now: clock.now())
+        try await commit(outcomes, attempts: 1)
+        return tasks.count
+    }
+
+    /// Commits performed claims in one transaction, retrying a store that does not
+    /// answer while their leases last; records what was written.
+    private func commit(_ outcomes: [(TaskOutcome, RunAdvance)]) async {
+        guard !outcomes.isEmpty else { return }
+        do {
+            try await commit(outcomes, attempts: 4)
+        } catch {
+            // Not written: the leases run out and the runs are performed again (effects
+            // outside the store carry their delivery id; those inside were not applied).
+            logger.error("The engine could not commit what it performed; those runs are performed again after STEP_LEASE", metadata: [LogKey.count: "\(outcomes.count)", LogKey.error: "\(error)"])
+            inFlight.withLock { inFlight in for (outcome, _) in outcomes { inFlight[outcome.runID] = nil } }
+        }
+    }
+
+    private func commit(_ outcomes: [(TaskOutcome, RunAdvance)], attempts: Int) async throws {
+        defer { inFlight.withLock { inFlight in for (outcome, _) in outcomes { inFlight[outcome.runID] = nil } } }
+        for chunk in Self.chunks(outcomes) {
+            do {
+                try await commitChunk(chunk, attempts: attempts)
+            } catch where chunk.count > 1 {
+                // One run's outcome must not sink the others': each on its own.
+                for single in chunk { try? await commitChunk([single], attempts: 1) }
+            }
+        }
+    }
+
+    /// The most runs, and about the most bytes, one engine transaction writes.
+    static let maxRunsPerCommit = 256
+    static let maxBytesPerCommit = 64 << 20
+
+    static func chunks(_ outcomes: [(TaskOutcome, RunAdvance)]) -> [ArraySlice<(TaskOutcome, RunAdvance)>] {
+        var chunks: [ArraySlice<(TaskOutcome, RunAdvance)>] = []
+        var start = outcomes.startIndex, bytes = 0
+        for index in outcomes.indices {
+            let outcome = outcomes[index].0
+            let size = (outcome.document?.count ?? 0) + (outcome.next?.state.count ?? 0) + outcome.outbox.reduce(0) { $0 + $1.byteCount }
+                + outcome.assessments.reduce(0) { $0 + $1.document.count }
+            if index > start, index - start == maxRunsPerCommit || bytes + size > maxBytesPerCommit {
+                chunks.append(outcomes[start..<index])
+                start = index
+                bytes = 0
+            }
+            bytes += size
+        }
+        if start < outcomes.endIndex { chunks.append(outcomes[start...]) }
+        return chunks
+    }
+
+    private func commitChunk(_ outcomes: ArraySlice<(TaskOutcome, RunAdvance)>, attempts: Int) async throws {
+        var attempt = 1
+        var written: Set<String>
+        while true {
+            do {
+                written = try await store.commitTasks(outcomes.map(\.0), now: clock.now())
+                break
+            } catch let error as StoreError where error.code == .unavailable && attempt < attempts {
+                try await Task.sleep(for: .milliseconds(250 << attempt))
+                attempt += 1
+            }
+        }
         transactions.increment()
+        stepsPerTransaction.record(outcomes.reduce(0) { $0 + $1.1.performed.count })
         let lost = outcomes.count - written.count
         if lost > 0 {
             lostClaims.increment(by: Int64(lost))
-            logger.warning("Outcomes not written: their lease ran out and another instance claimed the runs", metadata: ["count": "\(lost)"])
+            logger.warning("Outcomes not written: their lease ran out and another instance claimed the runs", metadata: [LogKey.count: "\(lost)"])
         }
         var ended = 0, retried = 0, finished = 0
-        for (outcome, advance) in outcomes where written.contains(outcome.runID) {
+        for (outcome, advance) in outcomes where written.contains(outcome.runID) && outcome.document != nil {
             ended += advance.stepsEnded
             retried += advance.retries
             for (action, milliseconds) in advance.performed {
@@ -148,7 +294,6 @@ public final class ExecutorService: Service, Sendable {
         stepsEnded.increment(by: Int64(ended))
         retries.increment(by: Int64(retried))
         runsFinished.increment(by: Int64(finished))
-        return tasks.count
     }
 
     /// One run's claim: its steps that can proceed now, as an outcome to commit.
@@ -157,13 +302,14 @@ public final class ExecutorService: Service, Sendable {
         do {
             state = try RunState(decoding: task.state)
         } catch {
-            // Never skipped silently, never dropped: the claim is left to run out, and the
-            // run is looked at again after STEP_LEASE (by a build that can read it, say).
-            logger.error("A run's engine state cannot be read; it is kept and tried again after STEP_LEASE", metadata: [LogKey.runID: "\(task.runID)", "error": "\(error)"])
-            return nil
+            // Never dropped, never spun on: the run is kept as it is and looked at again in
+            // an hour (by a build that can read it, say); the error says which and why.
+            logger.error("A run's engine state cannot be read; it is kept and looked at again in an hour", metadata: [LogKey.runID: "\(task.runID)", LogKey.error: "\(error)"])
+            var parked = RunAdvance(state: RunState.unreadable(runID: task.runID, orgID: task.orgID))
+            parked.dueAt = now + Self.unreadableRetry
+            return (TaskOutcome(runID: task.runID, fence: task.fence, status: "", finishedAt: nil, document: nil, next: (task.state, now + Self.unreadableRetry), assessments: [], outbox: []), parked)
         }
-        let definition = catalog.workflow(orgID: state.orgID, name: state.workflowName)
-        let advance = await engine.advance(state, definition: definition, now: now)
+        let advance = await engine.advance(state, now: now)
         let outbox = advance.events.map { event in
             outputs.runEvent(event, orgID: state.orgID, runID: state.runID, headers: state.headers, source: task.source, now: now)
         }
@@ -201,6 +347,13 @@ public final class ExecutorService: Service, Sendable {
             } catch {
                 logger.warning("Leases could not be renewed", metadata: ["error": "\(error)"])
             }
+        }
+    }
+
+    private func recordQueueEvery(_ interval: Duration) async {
+        while !Task.isCancelled {
+            try? await recordQueue()
+            guard (try? await Task.sleep(for: interval)) != nil else { return }
         }
     }
 

@@ -16,6 +16,8 @@ public struct WorkerServices: Sendable {
     public let sweeper: RetentionSweeper
     /// The engine: executes runs' steps after intake.
     public let executor: ExecutorService
+    /// The HTTP client of `send_webhook`.
+    public let webhooks: WebhookClient
     /// What keeps this instance from being ready (a SQLite store in a shared group).
     public let readiness = Readiness()
     /// Told of assignments and revocations: the publisher, and on SQLite the shared-group check.
@@ -35,7 +37,11 @@ public struct WorkerServices: Sendable {
         )
         let publisher = OutboxPublisher(store: store, producer: producer, logger: logger, inputTopics: Set(configuration.topics.inputs))
         self.publisher = publisher
-        let executor = ExecutorService(configuration: configuration, catalog: catalog, store: store, paused: enginePaused, logger: logger)
+        webhooks = WebhookClient()
+        let engine = RunEngine(maxEffectBytes: configuration.maxMessageBytes, actions: [
+            .sendWebhook: webhooks.action(allowedHosts: configuration.webhookAllowedHosts) { orgs.org(id: $0)?.webhookSigningSecret },
+        ])
+        let executor = ExecutorService(configuration: configuration, catalog: catalog, store: store, engine: engine, paused: enginePaused, logger: logger)
         self.executor = executor
         pipeline = Pipeline(configuration: configuration, orgs: orgs, catalog: catalog, store: store, runsReady: { executor.notify() }, logger: logger) { publisher.notify() }
         sweeper = RetentionSweeper(store: store, ttl: configuration.idempotencyTTL, retention: configuration.runRetention, logger: logger)
@@ -62,6 +68,7 @@ public struct WorkerServices: Sendable {
         services += [
             .init(service: producer),
             .init(service: publisher),
+            .init(service: webhooks),
             .init(service: executor),
             .init(service: sweeper),
             .init(service: BatchConsumerService(consumer: consumer, handler: handler, owners: owners, logger: logger), successTerminationBehavior: .gracefullyShutdownGroup),

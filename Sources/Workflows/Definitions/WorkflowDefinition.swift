@@ -178,7 +178,8 @@ public enum WorkflowAction: String, Sendable, Hashable, CaseIterable {
         case .delay: ["for", "until"]
         case .updateWorkflowRun: ["status", "message"]
         case .runWorkflow: ["workflow", "input", "wait"]
-        case .createAssessment, .sendQuestionnaire, .sendEmail, .sendWebhook, .createWorkQueueItem: nil
+        case .sendWebhook: ["url", "payload", "headers"]
+        case .createAssessment, .sendQuestionnaire, .sendEmail, .createWorkQueueItem: nil
         }
     }
 }

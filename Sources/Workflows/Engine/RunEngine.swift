@@ -60,6 +60,10 @@ public struct RunAdvance: Sendable {
     public var performed: [(action: WorkflowAction, milliseconds: Int64)] = []
 
     public var finished: Bool { dueAt == nil }
+
+    public init(state: RunState) {
+        self.state = state
+    }
 }
 
 /// What a run *does*: from its state, the steps that can proceed now, each step's
@@ -106,6 +110,7 @@ public struct RunEngine: Sendable {
             steps: run.definition.steps.map { step in
                 StepState(componentID: step.id, stepID: Identifier.derive(prefix: "cbwrs", from: [run.id, step.id]), action: step.action, createdAt: run.now, updatedAt: run.now)
             },
+            definition: run.definition.steps,
             headers: headers
         )
         return RunStart(state: state, document: RunDocument.encode(state))
@@ -113,26 +118,19 @@ public struct RunEngine: Sendable {
 
     // MARK: Advance
 
-    /// Performs the steps of `state` that can proceed at `now` (milliseconds).
-    /// - Parameter definition: the run's workflow as deployed now; a run whose definition
-    ///   is gone or changed fails (it never goes on with steps it did not start with).
-    public func advance(_ state: RunState, definition: WorkflowDefinition?, now: Int64) async -> RunAdvance {
+    /// Performs the steps of `state` that can proceed at `now` (milliseconds), with the
+    /// definition the run started with (kept in its state).
+    public func advance(_ state: RunState, now: Int64) async -> RunAdvance {
         var advance = RunAdvance(state: state)
         guard !state.status.isTerminal else {
             advance.document = RunDocument.encode(state)
             return advance
         }
-        guard let definition, definition.id == state.definitionID, definition.steps.count == state.steps.count else {
-            let why = definition == nil
-                ? "workflow '\(state.workflowName)' is no longer deployed"
-                : "workflow '\(state.workflowName)' changed since the run started (definition \(state.definitionID) is gone)"
-            fail(&advance, at: min(state.cursor, state.steps.count - 1), message: why, now: now)
-            return advance
-        }
+        let definition = state.definition
         var performed = 0
         while advance.state.cursor < advance.state.steps.count {
             let index = advance.state.cursor
-            let step = definition.steps[index]
+            let step = definition[index]
             let record = advance.state.steps[index]
             if let wakeAt = record.wakeAt, now < wakeAt {
                 advance.dueAt = wakeAt
@@ -173,6 +171,9 @@ public struct RunEngine: Sendable {
         let seconds = now / 1000
         record.updatedAt = seconds
         switch outcome {
+        case .succeeded(let success) where success.output.canonicalBytes.count > maxEffectBytes:
+            // What later steps see is kept in the run's state: bounded like an event.
+            await fail(step, &record, at: index, &advance, message: "the step's output would be \(success.output.canonicalBytes.count) bytes; the limit is \(maxEffectBytes) (MAX_MESSAGE_BYTES)", now: now)
         case .succeeded(let success):
             record.status = .success
             record.message = Self.bounded(success.message)
@@ -214,38 +215,28 @@ public struct RunEngine: Sendable {
                 record.lastError = BoundedText.cut(message, maxBytes: BoundedText.messageBytes)
                 record.nextAttemptAt = now + step.retry.backoff(afterAttempt: record.attempts, random: random())
                 advance.state.steps[index] = record
+                // Its only pending work is a timer: the run waits (§10).
+                advance.state.status = .waiting
                 advance.dueAt = record.nextAttemptAt
                 advance.retries += 1
                 return
             }
-            record.status = .failed
-            record.wakeAt = nil
-            record.waitingFor = nil
             let attempts = record.attempts > 1 ? " (after \(record.attempts) attempts)" : ""
-            record.message = Self.bounded(.string(message + attempts))
-            advance.state.steps[index] = record
-            advance.state.cursor = index + 1
-            if step.onFailure == .fail { advance.state.status = .failed }
-            stepUpdated(&advance, index)
-            if step.onFailure == .fail { end(&advance, status: .failed, now: now) }
+            await fail(step, &record, at: index, &advance, message: message + attempts, now: now)
         }
     }
 
-    /// Fails the run at step `index` (the definition is gone, say): that step fails, the rest are skipped.
-    private func fail(_ advance: inout RunAdvance, at index: Int, message: String, now: Int64) {
-        if index >= 0, index < advance.state.steps.count {
-            advance.state.steps[index].status = .failed
-            advance.state.steps[index].message = Self.bounded(.string(message))
-            advance.state.steps[index].updatedAt = now / 1000
-            advance.state.steps[index].wakeAt = nil
-            advance.state.steps[index].waitingFor = nil
-            advance.state.cursor = index + 1
-            advance.state.status = .failed
-            stepUpdated(&advance, index)
-        }
-        end(&advance, status: .failed, now: now)
-        advance.dueAt = nil
-        advance.document = RunDocument.encode(advance.state)
+    /// The step fails for good: the run fails unless the step says `on_failure: continue`.
+    private func fail(_ step: WorkflowStep, _ record: inout StepState, at index: Int, _ advance: inout RunAdvance, message: String, now: Int64) async {
+        record.status = .failed
+        record.wakeAt = nil
+        record.waitingFor = nil
+        record.message = Self.bounded(.string(message))
+        advance.state.steps[index] = record
+        advance.state.cursor = index + 1
+        if step.onFailure == .fail { advance.state.status = .failed }
+        stepUpdated(&advance, index)
+        if step.onFailure == .fail { end(&advance, status: .failed, now: now) }
     }
 
     /// Ends the run: the steps not run are skipped (each with its event), then the terminal event.

@@ -82,6 +82,10 @@ public struct RunState: Sendable, Hashable {
     /// The index of the step to go on with.
     public var cursor: Int
     public var steps: [StepState]
+    /// The workflow's steps as they were when the run started: a run goes on with the
+    /// definition it started with, whatever is deployed meanwhile (a file edited, a
+    /// rolling upgrade), as Temporal's and DBOS's runs keep their code version.
+    public var definition: [WorkflowStep]
     public var headers: RunHeaders
 
     /// The format's version, written with every state (a newer one is refused).
@@ -89,6 +93,14 @@ public struct RunState: Sendable, Hashable {
 }
 
 extension RunState {
+    /// A placeholder for a run whose stored state could not be read (nothing of it is written).
+    public static func unreadable(runID: String, orgID: String) -> RunState {
+        RunState(
+            runID: runID, orgID: orgID, workflowName: "", definitionID: "", startedAt: 0, completedAt: nil, status: .started,
+            input: .null, vendor: .null, assessment: .null, trigger: .null, outputs: [:], cursor: 0, steps: [], definition: [], headers: RunHeaders()
+        )
+    }
+
     /// The state as stored.
     public var encoded: [UInt8] { json.canonicalBytes }
 
@@ -101,6 +113,7 @@ extension RunState {
             "definition_id": .string(definitionID), "started_at": .int(startedAt), "completed_at": optional(completedAt),
             "status": .string(status.rawValue), "input": input, "vendor": vendor, "assessment": assessment, "trigger": trigger,
             "outputs": .object(outputs), "cursor": .int(Int64(cursor)),
+            "definition": .array(definition.map(\.json)),
             "headers": ["request_id": optional(headers.requestID), "idempotency_key": optional(headers.idempotencyKey), "traceparent": optional(headers.traceparent)],
             "steps": .array(steps.map { step in
                 [
@@ -166,6 +179,13 @@ extension RunState {
             steps.append(state)
         }
         self.steps = steps
+        var definition: [WorkflowStep] = []
+        for item in object["definition"]?.arrayValue ?? [] {
+            guard let step = WorkflowStep(json: item) else { throw RunStateError("a step of the definition cannot be read") }
+            definition.append(step)
+        }
+        self.definition = definition
+        guard definition.count == steps.count else { throw RunStateError("the definition has \(definition.count) steps, the run \(steps.count)") }
         guard (0...steps.count).contains(cursor) else { throw RunStateError("the cursor is outside the steps") }
     }
 }
@@ -175,4 +195,24 @@ public struct RunStateError: Error, Sendable, Hashable, CustomStringConvertible 
     public var reason: String
     init(_ reason: String) { self.reason = reason }
     public var description: String { "unreadable run state: \(reason)" }
+}
+
+extension WorkflowStep {
+    /// The step as a run's state keeps it.
+    var json: JSONValue {
+        [
+            "id": .string(id), "action": .string(action.rawValue), "with": .object(with),
+            "retry": ["max_attempts": .int(Int64(retry.maxAttempts)), "initial_ms": .int(retry.initial.wholeMilliseconds), "max_ms": .int(retry.max.wholeMilliseconds)],
+            "on_failure": .string(onFailure.rawValue),
+        ]
+    }
+
+    init?(json: JSONValue) {
+        guard let id = json["id"]?.stringValue, let action = json["action"]?.stringValue.flatMap(WorkflowAction.init(rawValue:)),
+              let with = json["with"]?.objectValue, let attempts = json[path: ["retry", "max_attempts"]]?.intValue,
+              let initial = json[path: ["retry", "initial_ms"]]?.intValue, let max = json[path: ["retry", "max_ms"]]?.intValue,
+              let onFailure = json["on_failure"]?.stringValue.flatMap(FailurePolicy.init(rawValue:))
+        else { return nil }
+        self.init(id: id, action: action, with: with, retry: RetryPolicy(maxAttempts: Int(attempts), initial: .milliseconds(initial), max: .milliseconds(max)), onFailure: onFailure)
+    }
 }

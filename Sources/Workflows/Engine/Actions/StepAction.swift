@@ -17,6 +17,15 @@ public struct StepContext: Sendable {
     /// The most bytes an effect event's `data` may have (`MAX_MESSAGE_BYTES`).
     public var maxEffectBytes: Int
 
+    public init(run: RunState, step: WorkflowStep, state: StepState, inputs: JSONValue, now: Int64, maxEffectBytes: Int) {
+        self.run = run
+        self.step = step
+        self.state = state
+        self.inputs = inputs
+        self.now = now
+        self.maxEffectBytes = maxEffectBytes
+    }
+
     public var inputFields: [String: JSONValue] { inputs.objectValue ?? [:] }
     /// The vendor the run is about, if any.
     public var vendorID: String? { run.vendor[path: ["id"]]?.stringValue }
