@@ -473,8 +473,38 @@ public struct BatchQuery: Sendable {
     public var scopes: Set<ScopeHash> = []
     /// Vendor ids per org.
     public var vendors: Set<VendorKey> = []
+    /// Runs a batch acts on (a cancel request names one).
+    public var runs: Set<String> = []
 
     public init() {}
+}
+
+/// A run as a batch reads it: its record, and its engine task while it has one.
+public struct RunSnapshot: Sendable {
+    public var record: RunRecord
+    public var task: EngineTask?
+
+    public init(record: RunRecord, task: EngineTask?) {
+        self.record = record
+        self.task = task
+    }
+}
+
+/// A run a batch cancels: its task is deleted only if its fence is still the one read
+/// (else the batch meets a conflict and is decided again), and its record becomes this.
+public struct RunCancel: Sendable {
+    public var runID: String
+    public var fence: Int64
+    public var finishedAt: Int64
+    /// The run object, status `canceled`.
+    public var document: [UInt8]
+
+    public init(runID: String, fence: Int64, finishedAt: Int64, document: [UInt8]) {
+        self.runID = runID
+        self.fence = fence
+        self.finishedAt = finishedAt
+        self.document = document
+    }
 }
 
 /// A vendor of an org.
@@ -497,6 +527,8 @@ public struct BatchSnapshot: Sendable {
     /// Live (unexpired) idempotency records.
     public var records: [ScopeHash: IdempotencyRecord] = [:]
     public var vendors: [VendorKey: VendorRecord] = [:]
+    /// The runs asked for that exist.
+    public var runs: [String: RunSnapshot] = [:]
 
     public init() {}
 }
@@ -519,13 +551,15 @@ public struct BatchWrites: Sendable {
     public var outbox: [OutboxMessage] = []
     /// The engine work of the runs the batch starts (their steps run after the commit).
     public var tasks: [EngineTask] = []
+    /// Runs the batch cancels.
+    public var cancels: [RunCancel] = []
     /// When the batch was decided; records expired at this time may be replaced.
     public var now: Timestamp = 0
 
     public init() {}
 
     public var isEmpty: Bool {
-        watermarks.isEmpty && records.isEmpty && vendors.isEmpty && runs.isEmpty && assessments.isEmpty && outbox.isEmpty && tasks.isEmpty
+        watermarks.isEmpty && records.isEmpty && vendors.isEmpty && runs.isEmpty && assessments.isEmpty && outbox.isEmpty && tasks.isEmpty && cancels.isEmpty
     }
 }
 

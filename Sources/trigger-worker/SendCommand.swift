@@ -11,7 +11,7 @@ struct SendCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "send",
         abstract: "Publish a vendor event or a trigger request (for demos and smoke tests) and show what it caused.",
-        subcommands: [VendorCreated.self, WorkflowRun.self, AssessmentCreate.self]
+        subcommands: [VendorCreated.self, WorkflowRun.self, AssessmentCreate.self, CancelRun.self]
     )
 
     struct Common: ParsableArguments {
@@ -139,6 +139,25 @@ struct SendCommand: AsyncParsableCommand {
         }
     }
 
+    // MARK: Cancel
+
+    struct CancelRun: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "cancel-run", abstract: "Publish a workflow_run_cancel request (≡ POST /v1/workflows/runs/{id}/cancel).")
+
+        @OptionGroup var common: Common
+        @OptionGroup var request: RequestOptions
+        @Option(name: .customLong("run-id"), help: "The run to cancel (cbwr_…).") var runID: String
+
+        func run() async throws {
+            let configuration = try common.loadConfiguration()
+            let value: JSONValue = ["request_type": "workflow_run_cancel", "body": ["workflow_run_id": .string(runID)]]
+            try await SendCommand.send(
+                configuration, topic: configuration.topics.triggerRequests, key: runID,
+                value: value.canonicalBytes, headers: try request.headers(), common: common
+            )
+        }
+    }
+
     // MARK: Shared
 
     static func newID(_ prefix: String) -> String {
@@ -196,7 +215,12 @@ struct StatusWatcher {
                                   runs.contains(runID) || data[path: ["trigger", "source"]] == expected {
                             runs.insert(runID)
                             print(Self.line(type, envelope))
-                            if type.hasPrefix("WorkflowRun."), type != "WorkflowRun.Started" { ended.insert(runID) }
+                            if ["WorkflowRun.Completed", "WorkflowRun.Failed", "WorkflowRun.Canceled"].contains(type) { ended.insert(runID) }
+                            // A run that waits (a delay, an event) may wait for days: stop following it here.
+                            if type == "WorkflowRun.StepUpdated", data["status"] == "waiting" {
+                                ended.insert(runID)
+                                print("  (\(runID) is waiting; follow it with `trigger-worker watch` or `trigger-worker runs show \(runID)`)")
+                            }
                         }
                     }
                     if responded, ended == runs, !(source.topic == configuration.topics.vendorEvents && runs.isEmpty) { return true }

@@ -233,6 +233,48 @@ struct TriggerRequestTests {
         #expect(canceledEvents[3][path: ["data", "steps", "1", "status"]] == "skipped")
         try await worker.stop()
     }
+
+    @Test("workflow_run_cancel: a waiting run is canceled (200, steps skipped, Canceled after its other events); 404 unknown or another org's; 409 finished")
+    func cancelRun() async throws {
+        let worker = try await H()
+        worker.start()
+        let waiting = try await worker.request(H.workflowRun("long-wait"), idempotencyKey: "wait-1")
+        let runID = try #require(try await worker.response(to: waiting)[path: ["data", "response", "body", "workflow_run_id"]]?.stringValue)
+        try await worker.outputs.waitUntil("the run to wait", timeout: .seconds(30)) { _ in
+            worker.events.contains { $0["event_type"] == "WorkflowRun.StepUpdated" && $0[path: ["data", "workflow_run_id"]]?.stringValue == runID && $0[path: ["data", "status"]] == "waiting" }
+        }
+        func cancel(_ id: String, apiKey: String = H.keyA) -> JSONValue { ["request_type": "workflow_run_cancel", "body": ["workflow_run_id": .string(id)]] }
+
+        let otherOrg = try await worker.response(to: try await worker.request(cancel(runID), apiKey: H.keyB))
+        #expect(otherOrg[path: ["data", "response", "status"]] == 404)
+        #expect(otherOrg[path: ["data", "response", "body", "detail", "code"]] == "workflow_run_not_found")
+        let unknown = try await worker.response(to: try await worker.request(cancel("cbwr_00000000000000000000000000000000")))
+        #expect(unknown[path: ["data", "response", "status"]] == 404)
+
+        let canceled = try await worker.response(to: try await worker.request(cancel(runID), idempotencyKey: "cancel-1"))
+        #expect(canceled[path: ["data", "response", "status"]] == 200)
+        #expect(canceled[path: ["data", "request", "request_type"]] == "workflow_run_cancel")
+        let body = try #require(canceled[path: ["data", "response", "body"]])
+        #expect(body["status"] == "canceled")
+        #expect(body["workflow_run_id"] == .string(runID))
+        #expect(body[path: ["steps", "0", "status"]] == "skipped")
+        #expect(body[path: ["steps", "1", "status"]] == "skipped")
+
+        let events = try await worker.runEvents(runID)
+        #expect(events.map { $0["event_type"]!.stringValue! } == [
+            "WorkflowRun.Started", "WorkflowRun.StepUpdated", "WorkflowRun.StepUpdated", "WorkflowRun.StepUpdated", "WorkflowRun.Canceled",
+        ])
+        #expect(events.last?["data"] == body, "the Canceled event carries the run object the response had")
+        let stored = try #require(try await worker.store.run(id: runID))
+        #expect(stored.status == "canceled")
+        #expect(try await worker.store.task(runID: runID) == nil, "nothing of the run is left for the engine")
+
+        let again = try await worker.response(to: try await worker.request(cancel(runID), idempotencyKey: "cancel-1"))
+        #expect(again[path: ["data", "response", "status"]] == 409, "the same key again is no replay: cancel has no Idempotency-Key semantics")
+        #expect(again[path: ["data", "response", "body", "detail", "code"]] == "workflow_run_finished")
+        #expect(again[path: ["data", "replayed"]] == false)
+        try await worker.stop()
+    }
 }
 
 /// Waits for the first run the input at `report` started.

@@ -93,4 +93,39 @@ extension StoreSemanticsTests {
         #expect(try await store.releaseLeases() == 1)
         #expect(try await store.claimTasks(owner: "four", now: 90_000, leaseUntil: 99_000, limit: 10).first?.tookOverExpiredLease == false)
     }
+
+    @Test("a batch reads the runs it cancels with their tasks; a cancel applies only at the fence it read", arguments: StoreKind.available)
+    func cancels(_ kind: StoreKind) async throws {
+        let opened = try await kind.open()
+        defer { opened.close() }
+        let store = opened.store
+        try await startRuns(store, [task("cbwr_a", due: 1000, source: partition), task("cbwr_b", due: 1000)])
+        var query = BatchQuery()
+        query.runs = ["cbwr_a", "cbwr_b", "cbwr_none"]
+        let snapshot = try await store.load(query, now: 1000)
+        #expect(Set(snapshot.runs.keys) == ["cbwr_a", "cbwr_b"])
+        #expect(snapshot.runs["cbwr_a"]?.task?.source == partition)
+        #expect(snapshot.runs["cbwr_a"]?.task?.fence == 0)
+        #expect(snapshot.runs["cbwr_a"]?.record.status == "started")
+
+        // The engine claims b after the batch read it: the batch's cancel of b is a conflict, and writes nothing.
+        _ = try await store.claimTasks(owner: "engine", now: 1000, leaseUntil: 9000, limit: 10)
+        var stale = BatchWrites()
+        stale.now = 1000
+        stale.cancels = [RunCancel(runID: "cbwr_a", fence: 1, finishedAt: 2, document: Array("{\"a\":0}".utf8)), RunCancel(runID: "cbwr_b", fence: 0, finishedAt: 2, document: [])]
+        await #expect(throws: StoreError.self) { try await store.apply(stale) }
+        #expect(try await store.run(id: "cbwr_a")?.status == "started", "nothing of the batch was written")
+
+        var writes = BatchWrites()
+        writes.now = 1000
+        writes.cancels = [RunCancel(runID: "cbwr_b", fence: 1, finishedAt: 2, document: Array("{\"canceled\":true}".utf8))]
+        try await store.apply(writes)
+        let canceled = try #require(try await store.run(id: "cbwr_b"))
+        #expect(canceled.status == "canceled" && canceled.finishedAt == 2 && canceled.document == Array("{\"canceled\":true}".utf8))
+        #expect(try await store.task(runID: "cbwr_b") == nil)
+        // The engine's claim of b, still running, can no longer write.
+        let late = TaskOutcome(runID: "cbwr_b", fence: 1, status: "completed", finishedAt: 3, document: Array("{}".utf8), next: nil, assessments: [], outbox: [])
+        #expect(try await store.commitTasks([late], now: 2000).isEmpty)
+        #expect(try await store.run(id: "cbwr_b")?.status == "canceled")
+    }
 }

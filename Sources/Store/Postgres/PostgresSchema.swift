@@ -131,6 +131,8 @@ enum PostgresSchema {
             applyBatchFunctionV4,
             commitTasksFunction,
         ]),
+        // Cancelling a run: its task goes (if unchanged since read), its record says so.
+        Migration(version: 5, name: "cancel-runs", statements: [cancelRunsFunction]),
     ]
 
     /// The newest version this build knows: a store migrated further belongs to a newer build.
@@ -338,6 +340,26 @@ enum PostgresSchema {
             SELECT nullif(o.topic, ''), nullif(o.part, -1), o.messages
               FROM unnest(ob_topics, ob_partitions, ob_messages) WITH ORDINALITY AS o(topic, part, messages, position)
              ORDER BY o.position;
+        END
+        $$
+        """
+
+    /// The runs a batch cancels, in its transaction (after `tw_apply_batch`): each
+    /// task is deleted only at the fence the batch read, else ``conflictState``.
+    static let cancelRunsFunction = """
+        CREATE FUNCTION tw_cancel_runs(c_runs text[], c_fences bigint[], c_finished bigint[], c_documents bytea[])
+        RETURNS void LANGUAGE plpgsql AS $$
+        DECLARE
+            changed bigint;
+        BEGIN
+            DELETE FROM run_tasks t USING unnest(c_runs, c_fences) AS c(run, fence) WHERE t.run_id = c.run AND t.fence = c.fence;
+            GET DIAGNOSTICS changed = ROW_COUNT;
+            IF changed <> coalesce(cardinality(c_runs), 0) THEN
+                RAISE EXCEPTION 'a run moved on since it was read' USING ERRCODE = 'TW001';
+            END IF;
+            UPDATE runs r SET status = 'canceled', finished_at = c.finished, document = c.document
+              FROM unnest(c_runs, c_finished, c_documents) AS c(run, finished, document)
+             WHERE r.id = c.run;
         END
         $$
         """

@@ -235,6 +235,27 @@ public final class PostgresStore: Store, Service {
                     )
                 }
             }
+            // Runs are asked for only by cancel requests (rare): a second statement then.
+            if !query.runs.isEmpty {
+                let ids = Array(query.runs)
+                let rows = try await self.client.query(
+                    """
+                    SELECT r.id, r.org_id, r.workflow_name, r.status, r.started_at, r.finished_at, r.document,
+                           t.run_id, t.org_id, t.due_at, t.state, t.source_topic, t.source_partition, t.fence, t.lease_owner, t.lease_until
+                      FROM runs r LEFT JOIN run_tasks t ON t.run_id = r.id WHERE r.id = ANY(\(ids)::text[])
+                    """,
+                    logger: self.logger
+                )
+                for try await row in rows {
+                    let columns = try row.decode((String, String, String, String, Int64, Int64?, ByteBuffer, String?, String?, Int64?, ByteBuffer?, String?, Int32?, Int64?, String?, Int64?).self)
+                    var task: EngineTask?
+                    if let taskRun = columns.7, let taskOrg = columns.8, let due = columns.9, let state = columns.10, let fence = columns.13 {
+                        task = Self.task((taskRun, taskOrg, due, state, columns.11, columns.12, fence, columns.14, columns.15 ?? 0))
+                    }
+                    let record = Self.run((columns.0, columns.1, columns.2, columns.3, columns.4, columns.5, columns.6))
+                    snapshot.runs[record.id] = RunSnapshot(record: record, task: task)
+                }
+            }
             return snapshot
         }
     }
@@ -243,7 +264,7 @@ public final class PostgresStore: Store, Service {
         guard !writes.isEmpty else { return }
         let parts = ApplyBatch.parts(writes, maxBytes: maxStatementBytes)
         try await call {
-            if parts.count == 1 {
+            if parts.count == 1 && writes.cancels.isEmpty {
                 // Consumed to the end: a conflict the function raises arrives with the result.
                 for try await _ in try await self.client.execute(parts[0], logger: self.logger) {}
                 return
@@ -253,6 +274,16 @@ public final class PostgresStore: Store, Service {
             try await self.client.withTransaction(logger: self.logger) { connection in
                 for part in parts {
                     for try await _ in try await connection.execute(part, logger: self.logger) {}
+                }
+                if !writes.cancels.isEmpty {
+                    let cancels = writes.cancels.sorted { $0.runID < $1.runID }
+                    let runs = cancels.map(\.runID), fences = cancels.map(\.fence), finished = cancels.map(\.finishedAt)
+                    let documents = cancels.map { ByteBuffer(bytes: $0.document) }
+                    let rows = try await connection.query(
+                        "SELECT FROM tw_cancel_runs(\(runs)::text[], \(fences)::bigint[], \(finished)::bigint[], \(documents)::bytea[])",
+                        logger: self.logger
+                    )
+                    for try await _ in rows {}
                 }
             }
         }

@@ -273,6 +273,12 @@ public final class SQLiteStore: Store {
                     snapshot.vendors[key] = VendorRecord(id: key.vendorID, orgID: key.orgID, document: Array(row[0] as Data), occurredAt: row[1])
                 }
             }
+            let run = try db.cachedStatement(sql: "SELECT id, org_id, workflow_name, status, started_at, finished_at, document FROM runs WHERE id = ?")
+            let task = try db.cachedStatement(sql: "SELECT \(Self.taskColumns) FROM run_tasks WHERE run_id = ?")
+            for id in query.runs {
+                guard let row = try Row.fetchOne(run, arguments: [id]) else { continue }
+                snapshot.runs[id] = RunSnapshot(record: Self.run(row), task: try Row.fetchOne(task, arguments: [id]).map { Self.task($0) })
+            }
             return snapshot
         }
     }
@@ -342,6 +348,19 @@ public final class SQLiteStore: Store {
         }
         try appendOutbox(writes.outbox, db)
         try insertTasks(writes.tasks, db)
+        try cancel(writes.cancels, db)
+    }
+
+    private static func cancel(_ cancels: [RunCancel], _ db: Database) throws {
+        let deleteTask = try db.cachedStatement(sql: "DELETE FROM run_tasks WHERE run_id = ? AND fence = ?")
+        let updateRun = try db.cachedStatement(sql: "UPDATE runs SET status = 'canceled', finished_at = ?, document = ? WHERE id = ?")
+        for cancel in cancels {
+            try deleteTask.execute(arguments: [cancel.runID, cancel.fence])
+            if db.changesCount != 1 {
+                throw StoreError(code: .conflict, message: "run \(cancel.runID) moved on since it was read")
+            }
+            try updateRun.execute(arguments: [cancel.finishedAt, Data(cancel.document), cancel.runID])
+        }
     }
 
     private static func insertTasks(_ tasks: [EngineTask], _ db: Database) throws {

@@ -27,6 +27,7 @@ struct BatchDecider: Sendable {
         var deadLetters = 0
         var ignored = 0
         var duplicateEvents = 0
+        var runsCanceled = 0
     }
 
     struct Decision: Sendable {
@@ -47,6 +48,7 @@ struct BatchDecider: Sendable {
             case .request(let request):
                 if let scope = request.scope { query.scopes.insert(scope) }
                 if let vendorID = request.vendorID { query.vendors.insert(VendorKey(orgID: request.org.id, vendorID: vendorID)) }
+                if let runID = request.runID { query.runs.insert(runID) }
             case .answered, .deadLetter, .ignored:
                 break
             }
@@ -79,8 +81,11 @@ struct BatchDecider: Sendable {
                 state.tally.ignored += 1
                 logger.debug("Ignored an event type the worker does not act on", metadata: Self.metadata(source, ["event_type": "\(type)"]))
             }
-            // The input's outputs are published by whoever owns its partition.
-            for index in outputsBefore..<state.writes.outbox.count { state.writes.outbox[index].source = partition }
+            // The input's outputs are published by whoever owns its partition (a run's
+            // events, by whoever owns the partition of the input that started the run).
+            for index in outputsBefore..<state.writes.outbox.count where state.writes.outbox[index].source == nil {
+                state.writes.outbox[index].source = partition
+            }
             state.watermarks[partition] = (expected: snapshot.watermarks[partition], next: source.offset + 1)
         }
         state.writes.watermarks = state.watermarks
@@ -92,6 +97,8 @@ struct BatchDecider: Sendable {
     private struct State {
         var records: [ScopeHash: IdempotencyRecord]
         var vendors: [VendorKey: VendorRecord]
+        /// Runs read for cancel requests, and those the batch started or canceled.
+        var runs: [String: RunSnapshot]
         var watermarks: [PartitionID: (expected: Int64?, next: Int64)] = [:]
         var writes = BatchWrites()
         var tally = Tally()
@@ -102,6 +109,7 @@ struct BatchDecider: Sendable {
         init(snapshot: BatchSnapshot, now: Timestamp) {
             records = snapshot.records
             vendors = snapshot.vendors
+            runs = snapshot.runs
             self.now = now
         }
 
@@ -249,7 +257,50 @@ struct BatchDecider: Sendable {
                 let run = PendingRun(id: runID, definition: workflow, input: .object([:]), trigger: trigger, vendor: vendor, assessment: document, now: state.seconds)
                 start(run, orgID: request.org.id, source: request.source, idempotencyKey: request.idempotencyKey, &state)
             }
+
+        case .workflowRunCancel:
+            cancel(request.runID!, request: request, answer: &answer, &state)
         }
+    }
+
+    /// `workflow_run_cancel` (§10): 200 with the run object, status `canceled` (its
+    /// pending and waiting steps skipped, `WorkflowRun.Canceled` published); 404 for a
+    /// run this org does not have (another org's included: existence never leaks); 409
+    /// when the run has already finished. A step being executed meanwhile finishes,
+    /// and its result is discarded (its claim's commit finds the run gone).
+    private func cancel(_ runID: String, request: TriggerRequest, answer: inout AnsweredRequest, _ state: inout State) {
+        guard let run = state.runs[runID], run.record.orgID == request.org.id else {
+            answer.response = Responses.runNotFound(runID)
+            respond(answer, &state)
+            return
+        }
+        guard let task = run.task, !(RunStatus(rawValue: run.record.status)?.isTerminal ?? false) else {
+            answer.response = Responses.runFinished(runID, status: run.record.status)
+            respond(answer, &state)
+            return
+        }
+        guard let runState = try? RunState(decoding: task.state) else {
+            logger.error("A run to cancel has an engine state this build cannot read", metadata: Self.metadata(request.source, [LogKey.runID: "\(runID)"]))
+            answer.response = Responses.error(500, "internal_error", "Workflow run '\(runID)' cannot be canceled by this worker (its state cannot be read).")
+            respond(answer, &state)
+            return
+        }
+        let canceled = engine.cancel(runState, now: state.now)
+        answer.response = Response(status: 200, encodedBody: canceled.document)
+        respond(answer, &state)
+        // The run's events go with its other events: published by the owner of its input's partition, after them.
+        let source = task.source ?? request.source.partitionID
+        for event in canceled.events {
+            state.writes.outbox.append(outputs.runEvent(event, orgID: runState.orgID, runID: runID, headers: runState.headers, source: source, now: state.now))
+        }
+        state.writes.cancels.append(RunCancel(runID: runID, fence: task.fence, finishedAt: state.seconds, document: canceled.document))
+        var record = run.record
+        record.status = RunStatus.canceled.rawValue
+        record.finishedAt = state.seconds
+        record.document = canceled.document
+        state.runs[runID] = RunSnapshot(record: record, task: nil)
+        state.tally.runsCanceled += 1
+        logger.info("Run canceled", metadata: Self.metadata(request.source, [LogKey.runID: "\(runID)", LogKey.org: "\(request.org.id)"]))
     }
 
     /// Only a 201 is stored under a key, so a rejected request can be fixed and retried with it.
@@ -323,10 +374,12 @@ struct BatchDecider: Sendable {
             id: run.id, orgID: orgID, workflowName: run.definition.name, status: RunStatus.started.rawValue,
             startedAt: run.now, finishedAt: nil, document: start.document
         ))
-        state.writes.tasks.append(EngineTask(
+        let task = EngineTask(
             runID: run.id, orgID: orgID, dueAt: state.now, state: start.state.encoded,
             source: PartitionID(topic: source.topic, partition: source.partition)
-        ))
+        )
+        state.writes.tasks.append(task)
+        state.runs[run.id] = RunSnapshot(record: state.writes.runs[state.writes.runs.count - 1], task: task)
         state.tally.runsStarted += 1
     }
 
@@ -366,6 +419,8 @@ struct BatchDecider: Sendable {
             }
         }
         switch request.type {
+        case .workflowRunCancel:
+            string("workflow_run_id", required: true, prefix: "cbwr")
         case .workflowRun:
             if let input = body["input"], input != .null, input.objectValue == nil {
                 issues.append(.notObject(["body", "input"]))
@@ -406,6 +461,7 @@ extension TriggerRequest {
         let value = switch type {
         case .assessmentCreate: body["vendor_id"]?.stringValue
         case .workflowRun: body["input"]?["vendor_id"]?.stringValue
+        case .workflowRunCancel: String?.none
         }
         return value.flatMap { Identifier.isValid($0, prefix: "cbvndr") ? $0 : nil }
     }

@@ -148,8 +148,8 @@ struct InputDecoder: Sendable {
             return reject(Responses.invalidRequest("The message value must be a JSON object."), deadLetter: "invalid_request", "the value is not a JSON object")
         }
         guard let typeName = request["request_type"]?.stringValue, let type = RequestType(rawValue: typeName) else {
-            let text = "request_type must be workflow_run or assessment_create"
-            return reject(Responses.invalidRequest("Unknown request_type; expected workflow_run or assessment_create."), deadLetter: "invalid_request", text)
+            let text = "request_type must be workflow_run, assessment_create or workflow_run_cancel"
+            return reject(Responses.invalidRequest("Unknown request_type; expected workflow_run, assessment_create or workflow_run_cancel."), deadLetter: "invalid_request", text)
         }
         answer.requestType = type.rawValue
         let workflowName: String?
@@ -162,6 +162,8 @@ struct InputDecoder: Sendable {
         case .assessmentCreate:
             // Validated with the body (422); echoed only when it could be a name.
             workflowName = request["body"]?["trigger_workflow"]?.stringValue.flatMap { Self.isName($0) ? $0 : nil }
+        case .workflowRunCancel:
+            workflowName = nil
         }
         // Echoed only when it could be a name; a longer one is answered 404 below.
         answer.workflowName = workflowName.flatMap { Self.isName($0) ? $0 : nil }
@@ -171,6 +173,7 @@ struct InputDecoder: Sendable {
         // A workflow_run's body is optional (its input defaults to {}); an assessment_create's
         // missing body is a 422 of the body's own, after the API key.
         let body = request["body"] ?? (type == .workflowRun ? .object([:]) : .null)
+        // A cancel has no Idempotency-Key semantics (§10): its key is echoed, never checked or stored.
         let encodedBody = body.canonicalBytes
         guard encodedBody.count <= maxMessageBytes else {
             let text = "the body is \(encodedBody.count) bytes once encoded; MAX_MESSAGE_BYTES is \(maxMessageBytes)"
@@ -184,7 +187,7 @@ struct InputDecoder: Sendable {
         guard let org = keys.org else { return reject(Responses.unauthorized) }
         answer.orgID = org.id
 
-        if case .invalid(let issue) = key { return reject(Responses.validation([issue])) }
+        if case .invalid(let issue) = key, type != .workflowRunCancel { return reject(Responses.validation([issue])) }
         // No workflow has such a name (names are at most 255 bytes): 404, as for any unknown one.
         if let workflowName, !Self.isName(workflowName) { return reject(Responses.workflowNotFound(workflowName)) }
         return .request(TriggerRequest(

@@ -111,10 +111,13 @@ struct VendorEvent: Sendable {
     }
 }
 
-/// The two request types.
-enum RequestType: String, Sendable {
+/// The request types.
+enum RequestType: String, Sendable, CaseIterable {
     case workflowRun = "workflow_run"
     case assessmentCreate = "assessment_create"
+    /// `POST /v1/workflows/runs/{id}/cancel`: no idempotency key semantics (§10); a
+    /// redelivered message is deduplicated by its coordinates.
+    case workflowRunCancel = "workflow_run_cancel"
 }
 
 struct TriggerRequest: Sendable {
@@ -141,7 +144,13 @@ struct TriggerRequest: Sendable {
         self.idempotencyKey = idempotencyKey
         self.endpoint = endpoint
         self.fingerprint = fingerprint
-        scope = idempotencyKey.map { ScopeHash(orgID: org.id, endpoint: endpoint, key: $0) }
+        scope = type == .workflowRunCancel ? nil : idempotencyKey.map { ScopeHash(orgID: org.id, endpoint: endpoint, key: $0) }
+    }
+
+    /// The run a `workflow_run_cancel` names, when it is a run id.
+    var runID: String? {
+        guard type == .workflowRunCancel, let id = body["workflow_run_id"]?.stringValue, Identifier.isValid(id, prefix: "cbwr") else { return nil }
+        return id
     }
 }
 
@@ -200,6 +209,7 @@ enum Scopes {
         switch type {
         case .workflowRun: "POST /v1/workflows/\(workflowName ?? "")/run"
         case .assessmentCreate: "POST /v1/assessments"
+        case .workflowRunCancel: "POST /v1/workflows/runs/cancel"
         }
     }
 }

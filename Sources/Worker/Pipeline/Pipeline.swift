@@ -28,6 +28,7 @@ public final class Pipeline: BatchHandler {
 
     private let processed = Counter(label: "trigger_worker_messages_total")
     private let runsStarted = Counter(label: "trigger_worker_runs_started_total")
+    private let runsCanceled = Counter(label: "trigger_worker_runs_canceled_total")
     private let replays = Counter(label: "trigger_worker_idempotent_replays_total")
     private let mismatches = Counter(label: "trigger_worker_fingerprint_mismatches_total")
     private let deadLetters = Counter(label: "trigger_worker_dead_letters_total")
@@ -260,6 +261,7 @@ public final class Pipeline: BatchHandler {
         let tally = decision.tally
         processed.increment(by: Int64(count))
         runsStarted.increment(by: Int64(tally.runsStarted))
+        runsCanceled.increment(by: Int64(tally.runsCanceled))
         replays.increment(by: Int64(tally.replays))
         mismatches.increment(by: Int64(tally.mismatches))
         deadLetters.increment(by: Int64(tally.deadLetters))
@@ -285,6 +287,16 @@ extension BatchSnapshot {
         for vendor in writes.vendors {
             let key = VendorKey(orgID: vendor.orgID, vendorID: vendor.id)
             if (vendors[key]?.occurredAt ?? .min) <= vendor.occurredAt { vendors[key] = vendor }
+        }
+        let tasks = Dictionary(writes.tasks.map { ($0.runID, $0) }) { $1 }
+        for run in writes.runs { runs[run.id] = RunSnapshot(record: run, task: tasks[run.id]) }
+        for cancel in writes.cancels {
+            guard var run = runs[cancel.runID] else { continue }
+            run.record.status = "canceled"
+            run.record.finishedAt = cancel.finishedAt
+            run.record.document = cancel.document
+            run.task = nil
+            runs[cancel.runID] = run
         }
     }
 }

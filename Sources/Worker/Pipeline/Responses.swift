@@ -20,6 +20,12 @@ enum Responses {
 
     static func vendorNotFound(_ id: String) -> Response { error(404, "vendor_not_found", "Vendor '\(BoundedText.identifier(id))' not found.") }
 
+    static func runNotFound(_ id: String) -> Response { error(404, "workflow_run_not_found", "Workflow run '\(BoundedText.identifier(id))' not found.") }
+
+    static func runFinished(_ id: String, status: String) -> Response {
+        error(409, "workflow_run_finished", "Workflow run '\(BoundedText.identifier(id))' has already finished (\(status)).")
+    }
+
     /// The key was used with another body within `ttl` (`IDEMPOTENCY_MISMATCH=reject`).
     static func idempotencyKeyReused(ttl: Duration) -> Response {
         error(422, "idempotency_key_reused", "This Idempotency-Key was used with a different request body within the last \(DurationParser.spoken(ttl)).")

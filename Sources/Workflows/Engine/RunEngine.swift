@@ -239,6 +239,15 @@ public struct RunEngine: Sendable {
         if step.onFailure == .fail { end(&advance, status: .failed, now: now) }
     }
 
+    /// The run canceled at `now` (milliseconds): its pending and waiting steps skipped,
+    /// `WorkflowRun.Canceled` last.
+    public func cancel(_ state: RunState, now: Int64) -> RunAdvance {
+        var advance = RunAdvance(state: state)
+        end(&advance, status: .canceled, now: now, skippedBecause: "not run: the run was canceled")
+        advance.document = RunDocument.encode(advance.state)
+        return advance
+    }
+
     /// Ends the run: the steps not run are skipped (each with its event), then the terminal event.
     func end(_ advance: inout RunAdvance, status: RunStatus, now: Int64, skippedBecause reason: String = "not run: the run had already ended") {
         let seconds = now / 1000
