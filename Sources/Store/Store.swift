@@ -106,6 +106,69 @@ public protocol Store: Sendable {
 
     /// The stored engine state of run `id` (absent once the run ended).
     func task(runID: String) async throws -> EngineTask?
+
+    /// Events of `type` for `orgID` (about `vendorID`, when given) received at or after
+    /// `since` (milliseconds), in the order received, after `afterSequence`: what a
+    /// waiting step looks through.
+    func events(orgID: String, type: String, vendorID: String?, since: Timestamp, afterSequence: Int64, limit: Int) async throws -> [StoredEvent]
+}
+
+/// An event steps can wait for (`QuestionnaireResponse.Submitted`, `Vendor.Updated` …),
+/// kept when intake takes it: a wait that begins later still finds it.
+public struct EngineEvent: Sendable, Hashable {
+    public var orgID: String
+    public var eventID: String
+    public var type: String
+    /// The vendor it is about, when it names one: only the waits of that vendor (or of
+    /// none) are woken by it.
+    public var vendorID: String?
+    /// `data.workflow_run_id`, when set: it matches only that run's waits.
+    public var runID: String?
+    /// `data`, in canonical JSON.
+    public var data: [UInt8]
+    /// Milliseconds since the epoch.
+    public var receivedAt: Timestamp
+
+    public init(orgID: String, eventID: String, type: String, vendorID: String?, runID: String?, data: [UInt8], receivedAt: Timestamp) {
+        self.orgID = orgID
+        self.eventID = eventID
+        self.type = type
+        self.vendorID = vendorID
+        self.runID = runID
+        self.data = data
+        self.receivedAt = receivedAt
+    }
+}
+
+/// An event as stored, with its place in the order of receipt.
+public struct StoredEvent: Sendable, Hashable {
+    public var sequence: Int64
+    public var event: EngineEvent
+
+    public init(sequence: Int64, event: EngineEvent) {
+        self.sequence = sequence
+        self.event = event
+    }
+}
+
+/// What a waiting run waits for: the events that wake it (the step then checks its
+/// `match` itself).
+public struct EventSubscription: Sendable, Hashable {
+    public var orgID: String
+    public var eventType: String
+    /// Only events about this vendor wake it (`nil`: any).
+    public var vendorID: String?
+    /// Events of this kind received at or after this (milliseconds) keep the run due at
+    /// its commit: they may have come after the step looked and before its subscription
+    /// was there to be woken (the claim's start, less a margin for clocks apart).
+    public var since: Timestamp
+
+    public init(orgID: String, eventType: String, vendorID: String?, since: Timestamp) {
+        self.orgID = orgID
+        self.eventType = eventType
+        self.vendorID = vendorID
+        self.since = since
+    }
 }
 
 /// A run's pending engine work: one row per unfinished run, claimed by one instance
@@ -155,8 +218,10 @@ public struct TaskOutcome: Sendable {
     public var next: (state: [UInt8], dueAt: Timestamp)?
     public var assessments: [AssessmentRecord]
     public var outbox: [OutboxMessage]
+    /// What the run now waits for (replacing what it waited for before); `nil`: no event.
+    public var subscription: EventSubscription?
 
-    public init(runID: String, fence: Int64, status: String, finishedAt: Int64?, document: [UInt8]?, next: (state: [UInt8], dueAt: Timestamp)?, assessments: [AssessmentRecord], outbox: [OutboxMessage]) {
+    public init(runID: String, fence: Int64, status: String, finishedAt: Int64?, document: [UInt8]?, next: (state: [UInt8], dueAt: Timestamp)?, assessments: [AssessmentRecord], outbox: [OutboxMessage], subscription: EventSubscription? = nil) {
         self.runID = runID
         self.fence = fence
         self.status = status
@@ -165,6 +230,7 @@ public struct TaskOutcome: Sendable {
         self.next = next
         self.assessments = assessments
         self.outbox = outbox
+        self.subscription = subscription
     }
 }
 
@@ -553,13 +619,16 @@ public struct BatchWrites: Sendable {
     public var tasks: [EngineTask] = []
     /// Runs the batch cancels.
     public var cancels: [RunCancel] = []
+    /// Events steps may wait for: kept, and the runs waiting for them woken (made due
+    /// now; a run being performed meanwhile is claimed again after its commit).
+    public var events: [EngineEvent] = []
     /// When the batch was decided; records expired at this time may be replaced.
     public var now: Timestamp = 0
 
     public init() {}
 
     public var isEmpty: Bool {
-        watermarks.isEmpty && records.isEmpty && vendors.isEmpty && runs.isEmpty && assessments.isEmpty && outbox.isEmpty && tasks.isEmpty && cancels.isEmpty
+        watermarks.isEmpty && records.isEmpty && vendors.isEmpty && runs.isEmpty && assessments.isEmpty && outbox.isEmpty && tasks.isEmpty && cancels.isEmpty && events.isEmpty
     }
 }
 

@@ -11,7 +11,7 @@ struct SendCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "send",
         abstract: "Publish a vendor event or a trigger request (for demos and smoke tests) and show what it caused.",
-        subcommands: [VendorCreated.self, WorkflowRun.self, AssessmentCreate.self, CancelRun.self]
+        subcommands: [VendorCreated.self, WorkflowRun.self, AssessmentCreate.self, QuestionnaireResponse.self, CancelRun.self]
     )
 
     struct Common: ParsableArguments {
@@ -136,6 +136,46 @@ struct SendCommand: AsyncParsableCommand {
                 configuration, topic: configuration.topics.triggerRequests, key: request.idempotencyKey ?? vendorID,
                 value: value.canonicalBytes, headers: try request.headers(), common: common
             )
+        }
+    }
+
+    // MARK: Responses that steps wait for
+
+    struct QuestionnaireResponse: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "questionnaire-response",
+            abstract: "Publish a QuestionnaireResponse.Submitted event (what a wait_for_event step waits for)."
+        )
+
+        @OptionGroup var common: Common
+        @Option(help: "The org (cborg_…).") var org: String
+        @Option(name: .customLong("vendor-id"), help: "The vendor that answered (cbvndr_…).") var vendorID: String
+        @Option(name: .customLong("run-id"), help: "The run it answers (cbwr_…): it then matches only that run's waits.") var runID: String?
+        @Option(name: .customLong("questionnaire-id"), help: "The questionnaire (cbqst_…); default: a new one.") var questionnaireID: String?
+        @Option(help: "The answers, as a JSON object.") var answers = #"{"q1":"yes"}"#
+        @Option(name: .customLong("event-id"), help: "The event id; default: a new one (send the same one again to see it counted once).") var eventID: String?
+        @Option(name: .customLong("signing-secret"), help: "Sign the value with this webhook signing secret (Coverbase-Signature).") var signingSecret: String?
+
+        func run() async throws {
+            let configuration = try common.loadConfiguration()
+            guard let answers = try? JSONValue.parse(Array(answers.utf8)), answers.objectValue != nil else { throw ValidationError("--answers must be a JSON object") }
+            var data: [String: JSONValue] = [
+                "questionnaire_id": .string(questionnaireID ?? SendCommand.newID("cbqst")), "vendor_id": .string(vendorID),
+                "submitted_at": .int(Int64(Date().timeIntervalSince1970)), "answers": answers,
+            ]
+            if let runID { data["workflow_run_id"] = .string(runID) }
+            let event: JSONValue = [
+                "event_id": .string(eventID ?? SendCommand.newID("cbevt")), "event_type": .string(WaitableEvent.questionnaireResponse),
+                "occurred_at": .int(Int64(Date().timeIntervalSince1970)), "org_id": .string(org), "data": .object(data),
+            ]
+            let value = event.canonicalBytes
+            var headers: [KafkaHeader] = []
+            if let signingSecret {
+                headers.append(KafkaHeader(key: "Coverbase-Signature", value: WebhookSignature.compute(value, secret: signingSecret)))
+            }
+            var quiet = common
+            quiet.wait = false  // it starts nothing of its own: the runs it resumes go on in `watch`
+            try await SendCommand.send(configuration, topic: configuration.topics.vendorEvents, key: vendorID, value: value, headers: headers, common: quiet)
         }
     }
 

@@ -236,4 +236,72 @@ struct DurableEngineIntegrationTests {
         let completions = reader.snapshot.received.compactMap { try? JSONValue.parse($0.value ?? []) }.filter { $0["event_type"] == "WorkflowRun.Completed" }
         #expect(Set(completions.map { $0["event_id"] }).count == 1, "completed once")
     }
+
+    static func response(_ cluster: Cluster, vendor: String, eventID: String, answers: JSONValue = ["ok": true]) -> KafkaProducerMessage {
+        let event: JSONValue = [
+            "event_id": .string(eventID), "event_type": "QuestionnaireResponse.Submitted", "occurred_at": .int(Int64(Date().timeIntervalSince1970)),
+            "org_id": .string(H.orgA),
+            "data": ["questionnaire_id": .string(Identifier.derive(prefix: "cbqst", from: [eventID])), "vendor_id": .string(vendor),
+                     "submitted_at": .int(Int64(Date().timeIntervalSince1970)), "answers": answers],
+        ]
+        return KafkaProducerMessage(topic: cluster.topics["VENDOR_EVENTS_TOPIC"]!, key: Array(vendor.utf8), value: event.canonicalBytes)
+    }
+
+    @Test("kill -9 while 20 runs wait for their vendor's response: responses sent while it is down and after the restart resume each exactly once; a re-published response counts once")
+    func killDuringWait() async throws {
+        let storePath = FileManager.default.temporaryDirectory.appendingPathComponent("\(TestBroker.uniqueName("wait")).sqlite").path
+        let cluster = try await Cluster("wait", storeURL: "sqlite://\(storePath)", partitions: 2)
+        let count = 20
+        let vendors = (0..<count).map { Identifier.derive(prefix: "cbvndr", from: ["wait", String($0)]) }
+        let reader = try TestMember(group: "reader-\(cluster.suffix)", topics: [cluster.status])
+        reader.start()
+        let client = try KafkaProducer(configuration: KafkaProducerConfiguration(common: TestBroker.common), logger: TestBroker.logger)
+        let first = try cluster.worker()
+        let requests = vendors.enumerated().map { index, vendor in
+            KafkaProducerMessage(
+                topic: cluster.requests, key: Array("w-\(index)".utf8), value: H.workflowRun("await-response", input: ["vendor_id": .string(vendor)]).canonicalBytes,
+                headers: [KafkaHeader(key: "Authorization", value: "Bearer \(H.keyA)"), KafkaHeader(key: "Idempotency-Key", value: "w-\(index)")]
+            )
+        }
+        for result in await client.send(requests) { _ = try result.get() }
+        try await reader.waitUntil("every run to wait", timeout: .seconds(60)) { _ in
+            Self.count(reader, "WorkflowRun.StepUpdated") { $0[path: ["data", "status"]] == "waiting" } == count
+        }
+        first.crash()
+        _ = try await first.waitForExit(timeout: .seconds(10))
+
+        // Half the responses while no worker runs; one of them twice (a re-publication).
+        let duplicated = Identifier.derive(prefix: "cbevt", from: ["wait", "0"])
+        var early = (0..<count / 2).map { Self.response(cluster, vendor: vendors[$0], eventID: Identifier.derive(prefix: "cbevt", from: ["wait", String($0)])) }
+        early.append(Self.response(cluster, vendor: vendors[0], eventID: duplicated))
+        for result in await client.send(early) { _ = try result.get() }
+        let second = try cluster.worker()
+        try await reader.waitUntil("the first half to complete", timeout: .seconds(60)) { _ in Self.count(reader, "WorkflowRun.Completed") == count / 2 }
+        let late = (count / 2..<count).map { Self.response(cluster, vendor: vendors[$0], eventID: Identifier.derive(prefix: "cbevt", from: ["wait", String($0)])) }
+        for result in await client.send(late) { _ = try result.get() }
+        try await reader.waitUntil("every run to complete", timeout: .seconds(60)) { _ in Self.count(reader, "WorkflowRun.Completed") == count }
+        second.interrupt()
+        #expect(try await second.waitForExit(timeout: .seconds(15)) == 0)
+        await reader.stop()
+        try await client.shutdown()
+
+        for (run, events) in Self.runEvents(reader) {
+            var distinct: [String: Set<String>] = [:]
+            for event in events { distinct[event.type, default: []].insert(event.id) }
+            #expect(distinct["WorkflowRun.Completed"]?.count == 1, "\(run) completed once")
+            #expect(distinct["WorkQueueItem.Created"]?.count == 1, "\(run): its step after the wait once")
+        }
+        let store = try SQLiteStore(path: storePath)
+        #expect(try await store.runs(statuses: ["completed"], limit: 100, offset: 0).count == count)
+        #expect(try await store.nextTaskDue() == nil)
+        let kept = try await store.events(orgID: H.orgA, type: "QuestionnaireResponse.Submitted", vendorID: nil, since: 0, afterSequence: 0, limit: 100)
+        #expect(kept.count == count, "the re-published response was kept once")
+        for run in try await store.runs(statuses: [], limit: 100, offset: 0) {
+            let document = try JSONValue.parse(run.document)
+            let vendor = document[path: ["input", "vendor_id"]]?.stringValue
+            let resumedBy = document[path: ["steps", "0", "artifacts", "0", "id"]]?.stringValue
+            let expected = vendors.firstIndex(of: vendor ?? "").map { Identifier.derive(prefix: "cbevt", from: ["wait", String($0)]) }
+            #expect(resumedBy == expected, "each run was resumed by its own vendor's response")
+        }
+    }
 }

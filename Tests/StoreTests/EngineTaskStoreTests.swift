@@ -128,4 +128,66 @@ extension StoreSemanticsTests {
         #expect(try await store.commitTasks([late], now: 2000).isEmpty)
         #expect(try await store.run(id: "cbwr_b")?.status == "canceled")
     }
+
+    func event(_ id: String, vendor: String?, run: String? = nil, at time: Timestamp) -> EngineEvent {
+        EngineEvent(orgID: "cborg_a", eventID: id, type: "QuestionnaireResponse.Submitted", vendorID: vendor, runID: run, data: Array("{\"id\":\"\(id)\"}".utf8), receivedAt: time)
+    }
+
+    func subscription(_ vendor: String?, since: Timestamp) -> EventSubscription {
+        EventSubscription(orgID: "cborg_a", eventType: "QuestionnaireResponse.Submitted", vendorID: vendor, since: since)
+    }
+
+    @Test("events are kept once and found by org, type and vendor in order; they wake only the runs subscribed to them, even mid-claim", arguments: StoreKind.available)
+    func events(_ kind: StoreKind) async throws {
+        let opened = try await kind.open()
+        defer { opened.close() }
+        let store = opened.store
+        try await startRuns(store, [task("cbwr_v1", due: 1000), task("cbwr_any", due: 1000), task("cbwr_other", due: 1000)])
+        let claimed = try await store.claimTasks(owner: "e", now: 1000, leaseUntil: 2000, limit: 10)
+        let fences = Dictionary(uniqueKeysWithValues: claimed.map { ($0.runID, $0.fence) })
+        func waiting(_ run: String, _ sub: EventSubscription?) -> TaskOutcome {
+            TaskOutcome(runID: run, fence: fences[run]!, status: "waiting", finishedAt: nil, document: nil, next: (Array("{}".utf8), 90_000), assessments: [], outbox: [], subscription: sub)
+        }
+        #expect(try await store.commitTasks([waiting("cbwr_v1", subscription("cbvndr_1", since: 1000)), waiting("cbwr_any", subscription(nil, since: 1000)), waiting("cbwr_other", nil)], now: 1500).count == 3)
+        #expect(try await store.nextTaskDue() == 90_000)
+
+        var writes = BatchWrites()
+        writes.now = 5000
+        writes.events = [event("cbevt_2", vendor: "cbvndr_2", at: 5000), event("cbevt_2", vendor: "cbvndr_2", at: 5000)]
+        try await store.apply(writes)
+        #expect(try await store.task(runID: "cbwr_any")?.dueAt == 5000, "a subscription without a vendor is woken by any")
+        #expect(try await store.task(runID: "cbwr_v1")?.dueAt == 90_000, "another vendor's event does not wake it")
+        #expect(try await store.task(runID: "cbwr_other")?.dueAt == 90_000, "not subscribed")
+        writes.now = 6000
+        writes.events = [event("cbevt_1", vendor: "cbvndr_1", run: "cbwr_elsewhere", at: 6000)]
+        try await store.apply(writes)
+        #expect(try await store.task(runID: "cbwr_v1")?.dueAt == 90_000, "an event for another run does not wake it")
+        writes.now = 7000
+        writes.events = [event("cbevt_3", vendor: "cbvndr_1", at: 7000)]
+        try await store.apply(writes)
+        #expect(try await store.task(runID: "cbwr_v1")?.dueAt == 7000)
+
+        let all = try await store.events(orgID: "cborg_a", type: "QuestionnaireResponse.Submitted", vendorID: nil, since: 0, afterSequence: 0, limit: 10)
+        #expect(all.map(\.event.eventID) == ["cbevt_2", "cbevt_1", "cbevt_3"], "in the order received, once each")
+        let vendorOnly = try await store.events(orgID: "cborg_a", type: "QuestionnaireResponse.Submitted", vendorID: "cbvndr_1", since: 6500, afterSequence: 0, limit: 10)
+        #expect(vendorOnly.map(\.event.eventID) == ["cbevt_3"])
+        #expect(try await store.events(orgID: "cborg_a", type: "QuestionnaireResponse.Submitted", vendorID: nil, since: 0, afterSequence: all[0].sequence, limit: 1).map(\.event.eventID) == ["cbevt_1"])
+
+        // Woken mid-claim: the commit keeps it due. An event since the claim keeps a new subscriber due.
+        let again = try #require(try await store.claimTasks(owner: "e", now: 7000, leaseUntil: 9000, limit: 10).first { $0.runID == "cbwr_v1" })
+        writes.now = 7100
+        writes.events = [event("cbevt_4", vendor: "cbvndr_1", at: 7100)]
+        try await store.apply(writes)
+        let kept = TaskOutcome(runID: "cbwr_v1", fence: again.fence, status: "waiting", finishedAt: nil, document: nil, next: (Array("{}".utf8), 90_000), assessments: [], outbox: [], subscription: subscription("cbvndr_1", since: 99_000))
+        #expect(try await store.commitTasks([kept], now: 7200) == ["cbwr_v1"])
+        #expect(try await store.task(runID: "cbwr_v1")?.dueAt == 7200, "woken during its claim")
+        let third = try #require(try await store.claimTasks(owner: "e", now: 7200, leaseUntil: 9000, limit: 10).first { $0.runID == "cbwr_v1" })
+        let came = TaskOutcome(runID: "cbwr_v1", fence: third.fence, status: "waiting", finishedAt: nil, document: nil, next: (Array("{}".utf8), 90_000), assessments: [], outbox: [], subscription: subscription("cbvndr_1", since: 7000))
+        #expect(try await store.commitTasks([came], now: 7300) == ["cbwr_v1"])
+        #expect(try await store.task(runID: "cbwr_v1")?.dueAt == 7300, "an event came since the claim began")
+        let fourth = try #require(try await store.claimTasks(owner: "e", now: 7300, leaseUntil: 9000, limit: 10).first { $0.runID == "cbwr_v1" })
+        let quiet = TaskOutcome(runID: "cbwr_v1", fence: fourth.fence, status: "waiting", finishedAt: nil, document: nil, next: (Array("{}".utf8), 90_000), assessments: [], outbox: [], subscription: subscription("cbvndr_1", since: 7300))
+        #expect(try await store.commitTasks([quiet], now: 7400) == ["cbwr_v1"])
+        #expect(try await store.task(runID: "cbwr_v1")?.dueAt == 90_000, "nothing new: due at its deadline")
+    }
 }

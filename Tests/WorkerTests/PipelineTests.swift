@@ -192,5 +192,8 @@ final class FlakyStore: Store {
     func nextTaskDue() async throws -> Timestamp? { try await base.nextTaskDue() }
     func engineQueue(now: Timestamp) async throws -> EngineQueueStats { try await base.engineQueue(now: now) }
     func task(runID: String) async throws -> EngineTask? { try await base.task(runID: runID) }
+    func events(orgID: String, type: String, vendorID: String?, since: Timestamp, afterSequence: Int64, limit: Int) async throws -> [StoredEvent] {
+        try await base.events(orgID: orgID, type: type, vendorID: vendorID, since: since, afterSequence: afterSequence, limit: limit)
+    }
 }
 

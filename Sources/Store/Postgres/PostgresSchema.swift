@@ -133,6 +133,39 @@ enum PostgresSchema {
         ]),
         // Cancelling a run: its task goes (if unchanged since read), its record says so.
         Migration(version: 5, name: "cancel-runs", statements: [cancelRunsFunction]),
+        // Steps that wait for events: the events kept, what each waiting run waits for,
+        // and a run woken while it was being performed (its commit keeps it due).
+        Migration(version: 6, name: "engine-events", statements: [
+            """
+            CREATE TABLE engine_events (
+                sequence bigserial PRIMARY KEY,
+                org_id text NOT NULL,
+                event_id text NOT NULL,
+                event_type text NOT NULL,
+                vendor_id text,
+                run_id text,
+                data bytea NOT NULL,
+                received_at bigint NOT NULL,
+                UNIQUE (org_id, event_id)
+            )
+            """,
+            "CREATE INDEX engine_events_by_type ON engine_events (org_id, event_type, sequence)",
+            "CREATE INDEX engine_events_by_vendor ON engine_events (org_id, event_type, vendor_id, sequence)",
+            """
+            CREATE TABLE run_waits (
+                run_id text PRIMARY KEY,
+                org_id text NOT NULL,
+                event_type text NOT NULL,
+                vendor_id text
+            )
+            """,
+            "CREATE INDEX run_waits_by_event ON run_waits (org_id, event_type, vendor_id)",
+            "ALTER TABLE run_tasks ADD COLUMN woken boolean NOT NULL DEFAULT false",
+            recordEventsFunction,
+            "DROP FUNCTION tw_commit_tasks",
+            commitTasksFunctionV6,
+            cancelRunsFunctionV6,
+        ]),
     ]
 
     /// The newest version this build knows: a store migrated further belongs to a newer build.
@@ -363,4 +396,66 @@ enum PostgresSchema {
         END
         $$
         """
+
+    /// Keeps a batch's events (once per org and event id) and wakes the runs waiting
+    /// for them: due now, and marked woken so that a commit of a claim in progress
+    /// does not push them back to their deadline.
+    static let recordEventsFunction = """
+        CREATE FUNCTION tw_record_events(
+            e_orgs text[], e_ids text[], e_types text[], e_vendors text[], e_runs text[], e_data bytea[], e_received bigint[], now_ms bigint
+        ) RETURNS void LANGUAGE plpgsql AS $$
+        BEGIN
+            WITH added AS (
+                INSERT INTO engine_events (org_id, event_id, event_type, vendor_id, run_id, data, received_at)
+                SELECT e.org, e.id, e.type, nullif(e.vendor, ''), nullif(e.run, ''), e.data, e.received
+                  FROM unnest(e_orgs, e_ids, e_types, e_vendors, e_runs, e_data, e_received) WITH ORDINALITY AS e(org, id, type, vendor, run, data, received, position)
+                 ORDER BY e.position
+                ON CONFLICT (org_id, event_id) DO NOTHING
+                RETURNING org_id, event_type, vendor_id, run_id
+            )
+            UPDATE run_tasks t SET due_at = least(t.due_at, now_ms), woken = true
+              FROM run_waits w JOIN added a ON w.org_id = a.org_id AND w.event_type = a.event_type
+                   AND (w.vendor_id IS NULL OR w.vendor_id = a.vendor_id)
+             WHERE t.run_id = w.run_id AND (a.run_id IS NULL OR a.run_id = w.run_id);
+        END
+        $$
+        """
+
+    /// Version 4's `tw_commit_tasks`, and what each run now waits for (`w_types` empty:
+    /// nothing); a run woken while it was performed stays due, and so does one for which
+    /// such an event came since `w_since` (before its subscription could be woken).
+    static let commitTasksFunctionV6 = commitTasksFunction
+        .replacingOccurrences(
+            of: "ob_topics text[], ob_partitions integer[], ob_messages bytea[]\n",
+            with: "ob_topics text[], ob_partitions integer[], ob_messages bytea[],\n    w_types text[], w_vendors text[], w_since bigint[], now_ms bigint\n"
+        )
+        .replacingOccurrences(
+            of: "UPDATE run_tasks t SET state = c.state, due_at = c.due, lease_owner = NULL, lease_until = 0, fence = t.fence + 1\n",
+            with: "UPDATE run_tasks t SET state = c.state, due_at = CASE WHEN t.woken THEN least(c.due, now_ms) ELSE c.due END, woken = false,\n       lease_owner = NULL, lease_until = 0, fence = t.fence + 1\n"
+        )
+        .replacingOccurrences(
+            of: "     ORDER BY o.position;\nEND",
+            with: """
+                     ORDER BY o.position;
+                    DELETE FROM run_waits w USING unnest(t_runs) AS c(run) WHERE w.run_id = c.run;
+                    INSERT INTO run_waits (run_id, org_id, event_type, vendor_id)
+                    SELECT c.run, t.org_id, c.type, nullif(c.vendor, '')
+                      FROM unnest(t_runs, t_due, w_types, w_vendors) AS c(run, due, type, vendor) JOIN run_tasks t ON t.run_id = c.run
+                     WHERE c.type <> '' AND c.due >= 0;
+                    UPDATE run_tasks t SET due_at = least(t.due_at, now_ms)
+                      FROM unnest(t_runs, t_due, w_types, w_vendors, w_since) AS c(run, due, type, vendor, since)
+                     WHERE t.run_id = c.run AND c.type <> '' AND c.due >= 0 AND EXISTS (
+                        SELECT 1 FROM engine_events e WHERE e.org_id = t.org_id AND e.event_type = c.type
+                           AND (c.vendor = '' OR e.vendor_id = c.vendor) AND (e.run_id IS NULL OR e.run_id = c.run) AND e.received_at >= c.since);
+                END
+                """
+        )
+
+    /// Version 5's `tw_cancel_runs`, which also forgets what the runs waited for.
+    static let cancelRunsFunctionV6 = cancelRunsFunction
+        .replacingOccurrences(of: "CREATE FUNCTION", with: "CREATE OR REPLACE FUNCTION")
+        .replacingOccurrences(
+            of: "     WHERE r.id = c.run;\nEND",
+            with: "     WHERE r.id = c.run;\n    DELETE FROM run_waits w USING unnest(c_runs) AS c(run) WHERE w.run_id = c.run;\nEND"
+        )
 }

@@ -264,7 +264,7 @@ public final class PostgresStore: Store, Service {
         guard !writes.isEmpty else { return }
         let parts = ApplyBatch.parts(writes, maxBytes: maxStatementBytes)
         try await call {
-            if parts.count == 1 && writes.cancels.isEmpty {
+            if parts.count == 1 && writes.cancels.isEmpty && writes.events.isEmpty {
                 // Consumed to the end: a conflict the function raises arrives with the result.
                 for try await _ in try await self.client.execute(parts[0], logger: self.logger) {}
                 return
@@ -281,6 +281,20 @@ public final class PostgresStore: Store, Service {
                     let documents = cancels.map { ByteBuffer(bytes: $0.document) }
                     let rows = try await connection.query(
                         "SELECT FROM tw_cancel_runs(\(runs)::text[], \(fences)::bigint[], \(finished)::bigint[], \(documents)::bytea[])",
+                        logger: self.logger
+                    )
+                    for try await _ in rows {}
+                }
+                if !writes.events.isEmpty {
+                    let events = writes.events
+                    let rows = try await connection.query(
+                        """
+                        SELECT FROM tw_record_events(
+                            \(events.map(\.orgID))::text[], \(events.map(\.eventID))::text[], \(events.map(\.type))::text[],
+                            \(events.map { $0.vendorID ?? "" })::text[], \(events.map { $0.runID ?? "" })::text[],
+                            \(events.map { ByteBuffer(bytes: $0.data) })::bytea[], \(events.map(\.receivedAt))::bigint[], \(writes.now)::bigint
+                        )
+                        """,
                         logger: self.logger
                     )
                     for try await _ in rows {}
@@ -567,7 +581,7 @@ public final class PostgresStore: Store, Service {
         // with another instance, settled as one) ends after a few passes.
         for _ in 0..<5 where !outcomes.isEmpty {
             do {
-                let statement = CommitTasks(outcomes)
+                let statement = CommitTasks(outcomes, now: now)
                 try await call {
                     for try await _ in try await self.client.execute(statement, logger: self.logger) {}
                 }
@@ -624,6 +638,27 @@ public final class PostgresStore: Store, Service {
                 return EngineQueueStats(runnable: Int(runnable), running: Int(running), waiting: Int(waiting), oldestRunnableAge: oldest.map { max(0, now - $0) } ?? 0)
             }
             return EngineQueueStats()
+        }
+    }
+
+    public func events(orgID: String, type: String, vendorID: String?, since: Timestamp, afterSequence: Int64, limit: Int) async throws -> [StoredEvent] {
+        try await call {
+            let rows = try await self.client.query(
+                """
+                SELECT sequence, org_id, event_id, event_type, vendor_id, run_id, data, received_at FROM engine_events
+                 WHERE org_id = \(orgID) AND event_type = \(type) AND (\(vendorID)::text IS NULL OR vendor_id = \(vendorID))
+                   AND sequence > \(afterSequence) AND received_at >= \(since)
+                 ORDER BY sequence LIMIT \(limit)
+                """,
+                logger: self.logger
+            )
+            var events: [StoredEvent] = []
+            for try await row in rows.decode((Int64, String, String, String, String?, String?, ByteBuffer, Int64).self) {
+                events.append(StoredEvent(sequence: row.0, event: EngineEvent(
+                    orgID: row.1, eventID: row.2, type: row.3, vendorID: row.4, runID: row.5, data: Array(buffer: row.6), receivedAt: row.7
+                )))
+            }
+            return events
         }
     }
 
@@ -954,18 +989,20 @@ struct ApplyBatch: PostgresPreparedStatement {
 /// What engine claims did, as the arrays `tw_commit_tasks` takes (runs in id order,
 /// so two instances committing at once lock rows in one order).
 struct CommitTasks: PostgresPreparedStatement {
-    static let name = "tw_commit_tasks_v4"
-    static let sql = "SELECT FROM tw_commit_tasks(" + (1...15).map { "$\($0)" }.joined(separator: ", ") + ")"
+    static let name = "tw_commit_tasks_v6"
+    static let sql = "SELECT FROM tw_commit_tasks(" + (1...19).map { "$\($0)" }.joined(separator: ", ") + ")"
     typealias Row = Void
 
     let outcomes: [TaskOutcome]
+    let now: Timestamp
 
-    init(_ outcomes: [TaskOutcome]) {
+    init(_ outcomes: [TaskOutcome], now: Timestamp) {
         self.outcomes = outcomes
+        self.now = now
     }
 
     func makeBindings() throws -> PostgresBindings {
-        var bindings = PostgresBindings(capacity: 15)
+        var bindings = PostgresBindings(capacity: 19)
         bindings.append(outcomes.map(\.runID))
         bindings.append(outcomes.map(\.fence))
         bindings.append(outcomes.map { $0.next?.dueAt ?? -1 })
@@ -983,6 +1020,10 @@ struct CommitTasks: PostgresPreparedStatement {
         bindings.append(entries.map { $0.source?.topic ?? "" })
         bindings.append(entries.map { $0.source?.partition ?? -1 })
         bindings.append(entries.map { ByteBuffer(bytes: OutboxCoding.encode($0.messages)) })
+        bindings.append(outcomes.map { $0.subscription?.eventType ?? "" })
+        bindings.append(outcomes.map { $0.subscription?.vendorID ?? "" })
+        bindings.append(outcomes.map { $0.subscription?.since ?? 0 })
+        bindings.append(now)
         return bindings
     }
 

@@ -231,6 +231,33 @@ public final class SQLiteStore: Store {
                 CREATE INDEX run_tasks_by_due ON run_tasks (due_at);
                 """)
         }
+        // Steps that wait for events: the events kept, what each waiting run waits for,
+        // and a run woken while it was being performed (its commit keeps it due).
+        migrator.registerMigration("v9-engine-events") { db in
+            try db.execute(sql: """
+                CREATE TABLE engine_events (
+                    sequence INTEGER PRIMARY KEY AUTOINCREMENT,
+                    org_id TEXT NOT NULL,
+                    event_id TEXT NOT NULL,
+                    event_type TEXT NOT NULL,
+                    vendor_id TEXT,
+                    run_id TEXT,
+                    data BLOB NOT NULL,
+                    received_at INTEGER NOT NULL,
+                    UNIQUE (org_id, event_id)
+                );
+                CREATE INDEX engine_events_by_type ON engine_events (org_id, event_type, sequence);
+                CREATE INDEX engine_events_by_vendor ON engine_events (org_id, event_type, vendor_id, sequence);
+                CREATE TABLE run_waits (
+                    run_id TEXT PRIMARY KEY,
+                    org_id TEXT NOT NULL,
+                    event_type TEXT NOT NULL,
+                    vendor_id TEXT
+                );
+                CREATE INDEX run_waits_by_event ON run_waits (org_id, event_type, vendor_id);
+                ALTER TABLE run_tasks ADD COLUMN woken INTEGER NOT NULL DEFAULT 0;
+                """)
+        }
         return migrator
     }
 
@@ -349,16 +376,37 @@ public final class SQLiteStore: Store {
         try appendOutbox(writes.outbox, db)
         try insertTasks(writes.tasks, db)
         try cancel(writes.cancels, db)
+        try record(writes.events, now: writes.now, db)
+    }
+
+    /// Keeps the events and wakes the runs waiting for them.
+    private static func record(_ events: [EngineEvent], now: Timestamp, _ db: Database) throws {
+        let insert = try db.cachedStatement(sql: """
+            INSERT INTO engine_events (org_id, event_id, event_type, vendor_id, run_id, data, received_at) VALUES (?, ?, ?, ?, ?, ?, ?)
+            ON CONFLICT (org_id, event_id) DO NOTHING
+            """)
+        let wake = try db.cachedStatement(sql: """
+            UPDATE run_tasks SET due_at = min(due_at, ?), woken = 1
+             WHERE run_id IN (SELECT run_id FROM run_waits WHERE org_id = ? AND event_type = ? AND (vendor_id IS NULL OR vendor_id = ?))
+               AND (? IS NULL OR run_id = ?)
+            """)
+        for event in events {
+            try insert.execute(arguments: [event.orgID, event.eventID, event.type, event.vendorID, event.runID, Data(event.data), event.receivedAt])
+            guard db.changesCount == 1 else { continue }
+            try wake.execute(arguments: [now, event.orgID, event.type, event.vendorID, event.runID, event.runID])
+        }
     }
 
     private static func cancel(_ cancels: [RunCancel], _ db: Database) throws {
         let deleteTask = try db.cachedStatement(sql: "DELETE FROM run_tasks WHERE run_id = ? AND fence = ?")
         let updateRun = try db.cachedStatement(sql: "UPDATE runs SET status = 'canceled', finished_at = ?, document = ? WHERE id = ?")
+        let deleteWait = try db.cachedStatement(sql: "DELETE FROM run_waits WHERE run_id = ?")
         for cancel in cancels {
             try deleteTask.execute(arguments: [cancel.runID, cancel.fence])
             if db.changesCount != 1 {
                 throw StoreError(code: .conflict, message: "run \(cancel.runID) moved on since it was read")
             }
+            try deleteWait.execute(arguments: [cancel.runID])
             try updateRun.execute(arguments: [cancel.finishedAt, Data(cancel.document), cancel.runID])
         }
     }
@@ -564,7 +612,20 @@ public final class SQLiteStore: Store {
         guard !outcomes.isEmpty else { return [] }
         return try await pool.write { db in
             let held = try db.cachedStatement(sql: "SELECT 1 FROM run_tasks WHERE run_id = ? AND fence = ?")
-            let updateTask = try db.cachedStatement(sql: "UPDATE run_tasks SET state = ?, due_at = ?, lease_owner = NULL, lease_until = 0, fence = fence + 1 WHERE run_id = ?")
+            // Woken by an event while it was being performed: due at once, not at its deadline.
+            let updateTask = try db.cachedStatement(sql: """
+                UPDATE run_tasks SET state = ?, due_at = CASE WHEN woken = 1 THEN min(?, ?) ELSE ? END, woken = 0,
+                       lease_owner = NULL, lease_until = 0, fence = fence + 1
+                 WHERE run_id = ?
+                """)
+            let deleteWait = try db.cachedStatement(sql: "DELETE FROM run_waits WHERE run_id = ?")
+            let insertWait = try db.cachedStatement(sql: "INSERT INTO run_waits (run_id, org_id, event_type, vendor_id) VALUES (?, ?, ?, ?)")
+            let wakeIfCame = try db.cachedStatement(sql: """
+                UPDATE run_tasks SET due_at = min(due_at, ?)
+                 WHERE run_id = ? AND EXISTS (
+                    SELECT 1 FROM engine_events WHERE org_id = ? AND event_type = ? AND (? IS NULL OR vendor_id = ?)
+                       AND (run_id IS NULL OR run_id = ?) AND received_at >= ?)
+                """)
             let deleteTask = try db.cachedStatement(sql: "DELETE FROM run_tasks WHERE run_id = ?")
             let updateRun = try db.cachedStatement(sql: "UPDATE runs SET status = ?, finished_at = ?, document = ? WHERE id = ?")
             let insertAssessment = try db.cachedStatement(sql: "INSERT INTO assessments (id, org_id, vendor_id, created_at, document) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING")
@@ -573,9 +634,14 @@ public final class SQLiteStore: Store {
             for outcome in outcomes {
                 guard try Row.fetchOne(held, arguments: [outcome.runID, outcome.fence]) != nil else { continue }
                 if let next = outcome.next {
-                    try updateTask.execute(arguments: [Data(next.state), next.dueAt, outcome.runID])
+                    try updateTask.execute(arguments: [Data(next.state), next.dueAt, now, next.dueAt, outcome.runID])
                 } else {
                     try deleteTask.execute(arguments: [outcome.runID])
+                }
+                try deleteWait.execute(arguments: [outcome.runID])
+                if let wait = outcome.subscription, outcome.next != nil {
+                    try insertWait.execute(arguments: [outcome.runID, wait.orgID, wait.eventType, wait.vendorID])
+                    try wakeIfCame.execute(arguments: [now, outcome.runID, wait.orgID, wait.eventType, wait.vendorID, wait.vendorID, outcome.runID, wait.since])
                 }
                 if let document = outcome.document {
                     try updateRun.execute(arguments: [outcome.status, outcome.finishedAt, Data(document), outcome.runID])
@@ -620,6 +686,19 @@ public final class SQLiteStore: Store {
     public func task(runID: String) async throws -> EngineTask? {
         try await pool.read { db in
             try Row.fetchOne(db, sql: "SELECT \(Self.taskColumns) FROM run_tasks WHERE run_id = ?", arguments: [runID]).map { Self.task($0) }
+        }
+    }
+
+    public func events(orgID: String, type: String, vendorID: String?, since: Timestamp, afterSequence: Int64, limit: Int) async throws -> [StoredEvent] {
+        try await pool.read { db in
+            try Row.fetchAll(db, sql: """
+                SELECT sequence, org_id, event_id, event_type, vendor_id, run_id, data, received_at FROM engine_events
+                 WHERE org_id = ? AND event_type = ? AND (? IS NULL OR vendor_id = ?) AND sequence > ? AND received_at >= ? ORDER BY sequence LIMIT ?
+                """, arguments: [orgID, type, vendorID, vendorID, afterSequence, since, limit]).map { row in
+                StoredEvent(sequence: row[0], event: EngineEvent(
+                    orgID: row[1], eventID: row[2], type: row[3], vendorID: row[4], runID: row[5], data: Array(row[6] as Data), receivedAt: row[7]
+                ))
+            }
         }
     }
 

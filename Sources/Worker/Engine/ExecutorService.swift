@@ -175,6 +175,10 @@ public final class ExecutorService: Service, Sendable {
         }
     }
 
+    /// How far apart instances' clocks may be when an event that came during a claim
+    /// keeps the run due (milliseconds): a margin, not a correctness bound for larger skews.
+    static let eventClockMargin: Int64 = 5_000
+
     /// When a run whose state cannot be read is looked at again (milliseconds).
     static let unreadableRetry: Int64 = 3_600_000
 
@@ -318,7 +322,10 @@ public final class ExecutorService: Service, Sendable {
         }
         let outcome = TaskOutcome(
             runID: task.runID, fence: task.fence, status: advance.state.status.rawValue, finishedAt: advance.state.completedAt,
-            document: advance.document, next: advance.dueAt.map { (advance.state.encoded, $0) }, assessments: assessments, outbox: outbox
+            document: advance.document, next: advance.dueAt.map { (advance.state.encoded, $0) }, assessments: assessments, outbox: outbox,
+            subscription: advance.subscription.map {
+                EventSubscription(orgID: state.orgID, eventType: $0.eventType, vendorID: $0.vendorID, since: now - Self.eventClockMargin)
+            }
         )
         return (outcome, advance)
     }

@@ -28,6 +28,7 @@ struct BatchDecider: Sendable {
         var ignored = 0
         var duplicateEvents = 0
         var runsCanceled = 0
+        var responsesKept = 0
     }
 
     struct Decision: Sendable {
@@ -45,6 +46,8 @@ struct BatchDecider: Sendable {
             case .vendorEvent(let event):
                 query.scopes.insert(event.scope)
                 query.vendors.insert(VendorKey(orgID: event.org.id, vendorID: event.vendorID))
+            case .response(let event):
+                query.scopes.insert(event.scope)
             case .request(let request):
                 if let scope = request.scope { query.scopes.insert(scope) }
                 if let vendorID = request.vendorID { query.vendors.insert(VendorKey(orgID: request.org.id, vendorID: vendorID)) }
@@ -71,6 +74,7 @@ struct BatchDecider: Sendable {
             let outputsBefore = state.writes.outbox.count
             switch input {
             case .vendorEvent(let event): handle(event, &state)
+            case .response(let event): handle(event, &state)
             case .request(let request): handle(request, &state)
             case .answered(let answered): respond(answered, &state)
             case .deadLetter(let letter):
@@ -154,16 +158,45 @@ struct BatchDecider: Sendable {
             start(run, orgID: event.org.id, source: source, idempotencyKey: nil, &state)
             runIDs.append(.string(runID))
         }
-        // The record lives until the event is too old to be taken (InputDecoder): an
-        // event dated ahead of now keeps its record that much longer.
-        state.claim(IdempotencyRecord(
-            scope: event.scope, orgID: event.org.id, endpoint: Scopes.eventEndpoint, key: event.eventID,
-            fingerprint: Digest.sha256(event.encodedData), responseStatus: 200,
-            responseBody: (["workflow_run_ids": .array(runIDs)] as JSONValue).canonicalBytes,
-            createdAt: state.now, expiresAt: max(state.now, event.occurredAt * 1000) + ttlMilliseconds + Self.eventRecordMargin
+        claimEvent(event.scope, orgID: event.org.id, eventID: event.eventID, encodedData: event.encodedData, occurredAt: event.occurredAt, runIDs: runIDs, &state)
+        // Steps may wait for vendor events too.
+        state.writes.events.append(EngineEvent(
+            orgID: event.org.id, eventID: event.eventID, type: event.type.rawValue, vendorID: event.vendorID, runID: nil, data: event.encodedData, receivedAt: state.now
         ))
         logger.info("Vendor event handled", metadata: Self.metadata(source, [
             LogKey.org: "\(event.org.id)", "event_id": "\(event.eventID)", "event_type": "\(event.type.rawValue)", "runs_started": "\(runIDs.count)",
+        ]))
+    }
+
+    /// The record lives until the event is too old to be taken (InputDecoder): an
+    /// event dated ahead of now keeps its record that much longer.
+    private func claimEvent(_ scope: ScopeHash, orgID: String, eventID: String, encodedData: [UInt8], occurredAt: Int64, runIDs: [JSONValue], _ state: inout State) {
+        state.claim(IdempotencyRecord(
+            scope: scope, orgID: orgID, endpoint: Scopes.eventEndpoint, key: eventID,
+            fingerprint: Digest.sha256(encodedData), responseStatus: 200,
+            responseBody: (["workflow_run_ids": .array(runIDs)] as JSONValue).canonicalBytes,
+            createdAt: state.now, expiresAt: max(state.now, occurredAt * 1000) + ttlMilliseconds + Self.eventRecordMargin
+        ))
+    }
+
+    // MARK: Responses that steps wait for
+
+    /// A `QuestionnaireResponse.Submitted`: kept once (a re-published one is a
+    /// duplicate), and the runs waiting for it woken.
+    private func handle(_ event: ResponseEvent, _ state: inout State) {
+        if state.records[event.scope] != nil {
+            state.tally.duplicateEvents += 1
+            logger.info("Duplicate event; counted once", metadata: Self.metadata(event.source, [LogKey.org: "\(event.org.id)", "event_id": "\(event.eventID)"]))
+            return
+        }
+        claimEvent(event.scope, orgID: event.org.id, eventID: event.eventID, encodedData: event.encodedData, occurredAt: event.occurredAt, runIDs: [], &state)
+        state.writes.events.append(EngineEvent(
+            orgID: event.org.id, eventID: event.eventID, type: WaitableEvent.questionnaireResponse, vendorID: event.vendorID,
+            runID: event.runID, data: event.encodedData, receivedAt: state.now
+        ))
+        state.tally.responsesKept += 1
+        logger.info("Questionnaire response kept for the steps that wait for it", metadata: Self.metadata(event.source, [
+            LogKey.org: "\(event.org.id)", "event_id": "\(event.eventID)", "vendor_id": "\(event.vendorID)",
         ]))
     }
 

@@ -63,7 +63,9 @@ struct InputDecoder: Sendable {
         guard let json = try? JSONValue.parse(value) else { return dead("invalid_json", "the value is not JSON") }
         guard let envelope = json.objectValue else { return dead("invalid_event", "the value is not a JSON object") }
         guard let eventType = envelope["event_type"]?.stringValue else { return dead("invalid_event", "event_type is missing or not a string") }
-        guard let type = VendorEventType(rawValue: eventType) else { return .ignored(eventType: BoundedText.identifier(eventType)) }
+        let type = VendorEventType(rawValue: eventType)
+        let isResponse = eventType == WaitableEvent.questionnaireResponse
+        guard type != nil || isResponse else { return .ignored(eventType: BoundedText.identifier(eventType)) }
         guard let eventID = envelope["event_id"]?.stringValue, Identifier.isValid(eventID, prefix: "cbevt") else {
             return dead("invalid_event", "event_id must be cbevt_ followed by 32 lowercase hex digits")
         }
@@ -73,13 +75,22 @@ struct InputDecoder: Sendable {
         guard case .int(let occurredAt)? = envelope["occurred_at"], (0...Self.latestEpochSecond).contains(occurredAt) else {
             return dead("invalid_event", "occurred_at must be epoch seconds")
         }
-        guard let data = envelope["data"], data.objectValue != nil, let vendor = data["vendor"], vendor.objectValue != nil else {
-            return dead("invalid_event", "data.vendor is missing or not an object")
+        guard let data = envelope["data"], data.objectValue != nil else { return dead("invalid_event", "data is missing or not an object") }
+        let vendor: JSONValue
+        let vendorID: String
+        if isResponse {
+            if let problem = Self.responseProblem(data) { return dead("invalid_event", problem) }
+            vendor = .null
+            vendorID = data["vendor_id"]!.stringValue!
+        } else {
+            guard let found = data["vendor"], found.objectValue != nil else { return dead("invalid_event", "data.vendor is missing or not an object") }
+            guard let id = found["id"]?.stringValue, Identifier.isValid(id, prefix: "cbvndr") else {
+                return dead("invalid_event", "data.vendor.id must be cbvndr_ followed by 32 lowercase hex digits")
+            }
+            if let problem = Self.vendorFieldProblem(found) { return dead("invalid_event", problem) }
+            vendor = found
+            vendorID = id
         }
-        guard let vendorID = vendor["id"]?.stringValue, Identifier.isValid(vendorID, prefix: "cbvndr") else {
-            return dead("invalid_event", "data.vendor.id must be cbvndr_ followed by 32 lowercase hex digits")
-        }
-        if let problem = Self.vendorFieldProblem(vendor) { return dead("invalid_event", problem) }
         // Outputs repeat the data canonically encoded, which can be larger than as sent
         // (`\b` is written `\u0008`, `1e15` in full): that too must fit.
         let encodedData = data.canonicalBytes
@@ -105,7 +116,29 @@ struct InputDecoder: Sendable {
         if occurredAt * 1000 + idempotencyTTL.milliseconds <= now {
             return dead("event_too_old", "occurred_at \(occurredAt) is older than IDEMPOTENCY_TTL (\(DurationParser.format(idempotencyTTL))); a replay this old could start work again")
         }
+        guard let type else {
+            return .response(ResponseEvent(
+                source: source, org: org, eventID: eventID, occurredAt: occurredAt, data: data, encodedData: encodedData,
+                vendorID: vendorID, runID: data["workflow_run_id"]?.stringValue
+            ))
+        }
         return .vendorEvent(VendorEvent(source: source, org: org, eventID: eventID, type: type, occurredAt: occurredAt, data: data, encodedData: encodedData, vendor: vendor, vendorID: vendorID))
+    }
+
+    /// The fields §10 gives a `QuestionnaireResponse.Submitted`'s `data`.
+    static func responseProblem(_ data: JSONValue) -> String? {
+        guard let questionnaire = data["questionnaire_id"]?.stringValue, Identifier.isValid(questionnaire, prefix: "cbqst") else {
+            return "data.questionnaire_id must be cbqst_ followed by 32 lowercase hex digits"
+        }
+        guard let vendor = data["vendor_id"]?.stringValue, Identifier.isValid(vendor, prefix: "cbvndr") else {
+            return "data.vendor_id must be cbvndr_ followed by 32 lowercase hex digits"
+        }
+        if let run = data["workflow_run_id"], run != .null, !(run.stringValue.map { Identifier.isValid($0, prefix: "cbwr") } ?? false) {
+            return "data.workflow_run_id must be cbwr_ followed by 32 lowercase hex digits, or absent"
+        }
+        guard case .int(let submitted)? = data["submitted_at"], (0...latestEpochSecond).contains(submitted) else { return "data.submitted_at must be epoch seconds" }
+        guard data["answers"]?.objectValue != nil else { return "data.answers must be an object" }
+        return nil
     }
 
     /// Epoch seconds beyond this (the year 5138) are not a time: refused before any arithmetic on them.

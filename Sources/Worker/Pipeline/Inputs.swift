@@ -76,6 +76,9 @@ enum Input: Sendable {
     case request(TriggerRequest)
     /// A trigger request answered without the store (400, 401, 413, 422), perhaps dead-lettered too.
     case answered(AnsweredRequest)
+    /// A `QuestionnaireResponse.Submitted` of a known org, signature checked: kept for
+    /// the steps that wait for it.
+    case response(ResponseEvent)
     /// A vendor event that cannot be handled at all.
     case deadLetter(DeadLetter)
     /// A well-formed event of a type the worker does not act on.
@@ -107,6 +110,33 @@ struct VendorEvent: Sendable {
         self.encodedData = encodedData
         self.vendor = vendor
         self.vendorID = vendorID
+        scope = ScopeHash(orgID: org.id, endpoint: Scopes.eventEndpoint, key: eventID)
+    }
+}
+
+/// A `QuestionnaireResponse.Submitted` (§10): it starts nothing; steps wait for it.
+struct ResponseEvent: Sendable {
+    var source: Source
+    var org: Org
+    var eventID: String
+    var occurredAt: Int64
+    var data: JSONValue
+    var encodedData: [UInt8]
+    var vendorID: String
+    /// `data.workflow_run_id`: it then matches only that run's waits.
+    var runID: String?
+    /// The dedupe scope `(org, "event", event_id)`, as for vendor events.
+    let scope: ScopeHash
+
+    init(source: Source, org: Org, eventID: String, occurredAt: Int64, data: JSONValue, encodedData: [UInt8], vendorID: String, runID: String?) {
+        self.source = source
+        self.org = org
+        self.eventID = eventID
+        self.occurredAt = occurredAt
+        self.data = data
+        self.encodedData = encodedData
+        self.vendorID = vendorID
+        self.runID = runID
         scope = ScopeHash(orgID: org.id, endpoint: Scopes.eventEndpoint, key: eventID)
     }
 }

@@ -40,6 +40,7 @@ public struct WorkerServices: Sendable {
         webhooks = WebhookClient()
         let engine = RunEngine(maxEffectBytes: configuration.maxMessageBytes, actions: [
             .sendWebhook: webhooks.action(allowedHosts: configuration.webhookAllowedHosts) { orgs.org(id: $0)?.webhookSigningSecret },
+            .waitForEvent: WaitForEventAction(store: store),
         ])
         let executor = ExecutorService(configuration: configuration, catalog: catalog, store: store, engine: engine, paused: enginePaused, logger: logger)
         self.executor = executor

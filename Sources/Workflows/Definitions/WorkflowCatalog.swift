@@ -231,6 +231,9 @@ struct WorkflowParser {
                 if action == .delay {
                     checkDelay(inputs, line: step.line(of: "with"))
                 }
+                if action == .waitForEvent {
+                    checkWait(inputs, line: step.line(of: "with"))
+                }
                 if action == .updateWorkflowRun, let status = inputs["status"]?.stringValue, !["completed", "failed", "canceled"].contains(status) {
                     reader.report("update_workflow_run status must be completed, failed or canceled, not '\(status)'", line: step.line(of: "with"))
                 }
@@ -293,6 +296,38 @@ struct WorkflowParser {
             } else if time.stringValue == nil, TimeSpec.parse(time) == nil {
                 reader.report("delay 'until' must be epoch seconds, an RFC 3339 time or a date YYYY-MM-DD", line: line)
             }
+        }
+    }
+
+    /// `wait_for_event`: an event type steps can wait for, an optional `match` mapping,
+    /// exactly one deadline (`until` a time or `timeout` a duration), `on_timeout`.
+    private func checkWait(_ inputs: [String: JSONValue], line: Int) {
+        if let event = inputs["event"] {
+            if let name = event.stringValue, !WaitableEvent.all.contains(name) {
+                reader.report("wait_for_event 'event' must be one of \(WaitableEvent.all.sorted().joined(separator: ", ")), not '\(BoundedText.identifier(name))'", line: line)
+            } else if event.stringValue == nil {
+                reader.report("wait_for_event 'event' must be an event type name", line: line)
+            }
+        }
+        if let match = inputs["match"], match.objectValue == nil {
+            reader.report("wait_for_event 'match' must be a mapping of data fields to values", line: line)
+        }
+        switch (inputs["until"], inputs["timeout"]) {
+        case (nil, nil), (.some, .some):
+            reader.report("wait_for_event needs exactly one deadline: 'until' (a time) or 'timeout' (a duration such as 14d)", line: line)
+        case (nil, let timeout?):
+            if let text = timeout.stringValue, !text.contains("{{"), DurationParser.parse(text) == nil {
+                reader.report("wait_for_event 'timeout' must be a duration such as 1h or 14d, not '\(BoundedText.identifier(text))'", line: line)
+            } else if timeout.stringValue == nil {
+                reader.report("wait_for_event 'timeout' must be a duration such as 1h or 14d", line: line)
+            }
+        case (let until?, nil):
+            if let text = until.stringValue, !text.contains("{{"), TimeSpec.parse(.string(text)) == nil {
+                reader.report("wait_for_event 'until' must be epoch seconds, an RFC 3339 time or a date YYYY-MM-DD, not '\(BoundedText.identifier(text))'", line: line)
+            }
+        }
+        if let policy = inputs["on_timeout"], policy != "fail", policy != "continue" {
+            reader.report("wait_for_event 'on_timeout' must be fail or continue", line: line)
         }
     }
 

@@ -159,6 +159,7 @@ public enum WorkflowAction: String, Sendable, Hashable, CaseIterable {
     case updateWorkflowRun = "update_workflow_run"
     case createWorkQueueItem = "create_work_queue_item"
     case delay
+    case waitForEvent = "wait_for_event"
 
     /// Keys of `with` that the action cannot do without.
     public var requiredInputs: [String] {
@@ -166,6 +167,7 @@ public enum WorkflowAction: String, Sendable, Hashable, CaseIterable {
         case .sendEmail: ["to", "subject"]
         case .sendWebhook: ["url"]
         case .runWorkflow: ["workflow"]
+        case .waitForEvent: ["event"]
         case .updateWorkflowRun: ["status"]
         case .createAssessment, .sendQuestionnaire, .createWorkQueueItem, .delay: []
         }
@@ -176,6 +178,7 @@ public enum WorkflowAction: String, Sendable, Hashable, CaseIterable {
     public var knownInputs: Set<String>? {
         switch self {
         case .delay: ["for", "until"]
+        case .waitForEvent: ["event", "match", "until", "timeout", "on_timeout"]
         case .updateWorkflowRun: ["status", "message"]
         case .runWorkflow: ["workflow", "input", "wait"]
         case .sendWebhook: ["url", "payload", "headers"]

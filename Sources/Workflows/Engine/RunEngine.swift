@@ -56,6 +56,8 @@ public struct RunAdvance: Sendable {
     public var stepsEnded = 0
     /// Attempts that failed and were scheduled again.
     public var retries = 0
+    /// What the run waits for when it waits for an event (`nil` otherwise).
+    public var subscription: WaitSubscription?
     /// Per action, the steps performed and how long each took in the action (milliseconds).
     public var performed: [(action: WorkflowAction, milliseconds: Int64)] = []
 
@@ -93,6 +95,7 @@ public struct RunEngine: Sendable {
             .updateWorkflowRun: UpdateRunAction(),
             .delay: DelayAction(),
             .runWorkflow: RunWorkflowAction(),
+            .waitForEvent: NoEventsAction(),
         ]
         all.merge(actions) { $1 }
         self.actions = all
@@ -132,7 +135,9 @@ public struct RunEngine: Sendable {
             let index = advance.state.cursor
             let step = definition[index]
             let record = advance.state.steps[index]
-            if let wakeAt = record.wakeAt, now < wakeAt {
+            // A step waiting for an event is performed again whenever the run is claimed
+            // (an event may have woken it); a delay only at its time.
+            if let wakeAt = record.wakeAt, now < wakeAt, record.subscription == nil {
                 advance.dueAt = wakeAt
                 return finish(&advance)
             }
@@ -180,6 +185,7 @@ public struct RunEngine: Sendable {
             record.artifacts = success.artifacts
             record.wakeAt = nil
             record.waitingFor = nil
+            record.subscription = nil
             record.lastError = nil
             advance.state.outputs[step.id] = success.output
             if let assessment = success.assessment {
@@ -200,15 +206,26 @@ public struct RunEngine: Sendable {
             advance.state.status = status  // the step's event shows the run as the step left it
             stepUpdated(&advance, index)
             end(&advance, status: status, now: now)
-        case .waits(let until, let waitingFor):
+        case .waits(let until, let waitingFor, let subscription):
             let first = record.wakeAt == nil
             record.status = .running
             record.wakeAt = until
             record.waitingFor = waitingFor
+            record.subscription = subscription
             advance.state.steps[index] = record
             advance.state.status = .waiting
             advance.dueAt = until
+            advance.subscription = subscription
             if first { stepUpdated(&advance, index) }
+        case .skipped(let message):
+            record.status = .skipped
+            record.message = Self.bounded(message)
+            record.wakeAt = nil
+            record.waitingFor = nil
+            record.subscription = nil
+            advance.state.steps[index] = record
+            advance.state.cursor = index + 1
+            stepUpdated(&advance, index)
         case .failed(let message, let retriable):
             if retriable, record.attempts < step.retry.maxAttempts {
                 record.status = .running
@@ -231,6 +248,7 @@ public struct RunEngine: Sendable {
         record.status = .failed
         record.wakeAt = nil
         record.waitingFor = nil
+        record.subscription = nil
         record.message = Self.bounded(.string(message))
         advance.state.steps[index] = record
         advance.state.cursor = index + 1
@@ -259,6 +277,7 @@ public struct RunEngine: Sendable {
             advance.state.steps[index].wakeAt = nil
             advance.state.steps[index].waitingFor = nil
             advance.state.steps[index].nextAttemptAt = nil
+            advance.state.steps[index].subscription = nil
             stepUpdated(&advance, index)
         }
         advance.state.cursor = advance.state.steps.count

@@ -59,6 +59,8 @@ public struct StepState: Sendable, Hashable {
     public var waitingFor: JSONValue?
     /// The last retriable failure, while the step is retried.
     public var lastError: String?
+    /// What wakes the step while it waits for an event.
+    public var subscription: WaitSubscription?
 }
 
 /// Everything the engine needs to go on with a run on any instance, after any
@@ -122,6 +124,7 @@ extension RunState {
                     "created_at": .int(step.createdAt), "updated_at": .int(step.updatedAt), "attempts": .int(Int64(step.attempts)),
                     "next_attempt_at": optional(step.nextAttemptAt), "wake_at": optional(step.wakeAt),
                     "waiting_for": step.waitingFor ?? .null, "last_error": optional(step.lastError),
+                    "subscription": step.subscription.map { ["event_type": .string($0.eventType), "vendor_id": optional($0.vendorID)] } ?? .null,
                 ]
             }),
         ]
@@ -176,6 +179,9 @@ extension RunState {
             state.wakeAt = step["wake_at"]?.intValue
             if let waitingFor = step["waiting_for"], waitingFor != .null { state.waitingFor = waitingFor }
             state.lastError = step["last_error"]?.stringValue
+            if let type = step["subscription"]?["event_type"]?.stringValue {
+                state.subscription = WaitSubscription(eventType: type, vendorID: step["subscription"]?["vendor_id"]?.stringValue)
+            }
             steps.append(state)
         }
         self.steps = steps

@@ -97,6 +97,14 @@ struct RunWorkflowAction: StepAction {
     }
 }
 
+/// `wait_for_event` without an event store (an engine built for tests): the worker
+/// replaces it with its own, which reads the events intake keeps.
+struct NoEventsAction: StepAction {
+    func perform(_ context: StepContext) async -> StepOutcome {
+        .failed(message: "wait_for_event needs the worker's event store", retriable: false)
+    }
+}
+
 /// The assessment object of the API, shared by `POST /v1/assessments` and the `create_assessment` step.
 public enum AssessmentDocument {
     public static func make(

@@ -45,8 +45,29 @@ public enum StepOutcome: Sendable {
     /// The step succeeded and ends the run with this status (`update_workflow_run`).
     case endsRun(RunStatus, message: JSONValue)
     /// The step waits until a time (milliseconds since the epoch); it is performed
-    /// again then, with ``StepState/wakeAt`` set.
-    case waits(until: Int64, waitingFor: JSONValue)
+    /// again then, with ``StepState/wakeAt`` set, and, when it waits for an event, each
+    /// time such an event may have come (the run is woken by it).
+    case waits(until: Int64, waitingFor: JSONValue, subscription: WaitSubscription? = nil)
+    /// The step is skipped (a wait that timed out with `on_timeout: continue`); the run goes on.
+    case skipped(message: JSONValue)
+}
+
+/// The events that wake a run whose step waits for one.
+public struct WaitSubscription: Sendable, Hashable {
+    public var eventType: String
+    /// Only events about this vendor (`nil`: any of the org's).
+    public var vendorID: String?
+
+    public init(eventType: String, vendorID: String?) {
+        self.eventType = eventType
+        self.vendorID = vendorID
+    }
+}
+
+/// The event types a step can wait for, on the vendor-events topic (§10).
+public enum WaitableEvent {
+    public static let questionnaireResponse = "QuestionnaireResponse.Submitted"
+    public static let all: Set<String> = [questionnaireResponse, "Vendor.Created", "Vendor.Updated"]
 }
 
 /// A successful step's results.

@@ -1,0 +1,80 @@
+import Store
+import Workflows
+
+/// `wait_for_event` (§10): the step waits until an event of `event` for the run's org
+/// whose `data` has every field of `match` (dotted paths, values templated) arrives
+/// on the vendor-events topic, or its deadline (`until`, or `timeout` from when the
+/// wait began) passes: then it fails `timed out`, or with `on_timeout: continue` is
+/// skipped. Events that arrived after the run started count, even before the wait
+/// began; an event whose `data.workflow_run_id` is set matches only that run. The
+/// first match (in the order received) resumes the step and is its output and
+/// artifact; intake keeps each event id once, so a re-published event counts once.
+struct WaitForEventAction: StepAction {
+    let store: any Store
+    /// Events looked through per query.
+    static let page = 500
+
+    func perform(_ context: StepContext) async -> StepOutcome {
+        let fields = context.inputFields
+        guard let type = fields["event"]?.stringValue, WaitableEvent.all.contains(type) else {
+            return .failed(message: "wait_for_event needs an event type it can wait for", retriable: false)
+        }
+        let match = fields["match"]?.objectValue ?? [:]
+        let deadline: Int64
+        if let wakeAt = context.state.wakeAt {
+            deadline = wakeAt
+        } else if let text = fields["timeout"]?.stringValue {
+            guard let timeout = DurationParser.parse(text) else {
+                return .failed(message: "wait_for_event 'timeout' is not a duration for this run", retriable: false)
+            }
+            deadline = context.now + timeout.wholeMilliseconds
+        } else if let until = fields["until"] {
+            guard let time = TimeSpec.parse(until) else {
+                return .failed(message: "wait_for_event 'until' is not a time (epoch seconds, RFC 3339 or YYYY-MM-DD) for this run", retriable: false)
+            }
+            deadline = time
+        } else {
+            return .failed(message: "wait_for_event needs 'until' or 'timeout'", retriable: false)
+        }
+        // Narrows the events looked at (and the wake-ups) to one vendor's when `match` names one.
+        let vendorID = match["vendor_id"]?.stringValue
+        do {
+            var after: Int64 = 0
+            while true {
+                let events = try await store.events(
+                    orgID: context.run.orgID, type: type, vendorID: vendorID, since: context.run.startedAt * 1000, afterSequence: after, limit: Self.page
+                )
+                for stored in events {
+                    let event = stored.event
+                    if let runID = event.runID, runID != context.run.runID { continue }
+                    guard let data = try? JSONValue.parse(event.data), Self.matches(data, match) else { continue }
+                    return .succeeded(StepSuccess(
+                        message: .string("resumed by \(type) \(event.eventID)"),
+                        artifacts: [["artifact_type": "event", "event_type": .string(type), "id": .string(event.eventID), "role": "result"]],
+                        output: data
+                    ))
+                }
+                guard events.count == Self.page, let last = events.last else { break }
+                after = last.sequence
+            }
+        } catch {
+            // The store did not answer: looked at again soon (a timer of the engine, not a failure).
+            return .waits(until: min(deadline, context.now + 5_000), waitingFor: waitingFor(type, match, deadline), subscription: WaitSubscription(eventType: type, vendorID: vendorID))
+        }
+        guard context.now < deadline else {
+            let message = "timed out waiting for \(type) (deadline \(deadline / 1000))"
+            if fields["on_timeout"] == "continue" { return .skipped(message: .string(message)) }
+            return .failed(message: message, retriable: false)
+        }
+        return .waits(until: deadline, waitingFor: waitingFor(type, match, deadline), subscription: WaitSubscription(eventType: type, vendorID: vendorID))
+    }
+
+    private func waitingFor(_ type: String, _ match: [String: JSONValue], _ deadline: Int64) -> JSONValue {
+        ["event": .string(type), "match": .object(match), "until": .int(deadline / 1000)]
+    }
+
+    /// Every field of `match` (a dotted path into `data`) equals its value.
+    static func matches(_ data: JSONValue, _ match: [String: JSONValue]) -> Bool {
+        match.allSatisfy { path, value in data[path: path.split(separator: ".").map(String.init)] == value }
+    }
+}
