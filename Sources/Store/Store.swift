@@ -107,6 +107,18 @@ public protocol Store: Sendable {
     /// The stored engine state of run `id` (absent once the run ended).
     func task(runID: String) async throws -> EngineTask?
 
+    /// The org's vendor directory in id order, after `afterID`: what a `for_each` goes through.
+    func vendors(orgID: String, afterID: String, limit: Int) async throws -> [VendorRecord]
+
+    /// Items of run `runID` still to end (any `for_each` step).
+    func pendingItems(runID: String) async throws -> Int
+
+    /// The results of the items of `stepID` of run `runID`, counted.
+    func itemCounts(runID: String, stepID: String) async throws -> ItemCounts
+
+    /// The results of the items of `stepID` of run `runID`, in vendor id order, after `afterKey`.
+    func itemResults(runID: String, stepID: String, afterKey: String, limit: Int) async throws -> [ItemResult]
+
     /// Events of `type` for `orgID` (about `vendorID`, when given) received at or after
     /// `since` (milliseconds), in the order received, after `afterSequence`: what a
     /// waiting step looks through.
@@ -191,8 +203,20 @@ public struct EngineTask: Sendable, Hashable {
     public var leaseUntil: Timestamp
     /// Whether this claim took it over from a holder whose lease ran out.
     public var tookOverExpiredLease: Bool
+    /// For an item of a `for_each`: the run it belongs to (whose task it wakes when it
+    /// is the last to end), and how many of that run's items may execute at once.
+    public var parentID: String?
+    public var slots: Int = 0
 
-    public init(runID: String, orgID: String, dueAt: Timestamp, state: [UInt8], source: PartitionID?, fence: Int64 = 0, leaseOwner: String? = nil, leaseUntil: Timestamp = 0, tookOverExpiredLease: Bool = false) {
+    /// The due time of an item not yet started (its run's `concurrency` holds it back).
+    public static let dormant: Timestamp = 9_000_000_000_000_000_000
+
+    public init(
+        runID: String, orgID: String, dueAt: Timestamp, state: [UInt8], source: PartitionID?, fence: Int64 = 0, leaseOwner: String? = nil,
+        leaseUntil: Timestamp = 0, tookOverExpiredLease: Bool = false, parentID: String? = nil, slots: Int = 0
+    ) {
+        self.parentID = parentID
+        self.slots = slots
         self.runID = runID
         self.orgID = orgID
         self.dueAt = dueAt
@@ -220,6 +244,13 @@ public struct TaskOutcome: Sendable {
     public var outbox: [OutboxMessage]
     /// What the run now waits for (replacing what it waited for before); `nil`: no event.
     public var subscription: EventSubscription?
+    /// Items a `for_each` creates (created once: an existing id is kept); they start as
+    /// their run's concurrency allows.
+    public var spawn: [EngineTask] = []
+    /// For an item that ended: its result, kept for its run's `for_each` and `aggregate`.
+    public var itemResult: ItemResult?
+    /// For an item: its run (told when its last item ends; its next items started).
+    public var parentID: String?
 
     public init(runID: String, fence: Int64, status: String, finishedAt: Int64?, document: [UInt8]?, next: (state: [UInt8], dueAt: Timestamp)?, assessments: [AssessmentRecord], outbox: [OutboxMessage], subscription: EventSubscription? = nil) {
         self.runID = runID
@@ -231,6 +262,47 @@ public struct TaskOutcome: Sendable {
         self.assessments = assessments
         self.outbox = outbox
         self.subscription = subscription
+    }
+}
+
+/// How one item of a `for_each` ended.
+public struct ItemResult: Sendable, Hashable {
+    public var runID: String
+    public var stepID: String
+    /// The vendor id.
+    public var key: String
+    /// `success`, `failed` or `skipped`.
+    public var status: String
+    /// The event that resumed the item's wait (canonical JSON), if one did.
+    public var response: [UInt8]?
+    /// Seconds since the epoch.
+    public var finishedAt: Int64
+
+    public init(runID: String, stepID: String, key: String, status: String, response: [UInt8]?, finishedAt: Int64) {
+        self.runID = runID
+        self.stepID = stepID
+        self.key = key
+        self.status = status
+        self.response = response
+        self.finishedAt = finishedAt
+    }
+}
+
+/// The items of one `for_each`, counted.
+public struct ItemCounts: Sendable, Hashable {
+    public var total = 0
+    public var succeeded = 0
+    public var failed = 0
+    public var skipped = 0
+    /// Items whose wait was resumed by an event.
+    public var responses = 0
+
+    public init(total: Int = 0, succeeded: Int = 0, failed: Int = 0, skipped: Int = 0, responses: Int = 0) {
+        self.total = total
+        self.succeeded = succeeded
+        self.failed = failed
+        self.skipped = skipped
+        self.responses = responses
     }
 }
 

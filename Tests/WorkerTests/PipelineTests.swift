@@ -192,6 +192,12 @@ final class FlakyStore: Store {
     func nextTaskDue() async throws -> Timestamp? { try await base.nextTaskDue() }
     func engineQueue(now: Timestamp) async throws -> EngineQueueStats { try await base.engineQueue(now: now) }
     func task(runID: String) async throws -> EngineTask? { try await base.task(runID: runID) }
+    func vendors(orgID: String, afterID: String, limit: Int) async throws -> [VendorRecord] { try await base.vendors(orgID: orgID, afterID: afterID, limit: limit) }
+    func pendingItems(runID: String) async throws -> Int { try await base.pendingItems(runID: runID) }
+    func itemCounts(runID: String, stepID: String) async throws -> ItemCounts { try await base.itemCounts(runID: runID, stepID: stepID) }
+    func itemResults(runID: String, stepID: String, afterKey: String, limit: Int) async throws -> [ItemResult] {
+        try await base.itemResults(runID: runID, stepID: stepID, afterKey: afterKey, limit: limit)
+    }
     func events(orgID: String, type: String, vendorID: String?, since: Timestamp, afterSequence: Int64, limit: Int) async throws -> [StoredEvent] {
         try await base.events(orgID: orgID, type: type, vendorID: vendorID, since: since, afterSequence: afterSequence, limit: limit)
     }

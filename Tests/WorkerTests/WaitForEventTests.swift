@@ -74,6 +74,7 @@ struct WaitForEventTests {
 
     func status(_ run: String) async throws -> String? { try await store.run(id: run)?.status }
 
+
     @Test("a run waits; another vendor's response and one for another run do not wake it; its vendor's response resumes it and is the step's output")
     func resumedByItsResponse() async throws {
         let run = try await start("await-response")

@@ -198,4 +198,56 @@ struct EngineValidationTests {
             #expect(problems.contains { $0.message.contains(fragment) }, "\(option): \(problems)")
         }
     }
+
+    @Test("for_each: a filter of known keys (or a template), concurrency 1 to 1000, a do of steps without another for_each; aggregate from an earlier for_each")
+    func fanOut() throws {
+        let valid = """
+        name: demo
+        trigger: { type: direct }
+        steps:
+          - id: sweep
+            action: for_each
+            with:
+              vendor_filter: { tags: [pii], tier_in: [high] }
+              concurrency: 3
+              do:
+                - { id: ask, action: send_questionnaire, with: { to: "{{ vendor.id }}" } }
+                - { id: answer, action: wait_for_event, with: { event: QuestionnaireResponse.Submitted, match: { vendor_id: "{{ vendor.id }}" }, timeout: 14d } }
+          - { id: report, action: aggregate, with: { from: sweep } }
+        """
+        let (definition, problems) = parseWorkflow(valid)
+        #expect(problems.isEmpty, "\(problems)")
+        let sweep = try #require(definition?.steps.first)
+        #expect(sweep.body.map(\.id) == ["ask", "answer"])
+        #expect(sweep.with["do"] == nil, "do is the body, not an input rendered over the run")
+        #expect(WorkflowStep(json: sweep.json) == sweep, "kept in a run's state as it was")
+        for (yaml, fragment) in [
+            ("  - { id: s, action: for_each, with: { vendor_filter: { colour: red }, do: { id: a, action: send_questionnaire } } }\n", "unknown key 'colour'"),
+            ("  - { id: s, action: for_each, with: { vendor_filter: {}, concurrency: 0, do: { id: a, action: send_questionnaire } } }\n", "concurrency must be"),
+            ("  - { id: s, action: for_each, with: { vendor_filter: {}, do: [] } }\n", "needs at least one step"),
+            ("  - { id: s, action: for_each, with: { vendor_filter: {}, do: { id: a, action: for_each, with: { vendor_filter: {}, do: { id: b, action: delay, with: { for: 1s } } } } } }\n", "cannot hold for_each"),
+            ("  - { id: s, action: for_each, with: { vendor_filter: {} } }\n", "needs 'do'"),
+            ("  - { id: r, action: aggregate, with: { from: nowhere } }\n", "must name an earlier for_each"),
+        ] {
+            let (_, problems) = parseWorkflow("name: demo\ntrigger: { type: direct }\nsteps:\n" + yaml)
+            #expect(problems.contains { $0.message.contains(fragment) }, "\(yaml): \(problems)")
+        }
+    }
+
+    @Test("vendor filters: tags any, tags_all, tier_in, attributes equal; empty matches all")
+    func filters() throws {
+        let vendor: JSONValue = ["id": "cbvndr_x", "tier": "high", "tags": ["pii", "eu"], "attributes": ["country": "DE", "spend": 5]]
+        func filter(_ value: JSONValue) throws -> VendorFilter { try #require(VendorFilter(value)) }
+        #expect(try filter([:]).matches(vendor))
+        #expect(try filter(["tags": ["pii", "other"]]).matches(vendor))
+        #expect(try !filter(["tags": ["other"]]).matches(vendor))
+        #expect(try filter(["tags_all": ["pii", "eu"]]).matches(vendor))
+        #expect(try !filter(["tags_all": ["pii", "us"]]).matches(vendor))
+        #expect(try filter(["tier_in": ["critical", "high"]]).matches(vendor))
+        #expect(try !filter(["tier_in": ["low"]]).matches(vendor))
+        #expect(try filter(["attributes": ["country": "DE"]]).matches(vendor))
+        #expect(try !filter(["attributes": ["country": "FR"]]).matches(vendor))
+        #expect(VendorFilter(["tags": "pii"]) == nil, "tags must be a list")
+        #expect(VendorFilter(.null) == VendorFilter(), "no filter: every vendor")
+    }
 }

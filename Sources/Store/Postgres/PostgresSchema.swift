@@ -166,6 +166,25 @@ enum PostgresSchema {
             commitTasksFunctionV6,
             cancelRunsFunctionV6,
         ]),
+        // for_each: items are tasks of their run, held back by its concurrency, and their
+        // results are kept for the for_each and aggregate steps.
+        Migration(version: 7, name: "for-each-items", statements: [
+            "ALTER TABLE run_tasks ADD COLUMN parent_id text, ADD COLUMN slots integer NOT NULL DEFAULT 0",
+            "CREATE INDEX run_tasks_by_parent ON run_tasks (parent_id, due_at) WHERE parent_id IS NOT NULL",
+            """
+            CREATE TABLE run_items (
+                run_id text NOT NULL,
+                step_id text NOT NULL,
+                item_key text NOT NULL,
+                status text NOT NULL,
+                response bytea,
+                finished_at bigint NOT NULL,
+                PRIMARY KEY (run_id, step_id, item_key)
+            )
+            """,
+            startItemsFunction,
+            cancelRunsFunctionV7,
+        ]),
     ]
 
     /// The newest version this build knows: a store migrated further belongs to a newer build.
@@ -416,7 +435,7 @@ enum PostgresSchema {
             UPDATE run_tasks t SET due_at = least(t.due_at, now_ms), woken = true
               FROM run_waits w JOIN added a ON w.org_id = a.org_id AND w.event_type = a.event_type
                    AND (w.vendor_id IS NULL OR w.vendor_id = a.vendor_id)
-             WHERE t.run_id = w.run_id AND (a.run_id IS NULL OR a.run_id = w.run_id);
+             WHERE t.run_id = w.run_id AND (a.run_id IS NULL OR a.run_id = w.run_id OR w.run_id LIKE a.run_id || '/%');
         END
         $$
         """
@@ -446,7 +465,8 @@ enum PostgresSchema {
                       FROM unnest(t_runs, t_due, w_types, w_vendors, w_since) AS c(run, due, type, vendor, since)
                      WHERE t.run_id = c.run AND c.type <> '' AND c.due >= 0 AND EXISTS (
                         SELECT 1 FROM engine_events e WHERE e.org_id = t.org_id AND e.event_type = c.type
-                           AND (c.vendor = '' OR e.vendor_id = c.vendor) AND (e.run_id IS NULL OR e.run_id = c.run) AND e.received_at >= c.since);
+                           AND (c.vendor = '' OR e.vendor_id = c.vendor) AND (e.run_id IS NULL OR e.run_id = c.run OR c.run LIKE e.run_id || '/%')
+                           AND e.received_at >= c.since);
                 END
                 """
         )
@@ -457,5 +477,39 @@ enum PostgresSchema {
         .replacingOccurrences(
             of: "     WHERE r.id = c.run;\nEND",
             with: "     WHERE r.id = c.run;\n    DELETE FROM run_waits w USING unnest(c_runs) AS c(run) WHERE w.run_id = c.run;\nEND"
+        )
+
+    /// For each run in `parents`: starts its held-back items while fewer than its
+    /// concurrency are executing (due or claimed; a waiting item holds no slot), and wakes
+    /// it when it has no items left. Called in the transaction of an engine commit.
+    static let startItemsFunction = """
+        CREATE FUNCTION tw_start_items(parents text[], now_ms bigint, dormant bigint) RETURNS void LANGUAGE plpgsql AS $$
+        DECLARE
+            parent text;
+        BEGIN
+            FOREACH parent IN ARRAY parents LOOP
+                UPDATE run_tasks SET due_at = now_ms
+                 WHERE run_id IN (
+                    SELECT run_id FROM run_tasks WHERE parent_id = parent AND due_at = dormant ORDER BY run_id
+                     LIMIT greatest(0, coalesce((SELECT max(slots) FROM run_tasks WHERE parent_id = parent), 0)
+                       - (SELECT count(*) FROM run_tasks WHERE parent_id = parent AND due_at < dormant AND (due_at <= now_ms OR lease_until > now_ms)))
+                     FOR UPDATE SKIP LOCKED);
+                UPDATE run_tasks SET due_at = least(due_at, now_ms), woken = true
+                 WHERE run_id = parent AND NOT EXISTS (SELECT 1 FROM run_tasks WHERE parent_id = parent);
+            END LOOP;
+        END
+        $$
+        """
+
+    /// Version 6's `tw_cancel_runs`, which also deletes the runs' items.
+    static let cancelRunsFunctionV7 = cancelRunsFunctionV6
+        .replacingOccurrences(
+            of: "    DELETE FROM run_waits w USING unnest(c_runs) AS c(run) WHERE w.run_id = c.run;\nEND",
+            with: """
+                    DELETE FROM run_waits w USING unnest(c_runs) AS c(run) WHERE w.run_id = c.run;
+                    DELETE FROM run_waits w USING run_tasks t, unnest(c_runs) AS c(run) WHERE t.parent_id = c.run AND w.run_id = t.run_id;
+                    DELETE FROM run_tasks t USING unnest(c_runs) AS c(run) WHERE t.parent_id = c.run;
+                END
+                """
         )
 }

@@ -241,16 +241,16 @@ public final class PostgresStore: Store, Service {
                 let rows = try await self.client.query(
                     """
                     SELECT r.id, r.org_id, r.workflow_name, r.status, r.started_at, r.finished_at, r.document,
-                           t.run_id, t.org_id, t.due_at, t.state, t.source_topic, t.source_partition, t.fence, t.lease_owner, t.lease_until
+                           t.run_id, t.org_id, t.due_at, t.state, t.source_topic, t.source_partition, t.fence, t.lease_owner, t.lease_until, t.parent_id, t.slots
                       FROM runs r LEFT JOIN run_tasks t ON t.run_id = r.id WHERE r.id = ANY(\(ids)::text[])
                     """,
                     logger: self.logger
                 )
                 for try await row in rows {
-                    let columns = try row.decode((String, String, String, String, Int64, Int64?, ByteBuffer, String?, String?, Int64?, ByteBuffer?, String?, Int32?, Int64?, String?, Int64?).self)
+                    let columns = try row.decode((String, String, String, String, Int64, Int64?, ByteBuffer, String?, String?, Int64?, ByteBuffer?, String?, Int32?, Int64?, String?, Int64?, String?, Int32?).self)
                     var task: EngineTask?
                     if let taskRun = columns.7, let taskOrg = columns.8, let due = columns.9, let state = columns.10, let fence = columns.13 {
-                        task = Self.task((taskRun, taskOrg, due, state, columns.11, columns.12, fence, columns.14, columns.15 ?? 0))
+                        task = Self.task((taskRun, taskOrg, due, state, columns.11, columns.12, fence, columns.14, columns.15 ?? 0, columns.16, columns.17 ?? 0))
                     }
                     let record = Self.run((columns.0, columns.1, columns.2, columns.3, columns.4, columns.5, columns.6))
                     snapshot.runs[record.id] = RunSnapshot(record: record, task: task)
@@ -519,13 +519,13 @@ public final class PostgresStore: Store, Service {
 
     // MARK: The engine's work
 
-    private typealias TaskRow = (String, String, Int64, ByteBuffer, String?, Int32?, Int64, String?, Int64)
+    private typealias TaskRow = (String, String, Int64, ByteBuffer, String?, Int32?, Int64, String?, Int64, String?, Int32)
 
     private static func task(_ row: TaskRow, tookOver: Bool = false) -> EngineTask {
         EngineTask(
             runID: row.0, orgID: row.1, dueAt: row.2, state: Array(buffer: row.3),
             source: row.4.map { PartitionID(topic: $0, partition: row.5 ?? 0) }, fence: row.6, leaseOwner: row.7, leaseUntil: row.8,
-            tookOverExpiredLease: tookOver
+            tookOverExpiredLease: tookOver, parentID: row.9, slots: Int(row.10)
         )
     }
 
@@ -541,13 +541,14 @@ public final class PostgresStore: Store, Service {
                 )
                 UPDATE run_tasks t SET lease_owner = \(owner), lease_until = \(leaseUntil), fence = t.fence + 1
                   FROM c WHERE t.run_id = c.run_id
-                RETURNING t.run_id, t.org_id, t.due_at, t.state, t.source_topic, t.source_partition, t.fence, t.lease_owner, t.lease_until, c.previous IS NOT NULL
+                RETURNING t.run_id, t.org_id, t.due_at, t.state, t.source_topic, t.source_partition, t.fence, t.lease_owner, t.lease_until,
+                          t.parent_id, t.slots, c.previous IS NOT NULL
                 """,
                 logger: self.logger
             )
             var tasks: [EngineTask] = []
-            for try await row in rows.decode((String, String, Int64, ByteBuffer, String?, Int32?, Int64, String?, Int64, Bool).self) {
-                tasks.append(Self.task((row.0, row.1, row.2, row.3, row.4, row.5, row.6, row.7, row.8), tookOver: row.9))
+            for try await row in rows.decode((String, String, Int64, ByteBuffer, String?, Int32?, Int64, String?, Int64, String?, Int32, Bool).self) {
+                tasks.append(Self.task((row.0, row.1, row.2, row.3, row.4, row.5, row.6, row.7, row.8, row.9, row.10), tookOver: row.11))
             }
             return tasks.sorted { $0.dueAt < $1.dueAt }
         }
@@ -582,8 +583,51 @@ public final class PostgresStore: Store, Service {
         for _ in 0..<5 where !outcomes.isEmpty {
             do {
                 let statement = CommitTasks(outcomes, now: now)
+                let spawned = outcomes.flatMap(\.spawn).sorted { $0.runID < $1.runID }
+                let results = outcomes.compactMap(\.itemResult)
+                let parents = Set(outcomes.compactMap(\.parentID) + outcomes.filter { !$0.spawn.isEmpty }.map(\.runID)).sorted()
                 try await call {
-                    for try await _ in try await self.client.execute(statement, logger: self.logger) {}
+                    guard !parents.isEmpty else {
+                        for try await _ in try await self.client.execute(statement, logger: self.logger) {}
+                        return
+                    }
+                    // Items created or ended: in the same transaction, kept and started.
+                    try await self.client.withTransaction(logger: self.logger) { connection in
+                        for try await _ in try await connection.execute(statement, logger: self.logger) {}
+                        if !spawned.isEmpty {
+                            let rows = try await connection.query(
+                                """
+                                INSERT INTO run_tasks (run_id, org_id, due_at, state, source_topic, source_partition, parent_id, slots)
+                                SELECT s.run, s.org, \(EngineTask.dormant)::bigint, s.state, nullif(s.topic, ''), nullif(s.part, -1), nullif(s.parent, ''), s.slots
+                                  FROM unnest(\(spawned.map(\.runID))::text[], \(spawned.map(\.orgID))::text[],
+                                              \(spawned.map { ByteBuffer(bytes: $0.state) })::bytea[], \(spawned.map { $0.source?.topic ?? "" })::text[],
+                                              \(spawned.map { $0.source?.partition ?? -1 })::integer[], \(spawned.map { $0.parentID ?? "" })::text[],
+                                              \(spawned.map { Int32(clamping: $0.slots) })::integer[]) AS s(run, org, state, topic, part, parent, slots)
+                                ON CONFLICT (run_id) DO NOTHING
+                                """,
+                                logger: self.logger
+                            )
+                            for try await _ in rows {}
+                        }
+                        if !results.isEmpty {
+                            let rows = try await connection.query(
+                                """
+                                INSERT INTO run_items (run_id, step_id, item_key, status, response, finished_at)
+                                SELECT r.run, r.step, r.key, r.status, nullif(r.response, ''::bytea), r.finished
+                                  FROM unnest(\(results.map(\.runID))::text[], \(results.map(\.stepID))::text[], \(results.map(\.key))::text[],
+                                              \(results.map(\.status))::text[], \(results.map { ByteBuffer(bytes: $0.response ?? []) })::bytea[],
+                                              \(results.map(\.finishedAt))::bigint[]) AS r(run, step, key, status, response, finished)
+                                ON CONFLICT DO NOTHING
+                                """,
+                                logger: self.logger
+                            )
+                            for try await _ in rows {}
+                        }
+                        let rows = try await connection.query(
+                            "SELECT FROM tw_start_items(\(parents)::text[], \(now)::bigint, \(EngineTask.dormant)::bigint)", logger: self.logger
+                        )
+                        for try await _ in rows {}
+                    }
                 }
                 return Set(outcomes.map(\.runID))
             } catch let error as StoreError where error.code == .conflict {
@@ -641,6 +685,61 @@ public final class PostgresStore: Store, Service {
         }
     }
 
+    public func vendors(orgID: String, afterID: String, limit: Int) async throws -> [VendorRecord] {
+        try await call {
+            let rows = try await self.client.query(
+                "SELECT id, org_id, document, occurred_at FROM vendors WHERE org_id = \(orgID) AND id > \(afterID) ORDER BY id LIMIT \(limit)", logger: self.logger
+            )
+            var vendors: [VendorRecord] = []
+            for try await (id, org, document, occurred) in rows.decode((String, String, ByteBuffer, Int64).self) {
+                vendors.append(VendorRecord(id: id, orgID: org, document: Array(buffer: document), occurredAt: occurred))
+            }
+            return vendors
+        }
+    }
+
+    public func pendingItems(runID: String) async throws -> Int {
+        try await call {
+            let rows = try await self.client.query("SELECT count(*) FROM run_tasks WHERE parent_id = \(runID)", logger: self.logger)
+            for try await count in rows.decode(Int64.self) { return Int(count) }
+            return 0
+        }
+    }
+
+    public func itemCounts(runID: String, stepID: String) async throws -> ItemCounts {
+        try await call {
+            let rows = try await self.client.query(
+                """
+                SELECT count(*), count(*) FILTER (WHERE status = 'success'), count(*) FILTER (WHERE status = 'failed'),
+                       count(*) FILTER (WHERE status = 'skipped'), count(response)
+                  FROM run_items WHERE run_id = \(runID) AND step_id = \(stepID)
+                """,
+                logger: self.logger
+            )
+            for try await (total, succeeded, failed, skipped, responses) in rows.decode((Int64, Int64, Int64, Int64, Int64).self) {
+                return ItemCounts(total: Int(total), succeeded: Int(succeeded), failed: Int(failed), skipped: Int(skipped), responses: Int(responses))
+            }
+            return ItemCounts()
+        }
+    }
+
+    public func itemResults(runID: String, stepID: String, afterKey: String, limit: Int) async throws -> [ItemResult] {
+        try await call {
+            let rows = try await self.client.query(
+                """
+                SELECT item_key, status, response, finished_at FROM run_items
+                 WHERE run_id = \(runID) AND step_id = \(stepID) AND item_key > \(afterKey) ORDER BY item_key LIMIT \(limit)
+                """,
+                logger: self.logger
+            )
+            var results: [ItemResult] = []
+            for try await (key, status, response, finished) in rows.decode((String, String, ByteBuffer?, Int64).self) {
+                results.append(ItemResult(runID: runID, stepID: stepID, key: key, status: status, response: response.map { Array(buffer: $0) }, finishedAt: finished))
+            }
+            return results
+        }
+    }
+
     public func events(orgID: String, type: String, vendorID: String?, since: Timestamp, afterSequence: Int64, limit: Int) async throws -> [StoredEvent] {
         try await call {
             let rows = try await self.client.query(
@@ -665,7 +764,7 @@ public final class PostgresStore: Store, Service {
     public func task(runID: String) async throws -> EngineTask? {
         try await call {
             let rows = try await self.client.query(
-                "SELECT run_id, org_id, due_at, state, source_topic, source_partition, fence, lease_owner, lease_until FROM run_tasks WHERE run_id = \(runID)",
+                "SELECT run_id, org_id, due_at, state, source_topic, source_partition, fence, lease_owner, lease_until, parent_id, slots FROM run_tasks WHERE run_id = \(runID)",
                 logger: self.logger
             )
             for try await row in rows.decode(TaskRow.self) { return Self.task(row) }

@@ -258,6 +258,24 @@ public final class SQLiteStore: Store {
                 ALTER TABLE run_tasks ADD COLUMN woken INTEGER NOT NULL DEFAULT 0;
                 """)
         }
+        // for_each: items are tasks of their run, held back by its concurrency, and their
+        // results are kept for the for_each and aggregate steps.
+        migrator.registerMigration("v10-for-each-items") { db in
+            try db.execute(sql: """
+                ALTER TABLE run_tasks ADD COLUMN parent_id TEXT;
+                ALTER TABLE run_tasks ADD COLUMN slots INTEGER NOT NULL DEFAULT 0;
+                CREATE INDEX run_tasks_by_parent ON run_tasks (parent_id, due_at) WHERE parent_id IS NOT NULL;
+                CREATE TABLE run_items (
+                    run_id TEXT NOT NULL,
+                    step_id TEXT NOT NULL,
+                    item_key TEXT NOT NULL,
+                    status TEXT NOT NULL,
+                    response BLOB,
+                    finished_at INTEGER NOT NULL,
+                    PRIMARY KEY (run_id, step_id, item_key)
+                );
+                """)
+        }
         return migrator
     }
 
@@ -386,14 +404,14 @@ public final class SQLiteStore: Store {
             ON CONFLICT (org_id, event_id) DO NOTHING
             """)
         let wake = try db.cachedStatement(sql: """
-            UPDATE run_tasks SET due_at = min(due_at, ?), woken = 1
-             WHERE run_id IN (SELECT run_id FROM run_waits WHERE org_id = ? AND event_type = ? AND (vendor_id IS NULL OR vendor_id = ?))
-               AND (? IS NULL OR run_id = ?)
+            UPDATE run_tasks SET due_at = min(due_at, ?1), woken = 1
+             WHERE run_id IN (SELECT run_id FROM run_waits WHERE org_id = ?2 AND event_type = ?3 AND (vendor_id IS NULL OR vendor_id = ?4))
+               AND (?5 IS NULL OR run_id = ?5 OR run_id LIKE ?5 || '/%')
             """)
         for event in events {
             try insert.execute(arguments: [event.orgID, event.eventID, event.type, event.vendorID, event.runID, Data(event.data), event.receivedAt])
             guard db.changesCount == 1 else { continue }
-            try wake.execute(arguments: [now, event.orgID, event.type, event.vendorID, event.runID, event.runID])
+            try wake.execute(arguments: [now, event.orgID, event.type, event.vendorID, event.runID])
         }
     }
 
@@ -407,6 +425,9 @@ public final class SQLiteStore: Store {
                 throw StoreError(code: .conflict, message: "run \(cancel.runID) moved on since it was read")
             }
             try deleteWait.execute(arguments: [cancel.runID])
+            // Its for_each's items go with it.
+            try db.execute(sql: "DELETE FROM run_waits WHERE run_id IN (SELECT run_id FROM run_tasks WHERE parent_id = ?)", arguments: [cancel.runID])
+            try db.execute(sql: "DELETE FROM run_tasks WHERE parent_id = ?", arguments: [cancel.runID])
             try updateRun.execute(arguments: [cancel.finishedAt, Data(cancel.document), cancel.runID])
         }
     }
@@ -567,14 +588,14 @@ public final class SQLiteStore: Store {
 
     // MARK: The engine's work
 
-    private static let taskColumns = "run_id, org_id, due_at, state, source_topic, source_partition, fence, lease_owner, lease_until"
+    private static let taskColumns = "run_id, org_id, due_at, state, source_topic, source_partition, fence, lease_owner, lease_until, parent_id, slots"
 
     private static func task(_ row: Row, tookOver: Bool = false) -> EngineTask {
         let topic: String? = row[4]
         return EngineTask(
             runID: row[0], orgID: row[1], dueAt: row[2], state: Array(row[3] as Data),
             source: topic.map { PartitionID(topic: $0, partition: row[5]) }, fence: row[6], leaseOwner: row[7], leaseUntil: row[8],
-            tookOverExpiredLease: tookOver
+            tookOverExpiredLease: tookOver, parentID: row[9], slots: row[10]
         )
     }
 
@@ -621,16 +642,24 @@ public final class SQLiteStore: Store {
             let deleteWait = try db.cachedStatement(sql: "DELETE FROM run_waits WHERE run_id = ?")
             let insertWait = try db.cachedStatement(sql: "INSERT INTO run_waits (run_id, org_id, event_type, vendor_id) VALUES (?, ?, ?, ?)")
             let wakeIfCame = try db.cachedStatement(sql: """
-                UPDATE run_tasks SET due_at = min(due_at, ?)
-                 WHERE run_id = ? AND EXISTS (
-                    SELECT 1 FROM engine_events WHERE org_id = ? AND event_type = ? AND (? IS NULL OR vendor_id = ?)
-                       AND (run_id IS NULL OR run_id = ?) AND received_at >= ?)
+                UPDATE run_tasks SET due_at = min(due_at, ?1)
+                 WHERE run_id = ?2 AND EXISTS (
+                    SELECT 1 FROM engine_events WHERE org_id = ?3 AND event_type = ?4 AND (?5 IS NULL OR vendor_id = ?5)
+                       AND (run_id IS NULL OR run_id = ?2 OR ?2 LIKE run_id || '/%') AND received_at >= ?6)
                 """)
             let deleteTask = try db.cachedStatement(sql: "DELETE FROM run_tasks WHERE run_id = ?")
             let updateRun = try db.cachedStatement(sql: "UPDATE runs SET status = ?, finished_at = ?, document = ? WHERE id = ?")
             let insertAssessment = try db.cachedStatement(sql: "INSERT INTO assessments (id, org_id, vendor_id, created_at, document) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING")
+            let spawn = try db.cachedStatement(sql: """
+                INSERT INTO run_tasks (run_id, org_id, due_at, state, source_topic, source_partition, parent_id, slots) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                ON CONFLICT (run_id) DO NOTHING
+                """)
+            let keepResult = try db.cachedStatement(sql: """
+                INSERT INTO run_items (run_id, step_id, item_key, status, response, finished_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING
+                """)
             var written: Set<String> = []
             var outbox: [OutboxMessage] = []
+            var parents: Set<String> = []
             for outcome in outcomes {
                 guard try Row.fetchOne(held, arguments: [outcome.runID, outcome.fence]) != nil else { continue }
                 if let next = outcome.next {
@@ -641,7 +670,7 @@ public final class SQLiteStore: Store {
                 try deleteWait.execute(arguments: [outcome.runID])
                 if let wait = outcome.subscription, outcome.next != nil {
                     try insertWait.execute(arguments: [outcome.runID, wait.orgID, wait.eventType, wait.vendorID])
-                    try wakeIfCame.execute(arguments: [now, outcome.runID, wait.orgID, wait.eventType, wait.vendorID, wait.vendorID, outcome.runID, wait.since])
+                    try wakeIfCame.execute(arguments: [now, outcome.runID, wait.orgID, wait.eventType, wait.vendorID, wait.since])
                 }
                 if let document = outcome.document {
                     try updateRun.execute(arguments: [outcome.status, outcome.finishedAt, Data(document), outcome.runID])
@@ -649,11 +678,75 @@ public final class SQLiteStore: Store {
                 for assessment in outcome.assessments {
                     try insertAssessment.execute(arguments: [assessment.id, assessment.orgID, assessment.vendorID, assessment.createdAt, Data(assessment.document)])
                 }
+                for task in outcome.spawn {
+                    try spawn.execute(arguments: [task.runID, task.orgID, EngineTask.dormant, Data(task.state), task.source?.topic, task.source?.partition, task.parentID, task.slots])
+                    parents.insert(task.parentID ?? outcome.runID)
+                }
+                if let result = outcome.itemResult {
+                    try keepResult.execute(arguments: [result.runID, result.stepID, result.key, result.status, result.response.map { Data($0) }, result.finishedAt])
+                }
+                if let parent = outcome.parentID { parents.insert(parent) }
                 outbox += outcome.outbox
                 written.insert(outcome.runID)
             }
             try Self.appendOutbox(outbox, db)
+            try Self.startItems(of: parents, now: now, db)
             return written
+        }
+    }
+
+    /// For each run in `parents`: starts its held-back items while fewer than its
+    /// concurrency are executing (due or claimed; a waiting item holds no slot), and wakes
+    /// it when it has no items left (its for_each ends).
+    private static func startItems(of parents: Set<String>, now: Timestamp, _ db: Database) throws {
+        let start = try db.cachedStatement(sql: """
+            UPDATE run_tasks SET due_at = ?1
+             WHERE run_id IN (
+                SELECT run_id FROM run_tasks WHERE parent_id = ?2 AND due_at = ?3 ORDER BY run_id
+                 LIMIT max(0, coalesce((SELECT max(slots) FROM run_tasks WHERE parent_id = ?2), 0)
+                   - (SELECT count(*) FROM run_tasks WHERE parent_id = ?2 AND due_at < ?3 AND (due_at <= ?1 OR lease_until > ?1))))
+            """)
+        let wake = try db.cachedStatement(sql: """
+            UPDATE run_tasks SET due_at = min(due_at, ?), woken = 1
+             WHERE run_id = ? AND NOT EXISTS (SELECT 1 FROM run_tasks WHERE parent_id = ?)
+            """)
+        for parent in parents.sorted() {
+            try start.execute(arguments: [now, parent, EngineTask.dormant])
+            try wake.execute(arguments: [now, parent, parent])
+        }
+    }
+
+    public func vendors(orgID: String, afterID: String, limit: Int) async throws -> [VendorRecord] {
+        try await pool.read { db in
+            try Row.fetchAll(db, sql: "SELECT id, org_id, document, occurred_at FROM vendors WHERE org_id = ? AND id > ? ORDER BY id LIMIT ?", arguments: [orgID, afterID, limit]).map { row in
+                VendorRecord(id: row[0], orgID: row[1], document: Array(row[2] as Data), occurredAt: row[3])
+            }
+        }
+    }
+
+    public func pendingItems(runID: String) async throws -> Int {
+        try await pool.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM run_tasks WHERE parent_id = ?", arguments: [runID]) ?? 0 }
+    }
+
+    public func itemCounts(runID: String, stepID: String) async throws -> ItemCounts {
+        try await pool.read { db in
+            let row = try Row.fetchOne(db, sql: """
+                SELECT count(*), count(*) FILTER (WHERE status = 'success'), count(*) FILTER (WHERE status = 'failed'),
+                       count(*) FILTER (WHERE status = 'skipped'), count(response)
+                  FROM run_items WHERE run_id = ? AND step_id = ?
+                """, arguments: [runID, stepID])
+            guard let row else { return ItemCounts() }
+            return ItemCounts(total: row[0], succeeded: row[1], failed: row[2], skipped: row[3], responses: row[4])
+        }
+    }
+
+    public func itemResults(runID: String, stepID: String, afterKey: String, limit: Int) async throws -> [ItemResult] {
+        try await pool.read { db in
+            try Row.fetchAll(db, sql: """
+                SELECT item_key, status, response, finished_at FROM run_items WHERE run_id = ? AND step_id = ? AND item_key > ? ORDER BY item_key LIMIT ?
+                """, arguments: [runID, stepID, afterKey, limit]).map { row in
+                ItemResult(runID: runID, stepID: stepID, key: row[0], status: row[1], response: (row[2] as Data?).map { Array($0) }, finishedAt: row[3])
+            }
         }
     }
 

@@ -284,13 +284,13 @@ public final class ExecutorService: Service, Sendable {
             logger.warning("Outcomes not written: their lease ran out and another instance claimed the runs", metadata: [LogKey.count: "\(lost)"])
         }
         var ended = 0, retried = 0, finished = 0
-        for (outcome, advance) in outcomes where written.contains(outcome.runID) && outcome.document != nil {
+        for (outcome, advance) in outcomes where written.contains(outcome.runID) && (outcome.document != nil || outcome.parentID != nil) {
             ended += advance.stepsEnded
             retried += advance.retries
             for (action, milliseconds) in advance.performed {
                 Timer(label: "trigger_worker_engine_step_seconds", dimensions: [("action", action.rawValue)]).recordMilliseconds(milliseconds)
             }
-            if advance.finished {
+            if advance.finished, advance.state.item == nil {
                 finished += 1
                 logger.info("Run finished", metadata: [LogKey.runID: "\(outcome.runID)", "status": "\(outcome.status)"])
             }
@@ -320,13 +320,32 @@ public final class ExecutorService: Service, Sendable {
         let assessments = advance.assessments.map { assessment in
             AssessmentRecord(id: assessment.id, orgID: state.orgID, vendorID: assessment.vendorID, createdAt: now / 1000, document: assessment.document.canonicalBytes)
         }
-        let outcome = TaskOutcome(
+        var outcome = TaskOutcome(
             runID: task.runID, fence: task.fence, status: advance.state.status.rawValue, finishedAt: advance.state.completedAt,
-            document: advance.document, next: advance.dueAt.map { (advance.state.encoded, $0) }, assessments: assessments, outbox: outbox,
+            document: state.item == nil ? advance.document : nil, next: advance.dueAt.map { (advance.state.encoded, $0) }, assessments: assessments, outbox: outbox,
             subscription: advance.subscription.map {
                 EventSubscription(orgID: state.orgID, eventType: $0.eventType, vendorID: $0.vendorID, since: now - Self.eventClockMargin)
             }
         )
+        // A for_each's new items: tasks of this run, held back until its concurrency lets them start.
+        let slots = advance.state.steps.indices.contains(advance.state.cursor)
+            ? Int(advance.state.steps[advance.state.cursor].progress?["concurrency"]?.intValue ?? 10) : 10
+        outcome.spawn = advance.spawned.compactMap { item in
+            guard let info = item.item else { return nil }
+            return EngineTask(
+                runID: info.taskID(runID: state.runID), orgID: state.orgID, dueAt: EngineTask.dormant, state: item.encoded,
+                source: task.source, parentID: task.runID, slots: slots
+            )
+        }
+        if let item = state.item {
+            outcome.parentID = task.parentID ?? state.runID
+            if let result = advance.itemResult {
+                outcome.itemResult = ItemResult(
+                    runID: state.runID, stepID: item.stepID, key: item.key, status: result.status,
+                    response: result.response?.canonicalBytes, finishedAt: now / 1000
+                )
+            }
+        }
         return (outcome, advance)
     }
 

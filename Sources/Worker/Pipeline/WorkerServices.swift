@@ -41,6 +41,8 @@ public struct WorkerServices: Sendable {
         let engine = RunEngine(maxEffectBytes: configuration.maxMessageBytes, actions: [
             .sendWebhook: webhooks.action(allowedHosts: configuration.webhookAllowedHosts) { orgs.org(id: $0)?.webhookSigningSecret },
             .waitForEvent: WaitForEventAction(store: store),
+            .forEach: ForEachAction(store: store),
+            .aggregate: AggregateAction(store: store),
         ])
         let executor = ExecutorService(configuration: configuration, catalog: catalog, store: store, engine: engine, paused: enginePaused, logger: logger)
         self.executor = executor

@@ -185,6 +185,23 @@ struct WorkflowParser {
         if nodes.count > WorkflowDefinition.maxSteps {
             reader.report("a workflow has at most \(WorkflowDefinition.maxSteps) steps, not \(nodes.count)", line: top.line(of: "steps"))
         }
+        let steps = parseStepList(nodes, nested: false)
+        // `aggregate` reports over an earlier `for_each` of the same workflow.
+        for (index, step) in steps.enumerated() where step.action == .aggregate {
+            let from = step.with["from"]?.stringValue ?? ""
+            if !steps[..<index].contains(where: { $0.id == from && $0.action == .forEach }) {
+                reader.report("aggregate 'from' must name an earlier for_each step, not '\(BoundedText.identifier(from))'", line: top.line(of: "steps"))
+            }
+        }
+        return steps
+    }
+
+    /// The most steps a `for_each`'s `do` may have.
+    static let maxBodySteps = 20
+
+    /// Steps in order: a workflow's, or (`nested`) a `for_each`'s `do`, which may not
+    /// hold another `for_each` or an `aggregate`.
+    private func parseStepList(_ nodes: [Node], nested: Bool) -> [WorkflowStep] {
         var steps: [WorkflowStep] = []
         var seen: [String: Int] = [:]
         for (index, node) in nodes.enumerated() {
@@ -234,6 +251,12 @@ struct WorkflowParser {
                 if action == .waitForEvent {
                     checkWait(inputs, line: step.line(of: "with"))
                 }
+                if nested, action == .forEach || action == .aggregate {
+                    reader.report("a for_each's do cannot hold \(action.rawValue)", line: step.line(of: "action"))
+                }
+                if action == .forEach {
+                    checkForEach(inputs, line: step.line(of: "with"))
+                }
                 if action == .updateWorkflowRun, let status = inputs["status"]?.stringValue, !["completed", "failed", "canceled"].contains(status) {
                     reader.report("update_workflow_run status must be completed, failed or canceled, not '\(status)'", line: step.line(of: "with"))
                 }
@@ -247,9 +270,43 @@ struct WorkflowParser {
                     reader.report("on_failure must be fail or continue, not '\(BoundedText.identifier(text))'", line: step.line(of: "on_failure"))
                 }
             }
-            if let id, let action { steps.append(WorkflowStep(id: id, action: action, with: inputs, retry: retry, onFailure: onFailure)) }
+            var body: [WorkflowStep] = []
+            if action == .forEach, let withNode = step.value("with"), let doNode = withNode["do"] {
+                inputs["do"] = nil
+                switch doNode {
+                case .sequence(let sequence): body = parseStepList(Array(sequence), nested: true)
+                case .mapping: body = parseStepList([doNode], nested: true)
+                default: reader.report("for_each 'do' must be a step or a list of steps", at: doNode)
+                }
+                if body.count > Self.maxBodySteps {
+                    reader.report("a for_each's do has at most \(Self.maxBodySteps) steps, not \(body.count)", at: doNode)
+                }
+                if body.isEmpty { reader.report("a for_each's do needs at least one step", at: doNode) }
+            }
+            if let id, let action { steps.append(WorkflowStep(id: id, action: action, with: inputs, retry: retry, onFailure: onFailure, body: body)) }
         }
         return steps
+    }
+
+    /// `for_each`: a `vendor_filter` (a mapping of known keys, or a template that gives
+    /// one), `concurrency` 1 to 1000, `fail_on_item_failure` true or false.
+    private func checkForEach(_ inputs: [String: JSONValue], line: Int) {
+        switch inputs["vendor_filter"] {
+        case .object(let filter)?:
+            if let problem = VendorFilter.problem(in: .object(filter)) { reader.report("for_each vendor_filter: \(problem)", line: line) }
+        case .string(let text)? where text.contains("{{"):
+            break
+        case nil:
+            break
+        default:
+            reader.report("for_each vendor_filter must be a mapping (tags, tags_all, tier_in, attributes) or a template that gives one", line: line)
+        }
+        if let concurrency = inputs["concurrency"], !(concurrency.intValue.map { (1...1000).contains($0) } ?? false) {
+            reader.report("for_each concurrency must be a whole number from 1 to 1000", line: line)
+        }
+        if let flag = inputs["fail_on_item_failure"], flag != .bool(true), flag != .bool(false) {
+            reader.report("for_each fail_on_item_failure must be true or false", line: line)
+        }
     }
 
     /// A step's `retry: {max_attempts, initial, max}`, each optional (§10's defaults).

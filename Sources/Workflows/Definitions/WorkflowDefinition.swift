@@ -100,14 +100,18 @@ public struct WorkflowStep: Sendable, Hashable {
     public var retry: RetryPolicy
     /// What a failed step does to its run (`on_failure:`).
     public var onFailure: FailurePolicy
+    /// A `for_each`'s `do`: the steps each item runs in order (not in ``with``, whose
+    /// templates render over the run, while these render over each item).
+    public var body: [WorkflowStep]
 
-    public init(id: String, action: WorkflowAction, with: [String: JSONValue], retry: RetryPolicy = RetryPolicy(), onFailure: FailurePolicy = .fail) {
+    public init(id: String, action: WorkflowAction, with: [String: JSONValue], retry: RetryPolicy = RetryPolicy(), onFailure: FailurePolicy = .fail, body: [WorkflowStep] = []) {
         self.id = id
         self.action = action
         self.with = with
         self.inputs = TemplateValue(.object(with))
         self.retry = retry
         self.onFailure = onFailure
+        self.body = body
     }
 }
 
@@ -160,6 +164,8 @@ public enum WorkflowAction: String, Sendable, Hashable, CaseIterable {
     case createWorkQueueItem = "create_work_queue_item"
     case delay
     case waitForEvent = "wait_for_event"
+    case forEach = "for_each"
+    case aggregate
 
     /// Keys of `with` that the action cannot do without.
     public var requiredInputs: [String] {
@@ -168,6 +174,8 @@ public enum WorkflowAction: String, Sendable, Hashable, CaseIterable {
         case .sendWebhook: ["url"]
         case .runWorkflow: ["workflow"]
         case .waitForEvent: ["event"]
+        case .forEach: ["vendor_filter", "do"]
+        case .aggregate: ["from"]
         case .updateWorkflowRun: ["status"]
         case .createAssessment, .sendQuestionnaire, .createWorkQueueItem, .delay: []
         }
@@ -179,6 +187,8 @@ public enum WorkflowAction: String, Sendable, Hashable, CaseIterable {
         switch self {
         case .delay: ["for", "until"]
         case .waitForEvent: ["event", "match", "until", "timeout", "on_timeout"]
+        case .forEach: ["vendor_filter", "do", "concurrency", "fail_on_item_failure"]
+        case .aggregate: ["from"]
         case .updateWorkflowRun: ["status", "message"]
         case .runWorkflow: ["workflow", "input", "wait"]
         case .sendWebhook: ["url", "payload", "headers"]

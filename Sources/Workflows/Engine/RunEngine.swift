@@ -58,6 +58,11 @@ public struct RunAdvance: Sendable {
     public var retries = 0
     /// What the run waits for when it waits for an event (`nil` otherwise).
     public var subscription: WaitSubscription?
+    /// Items a `for_each` created in this claim (their first states).
+    public var spawned: [RunState] = []
+    /// For an item that ended: its status (`success`, `failed`, `skipped`) and the event
+    /// that resumed its wait, if one did (what `aggregate` counts as a response).
+    public var itemResult: (status: String, response: JSONValue?)?
     /// Per action, the steps performed and how long each took in the action (milliseconds).
     public var performed: [(action: WorkflowAction, milliseconds: Int64)] = []
 
@@ -96,6 +101,8 @@ public struct RunEngine: Sendable {
             .delay: DelayAction(),
             .runWorkflow: RunWorkflowAction(),
             .waitForEvent: NoEventsAction(),
+            .forEach: NoEventsAction(),
+            .aggregate: NoEventsAction(),
         ]
         all.merge(actions) { $1 }
         self.actions = all
@@ -114,9 +121,31 @@ public struct RunEngine: Sendable {
                 StepState(componentID: step.id, stepID: Identifier.derive(prefix: "cbwrs", from: [run.id, step.id]), action: step.action, createdAt: run.now, updatedAt: run.now)
             },
             definition: run.definition.steps,
-            headers: headers
+            headers: headers,
+            item: nil
         )
         return RunStart(state: state, document: RunDocument.encode(state))
+    }
+
+    /// When a step that waits without a deadline is due (the year 9999): it is woken.
+    public static let noDeadline: Int64 = 253_402_300_799_000
+
+    /// The first state of `parent`'s item for `vendor` of the `for_each` `step`: its `do`
+    /// steps, the run's input, the item's vendor as `vendor`.
+    public func startItem(of parent: RunState, step: WorkflowStep, vendor: JSONValue, now: Int64) -> RunState {
+        let key = vendor["id"]?.stringValue ?? ""
+        return RunState(
+            runID: parent.runID, orgID: parent.orgID, workflowName: parent.workflowName, definitionID: parent.definitionID,
+            startedAt: parent.startedAt, completedAt: nil, status: .started, input: parent.input, vendor: vendor,
+            assessment: parent.assessment, trigger: .null, outputs: [:], cursor: 0,
+            steps: step.body.map { inner in
+                StepState(
+                    componentID: inner.id, stepID: Identifier.derive(prefix: "cbwrs", from: [parent.runID, step.id, key, inner.id]),
+                    action: inner.action, createdAt: now / 1000, updatedAt: now / 1000
+                )
+            },
+            definition: step.body, headers: parent.headers, item: ItemInfo(stepID: step.id, key: key)
+        )
     }
 
     // MARK: Advance
@@ -137,7 +166,7 @@ public struct RunEngine: Sendable {
             let record = advance.state.steps[index]
             // A step waiting for an event is performed again whenever the run is claimed
             // (an event may have woken it); a delay only at its time.
-            if let wakeAt = record.wakeAt, now < wakeAt, record.subscription == nil {
+            if let wakeAt = record.wakeAt, now < wakeAt, !record.recheck {
                 advance.dueAt = wakeAt
                 return finish(&advance)
             }
@@ -212,17 +241,38 @@ public struct RunEngine: Sendable {
             record.wakeAt = until
             record.waitingFor = waitingFor
             record.subscription = subscription
+            record.recheck = subscription != nil
             advance.state.steps[index] = record
             advance.state.status = .waiting
             advance.dueAt = until
             advance.subscription = subscription
             if first { stepUpdated(&advance, index) }
+        case .inProgress(let progress, let spawn, let waitingFor):
+            let first = record.status == nil
+            record.status = .running
+            record.progress = progress
+            for vendor in spawn { advance.spawned.append(startItem(of: advance.state, step: step, vendor: vendor, now: now)) }
+            if let waitingFor {
+                let began = record.wakeAt == nil
+                record.waitingFor = waitingFor
+                record.recheck = true
+                record.wakeAt = Self.noDeadline
+                advance.state.steps[index] = record
+                advance.state.status = .waiting
+                advance.dueAt = Self.noDeadline
+                if began { stepUpdated(&advance, index) }
+            } else {
+                advance.state.steps[index] = record
+                advance.dueAt = now  // more to do: claimed again at once
+                if first { stepUpdated(&advance, index) }
+            }
         case .skipped(let message):
             record.status = .skipped
             record.message = Self.bounded(message)
             record.wakeAt = nil
             record.waitingFor = nil
             record.subscription = nil
+            record.recheck = false
             advance.state.steps[index] = record
             advance.state.cursor = index + 1
             stepUpdated(&advance, index)
@@ -249,6 +299,8 @@ public struct RunEngine: Sendable {
         record.wakeAt = nil
         record.waitingFor = nil
         record.subscription = nil
+        record.recheck = false
+        record.progress = nil
         record.message = Self.bounded(.string(message))
         advance.state.steps[index] = record
         advance.state.cursor = index + 1
@@ -278,12 +330,19 @@ public struct RunEngine: Sendable {
             advance.state.steps[index].waitingFor = nil
             advance.state.steps[index].nextAttemptAt = nil
             advance.state.steps[index].subscription = nil
+            advance.state.steps[index].recheck = false
             stepUpdated(&advance, index)
         }
         advance.state.cursor = advance.state.steps.count
         advance.state.status = status
         advance.state.completedAt = seconds
         advance.dueAt = nil
+        if advance.state.item != nil {
+            // An item ends into its run's for_each: a result, not a run event.
+            let resumed = zip(advance.state.definition, advance.state.steps).first { $0.action == .waitForEvent && $1.status == .success }
+            advance.itemResult = (status == .completed ? "success" : status == .failed ? "failed" : "skipped", resumed.flatMap { advance.state.outputs[$0.0.id] })
+            return
+        }
         let document = RunDocument.encode(advance.state)
         advance.events.append(RunEvent(type: status.eventType, idParts: [advance.state.runID, status.eventType], data: document))
     }
@@ -297,6 +356,8 @@ public struct RunEngine: Sendable {
     private func stepUpdated(_ advance: inout RunAdvance, _ index: Int) {
         let step = advance.state.steps[index]
         if step.status?.isFinal ?? false { advance.stepsEnded += 1 }
+        // An item's steps are its own: only the for_each step says how they went.
+        guard advance.state.item == nil else { return }
         var data = CanonicalJSONWriter(capacity: 512)
         data.object { object in
             object.key("status"); object.string(advance.state.status.rawValue)

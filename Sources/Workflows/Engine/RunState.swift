@@ -61,6 +61,28 @@ public struct StepState: Sendable, Hashable {
     public var lastError: String?
     /// What wakes the step while it waits for an event.
     public var subscription: WaitSubscription?
+    /// An action's own progress between claims (a `for_each`'s place in the directory).
+    public var progress: JSONValue?
+    /// Whether a waiting step is performed again whenever its run is claimed (woken by
+    /// an event, or by the last item of a `for_each`), not only at `wakeAt`.
+    public var recheck = false
+}
+
+/// What makes a run state an item of a `for_each` (§10): an idempotent sub-flow of the
+/// run, with its own task, that runs the step's `do` for one vendor.
+public struct ItemInfo: Sendable, Hashable {
+    /// The `for_each` step's id.
+    public var stepID: String
+    /// The vendor id.
+    public var key: String
+
+    public init(stepID: String, key: String) {
+        self.stepID = stepID
+        self.key = key
+    }
+
+    /// The item's task id: the run's, its step's and its vendor's.
+    public func taskID(runID: String) -> String { "\(runID)/\(stepID)/\(key)" }
 }
 
 /// Everything the engine needs to go on with a run on any instance, after any
@@ -89,6 +111,8 @@ public struct RunState: Sendable, Hashable {
     /// rolling upgrade), as Temporal's and DBOS's runs keep their code version.
     public var definition: [WorkflowStep]
     public var headers: RunHeaders
+    /// Set for an item of a `for_each` (whose `runID` is its run's).
+    public var item: ItemInfo?
 
     /// The format's version, written with every state (a newer one is refused).
     static let version: Int64 = 1
@@ -99,7 +123,7 @@ extension RunState {
     public static func unreadable(runID: String, orgID: String) -> RunState {
         RunState(
             runID: runID, orgID: orgID, workflowName: "", definitionID: "", startedAt: 0, completedAt: nil, status: .started,
-            input: .null, vendor: .null, assessment: .null, trigger: .null, outputs: [:], cursor: 0, steps: [], definition: [], headers: RunHeaders()
+            input: .null, vendor: .null, assessment: .null, trigger: .null, outputs: [:], cursor: 0, steps: [], definition: [], headers: RunHeaders(), item: nil
         )
     }
 
@@ -116,6 +140,7 @@ extension RunState {
             "status": .string(status.rawValue), "input": input, "vendor": vendor, "assessment": assessment, "trigger": trigger,
             "outputs": .object(outputs), "cursor": .int(Int64(cursor)),
             "definition": .array(definition.map(\.json)),
+            "item": item.map { ["step_id": .string($0.stepID), "key": .string($0.key)] } ?? .null,
             "headers": ["request_id": optional(headers.requestID), "idempotency_key": optional(headers.idempotencyKey), "traceparent": optional(headers.traceparent)],
             "steps": .array(steps.map { step in
                 [
@@ -125,6 +150,7 @@ extension RunState {
                     "next_attempt_at": optional(step.nextAttemptAt), "wake_at": optional(step.wakeAt),
                     "waiting_for": step.waitingFor ?? .null, "last_error": optional(step.lastError),
                     "subscription": step.subscription.map { ["event_type": .string($0.eventType), "vendor_id": optional($0.vendorID)] } ?? .null,
+                    "progress": step.progress ?? .null, "recheck": .bool(step.recheck),
                 ]
             }),
         ]
@@ -179,6 +205,8 @@ extension RunState {
             state.wakeAt = step["wake_at"]?.intValue
             if let waitingFor = step["waiting_for"], waitingFor != .null { state.waitingFor = waitingFor }
             state.lastError = step["last_error"]?.stringValue
+            if let progress = step["progress"], progress != .null { state.progress = progress }
+            state.recheck = step["recheck"] == .bool(true)
             if let type = step["subscription"]?["event_type"]?.stringValue {
                 state.subscription = WaitSubscription(eventType: type, vendorID: step["subscription"]?["vendor_id"]?.stringValue)
             }
@@ -191,6 +219,9 @@ extension RunState {
             definition.append(step)
         }
         self.definition = definition
+        if let stepID = object["item"]?["step_id"]?.stringValue, let key = object["item"]?["key"]?.stringValue {
+            item = ItemInfo(stepID: stepID, key: key)
+        }
         guard definition.count == steps.count else { throw RunStateError("the definition has \(definition.count) steps, the run \(steps.count)") }
         guard (0...steps.count).contains(cursor) else { throw RunStateError("the cursor is outside the steps") }
     }
@@ -210,6 +241,7 @@ extension WorkflowStep {
             "id": .string(id), "action": .string(action.rawValue), "with": .object(with),
             "retry": ["max_attempts": .int(Int64(retry.maxAttempts)), "initial_ms": .int(retry.initial.wholeMilliseconds), "max_ms": .int(retry.max.wholeMilliseconds)],
             "on_failure": .string(onFailure.rawValue),
+            "do": .array(body.map(\.json)),
         ]
     }
 
@@ -219,6 +251,11 @@ extension WorkflowStep {
               let initial = json[path: ["retry", "initial_ms"]]?.intValue, let max = json[path: ["retry", "max_ms"]]?.intValue,
               let onFailure = json["on_failure"]?.stringValue.flatMap(FailurePolicy.init(rawValue:))
         else { return nil }
-        self.init(id: id, action: action, with: with, retry: RetryPolicy(maxAttempts: Int(attempts), initial: .milliseconds(initial), max: .milliseconds(max)), onFailure: onFailure)
+        var body: [WorkflowStep] = []
+        for item in json["do"]?.arrayValue ?? [] {
+            guard let step = WorkflowStep(json: item) else { return nil }
+            body.append(step)
+        }
+        self.init(id: id, action: action, with: with, retry: RetryPolicy(maxAttempts: Int(attempts), initial: .milliseconds(initial), max: .milliseconds(max)), onFailure: onFailure, body: body)
     }
 }

@@ -97,11 +97,11 @@ struct RunWorkflowAction: StepAction {
     }
 }
 
-/// `wait_for_event` without an event store (an engine built for tests): the worker
-/// replaces it with its own, which reads the events intake keeps.
+/// `wait_for_event`, `for_each` and `aggregate` without a store (an engine built for
+/// tests): the worker replaces them with its own, which read the store.
 struct NoEventsAction: StepAction {
     func perform(_ context: StepContext) async -> StepOutcome {
-        .failed(message: "wait_for_event needs the worker's event store", retriable: false)
+        .failed(message: "\(context.step.action.rawValue) needs the worker's store", retriable: false)
     }
 }
 

@@ -31,7 +31,10 @@ public struct StepContext: Sendable {
     public var vendorID: String? { run.vendor[path: ["id"]]?.stringValue }
     /// The stable handle of this step's effect outside the store (§10): the same on
     /// every retry and every re-publication.
-    public var deliveryID: String { Identifier.derive(prefix: "cbevt", from: [run.runID, step.id, "delivery"]) }
+    public var deliveryID: String {
+        guard let item = run.item else { return Identifier.derive(prefix: "cbevt", from: [run.runID, step.id, "delivery"]) }
+        return Identifier.derive(prefix: "cbevt", from: [run.runID, item.stepID, item.key, step.id, "delivery"])
+    }
     /// Seconds since the epoch.
     public var seconds: Int64 { now / 1000 }
 }
@@ -50,6 +53,11 @@ public enum StepOutcome: Sendable {
     case waits(until: Int64, waitingFor: JSONValue, subscription: WaitSubscription? = nil)
     /// The step is skipped (a wait that timed out with `on_timeout: continue`); the run goes on.
     case skipped(message: JSONValue)
+    /// The step goes on over several claims (a `for_each` creating its items page by
+    /// page, then waiting for them): `progress` is kept for its next claim, `spawn` are
+    /// the vendors of new items; without `waitingFor` it is claimed again at once, with
+    /// it the run waits until woken (its last item ends).
+    case inProgress(progress: JSONValue, spawn: [JSONValue], waitingFor: JSONValue?)
 }
 
 /// The events that wake a run whose step waits for one.
@@ -114,6 +122,7 @@ extension StepContext {
         data["workflow_run_id"] = .string(run.runID)
         data["step_id"] = .string(state.stepID)
         data["delivery_id"] = .string(deliveryID)
+        if let item = run.item { data["vendor_id"] = .string(item.key) }
         for (key, value) in extra { data[key] = value }
         let value = JSONValue.object(data)
         let encoded = value.canonicalBytes
