@@ -110,7 +110,7 @@ public protocol Store: Sendable {
     /// The org's vendor directory in id order, after `afterID`: what a `for_each` goes through.
     func vendors(orgID: String, afterID: String, limit: Int) async throws -> [VendorRecord]
 
-    /// Items of run `runID` still to end (any `for_each` step).
+    /// Items of run `runID` still to end (any `for_each` step; not its child runs).
     func pendingItems(runID: String) async throws -> Int
 
     /// The results of the items of `stepID` of run `runID`, counted.
@@ -251,6 +251,10 @@ public struct TaskOutcome: Sendable {
     public var itemResult: ItemResult?
     /// For an item: its run (told when its last item ends; its next items started).
     public var parentID: String?
+    /// For a child run (`run_workflow`) that ended: the task that started it, woken.
+    public var endedChildOf: String?
+    /// Runs this one starts (`run_workflow`), with their tasks, due at once.
+    public var children: [(run: RunRecord, task: EngineTask)] = []
 
     public init(runID: String, fence: Int64, status: String, finishedAt: Int64?, document: [UInt8]?, next: (state: [UInt8], dueAt: Timestamp)?, assessments: [AssessmentRecord], outbox: [OutboxMessage], subscription: EventSubscription? = nil) {
         self.runID = runID

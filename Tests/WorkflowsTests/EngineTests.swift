@@ -210,13 +210,13 @@ struct RunExecutorTests {
         #expect(first.advance.events == second.advance.events)
     }
 
-    @Test("run_workflow is refused honestly: the step and the run fail")
+    @Test("run_workflow without the worker's store is refused honestly: the step and the run fail")
     func runWorkflow() async throws {
         let workflow = try definition("name: demo\ntrigger: { type: direct }\nsteps:\n  - { id: child, action: run_workflow, with: { workflow: other } }\n  - { id: after, action: send_questionnaire }\n")
         let (_, execution) = await execute(PendingRun(id: "cbwr_z", definition: workflow, input: [:], trigger: Array("{}".utf8), vendor: nil, assessment: nil, now: 5))
         #expect(execution.state.status == .failed)
         let finished = try JSONValue.parse(execution.document)
-        #expect(finished[path: ["steps", "0", "message"]]?.stringValue?.contains("not supported") == true)
+        #expect(finished[path: ["steps", "0", "message"]]?.stringValue?.contains("needs the worker's store") == true)
         #expect(finished[path: ["steps", "1", "status"]] == "skipped")
     }
 }

@@ -492,23 +492,24 @@ enum PostgresSchema {
                  WHERE run_id IN (
                     SELECT run_id FROM run_tasks WHERE parent_id = parent AND due_at = dormant ORDER BY run_id
                      LIMIT greatest(0, coalesce((SELECT max(slots) FROM run_tasks WHERE parent_id = parent), 0)
-                       - (SELECT count(*) FROM run_tasks WHERE parent_id = parent AND due_at < dormant AND (due_at <= now_ms OR lease_until > now_ms)))
+                       - (SELECT count(*) FROM run_tasks WHERE parent_id = parent AND slots > 0 AND due_at < dormant AND (due_at <= now_ms OR lease_until > now_ms)))
                      FOR UPDATE SKIP LOCKED);
                 UPDATE run_tasks SET due_at = least(due_at, now_ms), woken = true
-                 WHERE run_id = parent AND NOT EXISTS (SELECT 1 FROM run_tasks WHERE parent_id = parent);
+                 WHERE run_id = parent AND NOT EXISTS (SELECT 1 FROM run_tasks WHERE parent_id = parent AND slots > 0);
             END LOOP;
         END
         $$
         """
 
-    /// Version 6's `tw_cancel_runs`, which also deletes the runs' items.
+    /// Version 6's `tw_cancel_runs`, which also deletes the runs' for_each items (not
+    /// their child runs: runs of their own, which go on).
     static let cancelRunsFunctionV7 = cancelRunsFunctionV6
         .replacingOccurrences(
             of: "    DELETE FROM run_waits w USING unnest(c_runs) AS c(run) WHERE w.run_id = c.run;\nEND",
             with: """
                     DELETE FROM run_waits w USING unnest(c_runs) AS c(run) WHERE w.run_id = c.run;
-                    DELETE FROM run_waits w USING run_tasks t, unnest(c_runs) AS c(run) WHERE t.parent_id = c.run AND w.run_id = t.run_id;
-                    DELETE FROM run_tasks t USING unnest(c_runs) AS c(run) WHERE t.parent_id = c.run;
+                    DELETE FROM run_waits w USING run_tasks t, unnest(c_runs) AS c(run) WHERE t.parent_id = c.run AND t.slots > 0 AND w.run_id = t.run_id;
+                    DELETE FROM run_tasks t USING unnest(c_runs) AS c(run) WHERE t.parent_id = c.run AND t.slots > 0;
                 END
                 """
         )

@@ -586,8 +586,10 @@ public final class PostgresStore: Store, Service {
                 let spawned = outcomes.flatMap(\.spawn).sorted { $0.runID < $1.runID }
                 let results = outcomes.compactMap(\.itemResult)
                 let parents = Set(outcomes.compactMap(\.parentID) + outcomes.filter { !$0.spawn.isEmpty }.map(\.runID)).sorted()
+                let children = outcomes.flatMap(\.children)
+                let endedChildrenOf = outcomes.compactMap(\.endedChildOf)
                 try await call {
-                    guard !parents.isEmpty else {
+                    guard !parents.isEmpty || !children.isEmpty || !endedChildrenOf.isEmpty else {
                         for try await _ in try await self.client.execute(statement, logger: self.logger) {}
                         return
                     }
@@ -623,10 +625,35 @@ public final class PostgresStore: Store, Service {
                             )
                             for try await _ in rows {}
                         }
-                        let rows = try await connection.query(
-                            "SELECT FROM tw_start_items(\(parents)::text[], \(now)::bigint, \(EngineTask.dormant)::bigint)", logger: self.logger
-                        )
-                        for try await _ in rows {}
+                        for child in children {
+                            let run = child.run, task = child.task
+                            let inserted = try await connection.query(
+                                """
+                                WITH run AS (
+                                    INSERT INTO runs (id, org_id, workflow_name, status, started_at, finished_at, document)
+                                    VALUES (\(run.id), \(run.orgID), \(run.workflowName), \(run.status), \(run.startedAt), \(run.finishedAt), \(ByteBuffer(bytes: run.document)))
+                                    ON CONFLICT DO NOTHING
+                                )
+                                INSERT INTO run_tasks (run_id, org_id, due_at, state, source_topic, source_partition, parent_id, slots)
+                                VALUES (\(task.runID), \(task.orgID), \(task.dueAt), \(ByteBuffer(bytes: task.state)), \(task.source?.topic), \(task.source?.partition), \(task.parentID), 0)
+                                ON CONFLICT (run_id) DO NOTHING
+                                """,
+                                logger: self.logger
+                            )
+                            for try await _ in inserted {}
+                        }
+                        if !endedChildrenOf.isEmpty {
+                            let rows = try await connection.query(
+                                "UPDATE run_tasks SET due_at = least(due_at, \(now)), woken = true WHERE run_id = ANY(\(endedChildrenOf)::text[])", logger: self.logger
+                            )
+                            for try await _ in rows {}
+                        }
+                        if !parents.isEmpty {
+                            let rows = try await connection.query(
+                                "SELECT FROM tw_start_items(\(parents)::text[], \(now)::bigint, \(EngineTask.dormant)::bigint)", logger: self.logger
+                            )
+                            for try await _ in rows {}
+                        }
                     }
                 }
                 return Set(outcomes.map(\.runID))
@@ -700,7 +727,7 @@ public final class PostgresStore: Store, Service {
 
     public func pendingItems(runID: String) async throws -> Int {
         try await call {
-            let rows = try await self.client.query("SELECT count(*) FROM run_tasks WHERE parent_id = \(runID)", logger: self.logger)
+            let rows = try await self.client.query("SELECT count(*) FROM run_tasks WHERE parent_id = \(runID) AND slots > 0", logger: self.logger)
             for try await count in rows.decode(Int64.self) { return Int(count) }
             return 0
         }

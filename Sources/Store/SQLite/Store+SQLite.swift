@@ -425,9 +425,9 @@ public final class SQLiteStore: Store {
                 throw StoreError(code: .conflict, message: "run \(cancel.runID) moved on since it was read")
             }
             try deleteWait.execute(arguments: [cancel.runID])
-            // Its for_each's items go with it.
-            try db.execute(sql: "DELETE FROM run_waits WHERE run_id IN (SELECT run_id FROM run_tasks WHERE parent_id = ?)", arguments: [cancel.runID])
-            try db.execute(sql: "DELETE FROM run_tasks WHERE parent_id = ?", arguments: [cancel.runID])
+            // Its for_each's items go with it (its child runs are runs of their own and go on).
+            try db.execute(sql: "DELETE FROM run_waits WHERE run_id IN (SELECT run_id FROM run_tasks WHERE parent_id = ? AND slots > 0)", arguments: [cancel.runID])
+            try db.execute(sql: "DELETE FROM run_tasks WHERE parent_id = ? AND slots > 0", arguments: [cancel.runID])
             try updateRun.execute(arguments: [cancel.finishedAt, Data(cancel.document), cancel.runID])
         }
     }
@@ -686,6 +686,16 @@ public final class SQLiteStore: Store {
                     try keepResult.execute(arguments: [result.runID, result.stepID, result.key, result.status, result.response.map { Data($0) }, result.finishedAt])
                 }
                 if let parent = outcome.parentID { parents.insert(parent) }
+                if let parent = outcome.endedChildOf {
+                    try db.execute(sql: "UPDATE run_tasks SET due_at = min(due_at, ?), woken = 1 WHERE run_id = ?", arguments: [now, parent])
+                }
+                for child in outcome.children {
+                    try db.execute(
+                        sql: "INSERT INTO runs (id, org_id, workflow_name, status, started_at, finished_at, document) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                        arguments: [child.run.id, child.run.orgID, child.run.workflowName, child.run.status, child.run.startedAt, child.run.finishedAt, Data(child.run.document)]
+                    )
+                    try spawn.execute(arguments: [child.task.runID, child.task.orgID, child.task.dueAt, Data(child.task.state), child.task.source?.topic, child.task.source?.partition, child.task.parentID, 0])
+                }
                 outbox += outcome.outbox
                 written.insert(outcome.runID)
             }
@@ -704,11 +714,11 @@ public final class SQLiteStore: Store {
              WHERE run_id IN (
                 SELECT run_id FROM run_tasks WHERE parent_id = ?2 AND due_at = ?3 ORDER BY run_id
                  LIMIT max(0, coalesce((SELECT max(slots) FROM run_tasks WHERE parent_id = ?2), 0)
-                   - (SELECT count(*) FROM run_tasks WHERE parent_id = ?2 AND due_at < ?3 AND (due_at <= ?1 OR lease_until > ?1))))
+                   - (SELECT count(*) FROM run_tasks WHERE parent_id = ?2 AND slots > 0 AND due_at < ?3 AND (due_at <= ?1 OR lease_until > ?1))))
             """)
         let wake = try db.cachedStatement(sql: """
             UPDATE run_tasks SET due_at = min(due_at, ?), woken = 1
-             WHERE run_id = ? AND NOT EXISTS (SELECT 1 FROM run_tasks WHERE parent_id = ?)
+             WHERE run_id = ? AND NOT EXISTS (SELECT 1 FROM run_tasks WHERE parent_id = ? AND slots > 0)
             """)
         for parent in parents.sorted() {
             try start.execute(arguments: [now, parent, EngineTask.dormant])
@@ -725,7 +735,7 @@ public final class SQLiteStore: Store {
     }
 
     public func pendingItems(runID: String) async throws -> Int {
-        try await pool.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM run_tasks WHERE parent_id = ?", arguments: [runID]) ?? 0 }
+        try await pool.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM run_tasks WHERE parent_id = ? AND slots > 0", arguments: [runID]) ?? 0 }
     }
 
     public func itemCounts(runID: String, stepID: String) async throws -> ItemCounts {

@@ -337,6 +337,20 @@ public final class ExecutorService: Service, Sendable {
                 source: task.source, parentID: task.runID, slots: slots
             )
         }
+        // Child runs: their records and tasks (due now), and their Started after this run's events.
+        for child in advance.children {
+            let childState = child.state
+            outcome.children.append((
+                RunRecord(id: childState.runID, orgID: childState.orgID, workflowName: childState.workflowName, status: RunStatus.started.rawValue, startedAt: childState.startedAt, document: child.document),
+                EngineTask(runID: childState.runID, orgID: childState.orgID, dueAt: now, state: childState.encoded, source: task.source, parentID: task.runID)
+            ))
+            outcome.outbox.append(outputs.runEvent(
+                RunEvent(type: RunStatus.started.eventType, idParts: [childState.runID, RunStatus.started.eventType], data: child.document),
+                orgID: childState.orgID, runID: childState.runID, headers: childState.headers, source: task.source, now: now
+            ))
+        }
+        // A child run tells the run that started it when it ends (it wakes it).
+        if state.item == nil, let parent = task.parentID, advance.finished { outcome.endedChildOf = parent }
         if let item = state.item {
             outcome.parentID = task.parentID ?? state.runID
             if let result = advance.itemResult {

@@ -43,6 +43,7 @@ public struct WorkerServices: Sendable {
             .waitForEvent: WaitForEventAction(store: store),
             .forEach: ForEachAction(store: store),
             .aggregate: AggregateAction(store: store),
+            .runWorkflow: RunWorkflowAction(catalog: catalog, store: store),
         ])
         let executor = ExecutorService(configuration: configuration, catalog: catalog, store: store, engine: engine, paused: enginePaused, logger: logger)
         self.executor = executor

@@ -40,6 +40,12 @@ public struct RunEvent: Sendable, Hashable {
     public var idParts: [String]
     /// `data`, in canonical JSON.
     public var data: [UInt8]
+
+    public init(type: String, idParts: [String], data: [UInt8]) {
+        self.type = type
+        self.idParts = idParts
+        self.data = data
+    }
 }
 
 /// What one claim of a run did.
@@ -60,6 +66,8 @@ public struct RunAdvance: Sendable {
     public var subscription: WaitSubscription?
     /// Items a `for_each` created in this claim (their first states).
     public var spawned: [RunState] = []
+    /// Child runs a `run_workflow` started in this claim.
+    public var children: [RunStart] = []
     /// For an item that ended: its status (`success`, `failed`, `skipped`) and the event
     /// that resumed its wait, if one did (what `aggregate` counts as a response).
     public var itemResult: (status: String, response: JSONValue?)?
@@ -99,7 +107,7 @@ public struct RunEngine: Sendable {
             .createWorkQueueItem: EffectAction.workQueueItem,
             .updateWorkflowRun: UpdateRunAction(),
             .delay: DelayAction(),
-            .runWorkflow: RunWorkflowAction(),
+            .runWorkflow: NoEventsAction(),
             .waitForEvent: NoEventsAction(),
             .forEach: NoEventsAction(),
             .aggregate: NoEventsAction(),
@@ -198,7 +206,7 @@ public struct RunEngine: Sendable {
             run: advance.state, step: step, state: record, inputs: step.inputs.render(Self.context(advance.state)),
             now: now, maxEffectBytes: maxEffectBytes
         )
-        let action = actions[step.action] ?? RunWorkflowAction()
+        let action = actions[step.action] ?? NoEventsAction()
         let began = ContinuousClock.now
         let outcome = await action.perform(context)
         advance.performed.append((step.action, (ContinuousClock.now - began).wholeMilliseconds))
@@ -265,6 +273,29 @@ public struct RunEngine: Sendable {
                 advance.state.steps[index] = record
                 advance.dueAt = now  // more to do: claimed again at once
                 if first { stepUpdated(&advance, index) }
+            }
+        case .startsChild(let child, let waits):
+            let started = start(child, headers: advance.state.headers)
+            advance.children.append(started)
+            let reference: JSONValue = ["workflow_run_id": .string(child.id), "workflow_name": .string(child.definition.name)]
+            if waits {
+                record.status = .running
+                record.progress = reference
+                record.waitingFor = reference
+                record.recheck = true
+                record.wakeAt = Self.noDeadline
+                advance.state.steps[index] = record
+                advance.state.status = .waiting
+                advance.dueAt = Self.noDeadline
+                stepUpdated(&advance, index)
+            } else {
+                record.status = .success
+                record.message = .string("started run \(child.id) of \(child.definition.name)")
+                record.artifacts = [["artifact_type": "workflow_run", "id": .string(child.id), "role": "result"]]
+                advance.state.outputs[step.id] = reference
+                advance.state.steps[index] = record
+                advance.state.cursor = index + 1
+                stepUpdated(&advance, index)
             }
         case .skipped(let message):
             record.status = .skipped

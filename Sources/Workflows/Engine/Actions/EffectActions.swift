@@ -89,16 +89,8 @@ struct DelayAction: StepAction {
     }
 }
 
-/// `run_workflow`: child runs come with the engine's next slice; until then the step
-/// fails honestly instead of pretending.
-struct RunWorkflowAction: StepAction {
-    func perform(_ context: StepContext) async -> StepOutcome {
-        .failed(message: "run_workflow is not supported by this engine yet; child runs come with the durable engine's next slice", retriable: false)
-    }
-}
-
-/// `wait_for_event`, `for_each` and `aggregate` without a store (an engine built for
-/// tests): the worker replaces them with its own, which read the store.
+/// `wait_for_event`, `for_each`, `aggregate` and `run_workflow` without a store (an
+/// engine built for tests): the worker replaces them with its own, which read it.
 struct NoEventsAction: StepAction {
     func perform(_ context: StepContext) async -> StepOutcome {
         .failed(message: "\(context.step.action.rawValue) needs the worker's store", retriable: false)

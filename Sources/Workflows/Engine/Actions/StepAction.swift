@@ -58,6 +58,9 @@ public enum StepOutcome: Sendable {
     /// the vendors of new items; without `waitingFor` it is claimed again at once, with
     /// it the run waits until woken (its last item ends).
     case inProgress(progress: JSONValue, spawn: [JSONValue], waitingFor: JSONValue?)
+    /// The step starts a child run (`run_workflow`); with `waits` it waits for the child
+    /// to end (it is performed again when woken, and looks), else it succeeds.
+    case startsChild(PendingRun, waits: Bool)
 }
 
 /// The events that wake a run whose step waits for one.
