@@ -133,7 +133,7 @@ struct BenchCommand: AsyncParsableCommand {
     }
 
     /// The value of every bench request, and the headers of the `index`-th.
-    static let requestValue = (["request_type": "workflow_run", "workflow_name": "quarterly-privacy-sweep", "body": ["input": ["due_date": "2026-06-30"]]] as JSONValue).canonicalBytes
+    static let requestValue = (["request_type": "workflow_run", "workflow_name": "annual-reassessment-flow", "body": ["input": ["due_date": "2026-06-30"]]] as JSONValue).canonicalBytes
     static func requestHeaders(_ index: Int) -> [KafkaHeader] {
         [KafkaHeader(key: "Authorization", value: "Bearer \(apiKey)"), KafkaHeader(key: "Idempotency-Key", value: "bench-\(index)")]
     }
