@@ -304,4 +304,81 @@ struct DurableEngineIntegrationTests {
             #expect(resumedBy == expected, "each run was resumed by its own vendor's response")
         }
     }
+
+    static func vendorCreated(_ cluster: Cluster, id: String, tags: [String]) -> KafkaProducerMessage {
+        let event: JSONValue = [
+            "event_id": .string(Identifier.derive(prefix: "cbevt", from: ["vendor", id])), "event_type": "Vendor.Created",
+            "occurred_at": .int(Int64(Date().timeIntervalSince1970)), "org_id": .string(H.orgA),
+            "data": ["vendor": ["id": .string(id), "name": "Vendor", "tier": "low", "tags": .array(tags.map(JSONValue.string)), "attributes": [:]]],
+        ]
+        return KafkaProducerMessage(topic: cluster.topics["VENDOR_EVENTS_TOPIC"]!, key: Array(id.utf8), value: event.canonicalBytes)
+    }
+
+    @Test("the quarterly sweep through the worker: 40 of 50 vendors match, 30 respond before the due date (one twice): 40 questionnaires, report {total 40, responses 30}; a child run waited for")
+    func sweepAndChild() async throws {
+        let storePath = FileManager.default.temporaryDirectory.appendingPathComponent("\(TestBroker.uniqueName("sweep")).sqlite").path
+        let cluster = try await Cluster("sweep", storeURL: "sqlite://\(storePath)", partitions: 1)
+        let reader = try TestMember(group: "reader-\(cluster.suffix)", topics: [cluster.status])
+        reader.start()
+        let client = try KafkaProducer(configuration: KafkaProducerConfiguration(common: TestBroker.common), logger: TestBroker.logger)
+        let worker = try cluster.worker()
+        let vendors = (0..<50).map { Identifier.derive(prefix: "cbvndr", from: ["sweep", String($0)]) }
+        for result in await client.send(vendors.enumerated().map { Self.vendorCreated(cluster, id: $1, tags: $0 < 40 ? ["processes_pii"] : ["other"]) }) { _ = try result.get() }
+        // The directory first (another topic than the requests: no order between them).
+        let store = try SQLiteStore(path: storePath)
+        let deadline = ContinuousClock.now + .seconds(60)
+        while try await store.vendors(orgID: H.orgA, afterID: "", limit: 100).count < 50 {
+            guard ContinuousClock.now < deadline else { throw TimedOut(what: "the vendor directory") }
+            try await Task.sleep(for: .milliseconds(50))  // polling the store: no event to await here
+        }
+        // The due date: an RFC 3339 time 25 s ahead (a date would mean the end of a day).
+        let due = ISO8601DateFormatter().string(from: Date().addingTimeInterval(25))
+        let sweep = KafkaProducerMessage(
+            topic: cluster.requests, key: Array("sweep".utf8),
+            value: H.workflowRun("privacy-sweep", input: ["vendor_filter": ["tags": ["processes_pii"]], "due_date": .string(due)]).canonicalBytes,
+            headers: [KafkaHeader(key: "Authorization", value: "Bearer \(H.keyA)"), KafkaHeader(key: "Idempotency-Key", value: "sweep-q2")]
+        )
+        let child = KafkaProducerMessage(
+            topic: cluster.requests, key: Array("parent".utf8),
+            value: H.workflowRun("parent-flow", input: ["child": "child-flow", "n": 3, "wait": true]).canonicalBytes,
+            headers: [KafkaHeader(key: "Authorization", value: "Bearer \(H.keyA)")]
+        )
+        for result in await client.send([sweep, child]) { _ = try result.get() }
+        try await reader.waitUntil("40 questionnaires", timeout: .seconds(60)) { state in
+            Set(state.received.compactMap { message -> JSONValue? in
+                guard let event = try? JSONValue.parse(message.value ?? []), event["event_type"] == "Questionnaire.SendRequested", event[path: ["data", "vendor_id"]] != nil else { return nil }
+                return event["event_id"]
+            }).count >= 40
+        }
+        var responses = (0..<30).map { Self.response(cluster, vendor: vendors[$0], eventID: Identifier.derive(prefix: "cbevt", from: ["sweep-response", String($0)])) }
+        responses.append(Self.response(cluster, vendor: vendors[0], eventID: Identifier.derive(prefix: "cbevt", from: ["sweep-response", "0"])))
+        for result in await client.send(responses) { _ = try result.get() }
+        try await reader.waitUntil("both runs to end", timeout: .seconds(90)) { _ in Self.terminal(reader).count == 3 }
+        worker.interrupt()
+        #expect(try await worker.waitForExit(timeout: .seconds(15)) == 0)
+        await reader.stop()
+        try await client.shutdown()
+
+        let events = reader.snapshot.received.compactMap { try? JSONValue.parse($0.value ?? []) }
+        let questionnaires = events.filter { $0["event_type"] == "Questionnaire.SendRequested" && $0[path: ["data", "vendor_id"]] != nil }
+        let sweepRun = try #require(Self.terminal(reader).values.first { $0[path: ["data", "workflow_name"]] == "privacy-sweep" })
+        let sweepQuestionnaires = questionnaires.filter { $0[path: ["data", "workflow_run_id"]] == sweepRun[path: ["data", "workflow_run_id"]] }
+        #expect(Set(sweepQuestionnaires.compactMap { $0[path: ["data", "vendor_id"]]?.stringValue }) == Set(vendors.prefix(40)))
+        #expect(Set(sweepQuestionnaires.compactMap { $0["event_id"] }).count == 40)
+        #expect(sweepRun["event_type"] == "WorkflowRun.Completed")
+        let report = try #require(sweepRun[path: ["data", "steps", "1", "artifacts", "0"]])
+        #expect(report["total"] == 40)
+        #expect(report["responses"] == 30, "the re-published response counted once")
+        #expect(report["items"]?.arrayValue?.count == 40)
+        #expect(sweepRun[path: ["data", "steps", "0", "artifacts", "0", "succeeded"]] == 40)
+
+        let parentRun = try #require(Self.terminal(reader).values.first { $0[path: ["data", "workflow_name"]] == "parent-flow" })
+        let childRun = try #require(Self.terminal(reader).values.first { $0[path: ["data", "workflow_name"]] == "child-flow" })
+        #expect(parentRun["event_type"] == "WorkflowRun.Completed")
+        #expect(childRun[path: ["data", "trigger", "parent_run_id"]] == parentRun[path: ["data", "workflow_run_id"]])
+        let childEnd = events.firstIndex { $0["event_type"] == "WorkflowRun.Completed" && $0[path: ["data", "workflow_name"]] == "child-flow" }
+        let parentEnd = events.firstIndex { $0["event_type"] == "WorkflowRun.Completed" && $0[path: ["data", "workflow_name"]] == "parent-flow" }
+        #expect(childEnd != nil && parentEnd != nil)
+        #expect(parentRun[path: ["data", "steps", "0", "artifacts", "0", "id"]] == childRun[path: ["data", "workflow_run_id"]], "the parent waited for its child")
+    }
 }
