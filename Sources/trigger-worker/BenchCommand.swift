@@ -101,8 +101,12 @@ struct BenchCommand: AsyncParsableCommand {
             try await measureInstances(server: server!, configuration: configuration, suffix: suffix, logger: logger)
         }
         for kind in kinds { try await measureStages(kind, server: server, configuration: configuration, logger: logger) }
+        for kind in kinds {
+            try await measureEngine(kind, server: server, configuration: configuration, suffix: suffix, logger: logger)
+            try await measureFanOut(kind, server: server, configuration: configuration, logger: logger)
+        }
         if let server, kinds.contains(.postgres) {
-            await Self.dropDatabases(["bench_\(suffix)", "bench_\(suffix)_x1", "bench_\(suffix)_x2"], server: server, logger: logger)
+            await Self.dropDatabases(["bench_\(suffix)", "bench_\(suffix)_x1", "bench_\(suffix)_x2", "bench_\(suffix)_paused", "bench_\(suffix)_on"], server: server, logger: logger)
         }
     }
 
@@ -133,7 +137,9 @@ struct BenchCommand: AsyncParsableCommand {
     }
 
     /// The value of every bench request, and the headers of the `index`-th.
-    static let requestValue = (["request_type": "workflow_run", "workflow_name": "annual-reassessment-flow", "body": ["input": ["due_date": "2026-06-30"]]] as JSONValue).canonicalBytes
+    static let requestValue = (["request_type": "workflow_run", "workflow_name": "annual-reassessment-flow", "body": ["input": ["vendor_id": .string(vendorID)]]] as JSONValue).canonicalBytes
+    /// The vendor the bench's runs are about (the engine passes put it in the directory).
+    static let vendorID = "cbvndr_be0c4be0c4be0c4be0c4be0c4be0c4be"
     static func requestHeaders(_ index: Int) -> [KafkaHeader] {
         [KafkaHeader(key: "Authorization", value: "Bearer \(apiKey)"), KafkaHeader(key: "Idempotency-Key", value: "bench-\(index)")]
     }
@@ -278,7 +284,8 @@ struct BenchCommand: AsyncParsableCommand {
     /// - Returns: requests per second, how many messages the worker published, and in how many batches.
     private func measureWorker(configuration: WorkerConfiguration, store: any Store, logger: Logger) async throws -> (rate: Double, published: Int, batches: Int) {
         let (orgs, catalog) = try Self.demo()
-        let services = try WorkerServices(configuration: configuration, orgs: orgs, catalog: catalog, store: store, logger: logger)
+        // Intake alone (the engine's passes measure it with execution on and paused).
+        let services = try WorkerServices(configuration: configuration, orgs: orgs, catalog: catalog, store: store, enginePaused: true, logger: logger)
         let counting = CountingHandler(wrapped: services.pipeline, target: count)
         let group = services.serviceGroup(handler: counting)
         let running = Task { try await group.run() }
@@ -290,6 +297,129 @@ struct BenchCommand: AsyncParsableCommand {
         await group.triggerGracefulShutdown()
         try await running.value
         return (Double(count) / seconds, counting.published, counting.batches)
+    }
+
+    /// A store for one engine pass, with the bench's vendor in its directory.
+    private func engineStore(_ kind: Kind, name: String, server: String?, logger: Logger) async throws -> (store: any Store, pool: Task<Void, any Error>?, cleanUp: @Sendable () -> Void) {
+        let store: any Store
+        var pool: Task<Void, any Error>?
+        var cleanUp: @Sendable () -> Void = {}
+        if kind == .postgres {
+            let postgres = try PostgresStore(url: try await PostgresStore.createDatabase(named: name, serverURL: server!, logger: logger), poolSize: 8, logger: logger)
+            pool = Task { try await postgres.run() }
+            store = postgres
+        } else {
+            let path = FileManager.default.temporaryDirectory.appendingPathComponent("\(name).sqlite").path
+            store = try SQLiteStore(path: path)
+            cleanUp = { for ext in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + ext) } }
+        }
+        var writes = BatchWrites()
+        writes.vendors = [VendorRecord(
+            id: Self.vendorID, orgID: Self.org,
+            document: (["id": .string(Self.vendorID), "name": "Bench Vendor", "tier": "high", "tags": ["bench"], "owner_email": "owner@example.com", "attributes": [:]] as JSONValue).canonicalBytes,
+            occurredAt: 1
+        )]
+        try await store.apply(writes)
+        return (store, pool, cleanUp)
+    }
+
+    /// The engine (§10): intake with execution on and paused (a switch of the bench), for
+    /// the demo annual-reassessment-flow (three steps), and how fast the engine completes
+    /// what intake accepted: runs completed per second against runs accepted per second.
+    private func measureEngine(_ kind: Kind, server: String?, configuration: WorkerConfiguration, suffix: String, logger: Logger) async throws {
+        print("\nthe engine [\(kind)] (\(count) runs of annual-reassessment-flow, 3 steps each; in process):")
+        let (orgs, catalog) = try Self.demo()
+        var accepted: [Bool: Double] = [:]
+        for paused in [true, false] {
+            let name = "bench_\(suffix)_\(paused ? "paused" : "on")"
+            let topics = try await createTopics(pass: "engine-\(paused ? "paused" : "on")-\(kind)", suffix: suffix, configuration: configuration, logger: logger)
+            try await produceRequests(topic: topics.triggerRequests, configuration: configuration, logger: logger)
+            var passConfiguration = configuration
+            passConfiguration.topics = topics
+            passConfiguration.groupID = "bench-engine-\(paused)-\(kind)-\(suffix)"
+            let (store, pool, cleanUp) = try await engineStore(kind, name: name, server: server, logger: logger)
+            defer { cleanUp() }
+            let services = try WorkerServices(configuration: passConfiguration, orgs: orgs, catalog: catalog, store: store, enginePaused: paused, logger: logger)
+            let counting = CountingHandler(wrapped: services.pipeline, target: count)
+            let group = services.serviceGroup(handler: counting)
+            let running = Task { try await group.run() }
+            let started = await counting.firstBatch.value
+            await counting.reachedTarget.value
+            let intake = (ContinuousClock.now - started).seconds
+            accepted[paused] = Double(count) / intake
+            var line = String(format: "  engine %@: %8.0f requests accepted/s", paused ? "paused" : "on    ", Double(count) / intake)
+            if !paused {
+                // Every run ended when no engine work is left (polled: the store is the only witness).
+                while try await store.nextTaskDue() != nil { try await Task.sleep(for: .milliseconds(20)) }
+                let done = (ContinuousClock.now - started).seconds
+                let stats = services.executor.committed
+                line += String(format: "; %8.0f runs completed/s (all %d in %.1f s); %.0f step transactions/s, %.1f steps per transaction",
+                               Double(count) / done, count, done, Double(stats.transactions) / done, Double(stats.steps) / Double(max(1, stats.transactions)))
+                line += String(format: "\n  runs completed/s ÷ requests accepted/s, same pass: %.2f", (Double(count) / done) / (Double(count) / intake))
+            }
+            print(line)
+            await group.triggerGracefulShutdown()
+            try await running.value
+            pool?.cancel()
+        }
+        if let paused = accepted[true], let on = accepted[false] {
+            print(String(format: "  intake with the engine on ÷ paused, same run: %.2f", on / paused))
+        }
+    }
+
+    /// A fan-out of 10,000 vendors (`for_each`, one step per item) in process: time, the
+    /// engine's transactions and items per transaction, and the process's peak RSS.
+    private func measureFanOut(_ kind: Kind, server: String?, configuration: WorkerConfiguration, logger: Logger) async throws {
+        let vendors = 10_000
+        let (store, pool, cleanUp) = try await engineStore(kind, name: "bench_fanout_\(UUID().uuidString.prefix(8).lowercased())", server: server, logger: logger)
+        defer { cleanUp() }
+        defer { pool?.cancel() }
+        for start in stride(from: 0, to: vendors, by: 1000) {
+            var writes = BatchWrites()
+            writes.vendors = (start..<min(start + 1000, vendors)).map { index in
+                let id = Identifier.derive(prefix: "cbvndr", from: ["fan-out", String(index)])
+                return VendorRecord(id: id, orgID: Self.org, document: (["id": .string(id), "name": .string("Vendor \(index)"), "tier": "low", "tags": ["fan-out"], "attributes": [:]] as JSONValue).canonicalBytes, occurredAt: 1)
+            }
+            try await store.apply(writes)
+        }
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("bench-fan-out-\(UUID().uuidString.prefix(8))").path
+        try FileManager.default.createDirectory(atPath: "\(directory)/\(Self.org)", withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        try """
+        name: fan-out
+        trigger: { type: direct }
+        steps:
+          - id: sweep
+            action: for_each
+            with: { vendor_filter: { tags: [fan-out] }, concurrency: 200, do: { id: ask, action: send_questionnaire, with: { template: bench } } }
+        """.write(toFile: "\(directory)/\(Self.org)/fan-out.yaml", atomically: true, encoding: .utf8)
+        let orgs = try OrgDirectory.load(path: "examples/orgs.yaml")
+        let catalog = try WorkflowCatalog.load(directory: directory, knownOrgs: orgs.ids)
+        let services = try WorkerServices(configuration: configuration, orgs: orgs, catalog: catalog, store: store, logger: logger)
+        let request = KafkaMessage(
+            topicPartition: KafkaTopicPartition(topic: configuration.topics.triggerRequests, partition: 0), offset: 0, key: nil,
+            value: (["request_type": "workflow_run", "workflow_name": "fan-out"] as JSONValue).canonicalBytes, headers: Self.requestHeaders(0)
+        )
+        let rssBefore = Self.peakRSS()
+        let started = ContinuousClock.now
+        _ = try await services.pipeline.write(try await services.pipeline.prepare([request], after: nil))
+        let engine = Task { try await services.executor.run() }
+        while try await store.nextTaskDue() != nil { try await Task.sleep(for: .milliseconds(20)) }
+        let seconds = (ContinuousClock.now - started).seconds
+        engine.cancel()
+        _ = try? await engine.value
+        let stats = services.executor.committed
+        let status = try await store.runs(statuses: [], limit: 1, offset: 0).first?.status ?? "?"
+        print(String(format: "\nfan-out [%@]: %d items in %.1f s (%.0f items/s), run %@; %d engine transactions (%.0f outcomes each); peak RSS %d MiB (%d before)",
+                     kind.rawValue, vendors, seconds, Double(vendors) / seconds, status, stats.transactions,
+                     Double(stats.outcomes) / Double(max(1, stats.transactions)), Self.peakRSS() >> 20, rssBefore >> 20))
+    }
+
+    /// The process's peak resident set so far, in bytes.
+    static func peakRSS() -> Int {
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        return usage.ru_maxrss * 1024
     }
 
     /// New runs handled by one and then two `trigger-worker run` processes in one group

@@ -43,6 +43,21 @@ public final class ExecutorService: Service, Sendable {
     private let waiting = Gauge(label: "trigger_worker_engine_steps", dimensions: [("state", "waiting")])
     private let oldestRunnable = Gauge(label: "trigger_worker_engine_oldest_runnable_seconds")
 
+    /// What the engine committed so far (for the benchmark and tests).
+    public struct Statistics: Sendable, Hashable {
+        /// Store transactions that wrote claims' outcomes.
+        public var transactions = 0
+        /// Claims' outcomes written (runs and items).
+        public var outcomes = 0
+        /// Steps performed in them.
+        public var steps = 0
+    }
+
+    private let statistics = Mutex(Statistics())
+
+    /// What the engine committed so far.
+    public var committed: Statistics { statistics.withLock { $0 } }
+
     /// How long an idle executor waits before looking at the store anyway.
     var idleInterval: Duration { store.isShared ? .seconds(1) : .seconds(30) }
 
@@ -277,7 +292,13 @@ public final class ExecutorService: Service, Sendable {
             }
         }
         transactions.increment()
-        stepsPerTransaction.record(outcomes.reduce(0) { $0 + $1.1.performed.count })
+        let steps = outcomes.reduce(0) { $0 + $1.1.performed.count }
+        stepsPerTransaction.record(steps)
+        statistics.withLock { statistics in
+            statistics.transactions += 1
+            statistics.outcomes += written.count
+            statistics.steps += steps
+        }
         let lost = outcomes.count - written.count
         if lost > 0 {
             lostClaims.increment(by: Int64(lost))

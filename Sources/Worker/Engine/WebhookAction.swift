@@ -5,6 +5,7 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import ServiceLifecycle
+import Synchronization
 import Workflows
 
 /// `send_webhook` called directly (§10): an HTTP POST of `payload` (or the run object)
@@ -14,7 +15,7 @@ import Workflows
 /// step's `retry:`; any other status fails the step at once. Redirects are not
 /// followed (a redirect could lead past `WEBHOOK_ALLOWED_HOSTS`).
 struct WebhookAction: StepAction {
-    let client: HTTPClient
+    let client: WebhookClient
     /// Lower-cased host names; empty: any host.
     let allowedHosts: Set<String>
     let timeout: Duration
@@ -59,7 +60,7 @@ struct WebhookAction: StepAction {
 
         let status: UInt
         do {
-            let response = try await client.execute(request, timeout: .milliseconds(timeout.wholeMilliseconds))
+            let response = try await client.http().execute(request, timeout: .milliseconds(timeout.wholeMilliseconds))
             status = response.status.code
             // The answer's body is not kept: read and dropped, at most 64 KiB of it.
             _ = try? await response.body.collect(upTo: 64 * 1024)
@@ -113,23 +114,39 @@ struct WebhookAction: StepAction {
 }
 
 /// The HTTP client of `send_webhook`, as a service: shut down after the engine stops.
+/// It is made at the first call only: a worker whose workflows call no webhook (or
+/// wiring that never runs, as the benchmark's) never owns one, and AsyncHTTPClient
+/// traps on a client dropped without its shutdown.
 public final class WebhookClient: Service, Sendable {
-    let client: HTTPClient
+    private let client = Mutex<(HTTPClient?, closed: Bool)>((nil, false))
 
-    public init() {
-        var configuration = HTTPClient.Configuration()
-        configuration.redirectConfiguration = .disallow
-        configuration.timeout = HTTPClient.Configuration.Timeout(connect: .seconds(10), read: .seconds(10))
-        client = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
+    public init() {}
+
+    /// The client, made at the first call. - Throws: once the service has stopped.
+    func http() throws -> HTTPClient {
+        try client.withLock { state in
+            if let existing = state.0 { return existing }
+            guard !state.closed else { throw HTTPClientError.alreadyShutdown }
+            var configuration = HTTPClient.Configuration()
+            configuration.redirectConfiguration = .disallow
+            configuration.timeout = HTTPClient.Configuration.Timeout(connect: .seconds(10), read: .seconds(10))
+            let made = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
+            state.0 = made
+            return made
+        }
     }
 
     public func run() async throws {
         try? await gracefulShutdown()
-        try await client.shutdown()
+        let made = client.withLock { state -> HTTPClient? in
+            state.closed = true
+            return state.0
+        }
+        try await made?.shutdown()
     }
 
     /// The action, for the engine. - Parameter timeout: per attempt (the contract's 10 s).
     func action(allowedHosts: Set<String>, timeout: Duration = .seconds(10), signingSecret: @escaping @Sendable (String) -> String?) -> WebhookAction {
-        WebhookAction(client: client, allowedHosts: allowedHosts, timeout: timeout, signingSecret: signingSecret)
+        WebhookAction(client: self, allowedHosts: allowedHosts, timeout: timeout, signingSecret: signingSecret)
     }
 }
