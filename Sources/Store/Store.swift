@@ -64,6 +64,10 @@ public protocol Store: Sendable {
     /// Deletes up to `limit` assessments created before `before` (epoch seconds); returns how many.
     func pruneAssessments(createdBefore before: Int64, limit: Int) async throws -> Int
 
+    /// Deletes up to `limit` kept events received before `before` and results of
+    /// for_each items that ended before it (both epoch seconds); returns how many.
+    func pruneEngineHistory(before: Int64, limit: Int) async throws -> Int
+
     /// Deletes up to `limit` idempotency records that expired at `now`; returns how many.
     func deleteExpiredIdempotencyRecords(now: Timestamp, limit: Int) async throws -> Int
 

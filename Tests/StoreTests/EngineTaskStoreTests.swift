@@ -189,5 +189,10 @@ extension StoreSemanticsTests {
         let quiet = TaskOutcome(runID: "cbwr_v1", fence: fourth.fence, status: "waiting", finishedAt: nil, document: nil, next: (Array("{}".utf8), 90_000), assessments: [], outbox: [], subscription: subscription("cbvndr_1", since: 7300))
         #expect(try await store.commitTasks([quiet], now: 7400) == ["cbwr_v1"])
         #expect(try await store.task(runID: "cbwr_v1")?.dueAt == 90_000, "nothing new: due at its deadline")
+
+        // Retention: events received before the cutoff go, later ones stay.
+        #expect(try await store.pruneEngineHistory(before: 6, limit: 100) == 1, "cbevt_2, received at 5 s")
+        let left = try await store.events(orgID: "cborg_a", type: "QuestionnaireResponse.Submitted", vendorID: nil, since: 0, afterSequence: 0, limit: 10)
+        #expect(left.map(\.event.eventID) == ["cbevt_1", "cbevt_3", "cbevt_4"])
     }
 }

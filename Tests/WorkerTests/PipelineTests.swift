@@ -181,6 +181,7 @@ final class FlakyStore: Store {
     func resetPartition(_ partition: PartitionID, from mark: PartitionMark, next: Int64) async throws { try await base.resetPartition(partition, from: mark, next: next) }
     func pruneRuns(finishedBefore before: Int64, limit: Int) async throws -> Int { try await base.pruneRuns(finishedBefore: before, limit: limit) }
     func pruneAssessments(createdBefore before: Int64, limit: Int) async throws -> Int { try await base.pruneAssessments(createdBefore: before, limit: limit) }
+    func pruneEngineHistory(before: Int64, limit: Int) async throws -> Int { try await base.pruneEngineHistory(before: before, limit: limit) }
     func deleteExpiredIdempotencyRecords(now: Timestamp, limit: Int) async throws -> Int { try await base.deleteExpiredIdempotencyRecords(now: now, limit: limit) }
     func run(id: String) async throws -> RunRecord? { try await base.run(id: id) }
     func runs(statuses: [String], limit: Int, offset: Int) async throws -> [RunRecord] { try await base.runs(statuses: statuses, limit: limit, offset: offset) }

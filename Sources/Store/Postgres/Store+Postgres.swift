@@ -464,6 +464,23 @@ public final class PostgresStore: Store, Service {
         }
     }
 
+    public func pruneEngineHistory(before: Int64, limit: Int) async throws -> Int {
+        try await call {
+            let events = try await Self.count(self.client.query(
+                "DELETE FROM engine_events WHERE sequence IN (SELECT sequence FROM engine_events WHERE received_at < \(before * 1000) ORDER BY sequence LIMIT \(limit)) RETURNING 1",
+                logger: self.logger
+            ))
+            let items = try await Self.count(self.client.query(
+                """
+                DELETE FROM run_items WHERE (run_id, step_id, item_key) IN (
+                    SELECT run_id, step_id, item_key FROM run_items WHERE finished_at < \(before) LIMIT \(max(0, limit - events))) RETURNING 1
+                """,
+                logger: self.logger
+            ))
+            return events + items
+        }
+    }
+
     public func pruneAssessments(createdBefore before: Int64, limit: Int) async throws -> Int {
         try await call {
             try await Self.count(self.client.query(

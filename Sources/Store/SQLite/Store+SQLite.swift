@@ -570,6 +570,12 @@ public final class SQLiteStore: Store {
         try await deleteOldest(from: "runs", by: "finished_at", where: "finished_at IS NOT NULL AND finished_at < ?", before, limit: limit)
     }
 
+    public func pruneEngineHistory(before: Int64, limit: Int) async throws -> Int {
+        let events = try await deleteOldest(from: "engine_events", by: "received_at", where: "received_at < ?", before * 1000, limit: limit)
+        let items = try await deleteOldest(from: "run_items", by: "finished_at", where: "finished_at < ?", before, limit: max(0, limit - events))
+        return events + items
+    }
+
     public func pruneAssessments(createdBefore before: Int64, limit: Int) async throws -> Int {
         try await deleteOldest(from: "assessments", by: "created_at", where: "created_at < ?", before, limit: limit)
     }

@@ -5,8 +5,9 @@ import Store
 
 /// Deletes what the store no longer needs, in bounded batches, so that it holds
 /// only what is live: expired idempotency records (lookups already treat them as
-/// absent; this reclaims their space), and runs and assessments older than
-/// `RUN_RETENTION` (runs counted from when they finished).
+/// absent; this reclaims their space), and runs, assessments, kept events and
+/// for_each item results older than `RUN_RETENTION` (runs counted from when they
+/// finished; an event older than that no longer counts for a wait that begins later).
 public struct RetentionSweeper: Service {
     private let store: any Store
     private let clock: any WallClock
@@ -17,7 +18,8 @@ public struct RetentionSweeper: Service {
     private let pruned = (
         records: Counter(label: "trigger_worker_pruned_total", dimensions: [("kind", "idempotency_record")]),
         runs: Counter(label: "trigger_worker_pruned_total", dimensions: [("kind", "run")]),
-        assessments: Counter(label: "trigger_worker_pruned_total", dimensions: [("kind", "assessment")])
+        assessments: Counter(label: "trigger_worker_pruned_total", dimensions: [("kind", "assessment")]),
+        engine: Counter(label: "trigger_worker_pruned_total", dimensions: [("kind", "engine_history")])
     )
 
     /// What one sweep deleted.
@@ -25,6 +27,8 @@ public struct RetentionSweeper: Service {
         public var records = 0
         public var runs = 0
         public var assessments = 0
+        /// Kept events and for_each item results past `RUN_RETENTION`.
+        public var engineHistory = 0
     }
 
     /// - Parameters:
@@ -56,6 +60,7 @@ public struct RetentionSweeper: Service {
         swept.records = await sweep("expired idempotency records", pruned.records) { try await store.deleteExpiredIdempotencyRecords(now: now, limit: $0) }
         swept.runs = await sweep("finished runs past RUN_RETENTION", pruned.runs) { try await store.pruneRuns(finishedBefore: cutoff, limit: $0) }
         swept.assessments = await sweep("assessments past RUN_RETENTION", pruned.assessments) { try await store.pruneAssessments(createdBefore: cutoff, limit: $0) }
+        swept.engineHistory = await sweep("engine events and item results past RUN_RETENTION", pruned.engine) { try await store.pruneEngineHistory(before: cutoff, limit: $0) }
         return swept
     }
 
