@@ -174,16 +174,17 @@ public struct EventSubscription: Sendable, Hashable {
     public var eventType: String
     /// Only events about this vendor wake it (`nil`: any).
     public var vendorID: String?
-    /// Events of this kind received at or after this (milliseconds) keep the run due at
-    /// its commit: they may have come after the step looked and before its subscription
-    /// was there to be woken (the claim's start, less a margin for clocks apart).
-    public var since: Timestamp
+    /// The last event of this kind the step looked at (its sequence): one kept after it
+    /// keeps the run due at its commit, since it came after the step looked and perhaps
+    /// before the subscription was there to be woken. (Events of one org and type are
+    /// kept in sequence order: on PostgreSQL intake and commit take a lock for them.)
+    public var seenSequence: Int64
 
-    public init(orgID: String, eventType: String, vendorID: String?, since: Timestamp) {
+    public init(orgID: String, eventType: String, vendorID: String?, seenSequence: Int64) {
         self.orgID = orgID
         self.eventType = eventType
         self.vendorID = vendorID
-        self.since = since
+        self.seenSequence = seenSequence
     }
 }
 

@@ -133,8 +133,8 @@ extension StoreSemanticsTests {
         EngineEvent(orgID: "cborg_a", eventID: id, type: "QuestionnaireResponse.Submitted", vendorID: vendor, runID: run, data: Array("{\"id\":\"\(id)\"}".utf8), receivedAt: time)
     }
 
-    func subscription(_ vendor: String?, since: Timestamp) -> EventSubscription {
-        EventSubscription(orgID: "cborg_a", eventType: "QuestionnaireResponse.Submitted", vendorID: vendor, since: since)
+    func subscription(_ vendor: String?, seen: Int64 = 0) -> EventSubscription {
+        EventSubscription(orgID: "cborg_a", eventType: "QuestionnaireResponse.Submitted", vendorID: vendor, seenSequence: seen)
     }
 
     @Test("events are kept once and found by org, type and vendor in order; they wake only the runs subscribed to them, even mid-claim", arguments: StoreKind.available)
@@ -148,7 +148,7 @@ extension StoreSemanticsTests {
         func waiting(_ run: String, _ sub: EventSubscription?) -> TaskOutcome {
             TaskOutcome(runID: run, fence: fences[run]!, status: "waiting", finishedAt: nil, document: nil, next: (Array("{}".utf8), 90_000), assessments: [], outbox: [], subscription: sub)
         }
-        #expect(try await store.commitTasks([waiting("cbwr_v1", subscription("cbvndr_1", since: 1000)), waiting("cbwr_any", subscription(nil, since: 1000)), waiting("cbwr_other", nil)], now: 1500).count == 3)
+        #expect(try await store.commitTasks([waiting("cbwr_v1", subscription("cbvndr_1")), waiting("cbwr_any", subscription(nil)), waiting("cbwr_other", nil)], now: 1500).count == 3)
         #expect(try await store.nextTaskDue() == 90_000)
 
         var writes = BatchWrites()
@@ -173,20 +173,22 @@ extension StoreSemanticsTests {
         #expect(vendorOnly.map(\.event.eventID) == ["cbevt_3"])
         #expect(try await store.events(orgID: "cborg_a", type: "QuestionnaireResponse.Submitted", vendorID: nil, since: 0, afterSequence: all[0].sequence, limit: 1).map(\.event.eventID) == ["cbevt_1"])
 
-        // Woken mid-claim: the commit keeps it due. An event since the claim keeps a new subscriber due.
+        let sequence = Dictionary(uniqueKeysWithValues: all.map { ($0.event.eventID, $0.sequence) })
+        // Woken mid-claim: the commit keeps it due. An event after the last one the step saw keeps a new subscriber due.
         let again = try #require(try await store.claimTasks(owner: "e", now: 7000, leaseUntil: 9000, limit: 10).first { $0.runID == "cbwr_v1" })
         writes.now = 7100
         writes.events = [event("cbevt_4", vendor: "cbvndr_1", at: 7100)]
         try await store.apply(writes)
-        let kept = TaskOutcome(runID: "cbwr_v1", fence: again.fence, status: "waiting", finishedAt: nil, document: nil, next: (Array("{}".utf8), 90_000), assessments: [], outbox: [], subscription: subscription("cbvndr_1", since: 99_000))
+        let kept = TaskOutcome(runID: "cbwr_v1", fence: again.fence, status: "waiting", finishedAt: nil, document: nil, next: (Array("{}".utf8), 90_000), assessments: [], outbox: [], subscription: subscription("cbvndr_1", seen: 1_000_000))
         #expect(try await store.commitTasks([kept], now: 7200) == ["cbwr_v1"])
         #expect(try await store.task(runID: "cbwr_v1")?.dueAt == 7200, "woken during its claim")
         let third = try #require(try await store.claimTasks(owner: "e", now: 7200, leaseUntil: 9000, limit: 10).first { $0.runID == "cbwr_v1" })
-        let came = TaskOutcome(runID: "cbwr_v1", fence: third.fence, status: "waiting", finishedAt: nil, document: nil, next: (Array("{}".utf8), 90_000), assessments: [], outbox: [], subscription: subscription("cbvndr_1", since: 7000))
+        let came = TaskOutcome(runID: "cbwr_v1", fence: third.fence, status: "waiting", finishedAt: nil, document: nil, next: (Array("{}".utf8), 90_000), assessments: [], outbox: [], subscription: subscription("cbvndr_1", seen: sequence["cbevt_3"]!))
         #expect(try await store.commitTasks([came], now: 7300) == ["cbwr_v1"])
-        #expect(try await store.task(runID: "cbwr_v1")?.dueAt == 7300, "an event came since the claim began")
+        #expect(try await store.task(runID: "cbwr_v1")?.dueAt == 7300, "an event came after the last one the step saw")
         let fourth = try #require(try await store.claimTasks(owner: "e", now: 7300, leaseUntil: 9000, limit: 10).first { $0.runID == "cbwr_v1" })
-        let quiet = TaskOutcome(runID: "cbwr_v1", fence: fourth.fence, status: "waiting", finishedAt: nil, document: nil, next: (Array("{}".utf8), 90_000), assessments: [], outbox: [], subscription: subscription("cbvndr_1", since: 7300))
+        let newest = try #require(try await store.events(orgID: "cborg_a", type: "QuestionnaireResponse.Submitted", vendorID: nil, since: 0, afterSequence: 0, limit: 10).last?.sequence)
+        let quiet = TaskOutcome(runID: "cbwr_v1", fence: fourth.fence, status: "waiting", finishedAt: nil, document: nil, next: (Array("{}".utf8), 90_000), assessments: [], outbox: [], subscription: subscription("cbvndr_1", seen: newest))
         #expect(try await store.commitTasks([quiet], now: 7400) == ["cbwr_v1"])
         #expect(try await store.task(runID: "cbwr_v1")?.dueAt == 90_000, "nothing new: due at its deadline")
 
@@ -194,5 +196,16 @@ extension StoreSemanticsTests {
         #expect(try await store.pruneEngineHistory(before: 6, limit: 100) == 1, "cbevt_2, received at 5 s")
         let left = try await store.events(orgID: "cborg_a", type: "QuestionnaireResponse.Submitted", vendorID: nil, since: 0, afterSequence: 0, limit: 10)
         #expect(left.map(\.event.eventID) == ["cbevt_1", "cbevt_3", "cbevt_4"])
+    }
+
+    @Test("the PostgreSQL functions derived from earlier versions' text hold what they were derived to hold")
+    func derivedFunctions() {
+        #expect(PostgresSchema.applyBatchFunctionV4.contains("INSERT INTO run_tasks"))
+        #expect(PostgresSchema.commitTasksFunctionV6.contains("w_since bigint[]") && PostgresSchema.commitTasksFunctionV6.contains("INSERT INTO run_waits"))
+        #expect(PostgresSchema.commitTasksFunctionV8.contains("pg_advisory_xact_lock_shared") && PostgresSchema.commitTasksFunctionV8.contains("e.sequence > c.since"))
+        #expect(!PostgresSchema.commitTasksFunctionV8.contains("received_at >= c.since"))
+        #expect(PostgresSchema.recordEventsFunctionV8.contains("pg_advisory_xact_lock(k)"))
+        #expect(PostgresSchema.cancelRunsFunctionV6.contains("DELETE FROM run_waits"))
+        #expect(PostgresSchema.cancelRunsFunctionV7.contains("t.parent_id = c.run AND t.slots > 0"))
     }
 }

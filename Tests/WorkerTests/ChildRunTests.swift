@@ -78,4 +78,24 @@ struct ChildRunTests {
         let children = try await store.runs(statuses: [], limit: 100, offset: 0).filter { (try? JSONValue.parse($0.document))?[path: ["trigger", "kind"]] == "workflow" }
         #expect(children.count == 2, "one child per started step")
     }
+
+    @Test("cancelling a child run wakes the parent waiting for it: its step fails, saying the child was canceled")
+    func canceledChild() async throws {
+        let parent = try await start(child: "child-flow", wait: true)
+        let engine = executor()
+        #expect(try await engine.round() == 1)
+        let child = try await child(of: parent)
+        #expect(try await engine.round() == 1)  // the child waits on its delay
+        let topic = wait.configuration.topics.triggerRequests
+        let cancel: JSONValue = ["request_type": "workflow_run_cancel", "body": ["workflow_run_id": .string(child.id)]]
+        _ = try await wait.handle(KafkaMessage(
+            topicPartition: .init(topic: topic, partition: 0), offset: wait.nextOffset(topic), key: nil, value: cancel.canonicalBytes,
+            headers: [KafkaHeader(key: "Authorization", value: "Bearer ak_test_alpha_key")]
+        ))
+        #expect(try await wait.status(child.id) == "canceled")
+        #expect(try await engine.round() == 1, "the parent was woken")
+        #expect(try await wait.status(parent) == "failed")
+        let document = try JSONValue.parse(try #require(try await store.run(id: parent)).document)
+        #expect(document[path: ["steps", "0", "message"]]?.stringValue?.contains("canceled") == true)
+    }
 }

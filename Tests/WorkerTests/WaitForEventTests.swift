@@ -154,7 +154,7 @@ struct WaitForEventTests {
         let written = try await store.commitTasks([TaskOutcome(
             runID: run, fence: claim.fence, status: "waiting", finishedAt: nil, document: advance.document, next: (advance.state.encoded, try #require(advance.dueAt)),
             assessments: [], outbox: [],
-            subscription: EventSubscription(orgID: Self.org, eventType: "QuestionnaireResponse.Submitted", vendorID: Self.vendor, since: claimedAt - ExecutorService.eventClockMargin)
+            subscription: EventSubscription(orgID: Self.org, eventType: "QuestionnaireResponse.Submitted", vendorID: Self.vendor, seenSequence: 0)
         )], now: clock.now())
         #expect(written == [run])
         #expect(try await store.task(runID: run)?.dueAt == clock.now(), "an event came during the claim: due now, not at the deadline")
@@ -172,7 +172,7 @@ struct WaitForEventTests {
         let later = clock.now() + 3_600_000
         #expect(try await store.commitTasks([TaskOutcome(
             runID: second, fence: reclaimed.fence, status: "waiting", finishedAt: nil, document: nil, next: (reclaimed.state, later), assessments: [], outbox: [],
-            subscription: EventSubscription(orgID: Self.org, eventType: "QuestionnaireResponse.Submitted", vendorID: thirdVendor, since: later)
+            subscription: EventSubscription(orgID: Self.org, eventType: "QuestionnaireResponse.Submitted", vendorID: thirdVendor, seenSequence: 1_000_000)
         )], now: clock.now()) == [second])
         #expect(try await store.task(runID: second)?.dueAt == clock.now(), "woken during its claim: due now")
     }
@@ -182,5 +182,26 @@ struct WaitForEventTests {
         func perform(_ context: StepContext) async -> StepOutcome {
             .waits(until: context.state.wakeAt ?? context.now + 3_600_000, waitingFor: ["event": "QuestionnaireResponse.Submitted"], subscription: WaitSubscription(eventType: "QuestionnaireResponse.Submitted", vendorID: context.inputFields["match"]?["vendor_id"]?.stringValue))
         }
+    }
+
+    @Test("a run started by an event does not take that event for the one it waits for; the next such event resumes it")
+    func notItsOwnTrigger() async throws {
+        func updated(_ eventID: String) async throws -> Pipeline.Prepared {
+            let event: JSONValue = [
+                "event_id": .string(eventID), "event_type": "Vendor.Updated", "occurred_at": .int(clock.now() / 1000), "org_id": .string(Self.org),
+                "data": ["vendor": ["id": .string(Self.vendor), "name": "Acme", "tier": "high", "tags": [], "attributes": [:]]],
+            ]
+            let topic = configuration.topics.vendorEvents
+            return try await handle(KafkaMessage(topicPartition: .init(topic: topic, partition: 0), offset: nextOffset(topic), key: nil, value: event.canonicalBytes, headers: []))
+        }
+        let started = try await updated(Identifier.derive(prefix: "cbevt", from: ["update", "1"]))
+        let run = try #require(started.decision.writes.runs.first?.id)
+        #expect(try await executor().round() == 1)
+        #expect(try await status(run) == "waiting", "not resumed by the event that started it")
+        clock.advance(by: 1000)
+        _ = try await updated(Identifier.derive(prefix: "cbevt", from: ["update", "2"]))
+        // That event starts a run of its own too; both are claimed, and the first resumes.
+        _ = try await executor().round()
+        #expect(try await status(run) == "completed")
     }
 }

@@ -250,4 +250,30 @@ struct EngineValidationTests {
         #expect(VendorFilter(["tags": "pii"]) == nil, "tags must be a list")
         #expect(VendorFilter(.null) == VendorFilter(), "no filter: every vendor")
     }
+
+    @Test("items of a for_each: each has its own assessment and delivery ids, derived from the run, the step and its vendor")
+    func itemIdentities() async throws {
+        let workflow = try workflowDefinition("""
+        name: demo
+        trigger: { type: direct }
+        steps:
+          - id: sweep
+            action: for_each
+            with: { vendor_filter: {}, do: [ { id: assess, action: create_assessment }, { id: ask, action: send_questionnaire } ] }
+        """)
+        let engine = RunEngine()
+        let parent = engine.start(PendingRun(id: "cbwr_p", definition: workflow, input: [:], trigger: Array("{}".utf8), vendor: nil, assessment: nil, now: 100), headers: RunHeaders()).state
+        var assessments: [String] = [], deliveries: [JSONValue] = []
+        for vendor in ["cbvndr_a", "cbvndr_b"] {
+            let item = engine.startItem(of: parent, step: workflow.steps[0], vendor: ["id": .string(vendor)], now: 100_000)
+            let advance = await engine.advance(item, now: 100_000)
+            #expect(advance.itemResult?.status == "success")
+            #expect(advance.events.allSatisfy { $0.type != "WorkflowRun.StepUpdated" }, "an item's own steps publish no StepUpdated")
+            assessments += advance.assessments.map(\.id)
+            deliveries += try advance.data("Questionnaire.SendRequested").compactMap { $0["delivery_id"] }
+            #expect(try advance.data("Questionnaire.SendRequested").first?["vendor_id"] == .string(vendor))
+        }
+        #expect(Set(assessments).count == 2)
+        #expect(Set(deliveries).count == 2)
+    }
 }

@@ -185,6 +185,15 @@ enum PostgresSchema {
             startItemsFunction,
             cancelRunsFunctionV7,
         ]),
+        // Events of one org and type are kept, and checked against the waits, in one
+        // order (an advisory lock per org and type); a claim starts unwoken; a for_each's
+        // last items cannot both miss waking their run; a canceled child wakes its parent.
+        Migration(version: 8, name: "event-order-and-wakes", statements: [
+            recordEventsFunctionV8,
+            commitTasksFunctionV8,
+            startItemsFunctionV8,
+            cancelRunsFunctionV8,
+        ]),
     ]
 
     /// The newest version this build knows: a store migrated further belongs to a newer build.
@@ -513,4 +522,85 @@ enum PostgresSchema {
                 END
                 """
         )
+
+    /// Version 6's `tw_record_events`, first taking the lock of each org and event type
+    /// (in one order): a commit subscribing a run to them waits for it, then sees the events.
+    static let recordEventsFunctionV8 = recordEventsFunction
+        .replacingOccurrences(of: "CREATE FUNCTION", with: "CREATE OR REPLACE FUNCTION")
+        .replacingOccurrences(
+            of: "BEGIN\n    WITH added AS (",
+            with: """
+                BEGIN
+                    PERFORM pg_advisory_xact_lock(k)
+                       FROM (SELECT DISTINCT hashtext(e.org || '/' || e.type) AS k FROM unnest(e_orgs, e_types) AS e(org, type) ORDER BY 1) AS keys;
+                    WITH added AS (
+                """
+        )
+
+    /// Version 6's `tw_commit_tasks`, first sharing the lock of each org and event type its
+    /// runs subscribe to (so an event is either seen by the check below or wakes the
+    /// run), and checking for events after the last one the step looked at.
+    static let commitTasksFunctionV8 = commitTasksFunctionV6
+        .replacingOccurrences(of: "CREATE FUNCTION", with: "CREATE OR REPLACE FUNCTION")
+        .replacingOccurrences(
+            of: "BEGIN\n    SELECT count(*) INTO held FROM (",
+            with: """
+                BEGIN
+                    PERFORM pg_advisory_xact_lock_shared(k)
+                       FROM (SELECT DISTINCT hashtext(t.org_id || '/' || c.type) AS k
+                               FROM unnest(t_runs, w_types) AS c(run, type) JOIN run_tasks t ON t.run_id = c.run
+                              WHERE c.type <> '' ORDER BY 1) AS keys;
+                    SELECT count(*) INTO held FROM (
+                """
+        )
+        .replacingOccurrences(of: "AND e.received_at >= c.since);", with: "AND e.sequence > c.since);")
+
+    /// Version 7's `tw_start_items`, locking each run first (two commits ending its last
+    /// items at once then see each other's deletes: one wakes it), with cheaper counts
+    /// (a claimed item is due: its `due_at` is in the index's range).
+    static let startItemsFunctionV8 = """
+        CREATE OR REPLACE FUNCTION tw_start_items(parents text[], now_ms bigint, dormant bigint) RETURNS void LANGUAGE plpgsql AS $$
+        DECLARE
+            parent text;
+        BEGIN
+            FOREACH parent IN ARRAY parents LOOP
+                PERFORM 1 FROM run_tasks WHERE run_id = parent FOR UPDATE;
+                UPDATE run_tasks SET due_at = now_ms
+                 WHERE run_id IN (
+                    SELECT run_id FROM run_tasks WHERE parent_id = parent AND due_at = dormant ORDER BY run_id
+                     LIMIT greatest(0, coalesce((SELECT slots FROM run_tasks WHERE parent_id = parent AND slots > 0 LIMIT 1), 0)
+                       - (SELECT count(*) FROM run_tasks WHERE parent_id = parent AND slots > 0 AND due_at <= now_ms))
+                     FOR UPDATE SKIP LOCKED);
+                UPDATE run_tasks SET due_at = least(due_at, now_ms), woken = true
+                 WHERE run_id = parent AND NOT EXISTS (SELECT 1 FROM run_tasks WHERE parent_id = parent AND slots > 0);
+            END LOOP;
+        END
+        $$
+        """
+
+    /// Version 7's `tw_cancel_runs`, which also wakes the run (or item) waiting for a
+    /// canceled child run.
+    static let cancelRunsFunctionV8 = """
+        CREATE OR REPLACE FUNCTION tw_cancel_runs(c_runs text[], c_fences bigint[], c_finished bigint[], c_documents bytea[])
+        RETURNS void LANGUAGE plpgsql AS $$
+        DECLARE
+            changed bigint;
+        BEGIN
+            UPDATE run_tasks p SET due_at = least(p.due_at, (extract(epoch FROM clock_timestamp()) * 1000)::bigint), woken = true
+              FROM run_tasks t JOIN unnest(c_runs) AS c(run) ON t.run_id = c.run
+             WHERE t.slots = 0 AND p.run_id = t.parent_id;
+            DELETE FROM run_tasks t USING unnest(c_runs, c_fences) AS c(run, fence) WHERE t.run_id = c.run AND t.fence = c.fence;
+            GET DIAGNOSTICS changed = ROW_COUNT;
+            IF changed <> coalesce(cardinality(c_runs), 0) THEN
+                RAISE EXCEPTION 'a run moved on since it was read' USING ERRCODE = 'TW001';
+            END IF;
+            UPDATE runs r SET status = 'canceled', finished_at = c.finished, document = c.document
+              FROM unnest(c_runs, c_finished, c_documents) AS c(run, finished, document)
+             WHERE r.id = c.run;
+            DELETE FROM run_waits w USING unnest(c_runs) AS c(run) WHERE w.run_id = c.run;
+            DELETE FROM run_waits w USING run_tasks t, unnest(c_runs) AS c(run) WHERE t.parent_id = c.run AND t.slots > 0 AND w.run_id = t.run_id;
+            DELETE FROM run_tasks t USING unnest(c_runs) AS c(run) WHERE t.parent_id = c.run AND t.slots > 0;
+        END
+        $$
+        """
 }

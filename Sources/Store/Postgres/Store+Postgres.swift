@@ -275,16 +275,6 @@ public final class PostgresStore: Store, Service {
                 for part in parts {
                     for try await _ in try await connection.execute(part, logger: self.logger) {}
                 }
-                if !writes.cancels.isEmpty {
-                    let cancels = writes.cancels.sorted { $0.runID < $1.runID }
-                    let runs = cancels.map(\.runID), fences = cancels.map(\.fence), finished = cancels.map(\.finishedAt)
-                    let documents = cancels.map { ByteBuffer(bytes: $0.document) }
-                    let rows = try await connection.query(
-                        "SELECT FROM tw_cancel_runs(\(runs)::text[], \(fences)::bigint[], \(finished)::bigint[], \(documents)::bytea[])",
-                        logger: self.logger
-                    )
-                    for try await _ in rows {}
-                }
                 if !writes.events.isEmpty {
                     let events = writes.events
                     let rows = try await connection.query(
@@ -295,6 +285,16 @@ public final class PostgresStore: Store, Service {
                             \(events.map { ByteBuffer(bytes: $0.data) })::bytea[], \(events.map(\.receivedAt))::bigint[], \(writes.now)::bigint
                         )
                         """,
+                        logger: self.logger
+                    )
+                    for try await _ in rows {}
+                }
+                if !writes.cancels.isEmpty {
+                    let cancels = writes.cancels.sorted { $0.runID < $1.runID }
+                    let runs = cancels.map(\.runID), fences = cancels.map(\.fence), finished = cancels.map(\.finishedAt)
+                    let documents = cancels.map { ByteBuffer(bytes: $0.document) }
+                    let rows = try await connection.query(
+                        "SELECT FROM tw_cancel_runs(\(runs)::text[], \(fences)::bigint[], \(finished)::bigint[], \(documents)::bytea[])",
                         logger: self.logger
                     )
                     for try await _ in rows {}
@@ -556,7 +556,7 @@ public final class PostgresStore: Store, Service {
                      WHERE due_at <= \(now) AND lease_until <= \(now)
                      ORDER BY due_at LIMIT \(limit) FOR UPDATE SKIP LOCKED
                 )
-                UPDATE run_tasks t SET lease_owner = \(owner), lease_until = \(leaseUntil), fence = t.fence + 1
+                UPDATE run_tasks t SET lease_owner = \(owner), lease_until = \(leaseUntil), fence = t.fence + 1, woken = false
                   FROM c WHERE t.run_id = c.run_id
                 RETURNING t.run_id, t.org_id, t.due_at, t.state, t.source_topic, t.source_partition, t.fence, t.lease_owner, t.lease_until,
                           t.parent_id, t.slots, c.previous IS NOT NULL
@@ -1165,7 +1165,7 @@ struct CommitTasks: PostgresPreparedStatement {
         bindings.append(entries.map { ByteBuffer(bytes: OutboxCoding.encode($0.messages)) })
         bindings.append(outcomes.map { $0.subscription?.eventType ?? "" })
         bindings.append(outcomes.map { $0.subscription?.vendorID ?? "" })
-        bindings.append(outcomes.map { $0.subscription?.since ?? 0 })
+        bindings.append(outcomes.map { $0.subscription?.seenSequence ?? 0 })
         bindings.append(now)
         return bindings
     }

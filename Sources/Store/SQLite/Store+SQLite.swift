@@ -393,8 +393,8 @@ public final class SQLiteStore: Store {
         }
         try appendOutbox(writes.outbox, db)
         try insertTasks(writes.tasks, db)
-        try cancel(writes.cancels, db)
         try record(writes.events, now: writes.now, db)
+        try cancel(writes.cancels, now: writes.now, db)
     }
 
     /// Keeps the events and wakes the runs waiting for them.
@@ -415,11 +415,17 @@ public final class SQLiteStore: Store {
         }
     }
 
-    private static func cancel(_ cancels: [RunCancel], _ db: Database) throws {
+    private static func cancel(_ cancels: [RunCancel], now: Timestamp, _ db: Database) throws {
         let deleteTask = try db.cachedStatement(sql: "DELETE FROM run_tasks WHERE run_id = ? AND fence = ?")
         let updateRun = try db.cachedStatement(sql: "UPDATE runs SET status = 'canceled', finished_at = ?, document = ? WHERE id = ?")
         let deleteWait = try db.cachedStatement(sql: "DELETE FROM run_waits WHERE run_id = ?")
+        // A canceled child run wakes the run (or item) that waits for it.
+        let wakeParent = try db.cachedStatement(sql: """
+            UPDATE run_tasks SET due_at = min(due_at, ?), woken = 1
+             WHERE run_id = (SELECT parent_id FROM run_tasks WHERE run_id = ? AND slots = 0)
+            """)
         for cancel in cancels {
+            try wakeParent.execute(arguments: [now, cancel.runID])
             try deleteTask.execute(arguments: [cancel.runID, cancel.fence])
             if db.changesCount != 1 {
                 throw StoreError(code: .conflict, message: "run \(cancel.runID) moved on since it was read")
@@ -610,7 +616,8 @@ public final class SQLiteStore: Store {
             let rows = try Row.fetchAll(db, sql: """
                 SELECT \(Self.taskColumns) FROM run_tasks WHERE due_at <= ? AND lease_until <= ? ORDER BY due_at LIMIT ?
                 """, arguments: [now, now, limit])
-            let claim = try db.cachedStatement(sql: "UPDATE run_tasks SET lease_owner = ?, lease_until = ?, fence = fence + 1 WHERE run_id = ?")
+            // A claim starts unwoken: only an event during it keeps the run due at its commit.
+            let claim = try db.cachedStatement(sql: "UPDATE run_tasks SET lease_owner = ?, lease_until = ?, fence = fence + 1, woken = 0 WHERE run_id = ?")
             return try rows.map { row in
                 var task = Self.task(row, tookOver: (row[7] as String?) != nil)
                 try claim.execute(arguments: [owner, leaseUntil, task.runID])
@@ -651,7 +658,7 @@ public final class SQLiteStore: Store {
                 UPDATE run_tasks SET due_at = min(due_at, ?1)
                  WHERE run_id = ?2 AND EXISTS (
                     SELECT 1 FROM engine_events WHERE org_id = ?3 AND event_type = ?4 AND (?5 IS NULL OR vendor_id = ?5)
-                       AND (run_id IS NULL OR run_id = ?2 OR ?2 LIKE run_id || '/%') AND received_at >= ?6)
+                       AND (run_id IS NULL OR run_id = ?2 OR ?2 LIKE run_id || '/%') AND sequence > ?6)
                 """)
             let deleteTask = try db.cachedStatement(sql: "DELETE FROM run_tasks WHERE run_id = ?")
             let updateRun = try db.cachedStatement(sql: "UPDATE runs SET status = ?, finished_at = ?, document = ? WHERE id = ?")
@@ -676,7 +683,7 @@ public final class SQLiteStore: Store {
                 try deleteWait.execute(arguments: [outcome.runID])
                 if let wait = outcome.subscription, outcome.next != nil {
                     try insertWait.execute(arguments: [outcome.runID, wait.orgID, wait.eventType, wait.vendorID])
-                    try wakeIfCame.execute(arguments: [now, outcome.runID, wait.orgID, wait.eventType, wait.vendorID, wait.since])
+                    try wakeIfCame.execute(arguments: [now, outcome.runID, wait.orgID, wait.eventType, wait.vendorID, wait.seenSequence])
                 }
                 if let document = outcome.document {
                     try updateRun.execute(arguments: [outcome.status, outcome.finishedAt, Data(document), outcome.runID])
@@ -719,8 +726,8 @@ public final class SQLiteStore: Store {
             UPDATE run_tasks SET due_at = ?1
              WHERE run_id IN (
                 SELECT run_id FROM run_tasks WHERE parent_id = ?2 AND due_at = ?3 ORDER BY run_id
-                 LIMIT max(0, coalesce((SELECT max(slots) FROM run_tasks WHERE parent_id = ?2), 0)
-                   - (SELECT count(*) FROM run_tasks WHERE parent_id = ?2 AND slots > 0 AND due_at < ?3 AND (due_at <= ?1 OR lease_until > ?1))))
+                 LIMIT max(0, coalesce((SELECT slots FROM run_tasks WHERE parent_id = ?2 AND slots > 0 LIMIT 1), 0)
+                   - (SELECT count(*) FROM run_tasks WHERE parent_id = ?2 AND slots > 0 AND due_at <= ?1)))
             """)
         let wake = try db.cachedStatement(sql: """
             UPDATE run_tasks SET due_at = min(due_at, ?), woken = 1

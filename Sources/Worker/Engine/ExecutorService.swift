@@ -190,10 +190,6 @@ public final class ExecutorService: Service, Sendable {
         }
     }
 
-    /// How far apart instances' clocks may be when an event that came during a claim
-    /// keeps the run due (milliseconds): a margin, not a correctness bound for larger skews.
-    static let eventClockMargin: Int64 = 5_000
-
     /// When a run whose state cannot be read is looked at again (milliseconds).
     static let unreadableRetry: Int64 = 3_600_000
 
@@ -267,7 +263,8 @@ public final class ExecutorService: Service, Sendable {
         for index in outcomes.indices {
             let outcome = outcomes[index].0
             let size = (outcome.document?.count ?? 0) + (outcome.next?.state.count ?? 0) + outcome.outbox.reduce(0) { $0 + $1.byteCount }
-                + outcome.assessments.reduce(0) { $0 + $1.document.count }
+                + outcome.assessments.reduce(0) { $0 + $1.document.count } + outcome.spawn.reduce(0) { $0 + $1.state.count }
+                + outcome.children.reduce(0) { $0 + $1.run.document.count + $1.task.state.count }
             if index > start, index - start == maxRunsPerCommit || bytes + size > maxBytesPerCommit {
                 chunks.append(outcomes[start..<index])
                 start = index
@@ -345,7 +342,7 @@ public final class ExecutorService: Service, Sendable {
             runID: task.runID, fence: task.fence, status: advance.state.status.rawValue, finishedAt: advance.state.completedAt,
             document: state.item == nil ? advance.document : nil, next: advance.dueAt.map { (advance.state.encoded, $0) }, assessments: assessments, outbox: outbox,
             subscription: advance.subscription.map {
-                EventSubscription(orgID: state.orgID, eventType: $0.eventType, vendorID: $0.vendorID, since: now - Self.eventClockMargin)
+                EventSubscription(orgID: state.orgID, eventType: $0.eventType, vendorID: $0.vendorID, seenSequence: $0.seenSequence)
             }
         )
         // A for_each's new items: tasks of this run, held back until its concurrency lets them start.

@@ -28,7 +28,9 @@ struct ForEachAction: StepAction {
         do {
             if progress["listed"] != .bool(true) {
                 let cursor = progress["cursor"]?.stringValue ?? ""
-                let vendors = try await store.vendors(orgID: context.run.orgID, afterID: cursor, limit: Self.page)
+                // A page's items carry the run's input each: at most about 16 MiB of them per claim.
+                let page = max(1, min(Self.page, (16 << 20) / (context.run.input.canonicalBytes.count + 2048)))
+                let vendors = try await store.vendors(orgID: context.run.orgID, afterID: cursor, limit: page)
                 let matching = vendors.compactMap { record -> JSONValue? in
                     guard let vendor = try? JSONValue.parse(record.document), filter.matches(vendor) else { return nil }
                     return vendor
@@ -40,7 +42,7 @@ struct ForEachAction: StepAction {
                 }
                 progress["cursor"] = .string(vendors.last?.id ?? cursor)
                 progress["created"] = .int(Int64(created))
-                let listed = vendors.count < Self.page
+                let listed = vendors.count < page
                 progress["listed"] = .bool(listed)
                 if !listed || !matching.isEmpty {
                     return .inProgress(progress: .object(progress), spawn: matching, waitingFor: listed ? ["items": .int(Int64(created))] : nil)

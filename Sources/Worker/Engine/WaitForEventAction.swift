@@ -38,14 +38,17 @@ struct WaitForEventAction: StepAction {
         }
         // Narrows the events looked at (and the wake-ups) to one vendor's when `match` names one.
         let vendorID = match["vendor_id"]?.stringValue
+        // The event that started the run does not resume its own wait.
+        let trigger = context.run.trigger["event_id"]?.stringValue
+        var after: Int64 = 0
         do {
-            var after: Int64 = 0
             while true {
                 let events = try await store.events(
                     orgID: context.run.orgID, type: type, vendorID: vendorID, since: context.run.startedAt * 1000, afterSequence: after, limit: Self.page
                 )
                 for stored in events {
                     let event = stored.event
+                    if event.eventID == trigger { continue }
                     if let runID = event.runID, runID != context.run.runID { continue }
                     guard let data = try? JSONValue.parse(event.data), Self.matches(data, match) else { continue }
                     return .succeeded(StepSuccess(
@@ -54,19 +57,19 @@ struct WaitForEventAction: StepAction {
                         output: data
                     ))
                 }
-                guard events.count == Self.page, let last = events.last else { break }
-                after = last.sequence
+                if let last = events.last { after = last.sequence }
+                guard events.count == Self.page else { break }
             }
         } catch {
-            // The store did not answer: looked at again soon (a timer of the engine, not a failure).
-            return .waits(until: min(deadline, context.now + 5_000), waitingFor: waitingFor(type, match, deadline), subscription: WaitSubscription(eventType: type, vendorID: vendorID))
+            // The store did not answer: tried again under the step's retry (its deadline kept).
+            return .failed(message: "wait_for_event could not read the events: \(error)", retriable: true)
         }
         guard context.now < deadline else {
             let message = "timed out waiting for \(type) (deadline \(deadline / 1000))"
             if fields["on_timeout"] == "continue" { return .skipped(message: .string(message)) }
             return .failed(message: message, retriable: false)
         }
-        return .waits(until: deadline, waitingFor: waitingFor(type, match, deadline), subscription: WaitSubscription(eventType: type, vendorID: vendorID))
+        return .waits(until: deadline, waitingFor: waitingFor(type, match, deadline), subscription: WaitSubscription(eventType: type, vendorID: vendorID, seenSequence: after))
     }
 
     private func waitingFor(_ type: String, _ match: [String: JSONValue], _ deadline: Int64) -> JSONValue {

@@ -256,7 +256,6 @@ public struct RunEngine: Sendable {
             advance.subscription = subscription
             if first { stepUpdated(&advance, index) }
         case .inProgress(let progress, let spawn, let waitingFor):
-            let first = record.status == nil
             record.status = .running
             record.progress = progress
             for vendor in spawn { advance.spawned.append(startItem(of: advance.state, step: step, vendor: vendor, now: now)) }
@@ -270,9 +269,10 @@ public struct RunEngine: Sendable {
                 advance.dueAt = Self.noDeadline
                 if began { stepUpdated(&advance, index) }
             } else {
+                // More to do: claimed again at once. (Its StepUpdated comes when it starts
+                // waiting, with what it waits for: one event per transition.)
                 advance.state.steps[index] = record
-                advance.dueAt = now  // more to do: claimed again at once
-                if first { stepUpdated(&advance, index) }
+                advance.dueAt = now
             }
         case .startsChild(let child, let waits):
             let started = start(child, headers: advance.state.headers)

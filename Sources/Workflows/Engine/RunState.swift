@@ -149,7 +149,7 @@ extension RunState {
                     "created_at": .int(step.createdAt), "updated_at": .int(step.updatedAt), "attempts": .int(Int64(step.attempts)),
                     "next_attempt_at": optional(step.nextAttemptAt), "wake_at": optional(step.wakeAt),
                     "waiting_for": step.waitingFor ?? .null, "last_error": optional(step.lastError),
-                    "subscription": step.subscription.map { ["event_type": .string($0.eventType), "vendor_id": optional($0.vendorID)] } ?? .null,
+                    "subscription": step.subscription.map { ["event_type": .string($0.eventType), "vendor_id": optional($0.vendorID), "seen": .int($0.seenSequence)] } ?? .null,
                     "progress": step.progress ?? .null, "recheck": .bool(step.recheck),
                 ]
             }),
@@ -208,7 +208,9 @@ extension RunState {
             if let progress = step["progress"], progress != .null { state.progress = progress }
             state.recheck = step["recheck"] == .bool(true)
             if let type = step["subscription"]?["event_type"]?.stringValue {
-                state.subscription = WaitSubscription(eventType: type, vendorID: step["subscription"]?["vendor_id"]?.stringValue)
+                state.subscription = WaitSubscription(
+                    eventType: type, vendorID: step["subscription"]?["vendor_id"]?.stringValue, seenSequence: step["subscription"]?["seen"]?.intValue ?? 0
+                )
             }
             steps.append(state)
         }

@@ -37,7 +37,9 @@ struct CreateAssessmentAction: StepAction {
             return .failed(message: "create_assessment needs a vendor, and this run has none", retriable: false)
         }
         let fields = context.inputFields
-        let id = Identifier.derive(prefix: "cbqsrw", from: [context.run.runID, context.step.id])
+        // One per run and step; in a for_each, one per item too.
+        let parts = context.run.item.map { [context.run.runID, $0.stepID, $0.key, context.step.id] } ?? [context.run.runID, context.step.id]
+        let id = Identifier.derive(prefix: "cbqsrw", from: parts)
         let document = AssessmentDocument.make(
             id: id, vendorID: vendorID, name: fields["name"]?.stringValue ?? "\(context.run.workflowName) assessment",
             controlSetIDs: fields["control_set_ids"]?.arrayValue ?? [], serviceIDs: fields["service_ids"]?.arrayValue ?? [],

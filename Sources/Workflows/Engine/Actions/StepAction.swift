@@ -68,10 +68,13 @@ public struct WaitSubscription: Sendable, Hashable {
     public var eventType: String
     /// Only events about this vendor (`nil`: any of the org's).
     public var vendorID: String?
+    /// The last event the step looked at (its place in the order of receipt).
+    public var seenSequence: Int64
 
-    public init(eventType: String, vendorID: String?) {
+    public init(eventType: String, vendorID: String?, seenSequence: Int64 = 0) {
         self.eventType = eventType
         self.vendorID = vendorID
+        self.seenSequence = seenSequence
     }
 }
 
