@@ -62,7 +62,7 @@ struct DurableEngineIntegrationTests {
         }
     }
 
-    @Test("kill -9 while 150 runs wait on their delay, then a restart: every timer fires, every run completes exactly once")
+    @Test("kill -9 while 150 runs wait on their delay (8 s), then a restart: every timer fires, every run completes exactly once")
     func killDuringDelay() async throws {
         let storePath = FileManager.default.temporaryDirectory.appendingPathComponent("\(TestBroker.uniqueName("delay")).sqlite").path
         let cluster = try await Cluster("delay", storeURL: "sqlite://\(storePath)", partitions: 3)
@@ -72,7 +72,7 @@ struct DurableEngineIntegrationTests {
         let client = try KafkaProducer(configuration: KafkaProducerConfiguration(common: TestBroker.common), logger: TestBroker.logger)
         let first = try cluster.worker()
         for result in await client.send(Self.requests(cluster, count: count, tag: "delay")) { _ = try result.get() }
-        // Killed once runs are waiting on their timers (a 2 s delay), before they all fired.
+        // Killed once runs are waiting on their timers (an 8 s delay), before they all fired.
         try await reader.waitUntil("runs waiting on their delay", timeout: .seconds(60)) { _ in
             Self.count(reader, "WorkflowRun.StepUpdated") { $0[path: ["data", "status"]] == "waiting" } >= count / 3
         }
