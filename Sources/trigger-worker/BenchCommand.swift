@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+@preconcurrency import Glibc
+#endif
 import ArgumentParser
 import Foundation
 import Kafka
@@ -38,6 +41,8 @@ struct BenchCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
+        // Lines as they are printed: a pass that crashes keeps the figures before it.
+        setvbuf(stdout, nil, _IOLBF, 0)
         var logger = Logger(label: "bench")
         logger.logLevel = .error
         var configuration = try loadConfiguration(nil)
@@ -300,19 +305,28 @@ struct BenchCommand: AsyncParsableCommand {
     }
 
     /// A store for one engine pass, with the bench's vendor in its directory.
-    private func engineStore(_ kind: Kind, name: String, server: String?, logger: Logger) async throws -> (store: any Store, pool: Task<Void, any Error>?, cleanUp: @Sendable () -> Void) {
+    /// - Parameter runsPool: whether to run a PostgreSQL store's pool here (wiring that runs
+    ///   its service group runs it there: a client runs once).
+    private func engineStore(_ kind: Kind, name: String, server: String?, runsPool: Bool, logger: Logger) async throws -> (store: any Store, pool: Task<Void, any Error>?, cleanUp: @Sendable () -> Void) {
         let store: any Store
         var pool: Task<Void, any Error>?
         var cleanUp: @Sendable () -> Void = {}
         if kind == .postgres {
             let postgres = try PostgresStore(url: try await PostgresStore.createDatabase(named: name, serverURL: server!, logger: logger), poolSize: 8, logger: logger)
-            pool = Task { try await postgres.run() }
+            if runsPool { pool = Task { try await postgres.run() } }
             store = postgres
         } else {
             let path = FileManager.default.temporaryDirectory.appendingPathComponent("\(name).sqlite").path
             store = try SQLiteStore(path: path)
             cleanUp = { for ext in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + ext) } }
         }
+        // A store run by a service group is used once it runs: its vendor goes in then.
+        guard runsPool || kind == .sqlite else { return (store, pool, cleanUp) }
+        try await Self.addBenchVendor(store)
+        return (store, pool, cleanUp)
+    }
+
+    static func addBenchVendor(_ store: any Store) async throws {
         var writes = BatchWrites()
         writes.vendors = [VendorRecord(
             id: Self.vendorID, orgID: Self.org,
@@ -320,7 +334,6 @@ struct BenchCommand: AsyncParsableCommand {
             occurredAt: 1
         )]
         try await store.apply(writes)
-        return (store, pool, cleanUp)
     }
 
     /// The engine (§10): intake with execution on and paused (a switch of the bench), for
@@ -337,12 +350,13 @@ struct BenchCommand: AsyncParsableCommand {
             var passConfiguration = configuration
             passConfiguration.topics = topics
             passConfiguration.groupID = "bench-engine-\(paused)-\(kind)-\(suffix)"
-            let (store, pool, cleanUp) = try await engineStore(kind, name: name, server: server, logger: logger)
+            let (store, pool, cleanUp) = try await engineStore(kind, name: name, server: server, runsPool: false, logger: logger)
             defer { cleanUp() }
             let services = try WorkerServices(configuration: passConfiguration, orgs: orgs, catalog: catalog, store: store, enginePaused: paused, logger: logger)
             let counting = CountingHandler(wrapped: services.pipeline, target: count)
             let group = services.serviceGroup(handler: counting)
             let running = Task { try await group.run() }
+            if kind == .postgres { try await Self.addBenchVendor(store) }
             let started = await counting.firstBatch.value
             await counting.reachedTarget.value
             let intake = (ContinuousClock.now - started).seconds
@@ -371,7 +385,7 @@ struct BenchCommand: AsyncParsableCommand {
     /// engine's transactions and items per transaction, and the process's peak RSS.
     private func measureFanOut(_ kind: Kind, server: String?, configuration: WorkerConfiguration, logger: Logger) async throws {
         let vendors = 10_000
-        let (store, pool, cleanUp) = try await engineStore(kind, name: "bench_fanout_\(UUID().uuidString.prefix(8).lowercased())", server: server, logger: logger)
+        let (store, pool, cleanUp) = try await engineStore(kind, name: "bench_fanout_\(UUID().uuidString.prefix(8).lowercased())", server: server, runsPool: true, logger: logger)
         defer { cleanUp() }
         defer { pool?.cancel() }
         for start in stride(from: 0, to: vendors, by: 1000) {
