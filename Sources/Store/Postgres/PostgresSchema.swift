@@ -194,6 +194,11 @@ enum PostgresSchema {
             startItemsFunctionV8,
             cancelRunsFunctionV8,
         ]),
+        // When the next task can be claimed (due, its lease run out), read from an index:
+        // idle instances asked it by a scan of every task.
+        Migration(version: 9, name: "next-claimable-index", statements: [
+            "CREATE INDEX run_tasks_by_claimable ON run_tasks ((greatest(due_at, lease_until)))",
+        ]),
     ]
 
     /// The newest version this build knows: a store migrated further belongs to a newer build.

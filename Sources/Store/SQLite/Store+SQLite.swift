@@ -276,6 +276,10 @@ public final class SQLiteStore: Store {
                 );
                 """)
         }
+        // When the next task can be claimed (due, its lease run out), read from an index.
+        migrator.registerMigration("v11-next-claimable-index") { db in
+            try db.execute(sql: "CREATE INDEX run_tasks_by_claimable ON run_tasks (max(due_at, lease_until))")
+        }
         return migrator
     }
 

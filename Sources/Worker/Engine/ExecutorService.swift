@@ -381,12 +381,14 @@ public final class ExecutorService: Service, Sendable {
         return (outcome, advance)
     }
 
-    /// Waits for intake's signal, the earliest timer, or the idle interval.
+    /// Waits for intake's signal, the earliest timer, or the idle interval. Runs due now
+    /// that the last claim did not get (another instance holds them, on a shared store)
+    /// are looked at again after a short pause, not in a loop.
     private func idle() async {
         var wait = idleInterval
         if let due = try? await store.nextTaskDue() {
             let untilDue = Duration.milliseconds(max(0, due - clock.now()))
-            wait = min(wait, max(untilDue, .milliseconds(5)))
+            wait = min(wait, max(untilDue, store.isShared ? .milliseconds(50) : .milliseconds(5)))
         }
         await doorbell.wait(timeout: wait)
     }

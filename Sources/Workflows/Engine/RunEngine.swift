@@ -345,7 +345,6 @@ public struct RunEngine: Sendable {
     public func cancel(_ state: RunState, now: Int64) -> RunAdvance {
         var advance = RunAdvance(state: state)
         end(&advance, status: .canceled, now: now, skippedBecause: "not run: the run was canceled")
-        advance.document = RunDocument.encode(advance.state)
         return advance
     }
 
@@ -376,10 +375,14 @@ public struct RunEngine: Sendable {
         }
         let document = RunDocument.encode(advance.state)
         advance.events.append(RunEvent(type: status.eventType, idParts: [advance.state.runID, status.eventType], data: document))
+        advance.document = document  // the run as it ended: not encoded again
     }
 
     private func finish(_ advance: inout RunAdvance) -> RunAdvance {
-        advance.document = RunDocument.encode(advance.state)
+        // An item has no run object; a run that ended has it from its terminal event.
+        if advance.state.item == nil, !(advance.state.status.isTerminal && !advance.document.isEmpty) {
+            advance.document = RunDocument.encode(advance.state)
+        }
         return advance
     }
 
