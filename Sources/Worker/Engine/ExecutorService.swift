@@ -61,8 +61,17 @@ public final class ExecutorService: Service, Sendable {
     /// How long an idle executor waits before looking at the store anyway.
     var idleInterval: Duration { store.isShared ? .seconds(1) : .seconds(30) }
 
-    /// - Parameter paused: claims nothing (the benchmark measures intake alone with it).
-    public init(configuration: WorkerConfiguration, catalog: WorkflowCatalog, store: any Store, clock: any WallClock = SystemWallClock(), engine: RunEngine? = nil, paused: Bool = false, logger: Logger) {
+    /// Told after each commit that wrote events: the outbox has rows.
+    private let outboxReady: @Sendable () -> Void
+
+    /// - Parameters:
+    ///   - paused: claims nothing (the benchmark measures intake alone with it).
+    ///   - outboxReady: called after each commit that wrote events (the publisher's doorbell).
+    public init(
+        configuration: WorkerConfiguration, catalog: WorkflowCatalog, store: any Store, clock: any WallClock = SystemWallClock(), engine: RunEngine? = nil,
+        paused: Bool = false, logger: Logger, outboxReady: @escaping @Sendable () -> Void = {}
+    ) {
+        self.outboxReady = outboxReady
         self.store = store
         self.catalog = catalog
         self.engine = engine ?? RunEngine(maxEffectBytes: configuration.maxMessageBytes)
@@ -289,6 +298,7 @@ public final class ExecutorService: Service, Sendable {
             }
         }
         transactions.increment()
+        if outcomes.contains(where: { written.contains($0.0.runID) && !$0.0.outbox.isEmpty }) { outboxReady() }
         let steps = outcomes.reduce(0) { $0 + $1.1.performed.count }
         stepsPerTransaction.record(steps)
         statistics.withLock { statistics in

@@ -45,7 +45,9 @@ public struct WorkerServices: Sendable {
             .aggregate: AggregateAction(store: store),
             .runWorkflow: RunWorkflowAction(catalog: catalog, store: store),
         ])
-        let executor = ExecutorService(configuration: configuration, catalog: catalog, store: store, engine: engine, paused: enginePaused, logger: logger)
+        let executor = ExecutorService(configuration: configuration, catalog: catalog, store: store, engine: engine, paused: enginePaused, logger: logger) {
+            publisher.notify()
+        }
         self.executor = executor
         pipeline = Pipeline(configuration: configuration, orgs: orgs, catalog: catalog, store: store, runsReady: { executor.notify() }, logger: logger) { publisher.notify() }
         sweeper = RetentionSweeper(store: store, ttl: configuration.idempotencyTTL, retention: configuration.runRetention, logger: logger)
