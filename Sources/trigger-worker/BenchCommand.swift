@@ -24,6 +24,7 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: "Partitions of the bench topics.") var partitions: Int32 = 6
     @Option(help: "Brokers (default: KAFKA_BROKERS).") var brokers: String?
     @Flag(help: "Only time the pipeline's stages in process (no broker needed).") var stagesOnly = false
+    @Flag(help: "Only the engine's passes (intake with execution on and paused, the fan-out).") var engineOnly = false
     @Option(help: "Stores to measure, comma-separated: sqlite, postgres.") var stores = "sqlite"
     @Option(help: "A PostgreSQL server for the postgres passes (a database of its own is created per pass); default BENCH_POSTGRES_URL.")
     var postgresURL: String?
@@ -57,6 +58,13 @@ struct BenchCommand: AsyncParsableCommand {
         let suffix = UUID().uuidString.prefix(8).lowercased()
         if stagesOnly {
             for kind in kinds { try await measureStages(kind, server: server, configuration: configuration, logger: logger) }
+            return
+        }
+        if engineOnly {
+            for kind in kinds {
+                try await measureEngine(kind, server: server, configuration: configuration, suffix: suffix, logger: logger)
+                try await measureFanOut(kind, server: server, configuration: configuration, logger: logger)
+            }
             return
         }
         let sqlitePath = FileManager.default.temporaryDirectory.appendingPathComponent("bench-\(suffix).sqlite").path
