@@ -276,4 +276,23 @@ struct EngineValidationTests {
         #expect(Set(assessments).count == 2)
         #expect(Set(deliveries).count == 2)
     }
+
+    @Test("a state written straight (definition from the cache) is byte for byte its canonical JSON, and reads back the same")
+    func stateEncoding() async throws {
+        let workflow = try workflowDefinition("name: demo\ntrigger: { type: direct }\nsteps:\n  - { id: pause, action: delay, with: { for: 1h } }\n  - { id: ask, action: send_questionnaire, with: { due: '{{ input.due }}' }, retry: { max_attempts: 2 } }\n")
+        let run = PendingRun(id: "cbwr_enc", definition: workflow, input: ["due": "2026-06-30", "é": [1, 2.5, nil]], trigger: Array(#"{"kind":"request","source":{"offset":3}}"#.utf8),
+                             vendor: ["id": "cbvndr_v", "tags": ["a"]], assessment: nil, now: 1_750_000_000)
+        let engine = RunEngine()
+        let start = engine.start(run, headers: RunHeaders(requestID: "r-1", idempotencyKey: nil, traceparent: "00-abc"))
+        let waiting = await engine.advance(start.state, now: 1_750_000_000_000)
+        let sweep = try workflowDefinition("name: demo\ntrigger: { type: direct }\nsteps:\n  - { id: each, action: for_each, with: { vendor_filter: {}, do: [ { id: answer, action: wait_for_event, with: { event: Vendor.Updated, timeout: 1d } } ] } }\n")
+        var item = engine.startItem(of: waiting.state, step: sweep.steps[0], vendor: ["id": "cbvndr_i"], now: 1_750_000_000_000)
+        item.steps[0].subscription = WaitSubscription(eventType: "Vendor.Updated", vendorID: "cbvndr_i", seenSequence: 42)
+        item.steps[0].progress = ["cursor": "x"]
+        for state in [start.state, waiting.state, item] {
+            #expect(state.encoded == state.json.canonicalBytes)
+            #expect(state.encoded == state.encoded, "the cached definition is spliced the same way")
+            #expect(try RunState(decoding: state.encoded) == state)
+        }
+    }
 }
