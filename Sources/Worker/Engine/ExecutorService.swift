@@ -320,12 +320,14 @@ public final class ExecutorService: Service, Sendable {
             }
             if advance.finished, advance.state.item == nil {
                 finished += 1
-                logger.info("Run finished", metadata: [LogKey.runID: "\(outcome.runID)", "status": "\(outcome.status)"])
+                // Per run at debug (thousands a second under load); each commit's tally below.
+                logger.debug("Run finished", metadata: [LogKey.runID: "\(outcome.runID)", "status": "\(outcome.status)"])
             }
         }
         stepsEnded.increment(by: Int64(ended))
         retries.increment(by: Int64(retried))
         runsFinished.increment(by: Int64(finished))
+        logger.debug("Engine commit", metadata: [LogKey.count: "\(written.count)", "steps_ended": "\(ended)", "runs_finished": "\(finished)", "retries": "\(retried)"])
     }
 
     /// One run's claim: its steps that can proceed now, as an outcome to commit.
