@@ -20,13 +20,7 @@ struct ChildRunTests {
     }
 
     func start(child: String, wait waits: Bool) async throws -> String {
-        let topic = wait.configuration.topics.triggerRequests
-        let value: JSONValue = ["request_type": "workflow_run", "workflow_name": "parent-flow", "body": ["input": ["child": .string(child), "n": 7, "wait": .bool(waits)]]]
-        let prepared = try await wait.handle(KafkaMessage(
-            topicPartition: .init(topic: topic, partition: 0), offset: wait.nextOffset(topic), key: nil, value: value.canonicalBytes,
-            headers: [KafkaHeader(key: "Authorization", value: "Bearer ak_test_alpha_key")]
-        ))
-        return try #require(prepared.decision.writes.runs.first?.id)
+        try await wait.startRun("parent-flow", input: ["child": .string(child), "n": 7, "wait": .bool(waits)])
     }
 
     func child(of parent: String) async throws -> RunRecord {
@@ -86,12 +80,7 @@ struct ChildRunTests {
         #expect(try await engine.round() == 1)
         let child = try await child(of: parent)
         #expect(try await engine.round() == 1)  // the child waits on its delay
-        let topic = wait.configuration.topics.triggerRequests
-        let cancel: JSONValue = ["request_type": "workflow_run_cancel", "body": ["workflow_run_id": .string(child.id)]]
-        _ = try await wait.handle(KafkaMessage(
-            topicPartition: .init(topic: topic, partition: 0), offset: wait.nextOffset(topic), key: nil, value: cancel.canonicalBytes,
-            headers: [KafkaHeader(key: "Authorization", value: "Bearer ak_test_alpha_key")]
-        ))
+        _ = try await wait.request(["request_type": "workflow_run_cancel", "body": ["workflow_run_id": .string(child.id)]])
         #expect(try await wait.status(child.id) == "canceled")
         #expect(try await engine.round() == 1, "the parent was woken")
         #expect(try await wait.status(parent) == "failed")

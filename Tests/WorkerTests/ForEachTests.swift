@@ -50,13 +50,7 @@ struct ForEachTests {
     func quarterlySweep() async throws {
         let vendors = (0..<50).map { Identifier.derive(prefix: "cbvndr", from: ["sweep", String($0)]) }
         for (index, vendor) in vendors.enumerated() { try await vendorCreated(vendor, tags: index < 40 ? ["processes_pii"] : ["other"]) }
-        let topic = wait.configuration.topics.triggerRequests
-        let value: JSONValue = ["request_type": "workflow_run", "workflow_name": "privacy-sweep", "body": ["input": ["vendor_filter": ["tags": ["processes_pii"]], "due_date": "2025-06-30"]]]
-        let prepared = try await wait.handle(KafkaMessage(
-            topicPartition: .init(topic: topic, partition: 0), offset: wait.nextOffset(topic), key: nil, value: value.canonicalBytes,
-            headers: [KafkaHeader(key: "Authorization", value: "Bearer ak_test_alpha_key")]
-        ))
-        let run = try #require(prepared.decision.writes.runs.first?.id)
+        let run = try await wait.startRun("privacy-sweep", input: ["vendor_filter": ["tags": ["processes_pii"]], "due_date": "2025-06-30"])
         let engine = executor()
 
         // One round at a time: at most 5 items execute at once (waiting ones hold no slot).
@@ -106,21 +100,11 @@ struct ForEachTests {
     @Test("cancelling a sweep removes its items: none of them runs on")
     func cancelSweep() async throws {
         for index in 0..<12 { try await vendorCreated(Identifier.derive(prefix: "cbvndr", from: ["cancel", String(index)]), tags: ["processes_pii"]) }
-        let topic = wait.configuration.topics.triggerRequests
-        let value: JSONValue = ["request_type": "workflow_run", "workflow_name": "privacy-sweep", "body": ["input": ["vendor_filter": ["tags": ["processes_pii"]], "due_date": "2025-06-30"]]]
-        let prepared = try await wait.handle(KafkaMessage(
-            topicPartition: .init(topic: topic, partition: 0), offset: wait.nextOffset(topic), key: nil, value: value.canonicalBytes,
-            headers: [KafkaHeader(key: "Authorization", value: "Bearer ak_test_alpha_key")]
-        ))
-        let run = try #require(prepared.decision.writes.runs.first?.id)
+        let run = try await wait.startRun("privacy-sweep", input: ["vendor_filter": ["tags": ["processes_pii"]], "due_date": "2025-06-30"])
         let engine = executor()
         _ = try await engine.round()  // the run creates its 12 items; 5 are started
         #expect(try await store.pendingItems(runID: run) == 12)
-        let cancel: JSONValue = ["request_type": "workflow_run_cancel", "body": ["workflow_run_id": .string(run)]]
-        let canceled = try await wait.handle(KafkaMessage(
-            topicPartition: .init(topic: topic, partition: 0), offset: wait.nextOffset(topic), key: nil, value: cancel.canonicalBytes,
-            headers: [KafkaHeader(key: "Authorization", value: "Bearer ak_test_alpha_key")]
-        ))
+        let canceled = try await wait.request(["request_type": "workflow_run_cancel", "body": ["workflow_run_id": .string(run)]])
         #expect(canceled.decision.tally.runsCanceled == 1)
         #expect(try await store.pendingItems(runID: run) == 0)
         #expect(try await drain(engine) == 0, "nothing of the run is left to perform")

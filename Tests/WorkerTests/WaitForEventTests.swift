@@ -47,14 +47,23 @@ struct WaitForEventTests {
         return prepared
     }
 
-    func start(_ workflow: String, vendorID: String = Self.vendor) async throws -> String {
+    /// A trigger request of org A, through intake.
+    func request(_ value: JSONValue) async throws -> Pipeline.Prepared {
         let topic = configuration.topics.triggerRequests
-        let value: JSONValue = ["request_type": "workflow_run", "workflow_name": .string(workflow), "body": ["input": ["vendor_id": .string(vendorID)]]]
-        let prepared = try await handle(KafkaMessage(
+        return try await handle(KafkaMessage(
             topicPartition: .init(topic: topic, partition: 0), offset: nextOffset(topic), key: nil, value: value.canonicalBytes,
             headers: [KafkaHeader(key: "Authorization", value: "Bearer ak_test_alpha_key")]
         ))
+    }
+
+    /// Starts a run of `workflow` through intake; returns its id.
+    func startRun(_ workflow: String, input: JSONValue) async throws -> String {
+        let prepared = try await request(["request_type": "workflow_run", "workflow_name": .string(workflow), "body": ["input": input]])
         return try #require(prepared.decision.writes.runs.first?.id)
+    }
+
+    func start(_ workflow: String, vendorID: String = Self.vendor) async throws -> String {
+        try await startRun(workflow, input: ["vendor_id": .string(vendorID)])
     }
 
     @discardableResult

@@ -42,6 +42,10 @@ public final class ExecutorService: Service, Sendable {
     private let running = Gauge(label: "trigger_worker_engine_steps", dimensions: [("state", "running")])
     private let waiting = Gauge(label: "trigger_worker_engine_steps", dimensions: [("state", "waiting")])
     private let oldestRunnable = Gauge(label: "trigger_worker_engine_oldest_runnable_seconds")
+    /// Step latency by action, made once (not per step performed).
+    private let stepTimers = Dictionary(uniqueKeysWithValues: WorkflowAction.allCases.map {
+        ($0, Timer(label: "trigger_worker_engine_step_seconds", dimensions: [("action", $0.rawValue)]))
+    })
 
     /// What the engine committed so far (for the benchmark and tests).
     public struct Statistics: Sendable, Hashable {
@@ -316,7 +320,7 @@ public final class ExecutorService: Service, Sendable {
             ended += advance.stepsEnded
             retried += advance.retries
             for (action, milliseconds) in advance.performed {
-                Timer(label: "trigger_worker_engine_step_seconds", dimensions: [("action", action.rawValue)]).recordMilliseconds(milliseconds)
+                stepTimers[action]?.recordMilliseconds(milliseconds)
             }
             if advance.finished, advance.state.item == nil {
                 finished += 1

@@ -23,18 +23,11 @@ struct WaitForEventAction: StepAction {
         let deadline: Int64
         if let wakeAt = context.state.wakeAt {
             deadline = wakeAt
-        } else if let text = fields["timeout"]?.stringValue {
-            guard let timeout = DurationParser.parse(text) else {
-                return .failed(message: "wait_for_event 'timeout' is not a duration for this run", retriable: false)
-            }
-            deadline = context.now + timeout.wholeMilliseconds
-        } else if let until = fields["until"] {
-            guard let time = TimeSpec.parse(until) else {
-                return .failed(message: "wait_for_event 'until' is not a time (epoch seconds, RFC 3339 or YYYY-MM-DD) for this run", retriable: false)
-            }
-            deadline = time
         } else {
-            return .failed(message: "wait_for_event needs 'until' or 'timeout'", retriable: false)
+            switch context.deadline(durationKey: "timeout") {
+            case .success(let instant): deadline = instant
+            case .failure(let failure): return .failed(message: failure.message, retriable: false)
+            }
         }
         // Narrows the events looked at (and the wake-ups) to one vendor's when `match` names one.
         let vendorID = match["vendor_id"]?.stringValue

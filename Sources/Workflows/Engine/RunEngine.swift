@@ -260,14 +260,7 @@ public struct RunEngine: Sendable {
             record.progress = progress
             for vendor in spawn { advance.spawned.append(startItem(of: advance.state, step: step, vendor: vendor, now: now)) }
             if let waitingFor {
-                let began = record.wakeAt == nil
-                record.waitingFor = waitingFor
-                record.recheck = true
-                record.wakeAt = Self.noDeadline
-                advance.state.steps[index] = record
-                advance.state.status = .waiting
-                advance.dueAt = Self.noDeadline
-                if began { stepUpdated(&advance, index) }
+                waitUntilWoken(&record, at: index, for: waitingFor, &advance)
             } else {
                 // More to do: claimed again at once. (Its StepUpdated comes when it starts
                 // waiting, with what it waits for: one event per transition.)
@@ -281,13 +274,7 @@ public struct RunEngine: Sendable {
             if waits {
                 record.status = .running
                 record.progress = reference
-                record.waitingFor = reference
-                record.recheck = true
-                record.wakeAt = Self.noDeadline
-                advance.state.steps[index] = record
-                advance.state.status = .waiting
-                advance.dueAt = Self.noDeadline
-                stepUpdated(&advance, index)
+                waitUntilWoken(&record, at: index, for: reference, &advance)
             } else {
                 record.status = .success
                 record.message = .string("started run \(child.id) of \(child.definition.name)")
@@ -322,6 +309,19 @@ public struct RunEngine: Sendable {
             let attempts = record.attempts > 1 ? " (after \(record.attempts) attempts)" : ""
             await fail(step, &record, at: index, &advance, message: message + attempts, now: now)
         }
+    }
+
+    /// The step waits without a deadline, performed again whenever its run is woken (its
+    /// last item ended, its child run ended); its StepUpdated when it starts waiting.
+    private func waitUntilWoken(_ record: inout StepState, at index: Int, for waitingFor: JSONValue, _ advance: inout RunAdvance) {
+        let began = record.wakeAt == nil
+        record.waitingFor = waitingFor
+        record.recheck = true
+        record.wakeAt = Self.noDeadline
+        advance.state.steps[index] = record
+        advance.state.status = .waiting
+        advance.dueAt = Self.noDeadline
+        if began { stepUpdated(&advance, index) }
     }
 
     /// The step fails for good: the run fails unless the step says `on_failure: continue`.

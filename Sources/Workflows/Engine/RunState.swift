@@ -171,6 +171,8 @@ extension RunState {
         return writer.bytes
     }
 
+    /// The state as a JSON tree: the layout ``encoded`` writes straight (the tests check
+    /// that the two give the same bytes).
     var json: JSONValue {
         func optional(_ value: Int64?) -> JSONValue { value.map(JSONValue.int) ?? .null }
         func optional(_ value: String?) -> JSONValue { value.map(JSONValue.string) ?? .null }

@@ -71,20 +71,10 @@ struct DelayAction: StepAction {
             guard context.now >= wakeAt else { return .waits(until: wakeAt, waitingFor: ["delay_until": .int(wakeAt / 1000)]) }
             return .succeeded(StepSuccess(message: .string("waited until \(wakeAt / 1000)")))
         }
-        let fields = context.inputFields
         let until: Int64
-        if let text = fields["for"]?.stringValue {
-            guard let duration = DurationParser.parse(text) else {
-                return .failed(message: "delay 'for' is not a duration (such as 30s, 1h or 7d) for this run", retriable: false)
-            }
-            until = context.now + duration.wholeMilliseconds
-        } else if let time = fields["until"] {
-            guard let instant = TimeSpec.parse(time) else {
-                return .failed(message: "delay 'until' is not a time (epoch seconds, RFC 3339 or YYYY-MM-DD) for this run", retriable: false)
-            }
-            until = instant
-        } else {
-            return .failed(message: "delay needs 'for' or 'until'", retriable: false)
+        switch context.deadline(durationKey: "for") {
+        case .success(let instant): until = instant
+        case .failure(let failure): return .failed(message: failure.message, retriable: false)
         }
         guard until > context.now else { return .succeeded(StepSuccess(message: .string("nothing to wait for: \(until / 1000) has passed"))) }
         return .waits(until: until, waitingFor: ["delay_until": .int(until / 1000)])

@@ -139,6 +139,33 @@ extension StepContext {
     }
 }
 
+extension StepContext {
+    /// The instant a step's `with` names, in milliseconds: `durationKey` (a duration
+    /// from now: `for`, `timeout`) or `until` (epoch seconds, RFC 3339 or a date).
+    /// - Returns: the failure to report when neither is there or one is not well formed.
+    public func deadline(durationKey: String) -> Result<Int64, StepFailure> {
+        let action = step.action.rawValue
+        if let text = inputFields[durationKey]?.stringValue {
+            guard let duration = DurationParser.parse(text) else {
+                return .failure(StepFailure(message: "\(action) '\(durationKey)' is not a duration (such as 30s, 1h or 7d) for this run"))
+            }
+            return .success(now + duration.wholeMilliseconds)
+        }
+        if let until = inputFields["until"] {
+            guard let instant = TimeSpec.parse(until) else {
+                return .failure(StepFailure(message: "\(action) 'until' is not a time (epoch seconds, RFC 3339 or YYYY-MM-DD) for this run"))
+            }
+            return .success(instant)
+        }
+        return .failure(StepFailure(message: "\(action) needs '\(durationKey)' or 'until'"))
+    }
+}
+
+/// Why a step cannot go on (a permanent failure).
+public struct StepFailure: Error {
+    public var message: String
+}
+
 struct EffectTooLarge: Error {
     var message: String
 }
