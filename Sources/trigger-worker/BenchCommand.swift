@@ -315,23 +315,27 @@ struct BenchCommand: AsyncParsableCommand {
     /// A store for one engine pass, with the bench's vendor in its directory.
     /// - Parameter runsPool: whether to run a PostgreSQL store's pool here (wiring that runs
     ///   its service group runs it there: a client runs once).
-    private func engineStore(_ kind: Kind, name: String, server: String?, runsPool: Bool, logger: Logger) async throws -> (store: any Store, pool: Task<Void, any Error>?, cleanUp: @Sendable () -> Void) {
+    private func engineStore(_ kind: Kind, name: String, server: String?, runsPool: Bool, logger: Logger) async throws -> (store: any Store, pool: Task<Void, any Error>?, cleanUp: @Sendable () -> Void, reopen: @Sendable () throws -> any Store) {
         let store: any Store
         var pool: Task<Void, any Error>?
         var cleanUp: @Sendable () -> Void = {}
+        let reopen: @Sendable () throws -> any Store
         if kind == .postgres {
-            let postgres = try PostgresStore(url: try await PostgresStore.createDatabase(named: name, serverURL: server!, logger: logger), poolSize: 8, logger: logger)
+            let url = try await PostgresStore.createDatabase(named: name, serverURL: server!, logger: logger)
+            let postgres = try PostgresStore(url: url, poolSize: 8, logger: logger)
             if runsPool { pool = Task { try await postgres.run() } }
             store = postgres
+            reopen = { try PostgresStore(url: url, poolSize: 8, logger: logger) }
         } else {
             let path = FileManager.default.temporaryDirectory.appendingPathComponent("\(name).sqlite").path
             store = try SQLiteStore(path: path)
+            reopen = { try SQLiteStore(path: path) }
             cleanUp = { for ext in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + ext) } }
         }
         // A store run by a service group is used once it runs: its vendor goes in then.
-        guard runsPool || kind == .sqlite else { return (store, pool, cleanUp) }
+        guard runsPool || kind == .sqlite else { return (store, pool, cleanUp, reopen) }
         try await Self.addBenchVendor(store)
-        return (store, pool, cleanUp)
+        return (store, pool, cleanUp, reopen)
     }
 
     static func addBenchVendor(_ store: any Store) async throws {
@@ -351,6 +355,7 @@ struct BenchCommand: AsyncParsableCommand {
         print("\nthe engine [\(kind)] (\(count) runs of annual-reassessment-flow, 3 steps each; in process):")
         let (orgs, catalog) = try Self.demo()
         var accepted: [Bool: Double] = [:]
+        var alone: Double?
         for paused in [true, false] {
             let name = "bench_\(suffix)_\(paused ? "paused" : "on")"
             let topics = try await createTopics(pass: "engine-\(paused ? "paused" : "on")-\(kind)", suffix: suffix, configuration: configuration, logger: logger)
@@ -358,7 +363,7 @@ struct BenchCommand: AsyncParsableCommand {
             var passConfiguration = configuration
             passConfiguration.topics = topics
             passConfiguration.groupID = "bench-engine-\(paused)-\(kind)-\(suffix)"
-            let (store, pool, cleanUp) = try await engineStore(kind, name: name, server: server, runsPool: false, logger: logger)
+            let (store, pool, cleanUp, reopen) = try await engineStore(kind, name: name, server: server, runsPool: false, logger: logger)
             defer { cleanUp() }
             let services = try WorkerServices(configuration: passConfiguration, orgs: orgs, catalog: catalog, store: store, enginePaused: paused, logger: logger)
             let counting = CountingHandler(wrapped: services.pipeline, target: count)
@@ -383,17 +388,42 @@ struct BenchCommand: AsyncParsableCommand {
             await group.triggerGracefulShutdown()
             try await running.value
             pool?.cancel()
+            if paused {
+                // The runs intake left: the engine alone on them (and the publisher on its outputs).
+                alone = try await measureEngineAlone(store: try reopen(), configuration: passConfiguration, orgs: orgs, catalog: catalog, logger: logger)
+            }
         }
         if let paused = accepted[true], let on = accepted[false] {
             print(String(format: "  intake with the engine on ÷ paused, same run: %.2f", on / paused))
         }
+        if let paused = accepted[true], let alone {
+            print(String(format: "  the engine alone ÷ intake alone (engine paused), same run: %.2f", alone / paused))
+        }
+    }
+
+    /// Runs left by an intake pass with the engine paused, executed by the engine with
+    /// nothing else to do: runs completed per second (until no task is left).
+    private func measureEngineAlone(store: any Store, configuration: WorkerConfiguration, orgs: OrgDirectory, catalog: WorkflowCatalog, logger: Logger) async throws -> Double {
+        // The same group and topics: its offsets are committed, so nothing is consumed again.
+        let services = try WorkerServices(configuration: configuration, orgs: orgs, catalog: catalog, store: store, logger: logger)
+        let group = services.serviceGroup(handler: services.pipeline)
+        let started = ContinuousClock.now
+        let running = Task { try await group.run() }
+        while try await store.nextTaskDue() != nil { try await Task.sleep(for: .milliseconds(20)) }
+        let seconds = (ContinuousClock.now - started).seconds
+        let stats = services.executor.committed
+        await group.triggerGracefulShutdown()
+        try await running.value
+        print(String(format: "  engine alone: %8.0f runs completed/s (%d runs left by the paused pass, in %.1f s); %.1f steps per transaction",
+                     Double(stats.outcomes) / seconds, stats.outcomes, seconds, Double(stats.steps) / Double(max(1, stats.transactions))))
+        return Double(stats.outcomes) / seconds
     }
 
     /// A fan-out of 10,000 vendors (`for_each`, one step per item) in process: time, the
     /// engine's transactions and items per transaction, and the process's peak RSS.
     private func measureFanOut(_ kind: Kind, server: String?, configuration: WorkerConfiguration, logger: Logger) async throws {
         let vendors = 10_000
-        let (store, pool, cleanUp) = try await engineStore(kind, name: "bench_fanout_\(UUID().uuidString.prefix(8).lowercased())", server: server, runsPool: true, logger: logger)
+        let (store, pool, cleanUp, _) = try await engineStore(kind, name: "bench_fanout_\(UUID().uuidString.prefix(8).lowercased())", server: server, runsPool: true, logger: logger)
         defer { cleanUp() }
         defer { pool?.cancel() }
         for start in stride(from: 0, to: vendors, by: 1000) {

@@ -25,6 +25,11 @@ public final class SQLiteStore: Store {
             // A batch writes megabytes (runs, events): checkpoint (and fsync) every
             // ~40 MiB of WAL instead of every 4 MiB, i.e. every few batches, not every one.
             try db.execute(sql: "PRAGMA wal_autocheckpoint = 10000")
+            // The writer touches the run, task, outbox and dedupe B-trees of every batch:
+            // with SQLite's default 2 MiB page cache it re-read pages from the file for
+            // most of them (pread was 8% of the engine bench's profile). 64 MiB for the
+            // writer, 8 MiB for each reader (runs completed ÷ accepted 0.36 → 0.40).
+            try db.execute(sql: "PRAGMA cache_size = \(db.configuration.readonly ? -8192 : -65536)")
         }
         do {
             pool = try DatabasePool(path: path, configuration: configuration)

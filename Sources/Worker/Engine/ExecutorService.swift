@@ -92,6 +92,27 @@ public final class ExecutorService: Service, Sendable {
     /// Tells the executor that runs were started.
     public func notify() { doorbell.ring() }
 
+    /// Until when (uptime, nanoseconds) intake counts as busy.
+    private let intakeBusyUntil = Atomic<UInt64>(0)
+
+    /// A batch of at least this many messages means intake has a backlog.
+    static let busyBatch = 100
+
+    /// How long after such a batch intake still counts as busy.
+    static let busyFor = Duration.milliseconds(500)
+
+    /// Tells the executor that intake wrote a batch: runs were started (it looks for
+    /// them), and a large batch means intake has a backlog.
+    public func intakeWrote(messages: Int, startedRuns: Bool) {
+        if messages >= Self.busyBatch {
+            intakeBusyUntil.store(DispatchTime.now().uptimeNanoseconds + UInt64(Self.busyFor.components.attoseconds / 1_000_000_000) + UInt64(Self.busyFor.components.seconds) * 1_000_000_000, ordering: .relaxed)
+        }
+        if startedRuns { doorbell.ring() }
+    }
+
+    /// Whether intake wrote a large batch lately: the engine then yields the store to it.
+    private var intakeBusy: Bool { DispatchTime.now().uptimeNanoseconds < intakeBusyUntil.load(ordering: .relaxed) }
+
     public func run() async throws {
         guard !paused else {
             logger.notice("The engine is paused: runs are created, and no step executes")
@@ -126,33 +147,50 @@ public final class ExecutorService: Service, Sendable {
         case woken
         /// Time to commit what was performed.
         case flush
+        /// A commit ended.
+        case committed
     }
 
-    /// Claims runs as slots free up (at most `ENGINE_CONCURRENCY` at once), performs
-    /// each in a child task, and commits finished claims together, a few milliseconds
-    /// after the first of them finished: a slow step (a webhook that takes its 10 s)
-    /// holds its own slot, not the others' commits.
+    /// How many runs are claimed at most, per slot: claims run ahead of the slots, so
+    /// that one claim (a store transaction) feeds many slots and a slot that frees finds
+    /// its next run without a round trip. Measured (`bench --engine-only`, 100,000 runs
+    /// of three in-store steps on SQLite): runs completed ÷ accepted went from 0.40 with
+    /// claims of at most `ENGINE_CONCURRENCY` to 0.47 with four times that.
+    static let claimAhead = 4
+
+    /// Claims runs ahead of free slots (at most `ENGINE_CONCURRENCY` × ``claimAhead``
+    /// held), performs at most `ENGINE_CONCURRENCY` at once, each in a child task, and
+    /// commits finished claims together, a few milliseconds after the first of them
+    /// finished, one commit at a time beside the claiming and performing: a slow step
+    /// (a webhook that takes its 10 s) holds its own slot, not the others' commits.
     private func schedule() async {
         await withTaskGroup(of: Event.self) { group in
             var running = 0
+            var queued: [EngineTask] = []  // claimed, waiting for a slot (oldest first)
+            var next = 0  // the first of `queued` not started
             var waiting = false  // a child waits for the doorbell
             var flushArmed = false
+            var committing = false
             var claimDue = true
             var pending: [(TaskOutcome, RunAdvance)] = []
             var backoff = Duration.milliseconds(200)
             while true {
                 let stopping = Task.isCancelled || Task.isShuttingDownGracefully
-                // With a backlog, slots are refilled in halves (one claim for many runs, not one per run).
-                if !stopping, claimDue, running == 0 || running <= concurrency / 2 {
+                let held = running + queued.count - next
+                // Intake first (§10: intake never waits for execution): while it has a backlog,
+                // the engine claims no more than its slots and not while it commits, so that
+                // it holds the store for one transaction at a time; then it catches up.
+                let yielding = intakeBusy
+                let most = yielding ? concurrency : concurrency * Self.claimAhead
+                // With a backlog, claims are made in halves (one claim for many runs, not one per run).
+                if !stopping, claimDue, held <= most / 2, !(yielding && committing) {
                     do {
-                        let tasks = try await claim(limit: concurrency - running)
+                        let tasks = try await claim(limit: most - held)
                         backoff = .milliseconds(200)
-                        // A full claim may have left more that is due: claim again when slots free up.
-                        claimDue = tasks.count == concurrency - running
-                        running += tasks.count
-                        for task in tasks {
-                            group.addTask { .performed(runID: task.runID, await self.perform(task, now: self.clock.now())) }
-                        }
+                        // A full claim may have left more that is due: claim again when runs are performed.
+                        claimDue = tasks.count == most - held
+                        if next > 0 { queued.removeFirst(next); next = 0 }
+                        queued.append(contentsOf: tasks)
                     } catch {
                         logger.warning("The engine cannot reach the store; retrying", metadata: [LogKey.error: "\(error)", "retry_in": "\(backoff)"])
                         claimDue = false
@@ -164,15 +202,25 @@ public final class ExecutorService: Service, Sendable {
                         }
                     }
                 }
+                // Claimed runs are performed even while stopping: they are this instance's
+                // until their outcomes are written (or their leases run out).
+                while running < concurrency, next < queued.count {
+                    let task = queued[next]
+                    next += 1
+                    running += 1
+                    // Below intake's tasks: a backlog of runs yields the CPU to new requests.
+                    group.addTask(priority: .low) { .performed(runID: task.runID, await self.perform(task, now: self.clock.now())) }
+                }
                 if !stopping, !claimDue, !waiting {
                     waiting = true
                     group.addTask { await self.idle(); return .woken }
                 }
-                if stopping, running == 0, pending.isEmpty { break }
-                if stopping, running == 0, !flushArmed {
-                    await commit(pending)
-                    pending = []
-                    break
+                if stopping, running == 0, next == queued.count, !committing {
+                    if pending.isEmpty { break }
+                    if !flushArmed {
+                        await commit(pending)
+                        break
+                    }
                 }
                 guard let event = await group.next() else { break }
                 switch event {
@@ -183,17 +231,28 @@ public final class ExecutorService: Service, Sendable {
                     } else {
                         inFlight.withLock { _ = $0.removeValue(forKey: runID) }
                     }
-                    if !flushArmed, !pending.isEmpty {
+                    if !flushArmed, !committing, !pending.isEmpty {
                         flushArmed = true
                         group.addTask { try? await Task.sleep(for: Self.commitDelay); return .flush }
                     }
                 case .flush:
                     flushArmed = false
-                    await commit(pending)
+                    let batch = pending
                     pending = []
+                    committing = true
+                    group.addTask { await self.commit(batch); return .committed }
+                case .committed:
+                    committing = false
                     // What was just committed may be due again at once (a run handed back after
                     // its step budget, a retry with no wait).
                     claimDue = true
+                    // What was performed during the commit goes next, at once (it already waited).
+                    if !pending.isEmpty {
+                        committing = true
+                        let batch = pending
+                        pending = []
+                        group.addTask { await self.commit(batch); return .committed }
+                    }
                 case .woken:
                     waiting = false
                     claimDue = true

@@ -21,7 +21,7 @@ public final class Pipeline: BatchHandler {
     private let logger: Logger
     private let outboxReady: @Sendable () -> Void
     /// Called after each committed batch that started runs: the engine has work.
-    private let runsReady: @Sendable () -> Void
+    private let batchWritten: @Sendable (_ messages: Int, _ startedRuns: Bool) -> Void
 
     /// How often a batch is decided again after a conflict before the error is raised.
     static let maxAttempts = 10
@@ -51,11 +51,12 @@ public final class Pipeline: BatchHandler {
     }
 
     /// - Parameters:
-    ///   - runsReady: called after each committed batch that started runs.
+    ///   - batchWritten: called after each committed batch, with its number of messages
+    ///     and whether it started runs (the engine's signal, and its measure of intake's backlog).
     ///   - outboxReady: called after each committed batch that wrote outbox rows.
     public init(
         configuration: WorkerConfiguration, orgs: OrgDirectory, catalog: WorkflowCatalog, store: any Store,
-        clock: any WallClock = SystemWallClock(), runsReady: @escaping @Sendable () -> Void = {},
+        clock: any WallClock = SystemWallClock(), batchWritten: @escaping @Sendable (_ messages: Int, _ startedRuns: Bool) -> Void = { _, _ in },
         logger: Logger, outboxReady: @escaping @Sendable () -> Void
     ) {
         decoder = InputDecoder(configuration: configuration, orgs: orgs)
@@ -68,7 +69,7 @@ public final class Pipeline: BatchHandler {
         self.clock = clock
         self.logger = logger
         self.outboxReady = outboxReady
-        self.runsReady = runsReady
+        self.batchWritten = batchWritten
     }
 
     /// Returns once the store can be used.
@@ -109,7 +110,7 @@ public final class Pipeline: BatchHandler {
                 try await retryingStore("taking a batch", retried: &retried) { try await self.store.apply(decision.writes) }
                 record(decision, count: prepared.items.count)
                 if !decision.writes.outbox.isEmpty { outboxReady() }
-                if !decision.writes.tasks.isEmpty { runsReady() }
+                batchWritten(prepared.items.count, !decision.writes.tasks.isEmpty)
                 // A partition whose mark this batch did not move was handled past the batch
                 // already (by another instance after a rebalance, or, after an outage, by an
                 // attempt of this one whose reply was lost): marks are compare-and-set, a fence.

@@ -49,7 +49,7 @@ public struct WorkerServices: Sendable {
             publisher.notify()
         }
         self.executor = executor
-        pipeline = Pipeline(configuration: configuration, orgs: orgs, catalog: catalog, store: store, runsReady: { executor.notify() }, logger: logger) { publisher.notify() }
+        pipeline = Pipeline(configuration: configuration, orgs: orgs, catalog: catalog, store: store, batchWritten: { executor.intakeWrote(messages: $0, startedRuns: $1) }, logger: logger) { publisher.notify() }
         sweeper = RetentionSweeper(store: store, ttl: configuration.idempotencyTTL, retention: configuration.runRetention, logger: logger)
         owners = store.isShared ? [publisher] : [publisher, SharedGroupCheck(consumer: consumer, readiness: readiness, logger: logger)]
     }
