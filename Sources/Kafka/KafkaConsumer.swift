@@ -229,6 +229,18 @@ public final class KafkaConsumer: Service, Sendable {
         return try result.get()
     }
 
+    /// Whether a broker answers a metadata request for the topics this client knows
+    /// (its subscriptions), not the whole cluster's: cheap enough for a readiness probe.
+    public func brokerAnswers(timeout: Duration) async -> Bool {
+        let client = self.client
+        return await runBlocking {
+            var metadata: UnsafePointer<rd_kafka_metadata>?
+            let error = rd_kafka_metadata(client.handle, 0, nil, &metadata, Int32(clamping: timeout.milliseconds))
+            if let metadata { rd_kafka_metadata_destroy(metadata) }
+            return error == RD_KAFKA_RESP_ERR_NO_ERROR
+        }
+    }
+
     /// Makes partitions of the ``KafkaConsumerEvent/partitionsAssigned(_:)`` being
     /// handled start at the given offsets, whatever offsets the group committed. Call
     /// it while handling that event (before asking for the next one).
@@ -240,6 +252,30 @@ public final class KafkaConsumer: Service, Sendable {
     /// report one: for tests of what happens then (librdkafka offers no other way).
     public func raiseFatalErrorForTesting(_ reason: String) {
         _ = rd_kafka_test_fatal_error(client.handle, RD_KAFKA_RESP_ERR__FENCED, reason)
+    }
+
+    /// Per assigned partition, how many records are in the log past what this consumer
+    /// has read: the high watermark librdkafka last saw (from fetch replies, no request
+    /// is made) minus its position. Partitions with neither known yet are left out.
+    public func lag() throws(KafkaError) -> [KafkaTopicPartition: Int64] {
+        var list: UnsafeMutablePointer<rd_kafka_topic_partition_list_t>?
+        let error = rd_kafka_assignment(client.handle, &list)
+        guard error == RD_KAFKA_RESP_ERR_NO_ERROR, let list else {
+            throw KafkaError(code: .broker, rdKafkaError: error, context: "reading the assignment failed")
+        }
+        defer { rd_kafka_topic_partition_list_destroy(list) }
+        _ = rd_kafka_position(client.handle, list)
+        var lags: [KafkaTopicPartition: Int64] = [:]
+        for element in list.elements {
+            var low: Int64 = -1
+            var high: Int64 = -1
+            guard rd_kafka_get_watermark_offsets(client.handle, element.topicPartition.topic, element.topicPartition.partition, &low, &high) == RD_KAFKA_RESP_ERR_NO_ERROR,
+                  high >= 0 else { continue }
+            // No position yet (nothing read since the assignment): all of the log from its start counts.
+            let position = element.offset >= 0 ? element.offset : max(low, 0)
+            lags[element.topicPartition] = max(0, high - position)
+        }
+        return lags
     }
 
     /// The partitions currently assigned to this consumer.

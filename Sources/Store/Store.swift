@@ -108,6 +108,10 @@ public protocol Store: Sendable {
     /// The engine's queue at `now`, for metrics and `runs`.
     func engineQueue(now: Timestamp) async throws -> EngineQueueStats
 
+    /// Outbox entries waiting to be published (each holds one batch's outputs of one
+    /// partition; parked outputs are not counted), for metrics.
+    func outboxDepth() async throws -> Int
+
     /// The stored engine state of run `id` (absent once the run ended).
     func task(runID: String) async throws -> EngineTask?
 

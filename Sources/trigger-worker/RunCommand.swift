@@ -1,7 +1,10 @@
 import ArgumentParser
 import Foundation
+import HTTPAPI
 import Kafka
 import Logging
+import Metrics
+import Prometheus
 import ServiceLifecycle
 import Store
 import Worker
@@ -27,6 +30,9 @@ struct RunCommand: AsyncParsableCommand {
         let configuration = try loadConfiguration(config)
         LoggingBootstrap.bootstrap(configuration)
         let logger = Logger(label: "trigger-worker")
+        // Once per process: every metric the worker records lands here, for GET /metrics.
+        let registry = PrometheusCollectorRegistry()
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
 
         let version = KafkaAdmin.librdkafkaVersion
         logger.info("Starting trigger-worker", metadata: configuration.summary.merging(["librdkafka": "\(version)"]) { $1 })
@@ -56,7 +62,7 @@ struct RunCommand: AsyncParsableCommand {
             logger.critical("Cannot open the store", metadata: [LogKey.error: "\(error)"])
             throw ExitCode(1)
         }
-        let failure = await Self.serve(configuration: configuration, orgs: orgs, catalog: catalog, store: store, logger: logger)
+        let failure = await Self.serve(configuration: configuration, orgs: orgs, catalog: catalog, store: store, registry: registry, logger: logger)
         // The clients are released by now; librdkafka destroys them on threads of their
         // own, which still log through Swift: exiting before they are done would tear the
         // runtime down under them (a trap at exit instead of a clean status).
@@ -75,11 +81,17 @@ struct RunCommand: AsyncParsableCommand {
 
     /// Runs the worker's services until they stop; returns why, when a service failed.
     /// Everything it builds is released when it returns.
-    private static func serve(configuration: WorkerConfiguration, orgs: OrgDirectory, catalog: WorkflowCatalog, store: any Store, logger: Logger) async -> (any Error)? {
+    private static func serve(
+        configuration: WorkerConfiguration, orgs: OrgDirectory, catalog: WorkflowCatalog, store: any Store, registry: PrometheusCollectorRegistry, logger: Logger
+    ) async -> (any Error)? {
         do {
             let services = try WorkerServices(configuration: configuration, orgs: orgs, catalog: catalog, store: store, logger: logger)
             let watchdog = ShutdownWatchdog(grace: configuration.shutdownGrace, logger: logger)
-            try await services.serviceGroup(signals: [.sigterm, .sigint], watchdog: watchdog).run()
+            // HTTP_PORT=0 turns the HTTP surface off (tests and the bench run many workers).
+            let surfaces: [any Service] = configuration.httpPort == 0 ? [] : [
+                OperationsServer(port: configuration.httpPort, services: services, registry: registry, logger: logger),
+            ]
+            try await services.serviceGroup(signals: [.sigterm, .sigint], watchdog: watchdog, surfaces: surfaces).run()
             return nil
         } catch {
             return error

@@ -64,6 +64,7 @@ struct BatchDeciderTests {
         #expect(writes.tasks.first?.source == PartitionID(topic: configuration.topics.triggerRequests, partition: 0))
         #expect(writes.runs.first?.status == "started")
         #expect(decision.tally.runsStarted == 1)
+        #expect(decision.tally.outcomes == [.init(topic: configuration.topics.triggerRequests, outcome: "answered"): 1])
     }
 
     @Test("a batch authenticates each request by its own Authorization, however the ones before it were answered")
@@ -93,6 +94,10 @@ struct BatchDeciderTests {
             snapshot: snapshot(after: first.writes, now: 1000), now: 2000
         )
         #expect(replay.tally.replays == 1 && replay.tally.mismatches == 1)
+        // The metric's outcomes: one replay; the unauthorized request is answered (401).
+        #expect(replay.tally.outcomes == [
+            .init(topic: configuration.topics.triggerRequests, outcome: "replayed"): 1, .init(topic: configuration.topics.triggerRequests, outcome: "answered"): 1,
+        ])
         let messages = first.writes.outbox + replay.writes.outbox
         #expect(messages.count == 4)
         for message in messages {
@@ -111,6 +116,9 @@ struct BatchDeciderTests {
         let first = decide([request(offset: 0, key: nil), request(offset: 1, key: "k")], now: 1000)
         let again = decide([request(offset: 0, key: nil), request(offset: 1, key: "k"), request(offset: 2, key: nil)], snapshot: snapshot(after: first.writes, now: 1000), now: 2000)
         #expect(again.tally.alreadyDone == 2)
+        #expect(again.tally.outcomes == [
+            .init(topic: configuration.topics.triggerRequests, outcome: "already_done"): 2, .init(topic: configuration.topics.triggerRequests, outcome: "answered"): 1,
+        ])
         #expect(again.writes.runs.count == 1, "only offset 2 is new")
         #expect(again.writes.watermarks.first?.value.expected == 2)
         #expect(again.writes.watermarks.first?.value.next == 3)

@@ -192,6 +192,7 @@ final class FlakyStore: Store {
     func releaseLeases() async throws -> Int { try await base.releaseLeases() }
     func nextTaskDue() async throws -> Timestamp? { try await base.nextTaskDue() }
     func engineQueue(now: Timestamp) async throws -> EngineQueueStats { try await base.engineQueue(now: now) }
+    func outboxDepth() async throws -> Int { try await base.outboxDepth() }
     func task(runID: String) async throws -> EngineTask? { try await base.task(runID: runID) }
     func vendors(orgID: String, afterID: String, limit: Int) async throws -> [VendorRecord] { try await base.vendors(orgID: orgID, afterID: afterID, limit: limit) }
     func pendingItems(runID: String) async throws -> Int { try await base.pendingItems(runID: runID) }

@@ -729,6 +729,14 @@ public final class PostgresStore: Store, Service {
         }
     }
 
+    public func outboxDepth() async throws -> Int {
+        try await call {
+            let rows = try await self.client.query("SELECT count(*) FROM outbox", logger: self.logger)
+            for try await count in rows.decode(Int64.self) { return Int(count) }
+            return 0
+        }
+    }
+
     public func vendors(orgID: String, afterID: String, limit: Int) async throws -> [VendorRecord] {
         try await call {
             let rows = try await self.client.query(
@@ -858,17 +866,9 @@ public final class PostgresStore: Store, Service {
     }
 
     /// The result of `body`, or a ``StoreError/Code/unavailable`` once `timeout` passed
-    /// (`body` is then cancelled, and not waited for: a connection that hangs must not
-    /// hang its caller).
+    /// (see ``Deadline/run(_:_:)``).
     static func withDeadline<T: Sendable>(_ timeout: Duration, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
-        let race = DeadlineRace<T>()
-        return try await withTaskCancellationHandler {
-            try await withCheckedThrowingContinuation { continuation in
-                race.start(continuation, timeout: timeout, body)
-            }
-        } onCancel: {
-            race.settle(.failure(CancellationError()))
-        }
+        try await Deadline.run(timeout, body)
     }
 
     /// Reads a result to its end (which releases its connection and surfaces a failure
@@ -1171,65 +1171,6 @@ struct CommitTasks: PostgresPreparedStatement {
     }
 
     func decodeRow(_ row: PostgresRow) throws {}
-}
-
-// MARK: - Deadlines
-
-/// One call racing its deadline: whichever ends first resumes the caller, once. The
-/// continuation is kept before the call and the timer start, so neither can end unseen.
-final class DeadlineRace<T: Sendable>: Sendable {
-    private struct State {
-        var continuation: CheckedContinuation<T, any Error>?
-        var outcome: Result<T, any Error>?
-        var work: Task<Void, Never>?
-        var timer: Task<Void, Never>?
-    }
-
-    private let state = Mutex(State())
-
-    func start(_ continuation: CheckedContinuation<T, any Error>, timeout: Duration, _ body: @escaping @Sendable () async throws -> T) {
-        let early = state.withLock { state -> Result<T, any Error>? in
-            if let outcome = state.outcome { return outcome }  // cancelled before it began
-            state.continuation = continuation
-            return nil
-        }
-        if let early {
-            continuation.resume(with: early)
-            return
-        }
-        let work = Task {
-            do { self.settle(.success(try await body())) } catch { self.settle(.failure(error)) }
-        }
-        let timer = Task {
-            guard (try? await Task.sleep(for: timeout)) != nil else { return }
-            self.settle(.failure(StoreError(code: .unavailable, message: "the database did not answer within \(timeout)")))
-        }
-        // Whichever settled meanwhile left its tasks to be cancelled here.
-        let done = state.withLock { state -> Bool in
-            state.work = work
-            state.timer = timer
-            return state.outcome != nil
-        }
-        if done { cleanUp() }
-    }
-
-    /// Resumes the caller with `result`, unless it was resumed already; stops the rest.
-    func settle(_ result: Result<T, any Error>) {
-        let continuation = state.withLock { state -> CheckedContinuation<T, any Error>? in
-            guard state.outcome == nil else { return nil }
-            state.outcome = result
-            defer { state.continuation = nil }
-            return state.continuation
-        }
-        continuation?.resume(with: result)
-        cleanUp()
-    }
-
-    private func cleanUp() {
-        let (work, timer) = state.withLock { state in (state.work, state.timer) }
-        timer?.cancel()
-        if case .failure = state.withLock({ $0.outcome }) { work?.cancel() }
-    }
 }
 
 // MARK: - Readiness

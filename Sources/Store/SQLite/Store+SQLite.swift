@@ -808,6 +808,10 @@ public final class SQLiteStore: Store {
         }
     }
 
+    public func outboxDepth() async throws -> Int {
+        try await pool.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM outbox") ?? 0 }
+    }
+
     public func task(runID: String) async throws -> EngineTask? {
         try await pool.read { db in
             try Row.fetchOne(db, sql: "SELECT \(Self.taskColumns) FROM run_tasks WHERE run_id = ?", arguments: [runID]).map { Self.task($0) }

@@ -29,6 +29,25 @@ struct BatchDecider: Sendable {
         var duplicateEvents = 0
         var runsCanceled = 0
         var responsesKept = 0
+        /// Inputs by topic and outcome (the `trigger_worker_messages_total` metric).
+        var outcomes: [MessageOutcome: Int] = [:]
+
+        /// What became of one input, read from the counters it moved (`before` is the
+        /// tally before it was handled).
+        func outcome(since before: Tally) -> String {
+            if deadLetters > before.deadLetters { return "dead_lettered" }
+            if replays > before.replays { return "replayed" }
+            if ignored > before.ignored { return "ignored" }
+            if duplicateEvents > before.duplicateEvents { return "duplicate" }
+            if responses > before.responses { return "answered" }
+            return "applied"
+        }
+    }
+
+    /// A topic and what became of an input read from it.
+    struct MessageOutcome: Hashable, Sendable {
+        var topic: String
+        var outcome: String
     }
 
     struct Decision: Sendable {
@@ -68,10 +87,12 @@ struct BatchDecider: Sendable {
             let next = state.watermarks[partition]?.next ?? snapshot.watermarks[partition]
             if let next, source.offset < next {
                 state.tally.alreadyDone += 1
+                state.tally.outcomes[MessageOutcome(topic: partition.topic, outcome: "already_done"), default: 0] += 1
                 continue
             }
             state.epoch = snapshot.epochs[partition] ?? 0
             let outputsBefore = state.writes.outbox.count
+            let before = state.tally
             switch input {
             case .vendorEvent(let event): handle(event, &state)
             case .response(let event): handle(event, &state)
@@ -91,6 +112,7 @@ struct BatchDecider: Sendable {
                 state.writes.outbox[index].source = partition
             }
             state.watermarks[partition] = (expected: snapshot.watermarks[partition], next: source.offset + 1)
+            state.tally.outcomes[MessageOutcome(topic: partition.topic, outcome: state.tally.outcome(since: before)), default: 0] += 1
         }
         state.writes.watermarks = state.watermarks
         state.writes.now = now

@@ -2,6 +2,7 @@ import Kafka
 import Logging
 import Metrics
 import Store
+import Synchronization
 import Workflows
 
 /// Handles consumed batches: decode, decide, and write everything a batch
@@ -26,7 +27,8 @@ public final class Pipeline: BatchHandler {
     /// How often a batch is decided again after a conflict before the error is raised.
     static let maxAttempts = 10
 
-    private let processed = Counter(label: "trigger_worker_messages_total")
+    /// `trigger_worker_messages_total{topic, outcome}`, made once per pair.
+    private let processed = Mutex<[BatchDecider.MessageOutcome: Counter]>([:])
     private let runsStarted = Counter(label: "trigger_worker_runs_started_total")
     private let runsCanceled = Counter(label: "trigger_worker_runs_canceled_total")
     private let replays = Counter(label: "trigger_worker_idempotent_replays_total")
@@ -260,7 +262,15 @@ public final class Pipeline: BatchHandler {
 
     private func record(_ decision: BatchDecider.Decision, count: Int) {
         let tally = decision.tally
-        processed.increment(by: Int64(count))
+        for (key, count) in tally.outcomes {
+            let counter = processed.withLock { counters in
+                if let counter = counters[key] { return counter }
+                let counter = Counter(label: "trigger_worker_messages_total", dimensions: [("topic", key.topic), ("outcome", key.outcome)])
+                counters[key] = counter
+                return counter
+            }
+            counter.increment(by: Int64(count))
+        }
         runsStarted.increment(by: Int64(tally.runsStarted))
         runsCanceled.increment(by: Int64(tally.runsCanceled))
         replays.increment(by: Int64(tally.replays))

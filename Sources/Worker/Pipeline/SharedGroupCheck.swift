@@ -24,6 +24,9 @@ public final class SharedGroupCheck: PartitionOwner {
     /// a check's verdict counts only while its generation is the latest.
     private let owned = Mutex<(partitions: Set<PartitionID>, generation: Int)>(([], 0))
     private let refusals = Counter(label: "trigger_worker_sqlite_shared_group_total")
+    /// The check under way: a revocation (the last one at shutdown) waits for it, so that
+    /// no metadata request is left running in librdkafka while the consumer closes.
+    private let running = Mutex<Task<Void, Never>?>(nil)
 
     /// The name of the problem in ``Readiness``.
     public static let problem = "sqlite-shared-group"
@@ -41,7 +44,13 @@ public final class SharedGroupCheck: PartitionOwner {
             owned.generation += 1
             return owned
         }
-        Task { await check(owned, generation: generation) }
+        running.withLock { running in
+            let previous = running
+            running = Task {
+                await previous?.value  // one at a time, in order
+                await self.check(owned, generation: generation)
+            }
+        }
     }
 
     public func partitionsRevoked(_ partitions: [PartitionID]) async {
@@ -49,6 +58,7 @@ public final class SharedGroupCheck: PartitionOwner {
             $0.partitions.subtract(partitions)
             $0.generation += 1
         }
+        await running.withLock { $0 }?.value
     }
 
     /// Compares what this instance owns with what the input topics have; a verdict
@@ -56,7 +66,7 @@ public final class SharedGroupCheck: PartitionOwner {
     func check(_ owned: Set<PartitionID>, generation: Int) async {
         let counts: [String: Int]
         do {
-            counts = try await consumer.partitionCounts(of: topics, timeout: .seconds(10))
+            counts = try await consumer.partitionCounts(of: topics, timeout: .seconds(5))
         } catch {
             logger.warning("Cannot read the input topics' partition counts; whether other instances share the group is not known", metadata: [LogKey.error: "\(error)"])
             return
@@ -85,11 +95,21 @@ public final class SharedGroupCheck: PartitionOwner {
     }
 }
 
-/// What keeps this instance from being ready to serve, by name (for `/readyz`).
-public final class Readiness: Sendable {
+/// What keeps this instance from being ready to serve, by name (for `/readyz`), and
+/// whether it has joined its consumer group (holds an assignment, possibly empty).
+public final class Readiness: Sendable, PartitionOwner {
     private let problems = Mutex<[String: String]>([:])
+    private let joined = Mutex(false)
 
     public init() {}
+
+    /// Whether an assignment of the group was received.
+    public var hasJoined: Bool { joined.withLock { $0 } }
+
+    public func partitionsAssigned(_ partitions: [PartitionID]) { joined.withLock { $0 = true } }
+
+    /// A revocation is followed by the next assignment (or by leaving the group at shutdown).
+    public func partitionsRevoked(_ partitions: [PartitionID]) async {}
 
     /// Whether nothing keeps the instance from serving.
     public var isReady: Bool { problems.withLock { $0.isEmpty } }

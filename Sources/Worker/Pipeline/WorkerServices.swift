@@ -51,7 +51,9 @@ public struct WorkerServices: Sendable {
         self.executor = executor
         pipeline = Pipeline(configuration: configuration, orgs: orgs, catalog: catalog, store: store, batchWritten: { executor.intakeWrote(messages: $0, startedRuns: $1) }, logger: logger) { publisher.notify() }
         sweeper = RetentionSweeper(store: store, ttl: configuration.idempotencyTTL, retention: configuration.runRetention, logger: logger)
-        owners = store.isShared ? [publisher] : [publisher, SharedGroupCheck(consumer: consumer, readiness: readiness, logger: logger)]
+        owners = store.isShared
+            ? [publisher, readiness]
+            : [publisher, readiness, SharedGroupCheck(consumer: consumer, readiness: readiness, logger: logger)]
     }
 
     /// One service group in dependency order. Graceful shutdown runs in reverse:
@@ -60,13 +62,15 @@ public struct WorkerServices: Sendable {
     /// A graceful shutdown that takes longer than three quarters of `SHUTDOWN_GRACE`
     /// is escalated to cancellation.
     /// - Parameter watchdog: `run` passes one, to exit within `SHUTDOWN_GRACE` whatever hangs.
-    public func serviceGroup(signals: [UnixSignal] = [], watchdog: ShutdownWatchdog? = nil) -> ServiceGroup {
-        serviceGroup(handler: pipeline, signals: signals, watchdog: watchdog)
+    /// - Parameter surfaces: services that serve the worker to the outside (the HTTP
+    ///   surface): started after the consumer, so stopped before it.
+    public func serviceGroup(signals: [UnixSignal] = [], watchdog: ShutdownWatchdog? = nil, surfaces: [any Service] = []) -> ServiceGroup {
+        serviceGroup(handler: pipeline, signals: signals, watchdog: watchdog, surfaces: surfaces)
     }
 
     /// - Parameter handler: what handles the consumed batches (a wrapper around the
     ///   pipeline can observe them, as the benchmark does).
-    public func serviceGroup(handler: some BatchHandler, signals: [UnixSignal] = [], watchdog: ShutdownWatchdog? = nil) -> ServiceGroup {
+    public func serviceGroup(handler: some BatchHandler, signals: [UnixSignal] = [], watchdog: ShutdownWatchdog? = nil, surfaces: [any Service] = []) -> ServiceGroup {
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
         // A store with a lifecycle of its own (PostgreSQL's connection pool) comes
         // first, so that it is the last to stop.
@@ -79,6 +83,7 @@ public struct WorkerServices: Sendable {
             .init(service: sweeper),
             .init(service: BatchConsumerService(consumer: consumer, handler: handler, owners: owners, logger: logger), successTerminationBehavior: .gracefullyShutdownGroup),
         ]
+        services += surfaces.map { .init(service: $0) }
         // Last, so that it is the first to hear of a graceful shutdown.
         if let watchdog { services.append(.init(service: watchdog)) }
         var configuration = ServiceGroupConfiguration(services: services, gracefulShutdownSignals: signals, logger: logger)
