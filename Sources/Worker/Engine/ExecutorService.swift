@@ -70,11 +70,13 @@ public final class ExecutorService: Service, Sendable {
 
     /// - Parameters:
     ///   - paused: claims nothing (the benchmark measures intake alone with it).
+    ///   - maxBatchSize: the consumer's largest batch (a batch of 80% of it means a backlog).
     ///   - outboxReady: called after each commit that wrote events (the publisher's doorbell).
     public init(
         configuration: WorkerConfiguration, catalog: WorkflowCatalog, store: any Store, clock: any WallClock = SystemWallClock(), engine: RunEngine? = nil,
-        paused: Bool = false, logger: Logger, outboxReady: @escaping @Sendable () -> Void = {}
+        paused: Bool = false, maxBatchSize: Int = 500, logger: Logger, outboxReady: @escaping @Sendable () -> Void = {}
     ) {
+        self.backlogBatch = max(1, maxBatchSize * 4 / 5)
         self.outboxReady = outboxReady
         self.store = store
         self.catalog = catalog
@@ -95,8 +97,9 @@ public final class ExecutorService: Service, Sendable {
     /// Until when (uptime, nanoseconds) intake counts as busy.
     private let intakeBusyUntil = Atomic<UInt64>(0)
 
-    /// A batch of at least this many messages means intake has a backlog.
-    static let busyBatch = 100
+    /// A batch of at least this many messages means intake has a backlog: the consumer's
+    /// poll came back (nearly) full. Steady traffic with no lag gives smaller batches.
+    private let backlogBatch: Int
 
     /// How long after such a batch intake still counts as busy.
     static let busyFor = Duration.milliseconds(500)
@@ -104,7 +107,7 @@ public final class ExecutorService: Service, Sendable {
     /// Tells the executor that intake wrote a batch: runs were started (it looks for
     /// them), and a large batch means intake has a backlog.
     public func intakeWrote(messages: Int, startedRuns: Bool) {
-        if messages >= Self.busyBatch {
+        if messages >= backlogBatch {
             intakeBusyUntil.store(DispatchTime.now().uptimeNanoseconds + UInt64(Self.busyFor.components.attoseconds / 1_000_000_000) + UInt64(Self.busyFor.components.seconds) * 1_000_000_000, ordering: .relaxed)
         }
         if startedRuns { doorbell.ring() }
@@ -141,8 +144,9 @@ public final class ExecutorService: Service, Sendable {
 
     /// What the scheduler's children report.
     private enum Event: Sendable {
-        /// A run's claim was performed (`nil`: its state could not be read).
-        case performed(runID: String, (TaskOutcome, RunAdvance)?)
+        /// A run's claim was performed (`nil`: nothing to commit: its state could not be
+        /// read, or the claim was lost while it waited for a slot).
+        case performed(runID: String, fence: Int64, (TaskOutcome, RunAdvance)?)
         /// Woken: intake started runs, a timer is due, or the idle interval passed.
         case woken
         /// Time to commit what was performed.
@@ -166,7 +170,7 @@ public final class ExecutorService: Service, Sendable {
     private func schedule() async {
         await withTaskGroup(of: Event.self) { group in
             var running = 0
-            var queued: [EngineTask] = []  // claimed, waiting for a slot (oldest first)
+            var queued: [(task: EngineTask, claimed: ContinuousClock.Instant)] = []  // claimed, waiting for a slot (oldest first)
             var next = 0  // the first of `queued` not started
             var waiting = false  // a child waits for the doorbell
             var flushArmed = false
@@ -190,7 +194,8 @@ public final class ExecutorService: Service, Sendable {
                         // A full claim may have left more that is due: claim again when runs are performed.
                         claimDue = tasks.count == most - held
                         if next > 0 { queued.removeFirst(next); next = 0 }
-                        queued.append(contentsOf: tasks)
+                        let now = ContinuousClock.now
+                        queued.append(contentsOf: tasks.map { ($0, now) })
                     } catch {
                         logger.warning("The engine cannot reach the store; retrying", metadata: [LogKey.error: "\(error)", "retry_in": "\(backoff)"])
                         claimDue = false
@@ -202,14 +207,25 @@ public final class ExecutorService: Service, Sendable {
                         }
                     }
                 }
-                // Claimed runs are performed even while stopping: they are this instance's
-                // until their outcomes are written (or their leases run out).
+                // Stopping: claimed runs not started yet are handed back at once (their leases
+                // end now, for any instance or the next start); only those executing finish.
+                if stopping, next < queued.count {
+                    let unstarted = Array(queued[next...].map(\.task))
+                    queued.removeAll()
+                    next = 0
+                    await release(unstarted)
+                }
                 while running < concurrency, next < queued.count {
-                    let task = queued[next]
+                    let (task, claimed) = queued[next]
                     next += 1
                     running += 1
+                    // A run that waited for a slot is checked first: cancelled or claimed
+                    // elsewhere meanwhile, it is not performed (no effect after its cancel).
+                    let verify = ContinuousClock.now - claimed > Self.queueRecheck
                     // Below intake's tasks: a backlog of runs yields the CPU to new requests.
-                    group.addTask(priority: .low) { .performed(runID: task.runID, await self.perform(task, now: self.clock.now())) }
+                    group.addTask(priority: .low) {
+                        .performed(runID: task.runID, fence: task.fence, await self.performIfHeld(task, verify: verify))
+                    }
                 }
                 if !stopping, !claimDue, !waiting {
                     waiting = true
@@ -224,12 +240,12 @@ public final class ExecutorService: Service, Sendable {
                 }
                 guard let event = await group.next() else { break }
                 switch event {
-                case .performed(let runID, let result):
+                case .performed(let runID, let fence, let result):
                     running -= 1
                     if let result {
                         pending.append(result)
                     } else {
-                        inFlight.withLock { _ = $0.removeValue(forKey: runID) }
+                        forget([(runID, fence)])
                     }
                     if !flushArmed, !committing, !pending.isEmpty {
                         flushArmed = true
@@ -260,6 +276,44 @@ public final class ExecutorService: Service, Sendable {
             }
             group.cancelAll()
         }
+    }
+
+    /// How long a claimed run may wait for a slot before its claim is checked in the
+    /// store before it is performed.
+    static let queueRecheck = Duration.seconds(1)
+
+    /// Forgets claims this instance no longer holds, each only if it is still the claim
+    /// at that fence (the run may have been claimed again since, by this instance).
+    private func forget(_ claims: [(runID: String, fence: Int64)]) {
+        inFlight.withLock { inFlight in
+            for (runID, fence) in claims where inFlight[runID] == fence { inFlight[runID] = nil }
+        }
+    }
+
+    /// Hands claims back: their leases end now (where this instance still holds them).
+    private func release(_ tasks: [EngineTask]) async {
+        guard !tasks.isEmpty else { return }
+        forget(tasks.map { ($0.runID, $0.fence) })
+        do {
+            _ = try await store.renewLeases(owner: owner, tasks: Dictionary(tasks.map { ($0.runID, $0.fence) }, uniquingKeysWith: max), until: clock.now())
+            logger.info("Handed back runs claimed and not started, at shutdown", metadata: [LogKey.count: "\(tasks.count)"])
+        } catch {
+            logger.warning("Runs claimed and not started could not be handed back; they are taken over after STEP_LEASE", metadata: [LogKey.count: "\(tasks.count)", LogKey.error: "\(error)"])
+        }
+    }
+
+    /// Performs a claim unless it was lost: its lease not renewed (another instance has
+    /// the run), or, when `verify`, the store no longer holds it under this claim (the
+    /// run was cancelled, or its lease ran out while it waited for a slot).
+    private func performIfHeld(_ task: EngineTask, verify: Bool) async -> (TaskOutcome, RunAdvance)? {
+        guard inFlight.withLock({ $0[task.runID] == task.fence }) else { return nil }
+        if verify {
+            guard let current = try? await store.task(runID: task.runID), current.fence == task.fence, current.leaseOwner == owner else {
+                logger.debug("A claimed run changed while it waited for a slot; not performed", metadata: [LogKey.runID: "\(task.runID)"])
+                return nil
+            }
+        }
+        return await perform(task, now: clock.now())
     }
 
     /// When a run whose state cannot be read is looked at again (milliseconds).
@@ -309,12 +363,12 @@ public final class ExecutorService: Service, Sendable {
             // Not written: the leases run out and the runs are performed again (effects
             // outside the store carry their delivery id; those inside were not applied).
             logger.error("The engine could not commit what it performed; those runs are performed again after STEP_LEASE", metadata: [LogKey.count: "\(outcomes.count)", LogKey.error: "\(error)"])
-            inFlight.withLock { inFlight in for (outcome, _) in outcomes { inFlight[outcome.runID] = nil } }
+            forget(outcomes.map { ($0.0.runID, $0.0.fence) })
         }
     }
 
     private func commit(_ outcomes: [(TaskOutcome, RunAdvance)], attempts: Int) async throws {
-        defer { inFlight.withLock { inFlight in for (outcome, _) in outcomes { inFlight[outcome.runID] = nil } } }
+        defer { forget(outcomes.map { ($0.0.runID, $0.0.fence) }) }
         for chunk in Self.chunks(outcomes) {
             do {
                 try await commitChunk(chunk, attempts: attempts)
@@ -476,6 +530,8 @@ public final class ExecutorService: Service, Sendable {
             guard !held.isEmpty else { continue }
             do {
                 let renewed = try await store.renewLeases(owner: owner, tasks: held, until: clock.now() + lease.wholeMilliseconds)
+                // A lost claim is not performed if it still waits for a slot, nor renewed again.
+                forget(held.filter { !renewed.contains($0.key) }.map { ($0.key, $0.value) })
                 if renewed.count < held.count {
                     logger.warning("Some leases could not be renewed: another instance claimed those runs", metadata: ["count": "\(held.count - renewed.count)"])
                 }

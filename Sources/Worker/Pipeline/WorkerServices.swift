@@ -31,10 +31,8 @@ public struct WorkerServices: Sendable {
         self.logger = logger
         shutdownGrace = configuration.shutdownGrace
         producer = try KafkaProducer(configuration: configuration.producer, logger: logger)
-        consumer = try KafkaConsumer(
-            configuration: KafkaConsumerConfiguration(common: configuration.kafka, groupID: configuration.groupID, topics: configuration.topics.inputs),
-            logger: logger
-        )
+        let consumerConfiguration = KafkaConsumerConfiguration(common: configuration.kafka, groupID: configuration.groupID, topics: configuration.topics.inputs)
+        consumer = try KafkaConsumer(configuration: consumerConfiguration, logger: logger)
         let publisher = OutboxPublisher(store: store, producer: producer, logger: logger, inputTopics: Set(configuration.topics.inputs))
         self.publisher = publisher
         webhooks = WebhookClient()
@@ -45,7 +43,7 @@ public struct WorkerServices: Sendable {
             .aggregate: AggregateAction(store: store),
             .runWorkflow: RunWorkflowAction(catalog: catalog, store: store),
         ])
-        let executor = ExecutorService(configuration: configuration, catalog: catalog, store: store, engine: engine, paused: enginePaused, logger: logger) {
+        let executor = ExecutorService(configuration: configuration, catalog: catalog, store: store, engine: engine, paused: enginePaused, maxBatchSize: consumerConfiguration.maxBatchSize, logger: logger) {
             publisher.notify()
         }
         self.executor = executor
