@@ -213,7 +213,8 @@ public final class KafkaConsumer: Service, Sendable {
         let wanted = Set(topics)
         let result: Result<[String: Int], KafkaError> = await runBlocking {
             var metadata: UnsafePointer<rd_kafka_metadata>?
-            let error = rd_kafka_metadata(client.handle, 1, nil, &metadata, Int32(clamping: timeout.milliseconds))
+            // The topics this client knows (its subscriptions), not the whole cluster's.
+            let error = rd_kafka_metadata(client.handle, 0, nil, &metadata, Int32(clamping: timeout.milliseconds))
             guard error == RD_KAFKA_RESP_ERR_NO_ERROR, let metadata else {
                 return .failure(KafkaError(code: .broker, rdKafkaError: error, context: "reading the topics' metadata failed"))
             }
@@ -256,7 +257,8 @@ public final class KafkaConsumer: Service, Sendable {
 
     /// Per assigned partition, how many records are in the log past what this consumer
     /// has read: the high watermark librdkafka last saw (from fetch replies, no request
-    /// is made) minus its position. Partitions with neither known yet are left out.
+    /// is made) minus its position (the offset after the last record polled). Partitions
+    /// read nothing from since their assignment are left out.
     public func lag() throws(KafkaError) -> [KafkaTopicPartition: Int64] {
         var list: UnsafeMutablePointer<rd_kafka_topic_partition_list_t>?
         let error = rd_kafka_assignment(client.handle, &list)
@@ -271,9 +273,10 @@ public final class KafkaConsumer: Service, Sendable {
             var high: Int64 = -1
             guard rd_kafka_get_watermark_offsets(client.handle, element.topicPartition.topic, element.topicPartition.partition, &low, &high) == RD_KAFKA_RESP_ERR_NO_ERROR,
                   high >= 0 else { continue }
-            // No position yet (nothing read since the assignment): all of the log from its start counts.
-            let position = element.offset >= 0 ? element.offset : max(low, 0)
-            lags[element.topicPartition] = max(0, high - position)
+            // No position yet (nothing read since the assignment): not known, left out
+            // (the high watermark alone would count the whole log as lag).
+            guard element.offset >= 0 else { continue }
+            lags[element.topicPartition] = max(0, high - element.offset)
         }
         return lags
     }

@@ -108,6 +108,10 @@ public protocol Store: Sendable {
     /// The engine's queue at `now`, for metrics and `runs`.
     func engineQueue(now: Timestamp) async throws -> EngineQueueStats
 
+    /// One org's runs matching `query`, newest first (`started_at`, then id), and how
+    /// many match in all (the HTTP API's list).
+    func runs(matching query: RunQuery) async throws -> (runs: [RunRecord], total: Int)
+
     /// Outbox entries waiting to be published (each holds one batch's outputs of one
     /// partition; parked outputs are not counted), for metrics.
     func outboxDepth() async throws -> Int
@@ -470,6 +474,29 @@ public struct VendorRecord: Sendable, Hashable {
 }
 
 /// A workflow run; its document is the run object as `GET /v1/workflows/runs/{id}` returns it.
+/// Which of an org's runs to list (`GET /v1/workflows/runs`).
+public struct RunQuery: Sendable, Hashable {
+    public var orgID: String
+    public var workflowName: String?
+    /// Any of these statuses; empty for all.
+    public var statuses: [String]
+    /// Inclusive bounds on `started_at` (seconds since the epoch).
+    public var startedFrom: Int64?
+    public var startedUntil: Int64?
+    public var limit: Int
+    public var offset: Int
+
+    public init(orgID: String, workflowName: String? = nil, statuses: [String] = [], startedFrom: Int64? = nil, startedUntil: Int64? = nil, limit: Int = 100, offset: Int = 0) {
+        self.orgID = orgID
+        self.workflowName = workflowName
+        self.statuses = statuses
+        self.startedFrom = startedFrom
+        self.startedUntil = startedUntil
+        self.limit = limit
+        self.offset = offset
+    }
+}
+
 public struct RunRecord: Sendable, Hashable {
     public var id: String
     public var orgID: String

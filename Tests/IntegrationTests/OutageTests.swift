@@ -8,16 +8,26 @@ import Worker
 /// Tansu runs as the test's direct child: a daemon started through a script would
 /// keep a descriptor Foundation's Process watches, and hide the script's exit.
 final class OwnBroker: @unchecked Sendable {
+    /// Where clients connect (the proxy's port when there is one).
     let port: Int
     private var process: Process?
+    /// With a proxy: Tansu listens here and advertises ``port``, where the proxy forwards to it.
+    private let brokerPort: Int?
+    private var proxy: Process?
 
-    init() throws {
+    /// - Parameter proxied: clients reach the broker through a TCP proxy, and ``stop()``
+    ///   and ``start()`` cut and restore the network path instead of restarting the
+    ///   broker: its topics (kept in memory) survive with their ids, as a real cluster's
+    ///   would. (librdkafka 2.8 can crash when a topic it knows comes back with a new id.)
+    init(proxied: Bool = false) throws {
         port = try Self.freePort()
+        brokerPort = proxied ? try Self.freePort() : nil
     }
 
     deinit {
         // A test that failed half-way must not leave a (perhaps frozen) broker behind.
         if let process, process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        if let proxy, proxy.isRunning { kill(proxy.processIdentifier, SIGKILL) }
     }
 
     static func freePort() throws -> Int {
@@ -47,7 +57,9 @@ final class OwnBroker: @unchecked Sendable {
     }
 
     /// Whether something accepts connections on the port.
-    func answers() -> Bool {
+    func answers() -> Bool { Self.answers(port) }
+
+    static func answers(_ port: Int) -> Bool {
         let socket = Foundation.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(socket) }
         var address = sockaddr_in()
@@ -60,10 +72,15 @@ final class OwnBroker: @unchecked Sendable {
     }
 
     func start() async throws {
+        if let brokerPort, let process, process.isRunning {
+            // The broker runs: only the network path comes back.
+            try await startProxy(to: brokerPort)
+            return
+        }
         let process = Process()
         process.executableURL = try Self.tansu()
         let url = "tcp://127.0.0.1:\(port)"
-        process.arguments = ["broker", "--listener-url", url, "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"]
+        process.arguments = ["broker", "--listener-url", brokerPort.map { "tcp://127.0.0.1:\($0)" } ?? url, "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"]
         // Its log, for when a test fails: the scratch directory of the run.
         let log = FileManager.default.temporaryDirectory.appendingPathComponent("tansu-\(port).log").path
         FileManager.default.createFile(atPath: log, contents: nil)
@@ -75,8 +92,23 @@ final class OwnBroker: @unchecked Sendable {
         self.process = process
         // Tansu is ready in milliseconds; there is no event to await but its port.
         let deadline = ContinuousClock.now + .seconds(20)
-        while !answers() {
+        while !Self.answers(brokerPort ?? port) {
             guard process.isRunning, ContinuousClock.now < deadline else { throw TimedOut(what: "the test's broker to answer") }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        if let brokerPort { try await startProxy(to: brokerPort) }
+    }
+
+    private func startProxy(to brokerPort: Int) async throws {
+        let proxy = Process()
+        proxy.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        proxy.arguments = ["python3", WorkerProcess.root.appendingPathComponent("Tests/Fixtures/tools/tcp-proxy.py").path, "\(port)", "\(brokerPort)"]
+        try proxy.run()
+        self.proxy = proxy
+        // The proxy is ready when its port answers; there is no other event to await.
+        let deadline = ContinuousClock.now + .seconds(20)
+        while !answers() {
+            guard proxy.isRunning, ContinuousClock.now < deadline else { throw TimedOut(what: "the test's TCP proxy to answer") }
             try await Task.sleep(for: .milliseconds(50))
         }
     }
@@ -91,8 +123,20 @@ final class OwnBroker: @unchecked Sendable {
         if let process, process.isRunning { kill(process.processIdentifier, SIGCONT) }
     }
 
-    /// Kills the broker (SIGKILL: Tansu does not stop on SIGTERM, and an outage need not be polite).
+    /// Kills the broker (SIGKILL: Tansu does not stop on SIGTERM, and an outage need not
+    /// be polite); with a proxy, kills the proxy instead (the network path is cut).
     func stop() async {
+        if brokerPort != nil, let proxy, proxy.isRunning {
+            kill(proxy.processIdentifier, SIGKILL)
+            await withCheckedContinuation { continuation in
+                DispatchQueue.global().async {
+                    proxy.waitUntilExit()
+                    continuation.resume()
+                }
+            }
+            self.proxy = nil
+            return
+        }
         guard let process, process.isRunning else { return }
         kill(process.processIdentifier, SIGKILL)
         await withCheckedContinuation { continuation in

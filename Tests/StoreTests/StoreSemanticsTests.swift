@@ -63,6 +63,33 @@ struct StoreSemanticsTests {
         #expect(try await store.pendingOutbox(limit: 10).isEmpty)
     }
 
+    @Test("an org's runs are listed newest first with filters, paging and a total; another org's are not; outbox depth counts entries", arguments: StoreKind.available)
+    func runLists(_ kind: StoreKind) async throws {
+        let opened = try await kind.open()
+        defer { opened.close() }
+        let store = opened.store
+        var writes = BatchWrites()
+        // 30 runs of org 1 (started at 1…30; names a/b; statuses completed/waiting/failed), 5 of org 2.
+        writes.runs = (1...30).map { n in
+            RunRecord(id: "cbwr_\(n)", orgID: "cborg_1", workflowName: n % 2 == 0 ? "a" : "b", status: ["completed", "waiting", "failed"][n % 3], startedAt: Int64(n), document: Array("{\"n\":\(n)}".utf8))
+        } + (1...5).map { n in RunRecord(id: "cbwr_x\(n)", orgID: "cborg_2", workflowName: "a", status: "completed", startedAt: Int64(n), document: Array("{}".utf8)) }
+        writes.outbox = [OutboxMessage(topic: "out", key: nil, value: Array("v".utf8), headers: [])]
+        try await store.apply(writes)
+
+        let all = try await store.runs(matching: RunQuery(orgID: "cborg_1", limit: 100))
+        #expect(all.total == 30 && all.runs.map(\.startedAt) == (1...30).reversed().map(Int64.init), "newest first")
+        let page = try await store.runs(matching: RunQuery(orgID: "cborg_1", limit: 7, offset: 21))
+        #expect(page.total == 30 && page.runs.map(\.startedAt) == [9, 8, 7, 6, 5, 4, 3])
+        let filtered = try await store.runs(matching: RunQuery(orgID: "cborg_1", workflowName: "a", statuses: ["completed", "failed"], startedFrom: 10, startedUntil: 20, limit: 100))
+        let expected = (10...20).filter { $0 % 2 == 0 && $0 % 3 != 1 }.reversed().map(Int64.init)
+        #expect(filtered.runs.map(\.startedAt) == expected && filtered.total == expected.count)
+        #expect(filtered.runs.allSatisfy { $0.orgID == "cborg_1" && $0.workflowName == "a" })
+        let other = try await store.runs(matching: RunQuery(orgID: "cborg_2", limit: 2))
+        #expect(other.total == 5 && other.runs.count == 2 && other.runs.allSatisfy { $0.orgID == "cborg_2" })
+        #expect(try await store.runs(matching: RunQuery(orgID: "cborg_3")).total == 0)
+        #expect(try await store.outboxDepth() == 1)
+    }
+
     @Test("outbox messages keep their order, keys (or none), values and headers across entries", arguments: StoreKind.available)
     func outboxEntries(_ kind: StoreKind) async throws {
         let opened = try await kind.open()

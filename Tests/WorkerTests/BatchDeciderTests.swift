@@ -94,9 +94,9 @@ struct BatchDeciderTests {
             snapshot: snapshot(after: first.writes, now: 1000), now: 2000
         )
         #expect(replay.tally.replays == 1 && replay.tally.mismatches == 1)
-        // The metric's outcomes: one replay; the unauthorized request is answered (401).
+        // The metric's outcomes: one replay; the unauthorized request is rejected (401).
         #expect(replay.tally.outcomes == [
-            .init(topic: configuration.topics.triggerRequests, outcome: "replayed"): 1, .init(topic: configuration.topics.triggerRequests, outcome: "answered"): 1,
+            .init(topic: configuration.topics.triggerRequests, outcome: "replayed"): 1, .init(topic: configuration.topics.triggerRequests, outcome: "rejected"): 1,
         ])
         let messages = first.writes.outbox + replay.writes.outbox
         #expect(messages.count == 4)

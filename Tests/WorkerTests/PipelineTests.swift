@@ -193,6 +193,7 @@ final class FlakyStore: Store {
     func nextTaskDue() async throws -> Timestamp? { try await base.nextTaskDue() }
     func engineQueue(now: Timestamp) async throws -> EngineQueueStats { try await base.engineQueue(now: now) }
     func outboxDepth() async throws -> Int { try await base.outboxDepth() }
+    func runs(matching query: RunQuery) async throws -> (runs: [RunRecord], total: Int) { try await base.runs(matching: query) }
     func task(runID: String) async throws -> EngineTask? { try await base.task(runID: runID) }
     func vendors(orgID: String, afterID: String, limit: Int) async throws -> [VendorRecord] { try await base.vendors(orgID: orgID, afterID: afterID, limit: limit) }
     func pendingItems(runID: String) async throws -> Int { try await base.pendingItems(runID: runID) }

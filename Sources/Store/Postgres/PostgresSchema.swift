@@ -199,6 +199,10 @@ enum PostgresSchema {
         Migration(version: 9, name: "next-claimable-index", statements: [
             "CREATE INDEX run_tasks_by_claimable ON run_tasks ((greatest(due_at, lease_until)))",
         ]),
+        // The HTTP API lists an org's runs newest first.
+        Migration(version: 10, name: "runs-by-org", statements: [
+            "CREATE INDEX runs_by_org_start ON runs (org_id, started_at)",
+        ]),
     ]
 
     /// The newest version this build knows: a store migrated further belongs to a newer build.

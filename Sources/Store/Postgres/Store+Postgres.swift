@@ -518,6 +518,36 @@ public final class PostgresStore: Store, Service {
         }
     }
 
+    public func runs(matching query: RunQuery) async throws -> (runs: [RunRecord], total: Int) {
+        try await call {
+            // Absent filters are NULL (or an empty array) and match everything.
+            let name = query.workflowName, from = query.startedFrom, until = query.startedUntil, statuses = query.statuses
+            var total = 0
+            let counted = try await self.client.query(
+                """
+                SELECT count(*) FROM runs WHERE org_id = \(query.orgID) AND (\(name)::text IS NULL OR workflow_name = \(name))
+                   AND (cardinality(\(statuses)::text[]) = 0 OR status = ANY(\(statuses)::text[]))
+                   AND (\(from)::bigint IS NULL OR started_at >= \(from)) AND (\(until)::bigint IS NULL OR started_at <= \(until))
+                """,
+                logger: self.logger
+            )
+            for try await count in counted.decode(Int64.self) { total = Int(count) }
+            let rows = try await self.client.query(
+                """
+                SELECT id, org_id, workflow_name, status, started_at, finished_at, document
+                  FROM runs WHERE org_id = \(query.orgID) AND (\(name)::text IS NULL OR workflow_name = \(name))
+                   AND (cardinality(\(statuses)::text[]) = 0 OR status = ANY(\(statuses)::text[]))
+                   AND (\(from)::bigint IS NULL OR started_at >= \(from)) AND (\(until)::bigint IS NULL OR started_at <= \(until))
+                 ORDER BY started_at DESC, id LIMIT \(query.limit) OFFSET \(query.offset)
+                """,
+                logger: self.logger
+            )
+            var runs: [RunRecord] = []
+            for try await row in rows.decode((String, String, String, String, Int64, Int64?, ByteBuffer).self) { runs.append(Self.run(row)) }
+            return (runs, total)
+        }
+    }
+
     public func assessment(id: String) async throws -> AssessmentRecord? {
         try await call {
             let rows = try await self.client.query(

@@ -285,6 +285,10 @@ public final class SQLiteStore: Store {
         migrator.registerMigration("v11-next-claimable-index") { db in
             try db.execute(sql: "CREATE INDEX run_tasks_by_claimable ON run_tasks (max(due_at, lease_until))")
         }
+        // The HTTP API lists an org's runs newest first.
+        migrator.registerMigration("v12-runs-by-org") { db in
+            try db.execute(sql: "CREATE INDEX runs_by_org_start ON runs (org_id, started_at)")
+        }
         return migrator
     }
 
@@ -850,6 +854,35 @@ public final class SQLiteStore: Store {
             sql += " ORDER BY started_at DESC, id LIMIT ? OFFSET ?"
             arguments += [limit, offset]
             return try Row.fetchAll(db, sql: sql, arguments: arguments).map(Self.run)
+        }
+    }
+
+    public func runs(matching query: RunQuery) async throws -> (runs: [RunRecord], total: Int) {
+        try await pool.read { db in
+            var filter = " WHERE org_id = ?"
+            var arguments: StatementArguments = [query.orgID]
+            if let name = query.workflowName {
+                filter += " AND workflow_name = ?"
+                arguments += [name]
+            }
+            if !query.statuses.isEmpty {
+                filter += " AND status IN (\(query.statuses.map { _ in "?" }.joined(separator: ",")))"
+                arguments += StatementArguments(query.statuses)
+            }
+            if let from = query.startedFrom {
+                filter += " AND started_at >= ?"
+                arguments += [from]
+            }
+            if let until = query.startedUntil {
+                filter += " AND started_at <= ?"
+                arguments += [until]
+            }
+            let total = try Int.fetchOne(db, sql: "SELECT count(*) FROM runs" + filter, arguments: arguments) ?? 0
+            let rows = try Row.fetchAll(
+                db, sql: "SELECT id, org_id, workflow_name, status, started_at, finished_at, document FROM runs" + filter + " ORDER BY started_at DESC, id LIMIT ? OFFSET ?",
+                arguments: arguments + [query.limit, query.offset]
+            )
+            return (rows.map(Self.run), total)
         }
     }
 

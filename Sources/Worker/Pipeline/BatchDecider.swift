@@ -29,6 +29,8 @@ struct BatchDecider: Sendable {
         var duplicateEvents = 0
         var runsCanceled = 0
         var responsesKept = 0
+        /// Requests answered with a 4xx (not replays).
+        var rejected = 0
         /// Inputs by topic and outcome (the `trigger_worker_messages_total` metric).
         var outcomes: [MessageOutcome: Int] = [:]
 
@@ -39,6 +41,7 @@ struct BatchDecider: Sendable {
             if replays > before.replays { return "replayed" }
             if ignored > before.ignored { return "ignored" }
             if duplicateEvents > before.duplicateEvents { return "duplicate" }
+            if rejected > before.rejected { return "rejected" }
             if responses > before.responses { return "answered" }
             return "applied"
         }
@@ -398,6 +401,7 @@ struct BatchDecider: Sendable {
             }
         })
         state.tally.responses += 1
+        if answer.response.status >= 400, !replayed { state.tally.rejected += 1 }
         if let letter = answer.deadLetter {
             state.writes.outbox.append(outputs.deadLetter(letter))
             state.tally.deadLetters += 1

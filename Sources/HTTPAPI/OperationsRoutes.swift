@@ -8,27 +8,20 @@ import ServiceLifecycle
 import Store
 import Worker
 
-/// The operations surface on `HTTP_PORT` (contract §8): `GET /healthz`, `GET /readyz`
-/// and `GET /metrics`. A service of the worker's group, started last and stopped first.
-/// (The HTTP API of §8 joins it here.)
-public struct OperationsServer: Service {
-    private let application: Application<RouterResponder<BasicRequestContext>>
-
-    /// - Parameters:
-    ///   - port: the port to listen on, on every interface.
-    ///   - registry: what `/metrics` serves (the registry the process's metrics were bootstrapped with).
-    public init(port: Int, host: String = "0.0.0.0", services: WorkerServices, registry: PrometheusCollectorRegistry, logger: Logger) {
-        let router = Router()
+/// `GET /healthz`, `GET /readyz` and `GET /metrics` (contract §8).
+enum OperationsRoutes {
+    /// - Parameter registry: what `/metrics` serves (the registry the process's metrics were bootstrapped with).
+    static func add(to router: Router<BasicRequestContext>, services: WorkerServices, registry: PrometheusCollectorRegistry) {
         router.get("healthz") { _, _ -> Response in
-            Self.text(.ok, "ok\n")
+            text(.ok, "ok\n")
         }
         let probe = ReadinessProbe(store: services.store, consumer: services.consumer, readiness: services.readiness)
         router.get("readyz") { _, _ -> Response in
             let failures = await probe.failures()
             guard failures.isEmpty else {
-                return Self.text(.serviceUnavailable, "not ready: " + failures.joined(separator: "; ") + "\n")
+                return text(.serviceUnavailable, "not ready: " + failures.joined(separator: "; ") + "\n")
             }
-            return Self.text(.ok, "ready\n")
+            return text(.ok, "ready\n")
         }
         let sampled = SampledGauges(store: services.store, consumer: services.consumer)
         router.get("metrics") { _, _ -> Response in
@@ -38,18 +31,6 @@ public struct OperationsServer: Service {
                 body: ResponseBody(byteBuffer: ByteBuffer(bytes: registry.emitToBuffer()))
             )
         }
-        application = Application(
-            router: router,
-            configuration: ApplicationConfiguration(address: .hostname(host, port: port), serverName: "trigger-worker"),
-            onServerRunning: { channel in
-                logger.info("HTTP surface listening", metadata: ["address": "\(channel.localAddress.map { "\($0)" } ?? "-")"])
-            },
-            logger: logger
-        )
-    }
-
-    public func run() async throws {
-        try await application.runService()
     }
 
     private static func text(_ status: HTTPResponse.Status, _ body: String) -> Response {
@@ -70,7 +51,8 @@ struct ReadinessProbe: Sendable {
     init(store: any Store, consumer: KafkaConsumer, readiness: Readiness) {
         self.readiness = readiness
         self.store = RecentVerdict {
-            (try? await Deadline.run(.milliseconds(2500)) { _ = try await store.partitionMarks([]) }) != nil
+            // A real query (the outbox's size), so that a broken database file shows.
+            (try? await Deadline.run(.milliseconds(2500)) { _ = try await store.outboxDepth() }) != nil
         }
         // Awaited, not abandoned at a deadline: a metadata request still running in
         // librdkafka when the consumer closes (the HTTP surface stops just before it)
@@ -115,13 +97,14 @@ actor RecentVerdict {
 }
 
 /// Gauges read from the store and the consumer when `/metrics` is scraped (at most
-/// once a second, however often it is asked): outbox depth, and consumer lag per
-/// partition (`trigger_worker_consumer_lag{topic, partition}`; a partition this instance
+/// once a second, however often it is asked): the outbox's depth in entries
+/// (`trigger_worker_outbox_entries`; an entry is one batch's outputs of one partition),
+/// and consumer lag per partition (`trigger_worker_consumer_lag{topic, partition}`; a partition this instance
 /// no longer holds reads 0 here, its new owner reports it).
 actor SampledGauges {
     private let store: any Store
     private let consumer: KafkaConsumer
-    private let outboxDepth = Metrics.Gauge(label: "trigger_worker_outbox_depth")
+    private let outboxDepth = Metrics.Gauge(label: "trigger_worker_outbox_entries")
     private var lags: [KafkaTopicPartition: Metrics.Gauge] = [:]
     private var last: ContinuousClock.Instant?
 

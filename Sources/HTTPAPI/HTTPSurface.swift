@@ -1,0 +1,35 @@
+import Hummingbird
+import Logging
+import Prometheus
+import ServiceLifecycle
+import Worker
+
+/// Everything the worker serves on `HTTP_PORT` (contract §8): the operations routes
+/// and the HTTP API. A service of the worker's group, started after the consumer and
+/// stopped before it.
+public struct HTTPSurface: Service {
+    private let application: Application<RouterResponder<BasicRequestContext>>
+
+    /// - Parameters:
+    ///   - port: the port to listen on, on every interface.
+    ///   - registry: what `/metrics` serves (the registry the process's metrics were bootstrapped with).
+    public init(port: Int, host: String = "0.0.0.0", services: WorkerServices, orgs: OrgDirectory, registry: PrometheusCollectorRegistry, logger: Logger) {
+        let router = Router()
+        OperationsRoutes.add(to: router, services: services, registry: registry)
+        APIRoutes.add(to: router, reads: ReadAPI(orgs: orgs, store: services.store), logger: logger)
+        application = Application(
+            router: router,
+            configuration: ApplicationConfiguration(address: .hostname(host, port: port), serverName: "trigger-worker"),
+            onServerRunning: { channel in
+                logger.info("HTTP surface listening", metadata: ["address": "\(channel.localAddress.map { "\($0)" } ?? "-")"])
+            },
+            logger: logger
+        )
+    }
+
+    public func run() async throws {
+        // No signals of its own: the worker's group shuts it down (an HTTP service that
+        // ended on a signal by itself would count as a service that stopped unexpectedly).
+        try await application.runService(gracefulShutdownSignals: [])
+    }
+}

@@ -1,0 +1,153 @@
+import Foundation
+import Kafka
+import Testing
+import Workflows
+
+/// The HTTP API's reads over real HTTP against a running worker (contract §8 with
+/// api-facts.md): a run, an org's runs with filters and paging, an assessment; Bearer
+/// keys, org isolation (another org's id answers exactly what an unknown id answers),
+/// the 401 and 422 bodies, and the `Request-Id` echoed.
+@Suite("The HTTP API's reads", .enabled(if: TestBroker.isAvailable, TestBroker.skipReason), .serialized)
+struct HTTPReadTests {
+    typealias H = WorkerHarness
+    typealias O = OperationsTests
+
+    static let keyA = ["Authorization": "Bearer \(H.keyA)"]
+    static let keyB = ["Authorization": "Bearer \(H.keyB)"]
+
+    static func json(_ text: String) throws -> JSONValue { try JSONValue.parse(Array(text.utf8)) }
+
+    @Test("250 runs paged 100 at a time, newest first, filtered by name and status; a run and an assessment by id; 401, 404 across orgs, 422")
+    func reads() async throws {
+        let suffix = TestBroker.uniqueName("api")
+        let topics = ["VENDOR_EVENTS_TOPIC": "ve-\(suffix)", "TRIGGER_REQUESTS_TOPIC": "tr-\(suffix)", "RUN_STATUS_TOPIC": "rs-\(suffix)", "DLQ_TOPIC": "dl-\(suffix)"]
+        let port = try OwnBroker.freePort()
+        let worker = try WorkerProcess(arguments: ["run"], environment: topics.merging([
+            "KAFKA_BROKERS": TestBroker.brokers!, "KAFKA_GROUP_ID": "group-\(suffix)", "TOPIC_PARTITIONS": "2",
+            "WORKFLOWS_DIR": "\(H.fixtures)/workflows", "ORGS_FILE": "\(H.fixtures)/orgs.yaml",
+            "STORE_URL": "sqlite://\(FileManager.default.temporaryDirectory.path)/\(suffix).sqlite",
+            "RDKAFKA_MAX_POLL_INTERVAL_MS": "6000", "RDKAFKA_SESSION_TIMEOUT_MS": "6000", "LOG_FORMAT": "json", "HTTP_PORT": "\(port)",
+        ]) { $1 })
+        defer { worker.kill() }
+        try await O.waitFor("ready", port: port, "/readyz", timeout: .seconds(60)) { status, _ in status == 200 }
+        let reader = try TestMember(group: "reader-\(suffix)", topics: [topics["RUN_STATUS_TOPIC"]!])
+        reader.start()
+        defer { Task { await reader.stop() } }
+
+        // 250 runs of early-stop (each ends canceled at once) and 3 of short-delay (waiting 8 s), org A.
+        let client = try KafkaProducer(configuration: KafkaProducerConfiguration(common: TestBroker.common), logger: TestBroker.logger)
+        func request(_ value: JSONValue, key: String) -> KafkaProducerMessage {
+            KafkaProducerMessage(
+                topic: topics["TRIGGER_REQUESTS_TOPIC"]!, key: Array(key.utf8), value: value.canonicalBytes,
+                headers: [KafkaHeader(key: "Authorization", value: "Bearer \(H.keyA)"), KafkaHeader(key: "Idempotency-Key", value: key)]
+            )
+        }
+        let requests = (0..<250).map { request(H.workflowRun("early-stop", input: ["n": .int(Int64($0))]), key: "stop-\($0)") }
+            + (0..<3).map { request(H.workflowRun("short-delay"), key: "delay-\($0)") }
+        for result in await client.send(requests) { _ = try result.get() }
+        try await O.waitFor("253 runs listed", port: port, "/v1/workflows/runs?limit=1", headers: Self.keyA, timeout: .seconds(60)) { status, body in
+            status == 200 && (try? Self.json(body))?["total"] == 253
+        }
+
+        // Paging: three pages of at most 100, 250 distinct early-stop runs, newest first.
+        var ids: [String] = []
+        var starts: [Int64] = []
+        for offset in [0, 100, 200] {
+            let page = try await O.get(port, "/v1/workflows/runs?workflow_name=early-stop&limit=100&offset=\(offset)", headers: Self.keyA)
+            #expect(page.status == 200)
+            let body = try Self.json(page.body)
+            #expect(body["total"] == 250 && body["limit"] == 100 && body["offset"] == .int(Int64(offset)))
+            let items = try #require(body["items"]?.arrayValue)
+            #expect(items.count == (offset == 200 ? 50 : 100))
+            for item in items {
+                ids.append(try #require(item["workflow_run_id"]?.stringValue))
+                #expect(item["workflow_name"] == "early-stop")
+                starts.append(try #require(item["started_at"]?.intValue))
+            }
+        }
+        #expect(Set(ids).count == 250)
+        #expect(starts.count == 250 && zip(starts, starts.dropFirst()).allSatisfy { $0 >= $1 }, "newest first")
+        let beyond = try Self.json(try await O.get(port, "/v1/workflows/runs?offset=300", headers: Self.keyA).body)
+        #expect(beyond["items"] == [] && beyond["total"] == 253)
+
+        // Filters: status (repeated), name, time bounds.
+        try await O.waitFor("the early-stop runs ended", port: port, "/v1/workflows/runs?status=canceled&limit=1", headers: Self.keyA, timeout: .seconds(30)) { _, body in
+            (try? Self.json(body))?["total"] == 250
+        }
+        let delays = try Self.json(try await O.get(port, "/v1/workflows/runs?workflow_name=short-delay&status=started&status=waiting", headers: Self.keyA).body)
+        #expect(delays["total"] == 3, "\(delays)")
+        let future = try Self.json(try await O.get(port, "/v1/workflows/runs?created_at_after=2999-01-01T00:00:00Z", headers: Self.keyA).body)
+        #expect(future["total"] == 0)
+        let past = try Self.json(try await O.get(port, "/v1/workflows/runs?created_at_before=2999-01-01&created_at_after=2000-01-01T00:00:00%2B02:00", headers: Self.keyA).body)
+        #expect(past["total"] == 253)
+
+        // One run by id: the list's item; another org's key gets what an unknown id gets.
+        let one = try await O.get(port, "/v1/workflows/runs/\(ids[0])", headers: Self.keyA.merging(["Request-Id": "req-42"]) { $1 })
+        #expect(one.status == 200 && one.headers["request-id"] == "req-42")
+        #expect(try Self.json(one.body)["workflow_run_id"] == .string(ids[0]))
+        #expect(try Self.json(one.body)["status"] == "canceled")
+        let otherOrg = try await O.get(port, "/v1/workflows/runs/\(ids[0])", headers: Self.keyB)
+        let unknown = try await O.get(port, "/v1/workflows/runs/cbwr_00000000000000000000000000000000", headers: Self.keyB)
+        #expect(otherOrg.status == 404 && unknown.status == 404)
+        #expect(try Self.json(otherOrg.body) == ["detail": ["code": "workflow_run_not_found", "message": .string("Workflow run '\(ids[0])' not found.")]])
+        #expect(try Self.json(unknown.body)["detail"]?["code"] == "workflow_run_not_found")
+        let listB = try Self.json(try await O.get(port, "/v1/workflows/runs", headers: Self.keyB).body)
+        #expect(listB["total"] == 0 && listB["items"] == [], "org B sees none of org A's runs")
+
+        // Keys: none, wrong, another scheme.
+        for headers in [[:], ["Authorization": "Bearer ak_test_wrong"], ["Authorization": "Basic \(H.keyA)"]] {
+            let denied = try await O.get(port, "/v1/workflows/runs", headers: headers)
+            #expect(denied.status == 401)
+            #expect(try Self.json(denied.body) == ["detail": ["code": "unauthorized", "message": "Invalid or expired API key."]])
+        }
+
+        // 422 in FastAPI's list form, every bad parameter at once.
+        let invalid = try await O.get(port, "/v1/workflows/runs?limit=0&offset=-1&status=done&created_at_after=yesterday", headers: Self.keyA)
+        #expect(invalid.status == 422)
+        let details = try #require(try Self.json(invalid.body)["detail"]?.arrayValue)
+        #expect(Set(details.compactMap { $0["loc"]?.arrayValue?.last?.stringValue }) == ["limit", "offset", "status", "created_at_after"])
+        #expect(details.allSatisfy { $0["loc"]?.arrayValue?.first == "query" && $0["msg"]?.stringValue != nil && $0["type"]?.stringValue != nil })
+        #expect(try await O.get(port, "/v1/workflows/runs?limit=501", headers: Self.keyA).status == 422)
+        #expect(try await O.get(port, "/v1/workflows/runs?limit=500", headers: Self.keyA).status == 200)
+        let longID = try await O.get(port, "/v1/workflows/runs?limit=1", headers: Self.keyA.merging(["Request-Id": String(repeating: "r", count: 256)]) { $1 })
+        #expect(longID.status == 400 && longID.headers["request-id"] == nil)
+
+        // An assessment created over Kafka, read over HTTP; another org's key gets 404.
+        let vendor = H.vendor()
+        let vendorID = try #require(vendor["id"]?.stringValue)
+        let event: JSONValue = [
+            "event_id": .string(Identifier.derive(prefix: "cbevt", from: [suffix])), "event_type": "Vendor.Created",
+            "occurred_at": .int(Int64(Date().timeIntervalSince1970)), "org_id": .string(H.orgA), "data": ["vendor": vendor],
+        ]
+        _ = try await client.send(KafkaProducerMessage(topic: topics["VENDOR_EVENTS_TOPIC"]!, key: Array(vendorID.utf8), value: event.canonicalBytes, headers: []))
+        let create = request(H.assessmentCreate(["vendor_id": .string(vendorID), "control_set_ids": []]), key: "assess-1")
+        // The vendor is in the directory once its event was handled: until then the request
+        // is answered 404 (not kept under its key), so it is sent again until the 201.
+        let responses: @Sendable () -> [JSONValue] = {
+            reader.snapshot.received.compactMap { message -> JSONValue? in
+                guard let value = message.value, let json = try? JSONValue.parse(value), json["event_type"] == "TriggerRequest.Responded",
+                      json[path: ["data", "request", "idempotency_key"]] == "assess-1" else { return nil }
+                return json[path: ["data", "response"]]
+            }
+        }
+        var assessment: JSONValue?
+        let deadline = ContinuousClock.now + .seconds(30)
+        while assessment == nil, ContinuousClock.now < deadline {
+            let before = responses().count
+            _ = try await client.send(create)
+            try await reader.waitUntil("the answer to assess-1") { _ in responses().count > before }
+            if let last = responses().last, last["status"] == 201 { assessment = last["body"] } else { try await Task.sleep(for: .milliseconds(300)) }
+        }
+        try await client.shutdown()
+        let assessmentID = try #require(assessment?["id"]?.stringValue)
+        let read = try await O.get(port, "/v1/assessments/\(assessmentID)", headers: Self.keyA)
+        #expect(read.status == 200)
+        #expect(try Self.json(read.body) == assessment, "the body the request was answered with")
+        let hidden = try await O.get(port, "/v1/assessments/\(assessmentID)", headers: Self.keyB)
+        #expect(hidden.status == 404)
+        #expect(try Self.json(hidden.body)["detail"]?["code"] == "assessment_not_found")
+
+        worker.interrupt()
+        #expect(try await worker.waitForExit(timeout: .seconds(15)) == 0)
+    }
+}
