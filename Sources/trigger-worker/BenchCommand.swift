@@ -374,7 +374,7 @@ struct BenchCommand: AsyncParsableCommand {
             await counting.reachedTarget.value
             let intake = (ContinuousClock.now - started).seconds
             accepted[paused] = Double(count) / intake
-            var line = String(format: "  engine %@: %8.0f requests accepted/s", paused ? "paused" : "on    ", Double(count) / intake)
+            var line = String(format: "  engine %@: %8.0f requests accepted/s (%.0f messages per batch)", paused ? "paused" : "on    ", Double(count) / intake, Double(count) / Double(max(1, counting.batches)))
             if !paused {
                 // Every run ended when no engine work is left (polled: the store is the only witness).
                 while try await store.nextTaskDue() != nil { try await Task.sleep(for: .milliseconds(20)) }
