@@ -18,6 +18,9 @@ struct SendCommand: AsyncParsableCommand {
         @Option(help: "A YAML or JSON configuration file (KAFKA_BROKERS, topics …); the environment wins.")
         var config: String?
 
+        @Flag(help: "Print the status events as raw JSON (one per line) instead of a summary line each.")
+        var json = false
+
         @Flag(inversion: .prefixedNo, help: "Wait for the response and the run's status events, and print them.")
         var wait = true
 
@@ -215,7 +218,7 @@ struct SendCommand: AsyncParsableCommand {
         for header in headers { print("  \(header.key): \(header.key == "Authorization" ? "Bearer ***" : header.stringValue ?? "")") }
         print("  \(String(decoding: value, as: UTF8.self))")
         guard common.wait else { return }
-        try await StatusWatcher(configuration: configuration, logger: logger).watch(
+        try await StatusWatcher(configuration: configuration, logger: logger, json: common.json).watch(
             source: (topic: report.topicPartition.topic, partition: Int64(report.topicPartition.partition), offset: offset),
             timeout: .seconds(common.timeout)
         )
@@ -227,6 +230,8 @@ struct SendCommand: AsyncParsableCommand {
 struct StatusWatcher {
     var configuration: WorkerConfiguration
     var logger: Logger
+    /// Raw JSON lines instead of summaries.
+    var json = false
 
     func watch(source: (topic: String, partition: Int64, offset: Int64), timeout: Duration) async throws {
         let group = "trigger-worker-send-\(UUID().uuidString.prefix(8))"
@@ -249,12 +254,12 @@ struct StatusWatcher {
                               let data = envelope["data"] else { continue }
                         if type == "TriggerRequest.Responded", data[path: ["request", "source"]] == expected {
                             responded = true
-                            print(Self.line(type, envelope))
+                            print(line(type, envelope))
                             if let id = data[path: ["response", "body", "workflow_run_id"]]?.stringValue { runs.insert(id) }
                         } else if let runID = data["workflow_run_id"]?.stringValue,
                                   runs.contains(runID) || data[path: ["trigger", "source"]] == expected {
                             runs.insert(runID)
-                            print(Self.line(type, envelope))
+                            print(line(type, envelope))
                             if ["WorkflowRun.Completed", "WorkflowRun.Failed", "WorkflowRun.Canceled"].contains(type) { ended.insert(runID) }
                             // A run that waits (a delay, an event) may wait for days: stop following it here.
                             if type == "WorkflowRun.StepUpdated", data["status"] == "waiting" {
@@ -281,7 +286,7 @@ struct StatusWatcher {
         }
     }
 
-    static func line(_ type: String, _ envelope: JSONValue) -> String {
-        "\(type): \(envelope.canonicalString)"
+    func line(_ type: String, _ envelope: JSONValue) -> String {
+        json ? "\(type): \(envelope.canonicalString)" : EventSummary.line(type, envelope)
     }
 }

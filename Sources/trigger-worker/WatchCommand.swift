@@ -3,6 +3,7 @@ import Foundation
 import Kafka
 import Logging
 import Worker
+import Workflows
 
 /// `trigger-worker watch`: print the status (and dead-letter) topic as it is written.
 struct WatchCommand: AsyncParsableCommand {
@@ -14,6 +15,8 @@ struct WatchCommand: AsyncParsableCommand {
     @Option(help: "A YAML or JSON configuration file; the environment wins.") var config: String?
     @Flag(help: "Start from the oldest event instead of the next one.") var fromBeginning = false
     @Flag(name: .customLong("dead-letters"), help: "Also print DLQ_TOPIC, with the error headers.") var deadLetters = false
+    @Flag(help: "Print each event as raw JSON instead of a summary line.") var json = false
+    @Option(name: .customLong("run"), help: "Only the events of this run (cbwr_…), and the response that started it.") var runID: String?
 
     /// One line to standard output, unbuffered (watch output is often piped).
     static func write(_ line: String) {
@@ -45,12 +48,19 @@ struct WatchCommand: AsyncParsableCommand {
                     guard case .messages(let batch) = event else { continue }
                     for message in batch {
                         let value = String(decoding: message.value ?? [], as: UTF8.self)
+                        let envelope = try? JSONValue.parse(message.value ?? [])
+                        if let runID, envelope.flatMap(EventSummary.runID) != runID { continue }
                         if message.topic == configuration.topics.deadLetter {
                             let errors = message.headers.filter { $0.key.hasPrefix("error-") || $0.key.hasPrefix("source-") }
                                 .map { "\($0.key)=\($0.stringValue ?? "")" }.joined(separator: " ")
                             Self.write("DEAD LETTER [\(errors)] \(value)")
                         } else {
-                            Self.write("\(message.headers.first(named: "event-type")?.stringValue ?? "?") \(value)")
+                            let type = message.headers.first(named: "event-type")?.stringValue ?? envelope?["event_type"]?.stringValue ?? "?"
+                            if json || envelope == nil {
+                                Self.write("\(type) \(value)")
+                            } else if let envelope {
+                                Self.write(EventSummary.line(type, envelope))
+                            }
                         }
                     }
                 }
