@@ -62,7 +62,11 @@ struct TriggerRequestTests {
         for message in runMessages {
             #expect(message.header("request-id") == "req-77")
             #expect(message.header("idempotency-key") == "sweep-2026-q2")
-            #expect(message.header("traceparent") == traceparent)
+            // The caller's trace, under the worker's span for this request: same trace id, a new span id.
+            let carried = try #require(message.header("traceparent"))
+            #expect(carried.hasPrefix("00-4bf92f3577b34da6a3ce929d0e0e4736-") && carried.hasSuffix("-01") && carried.count == traceparent.count)
+            #expect(carried != traceparent)
+            #expect(carried == runMessages.first?.header("traceparent"), "one span for the request: the engine's events too")
             #expect(message.header("event-type") == (try JSONValue.parse(message.value ?? []))["event_type"]?.stringValue)
         }
         let responseMessage = try #require(worker.responses(to: report).first)

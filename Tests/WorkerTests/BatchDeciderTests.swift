@@ -184,6 +184,10 @@ struct EnvelopeTests {
         }
         let headers = outputs.event(id: "e", type: "T", orgID: nil, data: [:], key: nil, now: 0, source: source, idempotencyKey: "k").headers
         #expect(headers.map(\.name) == ["event-type", "request-id", "idempotency-key", "traceparent"])
-        #expect(headers.last?.value == Array(traceparent.utf8))
+        // The input's trace, under the span that handled it (derived from the input's place in the log).
+        #expect(headers.last?.value == HeaderRules.child(of: Array(traceparent.utf8), seed: ["kafka", "t", "0", "1"]))
+        let other = Source(KafkaMessage(topicPartition: .init(topic: "t", partition: 0), offset: 2, key: nil, value: nil, headers: [KafkaHeader(key: "traceparent", value: traceparent)]))
+        #expect(other.traceparent != source.traceparent, "another input, another span")
+        #expect(other.traceparent.map { Array($0[0..<36]) } == Array("00-4bf92f3577b34da6a3ce929d0e0e4736-".utf8))
     }
 }

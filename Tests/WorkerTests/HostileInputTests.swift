@@ -119,7 +119,7 @@ struct HostileInputTests {
         #expect(try response(fine).event[path: ["data", "response", "status"]] == 201)
     }
 
-    @Test("a traceparent that is not W3C trace context is never echoed; a valid one is, on every output")
+    @Test("a traceparent that is not W3C trace context is never carried on; a valid one's trace is, on every output, under the input's own span")
     func traceparent() throws {
         let valid = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
         for invalid in ["00-x", String(repeating: "0", count: 2000), "00-00000000000000000000000000000000-00f067aa0ba902b7-01", "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"] {
@@ -130,9 +130,14 @@ struct HostileInputTests {
             }
         }
         let decision = decide([request(headers: [authorization, KafkaHeader(key: "traceparent", value: valid)])])
-        for message in decision.writes.outbox {
-            #expect(message.headers.first { $0.name == "traceparent" }?.value == Array(valid.utf8))
-        }
+        let carried = Set(decision.writes.outbox.compactMap { message in message.headers.first { $0.name == "traceparent" }.map { String(decoding: $0.value, as: UTF8.self) } })
+        #expect(carried.count == 1, "every output of one input has the same parent span: \(carried)")
+        let child = try #require(carried.first)
+        #expect(HeaderRules.isValidTraceparent(Array(child.utf8)))
+        #expect(child.hasPrefix("00-4bf92f3577b34da6a3ce929d0e0e4736-") && child.hasSuffix("-01"), "the same trace and flags")
+        #expect(!child.contains("00f067aa0ba902b7"), "a span of its own, not the caller's")
+        // Decided again (a redelivery after a crash), the input gets the same span: outputs are identical.
+        #expect(decide([request(headers: [authorization, KafkaHeader(key: "traceparent", value: valid)])]).writes.outbox == decision.writes.outbox)
     }
 
     // MARK: Dead letters (§6)

@@ -85,6 +85,17 @@ enum HeaderRules {
         return isValidTraceparent(value) ? value : nil
     }
 
+    /// The `traceparent` of the span that handles an input whose (valid) `traceparent`
+    /// is `parent`: the same trace id and flags, and a span id of its own, derived from
+    /// `seed` (what identifies the input: an output published again is identical).
+    /// Written as version 00, whatever version the parent had.
+    static func child(of parent: [UInt8], seed: [String]) -> [UInt8] {
+        var span = Array(Digest.sha256(Array(seed.joined(separator: "\u{1F}").utf8)).prefix(8))
+        if span.allSatisfy({ $0 == 0 }) { span[7] = 1 }  // an all-zero span id is invalid
+        let hex = Array(Identifier.hex(span).utf8)
+        return Array("00-".utf8) + parent[3..<35] + [UInt8(ascii: "-")] + hex + [UInt8(ascii: "-")] + parent[53..<55]
+    }
+
     /// `version "-" trace-id "-" parent-id "-" flags`: 2, 32, 16 and 2 lowercase hex
     /// digits; version `ff`, an all-zero trace id or an all-zero parent id is invalid.
     static func isValidTraceparent(_ value: [UInt8]) -> Bool {

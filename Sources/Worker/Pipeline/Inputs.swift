@@ -13,7 +13,9 @@ struct Source: Sendable {
     let requestID: String?
     /// Why the `Request-Id` is not valid, when it is present and is not (answered 400).
     let requestIDProblem: String?
-    /// The `traceparent`, when it is valid W3C trace context: the only form ever echoed.
+    /// The `traceparent` the input's outputs carry, when the input's is valid W3C trace
+    /// context: the same trace, and the span that handled the input (its id derived from
+    /// the input's coordinates) as their parent.
     let traceparent: [UInt8]?
 
     init(_ message: KafkaMessage) {
@@ -23,7 +25,9 @@ struct Source: Sendable {
         key = message.key
         headers = message.headers
         (requestID, requestIDProblem) = HeaderRules.requestID(message.headers)
-        traceparent = HeaderRules.traceparent(message.headers)
+        traceparent = HeaderRules.traceparent(message.headers).map {
+            HeaderRules.child(of: $0, seed: ["kafka", message.topic, String(message.partition), String(message.offset)])
+        }
     }
 
     var partitionID: PartitionID { PartitionID(topic: topic, partition: partition) }
