@@ -1,6 +1,7 @@
 import Foundation
 import HTTPTypes
 import Hummingbird
+import Kafka
 import Logging
 import NIOCore
 import Worker
@@ -8,7 +9,18 @@ import Worker
 /// The HTTP API's routes (§8): Bearer keys on every `/v1` route, the `Request-Id`
 /// echoed, answers as ``ReadAPI`` decides them. A store that fails answers 503.
 enum APIRoutes {
-    static func add(to router: Router<BasicRequestContext>, reads: ReadAPI, logger: Logger) {
+    static func add(to router: Router<BasicRequestContext>, reads: ReadAPI, pipeline: Pipeline, maxBodyBytes: Int, logger: Logger) {
+        router.post("v1/workflows/:name/run") { request, context -> Response in
+            let name = context.parameters.get("name") ?? ""
+            return await write(request, pipeline, maxBodyBytes, logger, endpoint: "POST \(request.uri.path)") { WriteAPI.workflowRun(name: name, body: $0) }
+        }
+        router.post("v1/assessments") { request, _ -> Response in
+            await write(request, pipeline, maxBodyBytes, logger, endpoint: "POST /v1/assessments") { WriteAPI.assessmentCreate(body: $0) }
+        }
+        router.post("v1/workflows/runs/:id/cancel") { request, context -> Response in
+            let id = context.parameters.get("id") ?? ""
+            return await write(request, pipeline, maxBodyBytes, logger, endpoint: "POST \(request.uri.path)") { _ in WriteAPI.cancel(runID: id) }
+        }
         router.get("v1/workflows/runs/:id") { request, context -> Response in
             let id = context.parameters.get("id") ?? ""
             return await answer(request, reads, logger) { org in try await reads.run(id: id, org: org) }
@@ -20,6 +32,41 @@ enum APIRoutes {
         router.get("v1/assessments/:id") { request, context -> Response in
             let id = context.parameters.get("id") ?? ""
             return await answer(request, reads, logger) { org in try await reads.assessment(id: id, org: org) }
+        }
+    }
+
+    /// A write: the body (at most `maxBodyBytes`, else 413), then the pipeline decides
+    /// the equivalent trigger request. Replays say so in their headers (§8).
+    private static func write(
+        _ request: Request, _ pipeline: Pipeline, _ maxBodyBytes: Int, _ logger: Logger, endpoint: String, _ value: ([UInt8]) -> [UInt8]
+    ) async -> Response {
+        var headers: HTTPFields = [.contentType: "application/json"]
+        let (echo, _) = ReadAPI.requestID(request.headers[values: .requestID])
+        if let echo { headers[.requestID] = echo }
+        var request = request
+        let body: [UInt8]
+        do {
+            body = Array(buffer: try await request.body.collect(upTo: maxBodyBytes))
+        } catch is NIOTooManyBytesError {
+            let size = request.headers[.contentLength].flatMap(Int.init) ?? maxBodyBytes + 1
+            return response(WriteAPI.payloadTooLarge(size: size, limit: maxBodyBytes), headers)
+        } catch {
+            // The client went away or sent a broken body: there is no one to answer, but say so.
+            return response(WriteAPI.unreadableBody, headers)
+        }
+        // The headers the §4 rules check, each value as it came (a repeated one stays repeated).
+        var carried: [KafkaHeader] = []
+        for name in [HTTPField.Name.authorization, .idempotencyKey, .requestID, .traceparent] {
+            for value in request.headers[values: name] { carried.append(KafkaHeader(key: name.rawName, value: Array(value.utf8))) }
+        }
+        do {
+            let answer = try await pipeline.handleHTTP(endpoint: String(endpoint.utf8.prefix(2048))!, value: value(body), headers: carried)
+            if answer.replayed { headers[.idempotentReplayed] = "true" }
+            if answer.fingerprintMismatch { headers[.fingerprintMismatch] = "true" }
+            return Response(status: HTTPResponse.Status(code: answer.status), headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: answer.body)))
+        } catch {
+            logger.warning("An HTTP API write failed: the store did not answer", metadata: ["error": "\(error)", "path": "\(request.uri.path)"])
+            return response(APIAnswer.storeUnavailable, headers)
         }
     }
 
@@ -58,4 +105,8 @@ enum APIRoutes {
 
 extension HTTPField.Name {
     static let requestID = Self("Request-Id")!
+    static let idempotencyKey = Self("Idempotency-Key")!
+    static let traceparent = Self("traceparent")!
+    static let idempotentReplayed = Self("Idempotent-Replayed")!
+    static let fingerprintMismatch = Self("Idempotency-Fingerprint-Mismatch")!
 }

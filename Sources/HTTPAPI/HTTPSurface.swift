@@ -13,10 +13,11 @@ public struct HTTPSurface: Service {
     /// - Parameters:
     ///   - port: the port to listen on, on every interface.
     ///   - registry: what `/metrics` serves (the registry the process's metrics were bootstrapped with).
-    public init(port: Int, host: String = "0.0.0.0", services: WorkerServices, orgs: OrgDirectory, registry: PrometheusCollectorRegistry, logger: Logger) {
+    ///   - maxBodyBytes: the largest body a write takes (`MAX_MESSAGE_BYTES`); a larger one is answered 413.
+    public init(port: Int, host: String = "0.0.0.0", services: WorkerServices, orgs: OrgDirectory, maxBodyBytes: Int, registry: PrometheusCollectorRegistry, logger: Logger) {
         let router = Router()
         OperationsRoutes.add(to: router, services: services, registry: registry)
-        APIRoutes.add(to: router, reads: ReadAPI(orgs: orgs, store: services.store), logger: logger)
+        APIRoutes.add(to: router, reads: ReadAPI(orgs: orgs, store: services.store), pipeline: services.pipeline, maxBodyBytes: maxBodyBytes, logger: logger)
         application = Application(
             router: router,
             configuration: ApplicationConfiguration(address: .hostname(host, port: port), serverName: "trigger-worker"),

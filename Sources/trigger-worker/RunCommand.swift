@@ -89,7 +89,7 @@ struct RunCommand: AsyncParsableCommand {
             let watchdog = ShutdownWatchdog(grace: configuration.shutdownGrace, logger: logger)
             // HTTP_PORT=0 turns the HTTP surface off (tests and the bench run many workers).
             let surfaces: [any Service] = configuration.httpPort == 0 ? [] : [
-                HTTPSurface(port: configuration.httpPort, services: services, orgs: orgs, registry: registry, logger: logger),
+                HTTPSurface(port: configuration.httpPort, services: services, orgs: orgs, maxBodyBytes: configuration.maxMessageBytes, registry: registry, logger: logger),
             ]
             try await services.serviceGroup(signals: [.sigterm, .sigint], watchdog: watchdog, surfaces: surfaces).run()
             return nil

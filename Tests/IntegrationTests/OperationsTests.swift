@@ -13,10 +13,17 @@ import Workflows
 struct OperationsTests {
     typealias H = WorkerHarness
 
+    /// A POST on the worker: status, body and response headers.
+    static func post(_ port: Int, _ path: String, body: [UInt8], headers: [String: String] = [:]) async throws -> (status: Int, body: String, headers: [String: String]) {
+        try await get(port, path, headers: headers, method: "POST", body: body)
+    }
+
     /// A GET on the worker: status, body and response headers.
-    static func get(_ port: Int, _ path: String, headers: [String: String] = [:]) async throws -> (status: Int, body: String, headers: [String: String]) {
+    static func get(_ port: Int, _ path: String, headers: [String: String] = [:], method: String = "GET", body: [UInt8]? = nil) async throws -> (status: Int, body: String, headers: [String: String]) {
         var request = URLRequest(url: URL(string: "http://127.0.0.1:\(port)\(path)")!)
         request.timeoutInterval = 10
+        request.httpMethod = method
+        if let body { request.httpBody = Data(body) }
         for (name, value) in headers { request.setValue(value, forHTTPHeaderField: name) }
         // A connection of its own each time: a kept-alive one may be stale after the
         // worker's broker went away and came back.

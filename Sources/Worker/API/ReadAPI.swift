@@ -170,3 +170,46 @@ extension ReadAPI {
         return (value, problem.map { APIAnswer(Responses.invalidRequest($0)) })
     }
 }
+
+/// What an HTTP request that writes is answered: the §4 status and body, and whether
+/// it replays an earlier request with its key (`Idempotent-Replayed: true`), with another
+/// body (`Idempotency-Fingerprint-Mismatch: true`).
+public struct HTTPAnswer: Sendable, Hashable {
+    public var status: Int
+    public var body: [UInt8]
+    public var replayed: Bool
+    public var fingerprintMismatch: Bool
+}
+
+/// The HTTP API's writes (§8): each is the trigger request of §4 it stands for, decided
+/// and written by the pipeline as Kafka's are (``Pipeline/handleHTTP(endpoint:value:headers:)``).
+public enum WriteAPI {
+    /// 413 with §4's body, for a body over `MAX_MESSAGE_BYTES` (`size` as far as it is known).
+    public static func payloadTooLarge(size: Int, limit: Int) -> APIAnswer { APIAnswer(Responses.payloadTooLarge(size, limit: limit)) }
+
+    /// 400 for a body that could not be read to its end.
+    public static var unreadableBody: APIAnswer { APIAnswer(Responses.invalidRequest("The request body could not be read.")) }
+
+    /// The trigger request a `POST` stands for, as §4 has it on the requests topic: the
+    /// HTTP body, unparsed, becomes its `body` (a body that is not JSON makes the whole
+    /// value not JSON, and is answered as such).
+    public static func workflowRun(name: String, body: [UInt8]) -> [UInt8] {
+        value(type: "workflow_run", extra: ["workflow_name": .string(name)], body: body.isEmpty ? Array("{}".utf8) : body)
+    }
+
+    public static func assessmentCreate(body: [UInt8]) -> [UInt8] {
+        value(type: "assessment_create", extra: [:], body: body.isEmpty ? Array("null".utf8) : body)
+    }
+
+    public static func cancel(runID: String) -> [UInt8] {
+        value(type: "workflow_run_cancel", extra: [:], body: (["workflow_run_id": .string(runID)] as JSONValue).canonicalBytes)
+    }
+
+    private static func value(type: String, extra: [String: JSONValue], body: [UInt8]) -> [UInt8] {
+        // `{"body":…,"request_type":…,…}` with the body spliced as it came.
+        var tail = extra
+        tail["request_type"] = .string(type)
+        let rest = JSONValue.object(tail).canonicalBytes.dropFirst()  // `"request_type":…}` without its `{`
+        return Array("{\"body\":".utf8) + body + Array(",".utf8) + rest
+    }
+}

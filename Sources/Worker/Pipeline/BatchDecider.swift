@@ -56,6 +56,15 @@ struct BatchDecider: Sendable {
     struct Decision: Sendable {
         var writes: BatchWrites
         var tally: Tally
+        /// The answers of the requests that came over HTTP, by their minted id.
+        var httpAnswers: [String: HTTPRequestAnswer] = [:]
+    }
+
+    /// What an HTTP request is answered: the response, and whether it is a replay.
+    struct HTTPRequestAnswer: Sendable, Hashable {
+        var response: Response
+        var replayed: Bool
+        var fingerprintMismatch: Bool
     }
 
     // MARK: What to read
@@ -63,7 +72,7 @@ struct BatchDecider: Sendable {
     func query(for items: [(Source, Input)]) -> BatchQuery {
         var query = BatchQuery()
         for (source, input) in items {
-            query.partitions.insert(source.partitionID)
+            if source.http == nil { query.partitions.insert(source.partitionID) }
             switch input {
             case .vendorEvent(let event):
                 query.scopes.insert(event.scope)
@@ -88,7 +97,7 @@ struct BatchDecider: Sendable {
         for (source, input) in items {
             let partition = source.partitionID
             let next = state.watermarks[partition]?.next ?? snapshot.watermarks[partition]
-            if let next, source.offset < next {
+            if source.http == nil, let next, source.offset < next {
                 state.tally.alreadyDone += 1
                 state.tally.outcomes[MessageOutcome(topic: partition.topic, outcome: "already_done"), default: 0] += 1
                 continue
@@ -101,13 +110,20 @@ struct BatchDecider: Sendable {
             case .response(let event): handle(event, &state)
             case .request(let request): handle(request, &state)
             case .answered(let answered): respond(answered, &state)
-            case .deadLetter(let letter):
+            case .deadLetter(let letter) where source.http == nil:
                 state.writes.outbox.append(outputs.deadLetter(letter))
                 state.tally.deadLetters += 1
                 logger.warning("Dead-lettered a vendor event", metadata: Self.metadata(source, [LogKey.error: "\(letter.code): \(letter.message)"]))
+            case .deadLetter:
+                break  // only vendor events are dead-lettered, and none comes over HTTP
             case .ignored(let type):
                 state.tally.ignored += 1
                 logger.debug("Ignored an event type the worker does not act on", metadata: Self.metadata(source, ["event_type": "\(type)"]))
+            }
+            guard source.http == nil else {
+                // No partition: its outputs are any instance's to publish, and no mark moves.
+                state.tally.outcomes[MessageOutcome(topic: "http", outcome: state.tally.outcome(since: before)), default: 0] += 1
+                continue
             }
             // The input's outputs are published by whoever owns its partition (a run's
             // events, by whoever owns the partition of the input that started the run).
@@ -119,7 +135,7 @@ struct BatchDecider: Sendable {
         }
         state.writes.watermarks = state.watermarks
         state.writes.now = now
-        return Decision(writes: state.writes, tally: state.tally)
+        return Decision(writes: state.writes, tally: state.tally, httpAnswers: state.httpAnswers)
     }
 
     /// The batch's view of the store: the snapshot plus what the batch wrote so far.
@@ -134,6 +150,8 @@ struct BatchDecider: Sendable {
         let now: Timestamp
         /// The epoch of the log of the input being decided (ids derive from it).
         var epoch: Int64 = 0
+        /// HTTP requests' answers, by their minted id.
+        var httpAnswers: [String: HTTPRequestAnswer] = [:]
 
         init(snapshot: BatchSnapshot, now: Timestamp) {
             records = snapshot.records
@@ -347,7 +365,7 @@ struct BatchDecider: Sendable {
         answer.response = Response(status: 200, encodedBody: canceled.document)
         respond(answer, &state)
         // The run's events go with its other events: published by the owner of its input's partition, after them.
-        let source = task.source ?? request.source.partitionID
+        let source = task.source ?? (request.source.http == nil ? request.source.partitionID : nil)
         for event in canceled.events {
             state.writes.outbox.append(outputs.runEvent(event, orgID: runState.orgID, runID: runID, headers: runState.headers, source: source, now: state.now))
         }
@@ -378,6 +396,10 @@ struct BatchDecider: Sendable {
         let eventID = Identifier.derive(prefix: "cbevt", from: [answer.orgID ?? "", endpoint, answer.idempotencyKey ?? ""] + source.coordinates(epoch: state.epoch) + ["TriggerRequest.Responded"])
         let key = answer.idempotencyKey.map { Array($0.utf8) } ?? source.key
         let response = answer.response
+        if let http = source.http {
+            // Over HTTP the answer is the response itself: no Responded event (§8).
+            state.httpAnswers[http.id] = HTTPRequestAnswer(response: response, replayed: replayed, fingerprintMismatch: fingerprintMismatch)
+        } else {
         state.writes.outbox.append(outputs.event(
             id: eventID, type: "TriggerRequest.Responded", orgID: answer.orgID, key: key, now: state.now, source: source, idempotencyKey: answer.idempotencyKey
         ) { data in
@@ -400,9 +422,10 @@ struct BatchDecider: Sendable {
                 }
             }
         })
+        }
         state.tally.responses += 1
         if answer.response.status >= 400, !replayed { state.tally.rejected += 1 }
-        if let letter = answer.deadLetter {
+        if let letter = answer.deadLetter, source.http == nil {
             state.writes.outbox.append(outputs.deadLetter(letter))
             state.tally.deadLetters += 1
         }
@@ -435,7 +458,7 @@ struct BatchDecider: Sendable {
         ))
         let task = EngineTask(
             runID: run.id, orgID: orgID, dueAt: state.now, state: start.state.encoded,
-            source: PartitionID(topic: source.topic, partition: source.partition)
+            source: source.http == nil ? PartitionID(topic: source.topic, partition: source.partition) : nil
         )
         state.writes.tasks.append(task)
         state.runs[run.id] = RunSnapshot(record: state.writes.runs[state.writes.runs.count - 1], task: task)

@@ -39,9 +39,16 @@ struct InputDecoder: Sendable {
             let source = Source(message)
             let input = message.topic == topics.vendorEvents
                 ? decodeVendorEvent(message, source: source, now: now)
-                : decodeRequest(message, source: source, keys: &keys)
+                : decodeRequest(message.value ?? [], source: source, keys: &keys)
             return (source, input)
         }
+    }
+
+    /// A request that came over HTTP, as the equivalent trigger request `value` (§4's
+    /// shape): the same checks, in the same order, as a Kafka message's.
+    func decodeHTTP(_ value: [UInt8], source: Source) -> Input {
+        var keys = KnownKey()
+        return decodeRequest(value, source: source, keys: &keys)
     }
 
     /// The last `Authorization` value seen, and whose key it held.
@@ -159,8 +166,7 @@ struct InputDecoder: Sendable {
 
     // MARK: Trigger requests
 
-    private func decodeRequest(_ message: KafkaMessage, source: Source, keys: inout KnownKey) -> Input {
-        let value = message.value ?? []
+    private func decodeRequest(_ value: [UInt8], source: Source, keys: inout KnownKey) -> Input {
         var answer = AnsweredRequest(source: source, response: Responses.unauthorized)
         func reject(_ response: Response, deadLetter code: String? = nil, _ text: String = "") -> Input {
             answer.response = response
@@ -170,7 +176,9 @@ struct InputDecoder: Sendable {
         let key = HeaderRules.idempotencyKey(source.headers)
         if case .valid(let valid) = key { answer.idempotencyKey = valid }
 
-        guard value.count <= maxMessageBytes else {
+        // Over HTTP the body alone is bounded (by the server, and as `body` below): the
+        // value around it is the worker's own wrapping.
+        guard value.count <= maxMessageBytes || source.http != nil else {
             let text = "the value is \(value.count) bytes; MAX_MESSAGE_BYTES is \(maxMessageBytes)"
             return reject(Responses.payloadTooLarge(value.count, limit: maxMessageBytes), deadLetter: "message_too_large", text)
         }

@@ -17,8 +17,25 @@ struct Source: Sendable {
     /// context: the same trace, and the span that handled the input (its id derived from
     /// the input's coordinates) as their parent.
     let traceparent: [UInt8]?
+    /// For a request over HTTP: its method and path (`POST /v1/…`) and an id minted for
+    /// it; `nil` for a Kafka message. Such an input has no place in a log: no watermark,
+    /// no `TriggerRequest.Responded` (its answer is the HTTP response), no dead letter.
+    let http: (endpoint: String, id: String)?
+
+    /// A request that came over HTTP (`headers` as it carried them).
+    init(httpEndpoint endpoint: String, id: String, headers: [KafkaHeader]) {
+        topic = ""
+        partition = -1
+        offset = -1
+        key = nil
+        self.headers = headers
+        (requestID, requestIDProblem) = HeaderRules.requestID(headers)
+        traceparent = HeaderRules.traceparent(headers).map { HeaderRules.child(of: $0, seed: ["http", id]) }
+        http = (endpoint, id)
+    }
 
     init(_ message: KafkaMessage) {
+        http = nil
         topic = message.topic
         partition = message.partition
         offset = message.offset
@@ -32,9 +49,14 @@ struct Source: Sendable {
 
     var partitionID: PartitionID { PartitionID(topic: topic, partition: partition) }
 
-    /// Writes `{topic, partition, offset}` as events carry it.
+    /// Writes `{topic, partition, offset}` as events carry it (`{http: "POST /v1/…"}`
+    /// for a request over HTTP).
     func write(to writer: inout CanonicalJSONWriter) {
         writer.object { source in
+            if let http {
+                source.key("http"); source.string(http.endpoint)
+                return
+            }
             source.key("offset"); source.int(offset)
             source.key("partition"); source.int(Int64(partition))
             source.key("topic"); source.string(topic)
@@ -69,7 +91,10 @@ struct Source: Sendable {
     /// The parts every id derived from this input ends with: where it was read,
     /// in which epoch of its partition's log (a log that was reset starts a new
     /// epoch, so that its offsets mint new ids).
-    func coordinates(epoch: Int64) -> [String] { [topic, String(partition), String(epoch), String(offset)] }
+    func coordinates(epoch: Int64) -> [String] {
+        if let http { return ["http", http.id] }
+        return [topic, String(partition), String(epoch), String(offset)]
+    }
 }
 
 /// One consumed message after decoding and the checks that need no store.

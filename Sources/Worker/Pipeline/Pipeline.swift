@@ -246,6 +246,42 @@ public final class Pipeline: BatchHandler {
         return nil
     }
 
+    /// An HTTP request, decided and written as a batch of its own through the same
+    /// decider and store transaction as Kafka's (one decision path, §8): it shares the
+    /// idempotency records, so the same `(org, endpoint, key)` over HTTP and over Kafka
+    /// answers one body and starts one run. After a conflict (a concurrent batch claimed
+    /// the key first) it is decided again, and then answered as a replay.
+    /// - Parameters:
+    ///   - endpoint: method and path, `POST /v1/…` (the run's `trigger.source`).
+    ///   - value: the equivalent trigger request (§4's shape, with `request_type`).
+    ///   - headers: the HTTP request's `Authorization`, `Idempotency-Key`, `Request-Id` and `traceparent`.
+    public func handleHTTP(endpoint: String, value: [UInt8], headers: [KafkaHeader]) async throws -> HTTPAnswer {
+        let now = clock.now()
+        let id = Identifier.hex((0..<16).map { _ in UInt8.random(in: 0...255) })
+        let source = Source(httpEndpoint: endpoint, id: id, headers: headers)
+        let items = [(source, decoder.decodeHTTP(value, source: source))]
+        let query = decider.query(for: items)
+        var attempt = 1
+        while true {
+            let decision = try await decide(items, query, [:], at: now, after: nil)
+            do {
+                var retried = false
+                try await retryingStore("writing an HTTP request", retried: &retried) { try await self.store.apply(decision.writes) }
+            } catch let error as StoreError where error.code == .conflict && attempt < Self.maxAttempts {
+                conflicts.increment()
+                attempt += 1
+                continue
+            }
+            record(decision, count: 1)
+            if !decision.writes.outbox.isEmpty { outboxReady() }
+            batchWritten(1, !decision.writes.tasks.isEmpty)
+            guard let answer = decision.httpAnswers[id] else {
+                throw StoreError(code: .unavailable, message: "the HTTP request was decided without an answer")
+            }
+            return HTTPAnswer(status: answer.response.status, body: answer.response.body, replayed: answer.replayed, fingerprintMismatch: answer.fingerprintMismatch)
+        }
+    }
+
     private func decide(
         _ items: [(Source, Input)], _ query: BatchQuery, _ digests: [PartitionID: [UInt8]], at now: Timestamp, after pending: BatchWrites?
     ) async throws -> BatchDecider.Decision {

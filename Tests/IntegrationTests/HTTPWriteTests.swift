@@ -1,0 +1,137 @@
+import Foundation
+import Kafka
+import Testing
+import Workflows
+
+/// The HTTP API's writes over real HTTP against a running worker (contract §8): one
+/// decision path with Kafka (a key used over HTTP then Kafka, and the reverse, answers
+/// the original body and starts one run), the §4 rows, no `TriggerRequest.Responded`
+/// for an HTTP request but its run's events, an assessment, and cancel.
+@Suite("The HTTP API's writes", .enabled(if: TestBroker.isAvailable, TestBroker.skipReason), .serialized)
+struct HTTPWriteTests {
+    typealias H = WorkerHarness
+    typealias O = OperationsTests
+
+    static func json(_ text: String) throws -> JSONValue { try JSONValue.parse(Array(text.utf8)) }
+    static func bytes(_ value: JSONValue) -> [UInt8] { value.canonicalBytes }
+
+    @Test("HTTP then Kafka and Kafka then HTTP with one key: one run, the original body; the §4 rows; run events without a Responded; an assessment; cancel 200/404/409")
+    func writes() async throws {
+        let suffix = TestBroker.uniqueName("apiw")
+        let topics = ["VENDOR_EVENTS_TOPIC": "ve-\(suffix)", "TRIGGER_REQUESTS_TOPIC": "tr-\(suffix)", "RUN_STATUS_TOPIC": "rs-\(suffix)", "DLQ_TOPIC": "dl-\(suffix)"]
+        let port = try OwnBroker.freePort()
+        let worker = try WorkerProcess(arguments: ["run"], environment: topics.merging([
+            "KAFKA_BROKERS": TestBroker.brokers!, "KAFKA_GROUP_ID": "group-\(suffix)", "TOPIC_PARTITIONS": "2",
+            "WORKFLOWS_DIR": "\(H.fixtures)/workflows", "ORGS_FILE": "\(H.fixtures)/orgs.yaml",
+            "STORE_URL": "sqlite://\(FileManager.default.temporaryDirectory.path)/\(suffix).sqlite",
+            "RDKAFKA_MAX_POLL_INTERVAL_MS": "6000", "RDKAFKA_SESSION_TIMEOUT_MS": "6000", "LOG_FORMAT": "json", "HTTP_PORT": "\(port)",
+        ]) { $1 })
+        defer { worker.kill() }
+        try await O.waitFor("ready", port: port, "/readyz", timeout: .seconds(60)) { status, _ in status == 200 }
+        let reader = try TestMember(group: "reader-\(suffix)", topics: [topics["RUN_STATUS_TOPIC"]!])
+        reader.start()
+        defer { Task { await reader.stop() } }
+        let client = try KafkaProducer(configuration: KafkaProducerConfiguration(common: TestBroker.common), logger: TestBroker.logger)
+        func kafka(_ value: JSONValue, key: String) async throws {
+            _ = try await client.send(KafkaProducerMessage(
+                topic: topics["TRIGGER_REQUESTS_TOPIC"]!, key: Array(key.utf8), value: value.canonicalBytes,
+                headers: [KafkaHeader(key: "Authorization", value: "Bearer \(H.keyA)"), KafkaHeader(key: "Idempotency-Key", value: key)]
+            ))
+        }
+        let responded: @Sendable (String) -> [JSONValue] = { key in
+            reader.snapshot.received.compactMap { message -> JSONValue? in
+                guard let value = message.value, let json = try? JSONValue.parse(value), json["event_type"] == "TriggerRequest.Responded",
+                      json[path: ["data", "request", "idempotency_key"]] == .string(key) else { return nil }
+                return json["data"]
+            }
+        }
+        let keyA = ["Authorization": "Bearer \(H.keyA)"]
+        let run: [UInt8] = Self.bytes(["input": ["n": 1]])
+
+        // HTTP first, then Kafka with the same key: the original body, replayed, one run.
+        let first = try await O.post(port, "/v1/workflows/early-stop/run", body: run, headers: keyA.merging(["Idempotency-Key": "one", "Request-Id": "req-1"]) { $1 })
+        #expect(first.status == 201, "\(first.body)")
+        #expect(first.headers["request-id"] == "req-1" && first.headers["idempotent-replayed"] == nil)
+        let firstBody = try Self.json(first.body)
+        let runID = try #require(firstBody["workflow_run_id"]?.stringValue)
+        #expect(firstBody["status"] == "started" && firstBody["input"] == ["n": 1])
+        try await kafka(H.workflowRun("early-stop", input: ["n": 1]), key: "one")
+        try await reader.waitUntil("Kafka's answer to key one") { _ in !responded("one").isEmpty }
+        let overKafka = try #require(responded("one").first)
+        #expect(overKafka[path: ["response", "status"]] == 201 && overKafka["replayed"] == true)
+        #expect(overKafka[path: ["response", "body"]] == firstBody, "the body HTTP answered")
+        let again = try await O.post(port, "/v1/workflows/early-stop/run", body: run, headers: keyA.merging(["Idempotency-Key": "one"]) { $1 })
+        #expect(again.status == 201 && again.body == first.body && again.headers["idempotent-replayed"] == "true")
+        let changed = try await O.post(port, "/v1/workflows/early-stop/run", body: Self.bytes(["input": ["n": 2]]), headers: keyA.merging(["Idempotency-Key": "one"]) { $1 })
+        #expect(changed.body == first.body && changed.headers["idempotency-fingerprint-mismatch"] == "true", "another body: the original answer, flagged")
+
+        // Kafka first, then HTTP.
+        try await kafka(H.workflowRun("early-stop", input: ["n": 3]), key: "two")
+        try await reader.waitUntil("Kafka's answer to key two") { _ in !responded("two").isEmpty }
+        let kafkaBody = try #require(responded("two").first?[path: ["response", "body"]])
+        let overHTTP = try await O.post(port, "/v1/workflows/early-stop/run", body: Self.bytes(["input": ["n": 3]]), headers: keyA.merging(["Idempotency-Key": "two"]) { $1 })
+        #expect(overHTTP.status == 201 && overHTTP.headers["idempotent-replayed"] == "true")
+        try #expect(try Self.json(overHTTP.body) == kafkaBody)
+        try await O.waitFor("two early-stop runs, not four", port: port, "/v1/workflows/runs?workflow_name=early-stop&status=canceled", headers: keyA, timeout: .seconds(30)) { _, body in
+            (try? Self.json(body))?["total"] == 2
+        }
+
+        // The HTTP run's events are published, its trigger says HTTP; no Responded for HTTP requests.
+        try await reader.waitUntil("the HTTP run's end") { _ in
+            reader.snapshot.received.contains { (try? JSONValue.parse($0.value ?? []))?[path: ["data", "workflow_run_id"]] == .string(runID) && (try? JSONValue.parse($0.value ?? []))?["event_type"] == "WorkflowRun.Canceled" }
+        }
+        let started = reader.snapshot.received.compactMap { try? JSONValue.parse($0.value ?? []) }.first { $0["event_type"] == "WorkflowRun.Started" && $0[path: ["data", "workflow_run_id"]] == .string(runID) }
+        #expect(started?[path: ["data", "trigger", "source"]] == ["http": "POST /v1/workflows/early-stop/run"])
+        #expect(started?[path: ["data", "trigger", "request_id"]] == "req-1")
+        #expect(responded("one").count == 1, "only Kafka's request was answered on the topic")
+
+        // The §4 rows over HTTP.
+        let noKey = try await O.post(port, "/v1/workflows/early-stop/run", body: run)
+        try #expect(noKey.status == 401 && (try Self.json(noKey.body)) == ["detail": ["code": "unauthorized", "message": "Invalid or expired API key."]])
+        let unknown = try await O.post(port, "/v1/workflows/nope/run", body: run, headers: keyA)
+        try #expect(unknown.status == 404 && (try Self.json(unknown.body))[path: ["detail", "code"]] == "workflow_not_found")
+        let disabled = try await O.post(port, "/v1/workflows/paused-flow/run", body: run, headers: keyA)
+        try #expect(disabled.status == 409 && (try Self.json(disabled.body))[path: ["detail", "code"]] == "workflow_disabled")
+        let invalid = try await O.post(port, "/v1/workflows/early-stop/run", body: Self.bytes(["input": 5]), headers: keyA)
+        try #expect(invalid.status == 422 && (try Self.json(invalid.body))["detail"]?.arrayValue?.first?["loc"] == ["body", "input"], "\(invalid.body)")
+        let notJSON = try await O.post(port, "/v1/workflows/early-stop/run", body: Array("{oops".utf8), headers: keyA)
+        try #expect(notJSON.status == 400 && (try Self.json(notJSON.body))[path: ["detail", "code"]] == "invalid_request")
+        let tooLarge = try await O.post(port, "/v1/workflows/early-stop/run", body: Array(repeating: UInt8(ascii: " "), count: 1_048_577) + run, headers: keyA)
+        try #expect(tooLarge.status == 413 && (try Self.json(tooLarge.body))[path: ["detail", "code"]] == "payload_too_large")
+        let badKey = try await O.post(port, "/v1/workflows/early-stop/run", body: run, headers: keyA.merging(["Idempotency-Key": String(repeating: "k", count: 256)]) { $1 })
+        #expect(badKey.status == 422)
+
+        // An assessment over HTTP (its vendor known from an event), then its run read back.
+        let vendor = H.vendor()
+        let vendorID = try #require(vendor["id"]?.stringValue)
+        let event: JSONValue = [
+            "event_id": .string(Identifier.derive(prefix: "cbevt", from: [suffix])), "event_type": "Vendor.Created",
+            "occurred_at": .int(Int64(Date().timeIntervalSince1970)), "org_id": .string(H.orgA), "data": ["vendor": vendor],
+        ]
+        _ = try await client.send(KafkaProducerMessage(topic: topics["VENDOR_EVENTS_TOPIC"]!, key: Array(vendorID.utf8), value: event.canonicalBytes, headers: []))
+        // The vendor is in the directory once its event was handled: its onboarding run starts in that batch.
+        let eventID = try #require(event["event_id"])
+        try await reader.waitUntil("the vendor's onboarding run") { state in
+            state.received.contains { (try? JSONValue.parse($0.value ?? []))?[path: ["data", "trigger", "event_id"]] == eventID }
+        }
+        let create = Self.bytes(["vendor_id": .string(vendorID), "control_set_ids": []])
+        let assessment = try await O.post(port, "/v1/assessments", body: create, headers: keyA.merging(["Idempotency-Key": "assess-http"]) { $1 })
+        #expect(assessment.status == 201, "\(assessment.body)")
+        let assessmentID = try #require(try Self.json(assessment.body)["id"]?.stringValue)
+        #expect(try await O.get(port, "/v1/assessments/\(assessmentID)", headers: keyA).body == assessment.body)
+
+        // Cancel over HTTP: a waiting run (short-delay) → 200; again → 409; another org → 404.
+        let waiting = try await O.post(port, "/v1/workflows/short-delay/run", body: Array("{}".utf8), headers: keyA.merging(["Idempotency-Key": "wait-1"]) { $1 })
+        let waitingID = try #require(try Self.json(waiting.body)["workflow_run_id"]?.stringValue)
+        let otherOrg = try await O.post(port, "/v1/workflows/runs/\(waitingID)/cancel", body: [], headers: ["Authorization": "Bearer \(H.keyB)"])
+        try #expect(otherOrg.status == 404 && (try Self.json(otherOrg.body))[path: ["detail", "code"]] == "workflow_run_not_found")
+        let canceled = try await O.post(port, "/v1/workflows/runs/\(waitingID)/cancel", body: [], headers: keyA)
+        try #expect(canceled.status == 200 && (try Self.json(canceled.body))["status"] == "canceled", "\(canceled.body)")
+        let twice = try await O.post(port, "/v1/workflows/runs/\(waitingID)/cancel", body: [], headers: keyA)
+        try #expect(twice.status == 409 && (try Self.json(twice.body))[path: ["detail", "code"]] == "workflow_run_finished")
+
+        try await client.shutdown()
+        worker.interrupt()
+        #expect(try await worker.waitForExit(timeout: .seconds(15)) == 0)
+    }
+}
