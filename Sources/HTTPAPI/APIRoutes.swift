@@ -4,25 +4,32 @@ import Hummingbird
 import Kafka
 import Logging
 import NIOCore
+import Synchronization
 import Worker
+import Workflows
 
 /// The HTTP API's routes (§8): Bearer keys on every `/v1` route, the `Request-Id`
 /// echoed, answers as ``ReadAPI`` decides them. A store that fails answers 503.
 enum APIRoutes {
     static func add(to router: Router<BasicRequestContext>, reads: ReadAPI, pipeline: Pipeline, maxBodyBytes: Int, logger: Logger) {
         router.post("v1/workflows/:name/run") { request, context -> Response in
-            let name = context.parameters.get("name") ?? ""
-            return await write(request, pipeline, maxBodyBytes, logger, endpoint: "POST \(request.uri.path)") { WriteAPI.workflowRun(name: name, body: $0) }
+            let name = parameter(context, "name")
+            return await write(request, pipeline, maxBodyBytes, logger, endpoint: "POST /v1/workflows/\(name)/run") { WriteAPI.workflowRun(name: name, body: $0) }
         }
         router.post("v1/assessments") { request, _ -> Response in
             await write(request, pipeline, maxBodyBytes, logger, endpoint: "POST /v1/assessments") { WriteAPI.assessmentCreate(body: $0) }
         }
         router.post("v1/workflows/runs/:id/cancel") { request, context -> Response in
-            let id = context.parameters.get("id") ?? ""
-            return await write(request, pipeline, maxBodyBytes, logger, endpoint: "POST \(request.uri.path)") { _ in WriteAPI.cancel(runID: id) }
+            let id = parameter(context, "id")
+            // An id that cannot be a run's is a run not found (over Kafka it is a 422 of
+            // the body's field; here it is the path): after the key, as every 404.
+            guard Identifier.isValid(id, prefix: "cbwr") else {
+                return await answer(request, reads, logger) { _ in ReadAPI.runNotFound(id) }
+            }
+            return await write(request, pipeline, maxBodyBytes, logger, endpoint: "POST /v1/workflows/runs/\(id)/cancel") { _ in WriteAPI.cancel(runID: id) }
         }
         router.get("v1/workflows/runs/:id") { request, context -> Response in
-            let id = context.parameters.get("id") ?? ""
+            let id = parameter(context, "id")
             return await answer(request, reads, logger) { org in try await reads.run(id: id, org: org) }
         }
         router.get("v1/workflows/runs") { request, _ -> Response in
@@ -30,7 +37,7 @@ enum APIRoutes {
             return await answer(request, reads, logger) { org in try await reads.runs(parameters: parameters, org: org) }
         }
         router.get("v1/assessments/:id") { request, context -> Response in
-            let id = context.parameters.get("id") ?? ""
+            let id = parameter(context, "id")
             return await answer(request, reads, logger) { org in try await reads.assessment(id: id, org: org) }
         }
     }
@@ -40,6 +47,8 @@ enum APIRoutes {
     private static func write(
         _ request: Request, _ pipeline: Pipeline, _ maxBodyBytes: Int, _ logger: Logger, endpoint: String, _ value: ([UInt8]) -> [UInt8]
     ) async -> Response {
+        guard inFlight.enter() else { return busy() }
+        defer { inFlight.leave() }
         var headers: HTTPFields = [.contentType: "application/json"]
         let (echo, _) = ReadAPI.requestID(request.headers[values: .requestID])
         if let echo { headers[.requestID] = echo }
@@ -60,7 +69,7 @@ enum APIRoutes {
             for value in request.headers[values: name] { carried.append(KafkaHeader(key: name.rawName, value: Array(value.utf8))) }
         }
         do {
-            let answer = try await pipeline.handleHTTP(endpoint: String(endpoint.utf8.prefix(2048))!, value: value(body), headers: carried)
+            let answer = try await pipeline.handleHTTP(endpoint: endpoint, value: value(body), headers: carried)
             if answer.replayed { headers[.idempotentReplayed] = "true" }
             if answer.fingerprintMismatch { headers[.fingerprintMismatch] = "true" }
             return Response(status: HTTPResponse.Status(code: answer.status), headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: answer.body)))
@@ -72,6 +81,8 @@ enum APIRoutes {
 
     /// Checks the `Request-Id` and the key, then answers with `body`'s answer.
     private static func answer(_ request: Request, _ reads: ReadAPI, _ logger: Logger, _ body: (Org) async throws -> APIAnswer) async -> Response {
+        guard inFlight.enter() else { return busy() }
+        defer { inFlight.leave() }
         let (echo, problem) = ReadAPI.requestID(request.headers[values: .requestID])
         var headers: HTTPFields = [.contentType: "application/json"]
         if let echo { headers[.requestID] = echo }
@@ -85,8 +96,24 @@ enum APIRoutes {
         }
     }
 
+    /// At most this many `/v1` requests are answered at once (each may hold a 1 MiB body
+    /// or a page of 500 runs, and uses the store beside intake); more are answered 429.
+    static let maxInFlight = 32
+    private static let inFlight = InFlightLimit(maxInFlight)
+
+    private static func busy() -> Response {
+        response(APIAnswer.tooManyRequests, [.contentType: "application/json", .retryAfter: "1"])
+    }
+
     private static func response(_ answer: APIAnswer, _ headers: HTTPFields) -> Response {
         Response(status: HTTPResponse.Status(code: answer.status), headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: answer.body)))
+    }
+
+    /// A path parameter, percent-decoded (a workflow's name may need escaping), at most 1 KiB.
+    static func parameter(_ context: BasicRequestContext, _ name: String) -> String {
+        let raw = context.parameters.get(name) ?? ""
+        let decoded = raw.removingPercentEncoding ?? raw
+        return String(decoding: decoded.utf8.prefix(1024), as: UTF8.self)
     }
 
     /// The query string's name–value pairs, percent-decoded (`+` is a space), in order.
@@ -109,4 +136,20 @@ extension HTTPField.Name {
     static let traceparent = Self("traceparent")!
     static let idempotentReplayed = Self("Idempotent-Replayed")!
     static let fingerprintMismatch = Self("Idempotency-Fingerprint-Mismatch")!
+}
+
+/// A count of requests in flight, refused beyond a limit.
+final class InFlightLimit: Sendable {
+    private let count = Atomic<Int>(0)
+    private let limit: Int
+
+    init(_ limit: Int) { self.limit = limit }
+
+    func enter() -> Bool {
+        if count.add(1, ordering: .relaxed).newValue <= limit { return true }
+        count.subtract(1, ordering: .relaxed)
+        return false
+    }
+
+    func leave() { count.subtract(1, ordering: .relaxed) }
 }

@@ -19,17 +19,9 @@ struct HTTPReadTests {
 
     @Test("250 runs paged 100 at a time, newest first, filtered by name and status; a run and an assessment by id; 401, 404 across orgs, 422")
     func reads() async throws {
-        let suffix = TestBroker.uniqueName("api")
-        let topics = ["VENDOR_EVENTS_TOPIC": "ve-\(suffix)", "TRIGGER_REQUESTS_TOPIC": "tr-\(suffix)", "RUN_STATUS_TOPIC": "rs-\(suffix)", "DLQ_TOPIC": "dl-\(suffix)"]
-        let port = try OwnBroker.freePort()
-        let worker = try WorkerProcess(arguments: ["run"], environment: topics.merging([
-            "KAFKA_BROKERS": TestBroker.brokers!, "KAFKA_GROUP_ID": "group-\(suffix)", "TOPIC_PARTITIONS": "2",
-            "WORKFLOWS_DIR": "\(H.fixtures)/workflows", "ORGS_FILE": "\(H.fixtures)/orgs.yaml",
-            "STORE_URL": "sqlite://\(FileManager.default.temporaryDirectory.path)/\(suffix).sqlite",
-            "RDKAFKA_MAX_POLL_INTERVAL_MS": "6000", "RDKAFKA_SESSION_TIMEOUT_MS": "6000", "LOG_FORMAT": "json", "HTTP_PORT": "\(port)",
-        ]) { $1 })
+        let http = try await HTTPWorker.start("api")
+        let (worker, port, topics, suffix) = (http.process, http.port, http.topics, http.suffix)
         defer { worker.kill() }
-        try await O.waitFor("ready", port: port, "/readyz", timeout: .seconds(60)) { status, _ in status == 200 }
         let reader = try TestMember(group: "reader-\(suffix)", topics: [topics["RUN_STATUS_TOPIC"]!])
         reader.start()
         defer { Task { await reader.stop() } }

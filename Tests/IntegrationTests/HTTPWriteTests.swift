@@ -17,17 +17,9 @@ struct HTTPWriteTests {
 
     @Test("HTTP then Kafka and Kafka then HTTP with one key: one run, the original body; the §4 rows; run events without a Responded; an assessment; cancel 200/404/409")
     func writes() async throws {
-        let suffix = TestBroker.uniqueName("apiw")
-        let topics = ["VENDOR_EVENTS_TOPIC": "ve-\(suffix)", "TRIGGER_REQUESTS_TOPIC": "tr-\(suffix)", "RUN_STATUS_TOPIC": "rs-\(suffix)", "DLQ_TOPIC": "dl-\(suffix)"]
-        let port = try OwnBroker.freePort()
-        let worker = try WorkerProcess(arguments: ["run"], environment: topics.merging([
-            "KAFKA_BROKERS": TestBroker.brokers!, "KAFKA_GROUP_ID": "group-\(suffix)", "TOPIC_PARTITIONS": "2",
-            "WORKFLOWS_DIR": "\(H.fixtures)/workflows", "ORGS_FILE": "\(H.fixtures)/orgs.yaml",
-            "STORE_URL": "sqlite://\(FileManager.default.temporaryDirectory.path)/\(suffix).sqlite",
-            "RDKAFKA_MAX_POLL_INTERVAL_MS": "6000", "RDKAFKA_SESSION_TIMEOUT_MS": "6000", "LOG_FORMAT": "json", "HTTP_PORT": "\(port)",
-        ]) { $1 })
+        let http = try await HTTPWorker.start("apiw")
+        let (worker, port, topics, suffix) = (http.process, http.port, http.topics, http.suffix)
         defer { worker.kill() }
-        try await O.waitFor("ready", port: port, "/readyz", timeout: .seconds(60)) { status, _ in status == 200 }
         let reader = try TestMember(group: "reader-\(suffix)", topics: [topics["RUN_STATUS_TOPIC"]!])
         reader.start()
         defer { Task { await reader.stop() } }
@@ -100,6 +92,13 @@ struct HTTPWriteTests {
         try #expect(tooLarge.status == 413 && (try Self.json(tooLarge.body))[path: ["detail", "code"]] == "payload_too_large")
         let badKey = try await O.post(port, "/v1/workflows/early-stop/run", body: run, headers: keyA.merging(["Idempotency-Key": String(repeating: "k", count: 256)]) { $1 })
         #expect(badKey.status == 422)
+        let smuggled = try await O.post(port, "/v1/assessments", body: Array(#"{},"request_type":"workflow_run","workflow_name":"early-stop""#.utf8), headers: keyA)
+        #expect(smuggled.status == 400, "a body cannot reach the request's other fields: \(smuggled.body)")
+        let escaped = try await O.post(port, "/v1/workflows/early%2Dstop/run", body: run, headers: keyA)
+        #expect(escaped.status == 201, "path parameters are percent-decoded: \(escaped.body)")
+        let garbage = try await O.post(port, "/v1/workflows/runs/not-a-run/cancel", body: [], headers: keyA)
+        try #expect(garbage.status == 404 && Self.json(garbage.body)[path: ["detail", "code"]] == "workflow_run_not_found")
+        #expect(try await O.post(port, "/v1/workflows/runs/not-a-run/cancel", body: []).status == 401, "the key first")
 
         // An assessment over HTTP (its vendor known from an event), then its run read back.
         let vendor = H.vendor()

@@ -67,6 +67,29 @@ struct BatchDeciderTests {
         #expect(decision.tally.outcomes == [.init(topic: configuration.topics.triggerRequests, outcome: "answered"): 1])
     }
 
+    @Test("an HTTP request is decided like a Kafka one, sharing its key's record, but moves no mark, publishes no Responded, and its outputs and run belong to the requests topic's partition 0")
+    func httpRequest() throws {
+        let headers = [KafkaHeader(key: "Authorization", value: "Bearer \(Self.key)"), KafkaHeader(key: "Idempotency-Key", value: "k")]
+        let value = WriteAPI.workflowRun(name: "quarterly-privacy-sweep", body: Array(#"{"input":{"a":1}}"#.utf8))
+        let source = Source(httpEndpoint: "POST /v1/workflows/quarterly-privacy-sweep/run", id: "h1", headers: headers)
+        let decision = decider.decide([(source, decoder.decodeHTTP(value, source: source))], snapshot: BatchSnapshot(), now: 1_000_000)
+        let answer = try #require(decision.httpAnswers["h1"])
+        #expect(answer.response.status == 201 && !answer.replayed)
+        #expect(decision.writes.watermarks.isEmpty, "no place in a log")
+        let owner = PartitionID(topic: configuration.topics.triggerRequests, partition: 0)
+        #expect(decision.writes.outbox.map(\.headers.first?.value) == [Array("WorkflowRun.Started".utf8)], "no Responded")
+        #expect(decision.writes.outbox.allSatisfy { $0.source == owner } && decision.writes.tasks.map(\.source) == [owner])
+        #expect(try JSONValue.parse(decision.writes.runs[0].document)[path: ["trigger", "source"]] == ["http": "POST /v1/workflows/quarterly-privacy-sweep/run"])
+        // The same key over Kafka, with the same body: a replay of the HTTP answer.
+        let kafka = decide([request(offset: 0, key: "k", input: ["a": 1])], snapshot: snapshot(after: decision.writes, now: 1_000_000), now: 1_000_001)
+        #expect(kafka.tally.replays == 1 && kafka.tally.mismatches == 0 && kafka.writes.runs.isEmpty)
+        // A body cannot reach the request's other fields: spliced text is not JSON.
+        let smuggled = WriteAPI.assessmentCreate(body: Array(#"{},"request_type":"workflow_run","workflow_name":"quarterly-privacy-sweep""#.utf8))
+        let other = Source(httpEndpoint: "POST /v1/assessments", id: "h2", headers: headers)
+        let refused = decider.decide([(other, decoder.decodeHTTP(smuggled, source: other))], snapshot: BatchSnapshot(), now: 1_000_000)
+        #expect(refused.httpAnswers["h2"]?.response.status == 400 && refused.writes.runs.isEmpty)
+    }
+
     @Test("a batch authenticates each request by its own Authorization, however the ones before it were answered")
     func authenticationPerMessage() {
         func with(_ authorization: String?, offset: Int64) -> KafkaMessage {

@@ -18,6 +18,11 @@ public struct APIAnswer: Sendable, Hashable {
         self.body = body
     }
 
+    /// 429 when the server answers as many API requests as it takes at once.
+    public static var tooManyRequests: APIAnswer {
+        APIAnswer(Responses.error(429, "too_many_requests", "Too many requests at once; retry after a second."))
+    }
+
     /// 503 when the store does not answer a read (retry later).
     public static var storeUnavailable: APIAnswer {
         APIAnswer(Responses.error(503, "store_unavailable", "The store did not answer; retry later."))
@@ -47,6 +52,9 @@ public struct ReadAPI: Sendable {
 
     /// 401 with the §4 body.
     public static var unauthorized: APIAnswer { APIAnswer(Responses.unauthorized) }
+
+    /// 404 `workflow_run_not_found`.
+    public static func runNotFound(_ id: String) -> APIAnswer { APIAnswer(Responses.runNotFound(id)) }
 
     /// `GET /v1/workflows/runs/{id}`.
     public func run(id: String, org: Org) async throws -> APIAnswer {
@@ -190,26 +198,31 @@ public enum WriteAPI {
     /// 400 for a body that could not be read to its end.
     public static var unreadableBody: APIAnswer { APIAnswer(Responses.invalidRequest("The request body could not be read.")) }
 
-    /// The trigger request a `POST` stands for, as §4 has it on the requests topic: the
-    /// HTTP body, unparsed, becomes its `body` (a body that is not JSON makes the whole
-    /// value not JSON, and is answered as such).
+    /// The trigger request a `POST` stands for, as §4 has it on the requests topic, its
+    /// `body` the HTTP body parsed (never spliced: a body cannot reach the request's other
+    /// fields). A body that is not one JSON value gives a value that is not JSON either,
+    /// answered as the Kafka path answers one (400 `invalid_request`).
     public static func workflowRun(name: String, body: [UInt8]) -> [UInt8] {
-        value(type: "workflow_run", extra: ["workflow_name": .string(name)], body: body.isEmpty ? Array("{}".utf8) : body)
+        value(["request_type": "workflow_run", "workflow_name": .string(name)], body: body, empty: .object([:]))
     }
 
     public static func assessmentCreate(body: [UInt8]) -> [UInt8] {
-        value(type: "assessment_create", extra: [:], body: body.isEmpty ? Array("null".utf8) : body)
+        value(["request_type": "assessment_create"], body: body, empty: nil)
     }
 
     public static func cancel(runID: String) -> [UInt8] {
-        value(type: "workflow_run_cancel", extra: [:], body: (["workflow_run_id": .string(runID)] as JSONValue).canonicalBytes)
+        (["request_type": "workflow_run_cancel", "body": ["workflow_run_id": .string(runID)]] as JSONValue).canonicalBytes
     }
 
-    private static func value(type: String, extra: [String: JSONValue], body: [UInt8]) -> [UInt8] {
-        // `{"body":…,"request_type":…,…}` with the body spliced as it came.
-        var tail = extra
-        tail["request_type"] = .string(type)
-        let rest = JSONValue.object(tail).canonicalBytes.dropFirst()  // `"request_type":…}` without its `{`
-        return Array("{\"body\":".utf8) + body + Array(",".utf8) + rest
+    private static func value(_ fields: [String: JSONValue], body: [UInt8], empty: JSONValue?) -> [UInt8] {
+        var request = fields
+        if body.allSatisfy({ $0 == 0x20 || $0 == 0x0A || $0 == 0x0D || $0 == 0x09 }) {
+            if let empty { request["body"] = empty }
+        } else {
+            guard let parsed = try? JSONValue.parse(body) else { return Array("not JSON".utf8) }
+            request["body"] = parsed
+        }
+        return JSONValue.object(request).canonicalBytes
     }
+
 }

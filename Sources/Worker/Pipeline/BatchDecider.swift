@@ -92,6 +92,9 @@ struct BatchDecider: Sendable {
 
     // MARK: Deciding
 
+    /// The partition whose owner publishes what HTTP requests caused.
+    var httpOwner: PartitionID { PartitionID(topic: outputs.topics.triggerRequests, partition: 0) }
+
     func decide(_ items: [(Source, Input)], snapshot: BatchSnapshot, now: Timestamp) -> Decision {
         var state = State(snapshot: snapshot, now: now)
         for (source, input) in items {
@@ -121,7 +124,12 @@ struct BatchDecider: Sendable {
                 logger.debug("Ignored an event type the worker does not act on", metadata: Self.metadata(source, ["event_type": "\(type)"]))
             }
             guard source.http == nil else {
-                // No partition: its outputs are any instance's to publish, and no mark moves.
+                // No place in a log, so no mark moves. Its outputs (and its run's later ones,
+                // through its task) are published by the owner of the requests topic's
+                // partition 0, which every topic has: one publisher, in order.
+                for index in outputsBefore..<state.writes.outbox.count where state.writes.outbox[index].source == nil {
+                    state.writes.outbox[index].source = httpOwner
+                }
                 state.tally.outcomes[MessageOutcome(topic: "http", outcome: state.tally.outcome(since: before)), default: 0] += 1
                 continue
             }
@@ -365,7 +373,7 @@ struct BatchDecider: Sendable {
         answer.response = Response(status: 200, encodedBody: canceled.document)
         respond(answer, &state)
         // The run's events go with its other events: published by the owner of its input's partition, after them.
-        let source = task.source ?? (request.source.http == nil ? request.source.partitionID : nil)
+        let source = task.source ?? (request.source.http == nil ? request.source.partitionID : httpOwner)
         for event in canceled.events {
             state.writes.outbox.append(outputs.runEvent(event, orgID: runState.orgID, runID: runID, headers: runState.headers, source: source, now: state.now))
         }
@@ -458,7 +466,7 @@ struct BatchDecider: Sendable {
         ))
         let task = EngineTask(
             runID: run.id, orgID: orgID, dueAt: state.now, state: start.state.encoded,
-            source: source.http == nil ? PartitionID(topic: source.topic, partition: source.partition) : nil
+            source: source.http == nil ? PartitionID(topic: source.topic, partition: source.partition) : httpOwner
         )
         state.writes.tasks.append(task)
         state.runs[run.id] = RunSnapshot(record: state.writes.runs[state.writes.runs.count - 1], task: task)

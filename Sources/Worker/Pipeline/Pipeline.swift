@@ -24,7 +24,10 @@ public final class Pipeline: BatchHandler {
     /// Called after each committed batch that started runs: the engine has work.
     private let batchWritten: @Sendable (_ messages: Int, _ startedRuns: Bool) -> Void
 
-    /// How often a batch is decided again after a conflict before the error is raised.
+    /// How often a batch is decided again after a conflict before the error is raised,
+    /// beyond once per key it claims: each key can conflict once (a concurrent writer,
+    /// an HTTP request among them, claimed it first; decided again it is a replay), so
+    /// a client racing its own keys over HTTP cannot stop the consumer.
     static let maxAttempts = 10
 
     /// `trigger_worker_messages_total{topic, outcome}`, made once per pair.
@@ -124,7 +127,7 @@ public final class Pipeline: BatchHandler {
                     ])
                 }
                 return BatchWriteResult(asPrepared: attempt == 1, superseded: superseded)
-            } catch let error as StoreError where error.code == .conflict && attempt < Self.maxAttempts {
+            } catch let error as StoreError where error.code == .conflict && attempt < Self.maxAttempts + prepared.query.scopes.count {
                 conflicts.increment()
                 logger.info("Store conflict; deciding the batch again", metadata: [LogKey.error: "\(error)", "attempt": "\(attempt)"])
                 attempt += 1
