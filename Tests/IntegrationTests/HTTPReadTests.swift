@@ -72,6 +72,8 @@ struct HTTPReadTests {
         #expect(future["total"] == 0)
         let past = try Self.json(try await O.get(port, "/v1/workflows/runs?created_at_before=2999-01-01&created_at_after=2000-01-01T00:00:00%2B02:00", headers: Self.keyA).body)
         #expect(past["total"] == 253)
+        let epoch = try Self.json(try await O.get(port, "/v1/workflows/runs?created_at_after=946684800&created_at_before=2999-01-01T00:00:00", headers: Self.keyA).body)
+        #expect(epoch["total"] == 253, "epoch seconds, and a date-time without a zone (UTC)")
 
         // One run by id: the list's item; another org's key gets what an unknown id gets.
         let one = try await O.get(port, "/v1/workflows/runs/\(ids[0])", headers: Self.keyA.merging(["Request-Id": "req-42"]) { $1 })

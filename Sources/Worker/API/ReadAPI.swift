@@ -156,9 +156,12 @@ public struct ReadAPI: Sendable {
     }
 
     /// Seconds since the epoch of an ISO 8601 date-time (`2026-11-30T12:00:00Z`, with an
-    /// offset, or fractional seconds) or date (`2026-11-30`, midnight UTC).
+    /// offset, or fractional seconds; without a zone it is UTC), a date (`2026-11-30`,
+    /// midnight UTC), or epoch seconds (the API's timestamps are).
     static func timestamp(_ text: String) -> Int64? {
         guard text.utf8.count <= 64 else { return nil }
+        if let seconds = Int64(text), (0...253_402_300_799).contains(seconds) { return seconds }
+        if text.count == 19, !text.hasSuffix("Z"), let utc = timestamp(text + "Z") { return utc }
         let withFraction = ISO8601DateFormatter()
         withFraction.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
         let plain = ISO8601DateFormatter()
