@@ -121,6 +121,26 @@ struct PipelineTests {
         }
     }
 
+    @Test("an HTTP request whose commit's reply was lost is answered as the request it was (201, not a replay of itself), and written once")
+    func httpLostReply() async throws {
+        for (key, lostReply) in [("with-key", true), (nil, true), ("with-key", false)] as [(String?, Bool)] {
+            let path = FileManager.default.temporaryDirectory.appendingPathComponent("http-outage-\(UUID().uuidString).sqlite").path
+            let base = try SQLiteStore(path: path)
+            let flaky = FlakyStore(base: base, failures: [lostReply ? .afterCommit : .beforeCommit])
+            let pipeline = try pipeline(store: flaky)
+            var headers = [KafkaHeader(key: "Authorization", value: "Bearer ak_test_alpha_key")]
+            if let key { headers.append(KafkaHeader(key: "Idempotency-Key", value: key)) }
+            let answer = try await pipeline.handleHTTP(
+                endpoint: "POST /v1/workflows/quarterly-privacy-sweep/run",
+                value: WriteAPI.workflowRun(name: "quarterly-privacy-sweep", body: Array(#"{"input":{"due_date":"2026-06-30"}}"#.utf8)), headers: headers
+            )
+            #expect(answer.status == 201 && !answer.replayed, "key \(key ?? "none"), lost reply \(lostReply): \(String(decoding: answer.body, as: UTF8.self))")
+            let runs = try await base.runs(statuses: [], limit: 10, offset: 0)
+            #expect(runs.count == 1, "one run")
+            #expect(try JSONValue.parse(answer.body)["workflow_run_id"]?.stringValue == runs.first?.id)
+        }
+    }
+
     @Test("the overlay keeps newer watermarks and vendors and drops records expired by now")
     func overlay() {
         let partition = PartitionID(topic: "t", partition: 0)

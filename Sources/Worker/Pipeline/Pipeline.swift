@@ -267,13 +267,20 @@ public final class Pipeline: BatchHandler {
         var attempt = 1
         while true {
             let decision = try await decide(items, query, [:], at: now, after: nil)
+            var retried = false
             do {
-                var retried = false
                 try await retryingStore("writing an HTTP request", retried: &retried) { try await self.store.apply(decision.writes) }
-            } catch let error as StoreError where error.code == .conflict && attempt < Self.maxAttempts {
-                conflicts.increment()
-                attempt += 1
-                continue
+            } catch let error as StoreError where error.code == .conflict {
+                // An attempt whose reply was lost may have committed (there is no mark to
+                // fence an HTTP request): then this decision is the one written, and its
+                // answer is the request's, not a replay of itself or a 409.
+                let written = retried ? try await landed(decision) : false
+                if !written {
+                    guard attempt < Self.maxAttempts else { throw error }
+                    conflicts.increment()
+                    attempt += 1
+                    continue
+                }
             }
             record(decision, count: 1)
             if !decision.writes.outbox.isEmpty { outboxReady() }
@@ -283,6 +290,17 @@ public final class Pipeline: BatchHandler {
             }
             return HTTPAnswer(status: answer.response.status, body: answer.response.body, replayed: answer.replayed, fingerprintMismatch: answer.fingerprintMismatch)
         }
+    }
+
+    /// Whether what `decision` writes is in the store: its run, assessment or cancel,
+    /// each with an id only this decision mints (an HTTP request's ids derive from its own).
+    private func landed(_ decision: BatchDecider.Decision) async throws -> Bool {
+        if let run = decision.writes.runs.first { return try await store.run(id: run.id) != nil }
+        if let assessment = decision.writes.assessments.first { return try await store.assessment(id: assessment.id) != nil }
+        if let cancel = decision.writes.cancels.first {
+            return try await store.run(id: cancel.runID).map { $0.status == RunStatus.canceled.rawValue && $0.document == cancel.document } ?? false
+        }
+        return false
     }
 
     private func decide(
