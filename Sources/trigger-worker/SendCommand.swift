@@ -11,7 +11,7 @@ struct SendCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "send",
         abstract: "Publish a vendor event or a trigger request (for demos and smoke tests) and show what it caused.",
-        subcommands: [VendorCreated.self, WorkflowRun.self, AssessmentCreate.self, QuestionnaireResponse.self, CancelRun.self]
+        subcommands: [VendorCreated.self, WorkflowRun.self, AssessmentCreate.self, QuestionnaireResponse.self, CancelRun.self, Requests.self]
     )
 
     struct Common: ParsableArguments {
@@ -100,11 +100,28 @@ struct SendCommand: AsyncParsableCommand {
         @OptionGroup var request: RequestOptions
         @Option(help: "The workflow to run.") var workflow: String
         @Option(help: "The run's input, as a JSON object.") var input = "{}"
+        @Option(help: "Send this many requests (keys <idempotency-key>-1 … -N, or generated ones), with a progress line; their events are not waited for.")
+        var count = 1
 
         func run() async throws {
             let configuration = try common.loadConfiguration()
             guard let input = try? JSONValue.parse(Array(input.utf8)) else { throw ValidationError("--input must be JSON") }
             let value: JSONValue = ["request_type": "workflow_run", "workflow_name": .string(workflow), "body": ["input": input]]
+            guard count == 1 else {
+                guard (1...1_000_000).contains(count) else { throw ValidationError("--count must be 1 to 1,000,000") }
+                let prefix = request.idempotencyKey ?? "gen-\(UUID().uuidString.prefix(8).lowercased())"
+                let headers = try request.headers().filter { $0.key != "Idempotency-Key" }
+                let encoded = value.canonicalBytes
+                let messages = (1...count).map { index in
+                    let key = "\(prefix)-\(index)"
+                    return KafkaProducerMessage(
+                        topic: configuration.topics.triggerRequests, key: Array(key.utf8), value: encoded,
+                        headers: headers + [KafkaHeader(key: "Idempotency-Key", value: key)]
+                    )
+                }
+                try await SendCommand.sendMany(configuration, messages)
+                return
+            }
             try await SendCommand.send(
                 configuration, topic: configuration.topics.triggerRequests, key: request.idempotencyKey ?? workflow,
                 value: value.canonicalBytes, headers: try request.headers(), common: common
@@ -198,6 +215,82 @@ struct SendCommand: AsyncParsableCommand {
                 configuration, topic: configuration.topics.triggerRequests, key: runID,
                 value: value.canonicalBytes, headers: try request.headers(), common: common
             )
+        }
+    }
+
+    // MARK: Many
+
+    struct Requests: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "requests",
+            abstract: "Publish the trigger requests of a file, one JSON object per line, with a progress line.",
+            discussion: """
+                Each line is a request as §4 has it ({"request_type": …, "body": …}), or {"headers": {…}, "value": {…}} \
+                to give it headers of its own (Idempotency-Key, Request-Id, Authorization …). The API key of --api-key \
+                (or $TRIGGER_WORKER_API_KEY) is used where a line gives none.
+                """
+        )
+
+        @OptionGroup var common: Common
+        @OptionGroup var request: RequestOptions
+        @Argument(help: "The file (- for standard input).") var file: String
+
+        func run() async throws {
+            let configuration = try common.loadConfiguration()
+            let text: String
+            if file == "-" {
+                text = String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self)
+            } else {
+                guard let data = FileManager.default.contents(atPath: file) else { throw ValidationError("cannot read \(file)") }
+                text = String(decoding: data, as: UTF8.self)
+            }
+            let defaults = try request.headers()
+            var messages: [KafkaProducerMessage] = []
+            for (number, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+                let trimmed = line.trimmingCharacters(in: .whitespaces)
+                guard !trimmed.isEmpty else { continue }
+                guard let json = try? JSONValue.parse(Array(trimmed.utf8)), json.objectValue != nil else {
+                    throw ValidationError("\(file):\(number + 1): not a JSON object")
+                }
+                let value = json["value"] ?? json
+                var headers = (json["headers"]?.objectValue ?? [:]).sorted { $0.key < $1.key }.compactMap { name, value in
+                    value.stringValue.map { KafkaHeader(key: name, value: $0) }
+                }
+                for header in defaults where !headers.contains(where: { $0.key.lowercased() == header.key.lowercased() }) { headers.append(header) }
+                let key = headers.first { $0.key.lowercased() == "idempotency-key" }?.stringValue ?? "\(file):\(number + 1)"
+                messages.append(KafkaProducerMessage(topic: configuration.topics.triggerRequests, key: Array(key.utf8), value: value.canonicalBytes, headers: headers))
+            }
+            guard !messages.isEmpty else { throw ValidationError("\(file) has no requests") }
+            try await SendCommand.sendMany(configuration, messages)
+        }
+    }
+
+    /// Publishes `messages` a thousand at a time, with a progress line on standard error;
+    /// fails (exit 1) when any was not delivered, saying how many.
+    static func sendMany(_ configuration: WorkerConfiguration, _ messages: [KafkaProducerMessage]) async throws {
+        var logger = Logger(label: "trigger-worker-send")
+        logger.logLevel = .error
+        let producer = try KafkaProducer(configuration: KafkaProducerConfiguration(common: configuration.kafka), logger: logger)
+        let started = ContinuousClock.now
+        var sent = 0, failed = 0
+        var firstError: String?
+        for start in stride(from: 0, to: messages.count, by: 1000) {
+            let results = await producer.send(Array(messages[start..<min(start + 1000, messages.count)]))
+            for result in results {
+                switch result {
+                case .success: sent += 1
+                case .failure(let error): failed += 1; if firstError == nil { firstError = "\(error)" }
+                }
+            }
+            let seconds = max(0.001, Double((ContinuousClock.now - started).components.attoseconds) / 1e18 + Double((ContinuousClock.now - started).components.seconds))
+            FileHandleOutput.standardError(String(format: "\rsent %d/%d (%.0f/s)%@", sent, messages.count, Double(sent) / seconds, failed > 0 ? ", \(failed) failed" : ""))
+        }
+        try await producer.shutdown()
+        FileHandleOutput.standardError("\n")
+        print("sent \(sent) of \(messages.count) requests to \(configuration.topics.triggerRequests); follow them with `trigger-worker watch`")
+        if failed > 0 {
+            FileHandleOutput.standardError("\(failed) not delivered; the first: \(firstError ?? "?")\n")
+            throw ExitCode(1)
         }
     }
 

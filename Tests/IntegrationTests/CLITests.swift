@@ -55,6 +55,42 @@ struct CLITests {
             let json = try JSONValue.parse(Array(line.drop { $0 != " " }.dropFirst().utf8))
             #expect(json["data"]?["workflow_run_id"]?.stringValue == runIDs[0])
         }
+        // Many at once: --count with a progress line, and a file of requests (one with headers of its own).
+        let reader = try TestMember(group: "reader-\(suffix)", topics: ["rs-\(suffix)"])
+        reader.start()
+        defer { Task { await reader.stop() } }
+        let many = try WorkerProcess(arguments: ["send", "workflow-run", "--workflow", "early-stop", "--count", "40", "--idempotency-key", "bulk"], environment: environment)
+        defer { many.kill() }
+        #expect(try await many.waitForExit(timeout: .seconds(60)) == 0, "\(many.output.suffix(5))")
+        #expect(many.output.contains { $0.contains("sent 40/40") } && many.output.contains { $0.hasPrefix("sent 40 of 40 requests") }, "\(many.output.suffix(5))")
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("\(suffix).ndjson").path
+        try """
+        {"request_type": "workflow_run", "workflow_name": "early-stop"}
+
+        {"headers": {"Idempotency-Key": "from-file", "Request-Id": "file-req"}, "value": {"request_type": "workflow_run", "workflow_name": "early-stop"}}
+        {"request_type": "workflow_run", "workflow_name": "nope"}
+        """.write(toFile: file, atomically: true, encoding: .utf8)
+        let fromFile = try WorkerProcess(arguments: ["send", "requests", file], environment: environment)
+        defer { fromFile.kill() }
+        #expect(try await fromFile.waitForExit(timeout: .seconds(60)) == 0, "\(fromFile.output.suffix(5))")
+        let keys: @Sendable () -> [String: Int] = {
+            var statuses: [String: Int] = [:]
+            for message in reader.snapshot.received {
+                guard let json = try? JSONValue.parse(message.value ?? []), json["event_type"] == "TriggerRequest.Responded",
+                      let key = json[path: ["data", "request", "idempotency_key"]]?.stringValue, let status = json[path: ["data", "response", "status"]]?.intValue
+                else { continue }
+                statuses[key] = Int(status)
+            }
+            return statuses
+        }
+        try await reader.waitUntil("40 + 1 keyed answers", timeout: .seconds(60)) { _ in keys().count >= 41 }
+        let answered = keys()
+        #expect((1...40).allSatisfy { answered["bulk-\($0)"] == 201 }, "\(answered.keys.sorted().prefix(5))")
+        #expect(answered["from-file"] == 201)
+        try await reader.waitUntil("the file's two keyless answers", timeout: .seconds(30)) { state in
+            state.received.filter { (try? JSONValue.parse($0.value ?? []))?["event_type"] == "TriggerRequest.Responded" }.count >= 2 + 41 + 2
+        }
+
         worker.interrupt()
         #expect(try await worker.waitForExit(timeout: .seconds(15)) == 0)
     }
