@@ -49,9 +49,8 @@ enum APIRoutes {
     ) async -> Response {
         guard inFlight.enter() else { return busy() }
         defer { inFlight.leave() }
-        var headers: HTTPFields = [.contentType: "application/json"]
-        let (echo, _) = ReadAPI.requestID(request.headers[values: .requestID])
-        if let echo { headers[.requestID] = echo }
+        // An invalid Request-Id is answered by the decoder's §4 checks, in their order.
+        var (headers, _) = responseHeaders(request)
         var request = request
         let body: [UInt8]
         do {
@@ -83,9 +82,7 @@ enum APIRoutes {
     private static func answer(_ request: Request, _ reads: ReadAPI, _ logger: Logger, _ body: (Org) async throws -> APIAnswer) async -> Response {
         guard inFlight.enter() else { return busy() }
         defer { inFlight.leave() }
-        let (echo, problem) = ReadAPI.requestID(request.headers[values: .requestID])
-        var headers: HTTPFields = [.contentType: "application/json"]
-        if let echo { headers[.requestID] = echo }
+        let (headers, problem) = responseHeaders(request)
         if let problem { return response(problem, headers) }
         guard let org = reads.org(authorization: request.headers[.authorization]) else { return response(ReadAPI.unauthorized, headers) }
         do {
@@ -94,6 +91,15 @@ enum APIRoutes {
             logger.warning("An HTTP API read failed: the store did not answer", metadata: ["error": "\(error)", "path": "\(request.uri.path)"])
             return response(APIAnswer.storeUnavailable, headers)
         }
+    }
+
+    /// A JSON answer's headers, with the `Request-Id` echoed when it is valid; the 400
+    /// its §4 rules answer when it is not.
+    private static func responseHeaders(_ request: Request) -> (HTTPFields, problem: APIAnswer?) {
+        let (echo, problem) = ReadAPI.requestID(request.headers[values: .requestID])
+        var headers: HTTPFields = [.contentType: "application/json"]
+        if let echo { headers[.requestID] = echo }
+        return (headers, problem)
     }
 
     /// At most this many `/v1` requests are answered at once (each may hold a 1 MiB body

@@ -233,13 +233,7 @@ public final class KafkaConsumer: Service, Sendable {
     /// Whether a broker answers a metadata request for the topics this client knows
     /// (its subscriptions), not the whole cluster's: cheap enough for a readiness probe.
     public func brokerAnswers(timeout: Duration) async -> Bool {
-        let client = self.client
-        return await runBlocking {
-            var metadata: UnsafePointer<rd_kafka_metadata>?
-            let error = rd_kafka_metadata(client.handle, 0, nil, &metadata, Int32(clamping: timeout.milliseconds))
-            if let metadata { rd_kafka_metadata_destroy(metadata) }
-            return error == RD_KAFKA_RESP_ERR_NO_ERROR
-        }
+        (try? await partitionCounts(of: [], timeout: timeout)) != nil
     }
 
     /// Makes partitions of the ``KafkaConsumerEvent/partitionsAssigned(_:)`` being
@@ -260,11 +254,7 @@ public final class KafkaConsumer: Service, Sendable {
     /// is made) minus its position (the offset after the last record polled). Partitions
     /// read nothing from since their assignment are left out.
     public func lag() throws(KafkaError) -> [KafkaTopicPartition: Int64] {
-        var list: UnsafeMutablePointer<rd_kafka_topic_partition_list_t>?
-        let error = rd_kafka_assignment(client.handle, &list)
-        guard error == RD_KAFKA_RESP_ERR_NO_ERROR, let list else {
-            throw KafkaError(code: .broker, rdKafkaError: error, context: "reading the assignment failed")
-        }
+        let list = try assignmentList()
         defer { rd_kafka_topic_partition_list_destroy(list) }
         _ = rd_kafka_position(client.handle, list)
         var lags: [KafkaTopicPartition: Int64] = [:]
@@ -283,13 +273,19 @@ public final class KafkaConsumer: Service, Sendable {
 
     /// The partitions currently assigned to this consumer.
     public func assignment() throws(KafkaError) -> [KafkaTopicPartition] {
+        let list = try assignmentList()
+        defer { rd_kafka_topic_partition_list_destroy(list) }
+        return list.topicPartitions.sorted()
+    }
+
+    /// The assignment as librdkafka gives it (the caller destroys the list).
+    private func assignmentList() throws(KafkaError) -> UnsafeMutablePointer<rd_kafka_topic_partition_list_t> {
         var list: UnsafeMutablePointer<rd_kafka_topic_partition_list_t>?
         let error = rd_kafka_assignment(client.handle, &list)
         guard error == RD_KAFKA_RESP_ERR_NO_ERROR, let list else {
             throw KafkaError(code: .broker, rdKafkaError: error, context: "reading the assignment failed")
         }
-        defer { rd_kafka_topic_partition_list_destroy(list) }
-        return list.topicPartitions.sorted()
+        return list
     }
 }
 

@@ -282,7 +282,7 @@ struct SendCommand: AsyncParsableCommand {
                 case .failure(let error): failed += 1; if firstError == nil { firstError = "\(error)" }
                 }
             }
-            let seconds = max(0.001, Double((ContinuousClock.now - started).components.attoseconds) / 1e18 + Double((ContinuousClock.now - started).components.seconds))
+            let seconds = max(0.001, (ContinuousClock.now - started).seconds)
             FileHandleOutput.standardError(String(format: "\rsent %d/%d (%.0f/s)%@", sent, messages.count, Double(sent) / seconds, failed > 0 ? ", \(failed) failed" : ""))
         }
         try await producer.shutdown()

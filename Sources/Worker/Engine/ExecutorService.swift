@@ -102,13 +102,13 @@ public final class ExecutorService: Service, Sendable {
     private let backlogBatch: Int
 
     /// How long after such a batch intake still counts as busy.
-    static let busyFor = Duration.milliseconds(500)
+    static let busyForNanoseconds: UInt64 = 500_000_000
 
     /// Tells the executor that intake wrote a batch: runs were started (it looks for
     /// them), and a large batch means intake has a backlog.
     public func intakeWrote(messages: Int, startedRuns: Bool) {
         if messages >= backlogBatch {
-            intakeBusyUntil.store(DispatchTime.now().uptimeNanoseconds + UInt64(Self.busyFor.components.attoseconds / 1_000_000_000) + UInt64(Self.busyFor.components.seconds) * 1_000_000_000, ordering: .relaxed)
+            intakeBusyUntil.store(DispatchTime.now().uptimeNanoseconds + Self.busyForNanoseconds, ordering: .relaxed)
         }
         if startedRuns { doorbell.ring() }
     }

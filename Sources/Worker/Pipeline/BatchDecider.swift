@@ -92,8 +92,12 @@ struct BatchDecider: Sendable {
 
     // MARK: Deciding
 
-    /// The partition whose owner publishes what HTTP requests caused.
-    var httpOwner: PartitionID { PartitionID(topic: outputs.topics.triggerRequests, partition: 0) }
+    /// The partition whose owner publishes what an input caused: its own; for a request
+    /// over HTTP, which has none, the requests topic's partition 0, which every topic
+    /// has (one publisher, in order, for its outputs and its run's later ones).
+    func owner(of source: Source) -> PartitionID {
+        source.http == nil ? source.partitionID : PartitionID(topic: outputs.topics.triggerRequests, partition: 0)
+    }
 
     func decide(_ items: [(Source, Input)], snapshot: BatchSnapshot, now: Timestamp) -> Decision {
         var state = State(snapshot: snapshot, now: now)
@@ -123,20 +127,15 @@ struct BatchDecider: Sendable {
                 state.tally.ignored += 1
                 logger.debug("Ignored an event type the worker does not act on", metadata: Self.metadata(source, ["event_type": "\(type)"]))
             }
-            guard source.http == nil else {
-                // No place in a log, so no mark moves. Its outputs (and its run's later ones,
-                // through its task) are published by the owner of the requests topic's
-                // partition 0, which every topic has: one publisher, in order.
-                for index in outputsBefore..<state.writes.outbox.count where state.writes.outbox[index].source == nil {
-                    state.writes.outbox[index].source = httpOwner
-                }
-                state.tally.outcomes[MessageOutcome(topic: "http", outcome: state.tally.outcome(since: before)), default: 0] += 1
-                continue
-            }
             // The input's outputs are published by whoever owns its partition (a run's
             // events, by whoever owns the partition of the input that started the run).
             for index in outputsBefore..<state.writes.outbox.count where state.writes.outbox[index].source == nil {
-                state.writes.outbox[index].source = partition
+                state.writes.outbox[index].source = owner(of: source)
+            }
+            guard source.http == nil else {
+                // No place in a log: no mark moves.
+                state.tally.outcomes[MessageOutcome(topic: "http", outcome: state.tally.outcome(since: before)), default: 0] += 1
+                continue
             }
             state.watermarks[partition] = (expected: snapshot.watermarks[partition], next: source.offset + 1)
             state.tally.outcomes[MessageOutcome(topic: partition.topic, outcome: state.tally.outcome(since: before)), default: 0] += 1
@@ -373,7 +372,7 @@ struct BatchDecider: Sendable {
         answer.response = Response(status: 200, encodedBody: canceled.document)
         respond(answer, &state)
         // The run's events go with its other events: published by the owner of its input's partition, after them.
-        let source = task.source ?? (request.source.http == nil ? request.source.partitionID : httpOwner)
+        let source = task.source ?? owner(of: request.source)
         for event in canceled.events {
             state.writes.outbox.append(outputs.runEvent(event, orgID: runState.orgID, runID: runID, headers: runState.headers, source: source, now: state.now))
         }
@@ -466,7 +465,7 @@ struct BatchDecider: Sendable {
         ))
         let task = EngineTask(
             runID: run.id, orgID: orgID, dueAt: state.now, state: start.state.encoded,
-            source: source.http == nil ? PartitionID(topic: source.topic, partition: source.partition) : httpOwner
+            source: owner(of: source)
         )
         state.writes.tasks.append(task)
         state.runs[run.id] = RunSnapshot(record: state.writes.runs[state.writes.runs.count - 1], task: task)
