@@ -75,10 +75,8 @@ struct CLITests {
         #expect(try await fromFile.waitForExit(timeout: .seconds(60)) == 0, "\(fromFile.output.suffix(5))")
         let keys: @Sendable () -> [String: Int] = {
             var statuses: [String: Int] = [:]
-            for message in reader.snapshot.received {
-                guard let json = try? JSONValue.parse(message.value ?? []), json["event_type"] == "TriggerRequest.Responded",
-                      let key = json[path: ["data", "request", "idempotency_key"]]?.stringValue, let status = json[path: ["data", "response", "status"]]?.intValue
-                else { continue }
+            for data in reader.responded() {
+                guard let key = data[path: ["request", "idempotency_key"]]?.stringValue, let status = data[path: ["response", "status"]]?.intValue else { continue }
                 statuses[key] = Int(status)
             }
             return statuses
@@ -87,9 +85,7 @@ struct CLITests {
         let answered = keys()
         #expect((1...40).allSatisfy { answered["bulk-\($0)"] == 201 }, "\(answered.keys.sorted().prefix(5))")
         #expect(answered["from-file"] == 201)
-        try await reader.waitUntil("the file's two keyless answers", timeout: .seconds(30)) { state in
-            state.received.filter { (try? JSONValue.parse($0.value ?? []))?["event_type"] == "TriggerRequest.Responded" }.count >= 2 + 41 + 2
-        }
+        try await reader.waitUntil("the file's two keyless answers", timeout: .seconds(30)) { _ in reader.responded().count >= 2 + 41 + 2 }
 
         worker.interrupt()
         #expect(try await worker.waitForExit(timeout: .seconds(15)) == 0)

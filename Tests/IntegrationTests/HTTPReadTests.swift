@@ -107,31 +107,12 @@ struct HTTPReadTests {
         #expect(longID.status == 400 && longID.headers["request-id"] == nil)
 
         // An assessment created over Kafka, read over HTTP; another org's key gets 404.
-        let vendor = H.vendor()
-        let vendorID = try #require(vendor["id"]?.stringValue)
-        let event: JSONValue = [
-            "event_id": .string(Identifier.derive(prefix: "cbevt", from: [suffix])), "event_type": "Vendor.Created",
-            "occurred_at": .int(Int64(Date().timeIntervalSince1970)), "org_id": .string(H.orgA), "data": ["vendor": vendor],
-        ]
-        _ = try await client.send(KafkaProducerMessage(topic: topics["VENDOR_EVENTS_TOPIC"]!, key: Array(vendorID.utf8), value: event.canonicalBytes, headers: []))
-        let create = request(H.assessmentCreate(["vendor_id": .string(vendorID), "control_set_ids": []]), key: "assess-1")
-        // The vendor is in the directory once its event was handled: until then the request
-        // is answered 404 (not kept under its key), so it is sent again until the 201.
-        let responses: @Sendable () -> [JSONValue] = {
-            reader.snapshot.received.compactMap { message -> JSONValue? in
-                guard let value = message.value, let json = try? JSONValue.parse(value), json["event_type"] == "TriggerRequest.Responded",
-                      json[path: ["data", "request", "idempotency_key"]] == "assess-1" else { return nil }
-                return json[path: ["data", "response"]]
-            }
-        }
-        var assessment: JSONValue?
-        let deadline = ContinuousClock.now + .seconds(30)
-        while assessment == nil, ContinuousClock.now < deadline {
-            let before = responses().count
-            _ = try await client.send(create)
-            try await reader.waitUntil("the answer to assess-1") { _ in responses().count > before }
-            if let last = responses().last, last["status"] == 201 { assessment = last["body"] } else { try await Task.sleep(for: .milliseconds(300)) }
-        }
+        let vendorID = try await http.addVendor(client: client, reader: reader)
+        _ = try await client.send(request(H.assessmentCreate(["vendor_id": .string(vendorID), "control_set_ids": []]), key: "assess-1"))
+        try await reader.waitUntil("the answer to assess-1") { _ in !reader.responded(key: "assess-1").isEmpty }
+        let answer = try #require(reader.responded(key: "assess-1").first?["response"])
+        #expect(answer["status"] == 201, "\(answer)")
+        let assessment = answer["body"]
         try await client.shutdown()
         let assessmentID = try #require(assessment?["id"]?.stringValue)
         let read = try await O.get(port, "/v1/assessments/\(assessmentID)", headers: Self.keyA)

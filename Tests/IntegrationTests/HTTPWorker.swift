@@ -1,4 +1,7 @@
 import Foundation
+import Kafka
+import Testing
+import Workflows
 
 /// A `trigger-worker run` on fresh topics and a fresh SQLite store of the test run's
 /// broker, serving HTTP on a free port, and ready (`/readyz` is 200).
@@ -26,5 +29,38 @@ struct HTTPWorker {
             throw error
         }
         return HTTPWorker(process: process, port: port, topics: topics, suffix: suffix)
+    }
+}
+
+extension HTTPWorker {
+    /// Publishes a `Vendor.Created` of org A and returns its vendor id once the worker
+    /// has handled it: the vendor enters the directory in the batch that starts its
+    /// onboarding run, which `reader` (on the status topic) sees.
+    func addVendor(client: KafkaProducer, reader: TestMember) async throws -> String {
+        let vendor = WorkerHarness.vendor()
+        let vendorID = try #require(vendor["id"]?.stringValue)
+        let eventID = JSONValue.string(Identifier.derive(prefix: "cbevt", from: [suffix, vendorID]))
+        let event: JSONValue = [
+            "event_id": eventID, "event_type": "Vendor.Created", "occurred_at": .int(Int64(Date().timeIntervalSince1970)),
+            "org_id": .string(WorkerHarness.orgA), "data": ["vendor": vendor],
+        ]
+        _ = try await client.send(KafkaProducerMessage(topic: topics["VENDOR_EVENTS_TOPIC"]!, key: Array(vendorID.utf8), value: event.canonicalBytes, headers: []))
+        try await reader.waitUntil("the vendor's onboarding run") { state in
+            state.received.contains { (try? JSONValue.parse($0.value ?? []))?[path: ["data", "trigger", "event_id"]] == eventID }
+        }
+        return vendorID
+    }
+}
+
+extension TestMember {
+    /// The `data` of each `TriggerRequest.Responded` received for the `Idempotency-Key`
+    /// `key` (every one when `nil`), in order.
+    func responded(key: String? = nil) -> [JSONValue] {
+        snapshot.received.compactMap { message -> JSONValue? in
+            guard let json = try? JSONValue.parse(message.value ?? []), json["event_type"] == "TriggerRequest.Responded",
+                  key == nil || json[path: ["data", "request", "idempotency_key"]] == key.map(JSONValue.string)
+            else { return nil }
+            return json["data"]
+        }
     }
 }

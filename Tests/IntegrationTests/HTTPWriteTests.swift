@@ -30,13 +30,6 @@ struct HTTPWriteTests {
                 headers: [KafkaHeader(key: "Authorization", value: "Bearer \(H.keyA)"), KafkaHeader(key: "Idempotency-Key", value: key)]
             ))
         }
-        let responded: @Sendable (String) -> [JSONValue] = { key in
-            reader.snapshot.received.compactMap { message -> JSONValue? in
-                guard let value = message.value, let json = try? JSONValue.parse(value), json["event_type"] == "TriggerRequest.Responded",
-                      json[path: ["data", "request", "idempotency_key"]] == .string(key) else { return nil }
-                return json["data"]
-            }
-        }
         let keyA = ["Authorization": "Bearer \(H.keyA)"]
         let run: [UInt8] = Self.bytes(["input": ["n": 1]])
 
@@ -48,8 +41,8 @@ struct HTTPWriteTests {
         let runID = try #require(firstBody["workflow_run_id"]?.stringValue)
         #expect(firstBody["status"] == "started" && firstBody["input"] == ["n": 1])
         try await kafka(H.workflowRun("early-stop", input: ["n": 1]), key: "one")
-        try await reader.waitUntil("Kafka's answer to key one") { _ in !responded("one").isEmpty }
-        let overKafka = try #require(responded("one").first)
+        try await reader.waitUntil("Kafka's answer to key one") { _ in !reader.responded(key: "one").isEmpty }
+        let overKafka = try #require(reader.responded(key: "one").first)
         #expect(overKafka[path: ["response", "status"]] == 201 && overKafka["replayed"] == true)
         #expect(overKafka[path: ["response", "body"]] == firstBody, "the body HTTP answered")
         let again = try await O.post(port, "/v1/workflows/early-stop/run", body: run, headers: keyA.merging(["Idempotency-Key": "one"]) { $1 })
@@ -59,8 +52,8 @@ struct HTTPWriteTests {
 
         // Kafka first, then HTTP.
         try await kafka(H.workflowRun("early-stop", input: ["n": 3]), key: "two")
-        try await reader.waitUntil("Kafka's answer to key two") { _ in !responded("two").isEmpty }
-        let kafkaBody = try #require(responded("two").first?[path: ["response", "body"]])
+        try await reader.waitUntil("Kafka's answer to key two") { _ in !reader.responded(key: "two").isEmpty }
+        let kafkaBody = try #require(reader.responded(key: "two").first?[path: ["response", "body"]])
         let overHTTP = try await O.post(port, "/v1/workflows/early-stop/run", body: Self.bytes(["input": ["n": 3]]), headers: keyA.merging(["Idempotency-Key": "two"]) { $1 })
         #expect(overHTTP.status == 201 && overHTTP.headers["idempotent-replayed"] == "true")
         try #expect(try Self.json(overHTTP.body) == kafkaBody)
@@ -75,7 +68,7 @@ struct HTTPWriteTests {
         let started = reader.snapshot.received.compactMap { try? JSONValue.parse($0.value ?? []) }.first { $0["event_type"] == "WorkflowRun.Started" && $0[path: ["data", "workflow_run_id"]] == .string(runID) }
         #expect(started?[path: ["data", "trigger", "source"]] == ["http": "POST /v1/workflows/early-stop/run"])
         #expect(started?[path: ["data", "trigger", "request_id"]] == "req-1")
-        #expect(responded("one").count == 1, "only Kafka's request was answered on the topic")
+        #expect(reader.responded(key: "one").count == 1, "only Kafka's request was answered on the topic")
 
         // The §4 rows over HTTP.
         let noKey = try await O.post(port, "/v1/workflows/early-stop/run", body: run)
@@ -101,18 +94,7 @@ struct HTTPWriteTests {
         #expect(try await O.post(port, "/v1/workflows/runs/not-a-run/cancel", body: []).status == 401, "the key first")
 
         // An assessment over HTTP (its vendor known from an event), then its run read back.
-        let vendor = H.vendor()
-        let vendorID = try #require(vendor["id"]?.stringValue)
-        let event: JSONValue = [
-            "event_id": .string(Identifier.derive(prefix: "cbevt", from: [suffix])), "event_type": "Vendor.Created",
-            "occurred_at": .int(Int64(Date().timeIntervalSince1970)), "org_id": .string(H.orgA), "data": ["vendor": vendor],
-        ]
-        _ = try await client.send(KafkaProducerMessage(topic: topics["VENDOR_EVENTS_TOPIC"]!, key: Array(vendorID.utf8), value: event.canonicalBytes, headers: []))
-        // The vendor is in the directory once its event was handled: its onboarding run starts in that batch.
-        let eventID = try #require(event["event_id"])
-        try await reader.waitUntil("the vendor's onboarding run") { state in
-            state.received.contains { (try? JSONValue.parse($0.value ?? []))?[path: ["data", "trigger", "event_id"]] == eventID }
-        }
+        let vendorID = try await http.addVendor(client: client, reader: reader)
         let create = Self.bytes(["vendor_id": .string(vendorID), "control_set_ids": []])
         let assessment = try await O.post(port, "/v1/assessments", body: create, headers: keyA.merging(["Idempotency-Key": "assess-http"]) { $1 })
         #expect(assessment.status == 201, "\(assessment.body)")

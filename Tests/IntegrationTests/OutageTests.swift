@@ -127,17 +127,17 @@ final class OwnBroker: @unchecked Sendable {
     /// be polite); with a proxy, kills the proxy instead (the network path is cut).
     func stop() async {
         if brokerPort != nil, let proxy, proxy.isRunning {
-            kill(proxy.processIdentifier, SIGKILL)
-            await withCheckedContinuation { continuation in
-                DispatchQueue.global().async {
-                    proxy.waitUntilExit()
-                    continuation.resume()
-                }
-            }
+            await Self.killAndWait(proxy)
             self.proxy = nil
             return
         }
         guard let process, process.isRunning else { return }
+        await Self.killAndWait(process)
+        self.process = nil
+    }
+
+    /// SIGKILL, and the process's exit awaited.
+    private static func killAndWait(_ process: Process) async {
         kill(process.processIdentifier, SIGKILL)
         await withCheckedContinuation { continuation in
             DispatchQueue.global().async {
@@ -145,7 +145,6 @@ final class OwnBroker: @unchecked Sendable {
                 continuation.resume()
             }
         }
-        self.process = nil
     }
 }
 
