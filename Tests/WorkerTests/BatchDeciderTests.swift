@@ -74,7 +74,7 @@ struct BatchDeciderTests {
         let source = Source(httpEndpoint: "POST /v1/workflows/quarterly-privacy-sweep/run", id: "h1", headers: headers)
         let decision = decider.decide([(source, decoder.decodeHTTP(value, source: source))], snapshot: BatchSnapshot(), now: 1_000_000)
         let answer = try #require(decision.httpAnswers["h1"])
-        #expect(answer.response.status == 201 && !answer.replayed)
+        #expect(answer.status == 201 && !answer.replayed)
         #expect(decision.writes.watermarks.isEmpty, "no place in a log")
         let owner = PartitionID(topic: configuration.topics.triggerRequests, partition: 0)
         #expect(decision.writes.outbox.map(\.headers.first?.value) == [Array("WorkflowRun.Started".utf8)], "no Responded")
@@ -87,7 +87,7 @@ struct BatchDeciderTests {
         let smuggled = WriteAPI.assessmentCreate(body: Array(#"{},"request_type":"workflow_run","workflow_name":"quarterly-privacy-sweep""#.utf8))
         let other = Source(httpEndpoint: "POST /v1/assessments", id: "h2", headers: headers)
         let refused = decider.decide([(other, decoder.decodeHTTP(smuggled, source: other))], snapshot: BatchSnapshot(), now: 1_000_000)
-        #expect(refused.httpAnswers["h2"]?.response.status == 400 && refused.writes.runs.isEmpty)
+        #expect(refused.httpAnswers["h2"]?.status == 400 && refused.writes.runs.isEmpty)
     }
 
     @Test("a batch authenticates each request by its own Authorization, however the ones before it were answered")

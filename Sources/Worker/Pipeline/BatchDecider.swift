@@ -57,14 +57,7 @@ struct BatchDecider: Sendable {
         var writes: BatchWrites
         var tally: Tally
         /// The answers of the requests that came over HTTP, by their minted id.
-        var httpAnswers: [String: HTTPRequestAnswer] = [:]
-    }
-
-    /// What an HTTP request is answered: the response, and whether it is a replay.
-    struct HTTPRequestAnswer: Sendable, Hashable {
-        var response: Response
-        var replayed: Bool
-        var fingerprintMismatch: Bool
+        var httpAnswers: [String: HTTPAnswer] = [:]
     }
 
     // MARK: What to read
@@ -158,7 +151,7 @@ struct BatchDecider: Sendable {
         /// The epoch of the log of the input being decided (ids derive from it).
         var epoch: Int64 = 0
         /// HTTP requests' answers, by their minted id.
-        var httpAnswers: [String: HTTPRequestAnswer] = [:]
+        var httpAnswers: [String: HTTPAnswer] = [:]
 
         init(snapshot: BatchSnapshot, now: Timestamp) {
             records = snapshot.records
@@ -405,7 +398,7 @@ struct BatchDecider: Sendable {
         let response = answer.response
         if let http = source.http {
             // Over HTTP the answer is the response itself: no Responded event (§8).
-            state.httpAnswers[http.id] = HTTPRequestAnswer(response: response, replayed: replayed, fingerprintMismatch: fingerprintMismatch)
+            state.httpAnswers[http.id] = HTTPAnswer(status: response.status, body: response.body, replayed: replayed, fingerprintMismatch: fingerprintMismatch)
         } else {
         state.writes.outbox.append(outputs.event(
             id: eventID, type: "TriggerRequest.Responded", orgID: answer.orgID, key: key, now: state.now, source: source, idempotencyKey: answer.idempotencyKey

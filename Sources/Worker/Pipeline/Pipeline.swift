@@ -288,7 +288,7 @@ public final class Pipeline: BatchHandler {
             guard let answer = decision.httpAnswers[id] else {
                 throw StoreError(code: .unavailable, message: "the HTTP request was decided without an answer")
             }
-            return HTTPAnswer(status: answer.response.status, body: answer.response.body, replayed: answer.replayed, fingerprintMismatch: answer.fingerprintMismatch)
+            return answer
         }
     }
 
