@@ -2,7 +2,8 @@
 # Runs every test against a throw-away broker and a private PostgreSQL: starts
 # Tansu on a free loopback port and a PostgreSQL cluster in a scratch directory
 # (scripts/postgres.sh), exports KAFKA_BROKERS and TEST_POSTGRES_URL, validates
-# docker/compose.yaml against the Compose Specification schema, runs `swift test`,
+# docker/compose.yaml against the Compose Specification schema and schemas/ with
+# scripts/schemas.sh, runs `swift test`,
 # and stops the broker and the database even when the tests fail. The tests'
 # databases go to the run's temporary directory, removed at the end. Exits with
 # the first failure's exit code.
@@ -15,6 +16,10 @@ swift build --build-tests || exit $?
 
 echo "==> checking docker/compose.yaml"
 scripts/validate-compose.sh || exit $?
+
+# Also installs the validator the integration tests use (scripts/schemas.py serve).
+echo "==> checking schemas/"
+scripts/schemas.sh check || exit $?
 
 scratch=$(mktemp -d "${TMPDIR:-/tmp}/trigger-worker-tests.XXXXXX")
 port=""

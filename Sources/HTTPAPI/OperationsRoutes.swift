@@ -8,7 +8,7 @@ import ServiceLifecycle
 import Store
 import Worker
 
-/// `GET /healthz`, `GET /readyz` and `GET /metrics` (contract §8).
+/// `GET /healthz`, `GET /readyz`, `GET /metrics` and `GET /openapi.json` (contract §8).
 enum OperationsRoutes {
     /// - Parameter registry: what `/metrics` serves (the registry the process's metrics were bootstrapped with).
     static func add(to router: Router<BasicRequestContext>, services: WorkerServices, registry: PrometheusCollectorRegistry) {
@@ -22,6 +22,11 @@ enum OperationsRoutes {
                 return text(.serviceUnavailable, "not ready: " + failures.joined(separator: "; ") + "\n")
             }
             return text(.ok, "ready\n")
+        }
+        // Built once: the self-contained OpenAPI 3.1 document of schemas/ (scripts/schemas.py bundle).
+        let openAPI = ByteBuffer(string: OpenAPIDocument.json)
+        router.get("openapi.json") { _, _ -> Response in
+            Response(status: .ok, headers: [.contentType: "application/json"], body: ResponseBody(byteBuffer: openAPI))
         }
         let sampled = SampledGauges(store: services.store, consumer: services.consumer)
         router.get("metrics") { _, _ -> Response in

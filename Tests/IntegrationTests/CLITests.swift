@@ -87,6 +87,13 @@ struct CLITests {
         #expect(answered["from-file"] == 201)
         try await reader.waitUntil("the file's two keyless answers", timeout: .seconds(30)) { _ in reader.responded().count >= 2 + 41 + 2 }
 
+        // What send published is what trigger-request.schema.json describes, headers included.
+        let published = try TestMember(group: "requests-\(suffix)", topics: ["tr-\(suffix)"])
+        published.start()
+        defer { Task { await published.stop() } }
+        try await published.waitUntil("every request send published", timeout: .seconds(30)) { $0.received.count >= 2 + 40 + 3 }
+        await SchemaCheck.checkRequests(published.snapshot.received)
+
         worker.interrupt()
         #expect(try await worker.waitForExit(timeout: .seconds(15)) == 0)
     }

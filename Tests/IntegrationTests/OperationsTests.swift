@@ -34,7 +34,10 @@ struct OperationsTests {
         let http = response as? HTTPURLResponse
         var fields: [String: String] = [:]
         for (name, value) in http?.allHeaderFields ?? [:] { fields[String(describing: name).lowercased()] = String(describing: value) }
-        return (http?.statusCode ?? 0, String(decoding: data, as: UTF8.self), fields)
+        let answer = (status: http?.statusCode ?? 0, body: String(decoding: data, as: UTF8.self), headers: fields)
+        // Every answer is what schemas/openapi.json documents for it.
+        await SchemaCheck.checkHTTP(method: method, path: path, status: answer.status, headers: fields, body: answer.body)
+        return answer
     }
 
     /// Asks `path` until `condition` holds for its answer (the worker is another process:
@@ -110,7 +113,7 @@ struct OperationsTests {
         return matching.isEmpty ? nil : matching.reduce(0) { $0 + $1.value }
     }
 
-    @Test("/healthz answers while the process serves; /readyz is 200 once the group is joined, 503 while the broker is away and 200 again after; /metrics is Prometheus text whose counters move")
+    @Test("/healthz answers while the process serves; /openapi.json is the bundle of schemas/; /readyz is 200 once the group is joined, 503 while the broker is away and 200 again after; /metrics is Prometheus text whose counters move")
     func operations() async throws {
         // Behind a proxy: the outage cuts the network, the broker keeps its topics.
         let broker = try OwnBroker(proxied: true)
@@ -129,6 +132,10 @@ struct OperationsTests {
 
         try await worker.waitForOutput("the HTTP surface", timeout: .seconds(30)) { lines in lines.contains { $0.contains("HTTP surface listening") } }
         #expect(try await Self.get(port, "/healthz").status == 200)
+        // The API's own description: the bundle of schemas/, a valid OpenAPI 3.1 document.
+        let openAPI = try await Self.get(port, "/openapi.json")
+        #expect(openAPI.status == 200)
+        #expect(await SchemaCheck.openAPIProblems(openAPI.body) == [])
         try await worker.waitForOutput("the group join", timeout: .seconds(30)) { lines in lines.contains { $0.contains("Joined the consumer group") } }
         try await Self.waitFor("ready", port: port, "/readyz", timeout: .seconds(10)) { status, _ in status == 200 }
 

@@ -83,6 +83,8 @@ final class TestMember: Sendable {
             case .partitionsAssigned(let partitions):
                 state.withLock { $0.assigned.formUnion(partitions) }
             case .messages(let batch):
+                // Checked before the test can see them: a message its schema rejects fails the test.
+                await SchemaCheck.check(batch)
                 if commitBatches {
                     do {
                         try await consumer.commit(batch.nextOffsets)

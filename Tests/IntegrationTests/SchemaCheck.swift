@@ -1,0 +1,175 @@
+import Dispatch
+import Foundation
+import Kafka
+import Synchronization
+import Testing
+import Workflows
+
+/// Holds what the integration tests see to `schemas/`: every message read from a
+/// worker's status topic (`rs-…`) or dead-letter topic (`dl-…`) and every HTTP answer
+/// is checked by a real JSON Schema 2020-12 validator (Python's `jsonschema`, run as
+/// `scripts/schemas.py serve`, one process for the test run). A problem is recorded as
+/// an issue of the test that saw the message, so a schema cannot drift from the code.
+enum SchemaCheck {
+    /// The schema of the messages of `topic`, if the tests' naming says it is a worker's output topic.
+    static func messageKind(ofTopic topic: String) -> String? {
+        if topic.hasPrefix("rs-") { return "status-event" }
+        if topic.hasPrefix("dl-") { return "dead-letter" }
+        return nil
+    }
+
+    /// Records an issue for each message of `batch` that its topic's schema rejects.
+    static func check(_ batch: [KafkaMessage]) async {
+        var requests: [JSONValue] = []
+        var what: [String] = []
+        for message in batch {
+            guard let kind = messageKind(ofTopic: message.topic) else { continue }
+            what.append("\(kind) at \(message.topic)/\(message.partition)@\(message.offset)")
+            switch kind {
+            case "dead-letter":
+                // The headers, lower-cased, as the schema describes them (the value is the input's).
+                var headers: [String: JSONValue] = [:]
+                for header in message.headers { headers[header.key.lowercased()] = .string(String(decoding: header.value ?? [], as: UTF8.self)) }
+                requests.append(["message": "dead-letter", "instance": .object(headers)])
+            default:
+                guard let value = try? JSONValue.parse(message.value ?? []) else {
+                    requests.append(["message": .string(kind), "instance": .string("(not JSON: \(message.value?.count ?? 0) bytes)")])
+                    continue
+                }
+                requests.append(["message": .string(kind), "instance": value])
+            }
+        }
+        guard !requests.isEmpty else { return }
+        record(await validator.errors(requests), what)
+    }
+
+    /// Records an issue for each trigger request of `messages` (value and headers) that
+    /// `trigger-request.schema.json` rejects: for inputs the tests know to be well formed,
+    /// such as those `trigger-worker send` publishes.
+    static func checkRequests(_ messages: [KafkaMessage]) async {
+        var requests: [JSONValue] = []
+        var what: [String] = []
+        for message in messages {
+            var headers: [String: JSONValue] = [:]
+            for header in message.headers { headers[header.key.lowercased()] = .string(String(decoding: header.value ?? [], as: UTF8.self)) }
+            let value = (try? JSONValue.parse(message.value ?? [])) ?? .string("(not JSON)")
+            requests += [["message": "trigger-request", "instance": value], ["message": "trigger-request-headers", "instance": .object(headers)]]
+            what += ["trigger request at \(message.topic)/\(message.partition)@\(message.offset)", "its headers"]
+        }
+        record(await validator.errors(requests), what)
+    }
+
+    /// Records an issue when the HTTP answer is not what `schemas/openapi.json` documents
+    /// for `method path` (status, content type, headers, body).
+    static func checkHTTP(method: String, path: String, status: Int, headers: [String: String], body: String) async {
+        let request: JSONValue = [
+            "http": [
+                "method": .string(method), "path": .string(path), "status": .int(Int64(status)),
+                "content_type": .string(headers["content-type"] ?? ""), "headers": .object(headers.mapValues(JSONValue.string)),
+            ],
+            "body": .string(body),
+        ]
+        record(await validator.errors([request]), ["\(method) \(path) → \(status)"])
+    }
+
+    /// The problems the validator finds in the body `GET /openapi.json` served: not the
+    /// bundle of `schemas/`, or not a valid OpenAPI 3.1 document.
+    static func openAPIProblems(_ served: String) async -> [String] {
+        (await validator.errors([["openapi": .string(served)]])).first ?? []
+    }
+
+    /// The validator's answers to `requests`, one list of problems each (empty: valid).
+    static func errors(_ requests: [JSONValue]) async -> [[String]] { await validator.errors(requests) }
+
+    private static func record(_ answers: [[String]], _ what: [String]) {
+        for (problems, what) in zip(answers, what) where !problems.isEmpty {
+            let listed = problems.prefix(10).joined(separator: "\n  ")
+            Issue.record("schema: \(what) does not match schemas/:\n  \(listed)")
+        }
+    }
+
+    private static let validator = Validator()
+
+    /// One `scripts/schemas.py serve` for the test run, fed through a serial queue: its
+    /// pipes are read and written with blocking calls, off the concurrency pool.
+    final class Validator: Sendable {
+        private struct Running: @unchecked Sendable {
+            let process: Process
+            let input: FileHandle
+            let output: FileHandle
+            var buffered: [UInt8] = []
+        }
+        private let queue = DispatchQueue(label: "schema-validator")
+        private let state = Mutex<Result<Running, ValidatorUnavailable>?>(nil)
+
+        struct ValidatorUnavailable: Error, CustomStringConvertible { let description: String }
+
+        func errors(_ requests: [JSONValue]) async -> [[String]] {
+            await withCheckedContinuation { continuation in
+                queue.async { continuation.resume(returning: self.exchange(requests)) }
+            }
+        }
+
+        /// Writes every request, then reads as many answers (on `queue` only).
+        private func exchange(_ requests: [JSONValue]) -> [[String]] {
+            state.withLock { state in
+                if state == nil { state = Self.start() }
+                guard case .success(var running) = state else {
+                    if case .failure(let failure) = state { return requests.map { _ in ["the schema validator is not available: \(failure)"] } }
+                    return []
+                }
+                var lines: [UInt8] = []
+                for request in requests { lines += request.canonicalBytes + [0x0A] }
+                do {
+                    try running.input.write(contentsOf: Data(lines))
+                    var answers: [[String]] = []
+                    for _ in requests {
+                        let line = try Self.readLine(&running)
+                        let errors = (try? JSONValue.parse(line))?["errors"]?.arrayValue?.compactMap(\.stringValue)
+                        answers.append(errors ?? ["the validator answered something else: \(String(decoding: line.prefix(200), as: UTF8.self))"])
+                    }
+                    state = .success(running)
+                    return answers
+                } catch {
+                    state = .failure(ValidatorUnavailable(description: "scripts/schemas.py serve stopped: \(error)"))
+                    return requests.map { _ in ["the schema validator stopped: \(error)"] }
+                }
+            }
+        }
+
+        private static func readLine(_ running: inout Running) throws -> [UInt8] {
+            while true {
+                if let newline = running.buffered.firstIndex(of: 0x0A) {
+                    let line = Array(running.buffered[..<newline])
+                    running.buffered.removeSubrange(...newline)
+                    return line
+                }
+                let chunk = running.output.availableData
+                guard !chunk.isEmpty else { throw ValidatorUnavailable(description: "its output ended") }
+                running.buffered += chunk
+            }
+        }
+
+        private static func start() -> Result<Running, ValidatorUnavailable> {
+            let root = WorkerProcess.root
+            let python = root.appendingPathComponent(".venv/bin/python").path
+            guard FileManager.default.isExecutableFile(atPath: python) else {
+                return .failure(ValidatorUnavailable(description: "\(python) is missing: run scripts/schemas.sh check (make test does) to install the validators"))
+            }
+            // A validator that died must be an error of the write, not the end of the test run.
+            signal(SIGPIPE, SIG_IGN)
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: python)
+            process.arguments = [root.appendingPathComponent("scripts/schemas.py").path, "serve"]
+            let input = Pipe(), output = Pipe()
+            process.standardInput = input
+            process.standardOutput = output
+            do {
+                try process.run()
+            } catch {
+                return .failure(ValidatorUnavailable(description: "\(python) scripts/schemas.py serve did not start: \(error)"))
+            }
+            return .success(Running(process: process, input: input.fileHandleForWriting, output: output.fileHandleForReading))
+        }
+    }
+}
