@@ -14,8 +14,14 @@ public struct HTTPSurface: Service {
     ///   - port: the port to listen on, on every interface.
     ///   - registry: what `/metrics` serves (the registry the process's metrics were bootstrapped with).
     ///   - maxBodyBytes: the largest body a write takes (`MAX_MESSAGE_BYTES`); a larger one is answered 413.
-    public init(port: Int, host: String = "0.0.0.0", services: WorkerServices, orgs: OrgDirectory, maxBodyBytes: Int, registry: PrometheusCollectorRegistry, logger: Logger) {
+    /// - Parameter tracing: whether a server span is made per request (spans are exported).
+    public init(
+        port: Int, host: String = "0.0.0.0", services: WorkerServices, orgs: OrgDirectory, maxBodyBytes: Int, registry: PrometheusCollectorRegistry,
+        tracing: Bool = false, logger: Logger
+    ) {
         let router = Router()
+        // The request's span, a child of its traceparent; the write's own span is its child.
+        if tracing { router.add(middleware: TracingMiddleware()) }
         OperationsRoutes.add(to: router, services: services, registry: registry)
         APIRoutes.add(to: router, reads: ReadAPI(orgs: orgs, store: services.store), pipeline: services.pipeline, maxBodyBytes: maxBodyBytes, logger: logger)
         application = Application(

@@ -547,6 +547,8 @@ private final class CountingHandler: BatchHandler {
 
     func ready() async throws { try await wrapped.ready() }
 
+    func discard(_ prepared: Wrapped.Prepared) { wrapped.discard(prepared) }
+
     func partitionsAssigned(_ partitions: [KafkaTopicPartition], consumer: KafkaConsumer) async throws -> [KafkaTopicPartition: Int64] {
         try await wrapped.partitionsAssigned(partitions, consumer: consumer)
     }

@@ -27,7 +27,7 @@ struct RunCommand: AsyncParsableCommand {
         // A file that may not grow (a full disk, a file-size limit) is a store error
         // the worker reports and stops on, not a signal that kills it unannounced.
         signal(SIGXFSZ, SIG_IGN)
-        let configuration = try loadConfiguration(config)
+        var configuration = try loadConfiguration(config)
         LoggingBootstrap.bootstrap(configuration)
         let logger = Logger(label: "trigger-worker")
         // Once per process: every metric the worker records lands here, for GET /metrics.
@@ -62,7 +62,17 @@ struct RunCommand: AsyncParsableCommand {
             logger.critical("Cannot open the store", metadata: [LogKey.error: "\(error)"])
             throw ExitCode(1)
         }
-        let failure = await Self.serve(configuration: configuration, orgs: orgs, catalog: catalog, store: store, registry: registry, logger: logger)
+        var tracing: (any Service)?
+        do {
+            tracing = try TracingBootstrap.bootstrap(environment: ProcessInfo.processInfo.environment, logger: logger)
+        } catch {
+            logger.critical("Cannot export spans; check the OTEL_* variables", metadata: [LogKey.error: "\(error)"])
+            throw ExitCode(1)
+        }
+        configuration.traceInputs = tracing != nil
+        let failure = await Self.serve(
+            configuration: configuration, orgs: orgs, catalog: catalog, store: store, registry: registry, observability: tracing.map { [$0] } ?? [], logger: logger
+        )
         // The clients are released by now; librdkafka destroys them on threads of their
         // own, which still log through Swift: exiting before they are done would tear the
         // runtime down under them (a trap at exit instead of a clean status).
@@ -82,16 +92,20 @@ struct RunCommand: AsyncParsableCommand {
     /// Runs the worker's services until they stop; returns why, when a service failed.
     /// Everything it builds is released when it returns.
     private static func serve(
-        configuration: WorkerConfiguration, orgs: OrgDirectory, catalog: WorkflowCatalog, store: any Store, registry: PrometheusCollectorRegistry, logger: Logger
+        configuration: WorkerConfiguration, orgs: OrgDirectory, catalog: WorkflowCatalog, store: any Store, registry: PrometheusCollectorRegistry,
+        observability: [any Service], logger: Logger
     ) async -> (any Error)? {
         do {
             let services = try WorkerServices(configuration: configuration, orgs: orgs, catalog: catalog, store: store, logger: logger)
             let watchdog = ShutdownWatchdog(grace: configuration.shutdownGrace, logger: logger)
             // HTTP_PORT=0 turns the HTTP surface off (tests and the bench run many workers).
             let surfaces: [any Service] = configuration.httpPort == 0 ? [] : [
-                HTTPSurface(port: configuration.httpPort, services: services, orgs: orgs, maxBodyBytes: configuration.maxMessageBytes, registry: registry, logger: logger),
+                HTTPSurface(
+                    port: configuration.httpPort, services: services, orgs: orgs, maxBodyBytes: configuration.maxMessageBytes, registry: registry,
+                    tracing: configuration.traceInputs, logger: logger
+                ),
             ]
-            try await services.serviceGroup(signals: [.sigterm, .sigint], watchdog: watchdog, surfaces: surfaces).run()
+            try await services.serviceGroup(signals: [.sigterm, .sigint], watchdog: watchdog, surfaces: surfaces, observability: observability).run()
             return nil
         } catch {
             return error

@@ -12,7 +12,8 @@ struct HTTPWorker {
     let topics: [String: String]
     let suffix: String
 
-    static func start(_ prefix: String) async throws -> HTTPWorker {
+    /// - Parameter extra: more environment variables for the worker (they win).
+    static func start(_ prefix: String, environment extra: [String: String] = [:]) async throws -> HTTPWorker {
         let suffix = TestBroker.uniqueName(prefix)
         let topics = ["VENDOR_EVENTS_TOPIC": "ve-\(suffix)", "TRIGGER_REQUESTS_TOPIC": "tr-\(suffix)", "RUN_STATUS_TOPIC": "rs-\(suffix)", "DLQ_TOPIC": "dl-\(suffix)"]
         let port = try OwnBroker.freePort()
@@ -21,7 +22,7 @@ struct HTTPWorker {
             "WORKFLOWS_DIR": "\(WorkerHarness.fixtures)/workflows", "ORGS_FILE": "\(WorkerHarness.fixtures)/orgs.yaml",
             "STORE_URL": "sqlite://\(FileManager.default.temporaryDirectory.path)/\(suffix).sqlite",
             "RDKAFKA_MAX_POLL_INTERVAL_MS": "6000", "RDKAFKA_SESSION_TIMEOUT_MS": "6000", "LOG_FORMAT": "json", "HTTP_PORT": "\(port)",
-        ]) { $1 })
+        ]) { $1 }.merging(extra) { $1 })
         do {
             try await OperationsTests.waitFor("ready", port: port, "/readyz", timeout: .seconds(60)) { status, _ in status == 200 }
         } catch {

@@ -62,6 +62,9 @@ public struct WorkerConfiguration: Sendable {
     public var idempotencyMismatch = IdempotencyMismatchPolicy.replay
     /// `HTTP_PORT`, default 8080; 0 disables the HTTP surface.
     public var httpPort = 8080
+    /// Whether a span is made per input (``InputSpans``): set by `run` when it exports
+    /// spans over OTLP (`OTEL_EXPORTER_OTLP_ENDPOINT`); not a key of its own.
+    public var traceInputs = false
     /// `SHUTDOWN_GRACE`, default 30 s: after SIGTERM or a fatal error the process exits within this.
     public var shutdownGrace: Duration = .seconds(30)
     /// `RUN_RETENTION`, default 30 days: finished runs and assessments are pruned this long after they ended.

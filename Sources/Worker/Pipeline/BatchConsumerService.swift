@@ -93,6 +93,7 @@ public struct BatchConsumerService<Handler: BatchHandler>: Service {
                 var prepared = try await handler.prepare(batch, after: inFlight?.prepared)
                 if try await !settle(&inFlight, positions: &positions) {
                     // The previous batch was decided again: what this one saw of it is stale.
+                    handler.discard(prepared)
                     prepared = try await handler.prepare(batch, after: nil)
                 }
                 let offsets = batch.nextOffsets
@@ -213,6 +214,9 @@ public protocol BatchHandler: Sendable {
     /// order, each after the previous returned.
     func write(_ prepared: Prepared) async throws -> BatchWriteResult
 
+    /// Drops a prepared batch that will not be written (it is prepared again).
+    func discard(_ prepared: Prepared)
+
     /// Returns once batches can be handled (the store is migrated).
     func ready() async throws
 
@@ -224,6 +228,8 @@ public protocol BatchHandler: Sendable {
 
 extension BatchHandler {
     public func ready() async throws {}
+
+    public func discard(_ prepared: Prepared) {}
 
     /// Prepares and writes one batch (no overlap).
     public func handle(_ batch: [KafkaMessage]) async throws {

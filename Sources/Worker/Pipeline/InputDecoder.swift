@@ -17,6 +17,8 @@ struct InputDecoder: Sendable {
     /// records may have expired, so they must not start work again.
     var idempotencyTTL: Duration
     var orgs: OrgDirectory
+    /// Starts each input's span, when spans are made.
+    var spans: InputSpans
 
     /// How far in the future an event's `occurred_at` may be (clock skew).
     static let maxFutureSkew: Int64 = 300
@@ -28,6 +30,7 @@ struct InputDecoder: Sendable {
         maxMessageBytes = configuration.maxMessageBytes
         idempotencyTTL = configuration.idempotencyTTL
         self.orgs = orgs
+        spans = InputSpans(enabled: configuration.traceInputs)
     }
 
     /// Decodes a batch, in order, at `now` (milliseconds). Requests that carry the
@@ -36,7 +39,8 @@ struct InputDecoder: Sendable {
     func decode(_ batch: [KafkaMessage], now: Timestamp) -> [(Source, Input)] {
         var keys = KnownKey()
         return batch.map { message in
-            let source = Source(message)
+            var source = Source(message)
+            spans.start(&source)
             let input = message.topic == topics.vendorEvents
                 ? decodeVendorEvent(message, source: source, now: now)
                 : decodeRequest(message.value ?? [], source: source, keys: &keys)

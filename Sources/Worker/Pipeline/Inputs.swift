@@ -1,5 +1,6 @@
 import Kafka
 import Store
+import Tracing
 import Workflows
 
 /// Where an input came from, and what of it is echoed into outputs.
@@ -14,9 +15,14 @@ struct Source: Sendable {
     /// Why the `Request-Id` is not valid, when it is present and is not (answered 400).
     let requestIDProblem: String?
     /// The `traceparent` the input's outputs carry, when the input's is valid W3C trace
-    /// context: the same trace, and the span that handled the input (its id derived from
-    /// the input's coordinates) as their parent.
-    let traceparent: [UInt8]?
+    /// context: the same trace, and the span that handled the input as their parent (the
+    /// exported span's id when spans are made, ``InputSpans``; else an id derived from
+    /// the input's coordinates).
+    var traceparent: [UInt8]?
+    /// The input's own `traceparent`, when it is valid.
+    let incomingTraceparent: [UInt8]?
+    /// The span that handles the input, when spans are made (``InputSpans``).
+    var span: (any Span)?
     /// For a request over HTTP: its method and path (`POST /v1/…`) and an id minted for
     /// it; `nil` for a Kafka message. Such an input has no place in a log: no watermark,
     /// no `TriggerRequest.Responded` (its answer is the HTTP response), no dead letter.
@@ -30,7 +36,8 @@ struct Source: Sendable {
         key = nil
         self.headers = headers
         (requestID, requestIDProblem) = HeaderRules.requestID(headers)
-        traceparent = HeaderRules.traceparent(headers).map { HeaderRules.child(of: $0, seed: ["http", id]) }
+        incomingTraceparent = HeaderRules.traceparent(headers)
+        traceparent = incomingTraceparent.map { HeaderRules.child(of: $0, seed: ["http", id]) }
         http = (endpoint, id)
     }
 
@@ -42,7 +49,8 @@ struct Source: Sendable {
         key = message.key
         headers = message.headers
         (requestID, requestIDProblem) = HeaderRules.requestID(message.headers)
-        traceparent = HeaderRules.traceparent(message.headers).map {
+        incomingTraceparent = HeaderRules.traceparent(message.headers)
+        traceparent = incomingTraceparent.map {
             HeaderRules.child(of: $0, seed: ["kafka", message.topic, String(message.partition), String(message.offset)])
         }
     }

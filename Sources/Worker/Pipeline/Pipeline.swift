@@ -105,6 +105,23 @@ public final class Pipeline: BatchHandler {
     ///   handled past its end by another instance: their offsets are not to be
     ///   committed (the new owner's are further on).
     public func write(_ prepared: Prepared) async throws -> BatchWriteResult {
+        var failure: (any Error)?
+        defer { InputSpans.end(prepared.items, error: failure) { $0["trigger_worker.batch.size"] = prepared.items.count } }
+        do {
+            return try await writeUntilDone(prepared)
+        } catch {
+            failure = error
+            throw error
+        }
+    }
+
+    /// A prepared batch that will not be written: decided again after the batch before
+    /// it was (the new preparation has spans of its own).
+    public func discard(_ prepared: Prepared) {
+        InputSpans.end(prepared.items) { $0["trigger_worker.decided_again"] = true }
+    }
+
+    private func writeUntilDone(_ prepared: Prepared) async throws -> BatchWriteResult {
         var decision = prepared.decision
         var attempt = 1
         // Whether the store failed to answer an attempt: its reply may have been lost
@@ -261,9 +278,21 @@ public final class Pipeline: BatchHandler {
     public func handleHTTP(endpoint: String, value: [UInt8], headers: [KafkaHeader]) async throws -> HTTPAnswer {
         let now = clock.now()
         let id = Identifier.hex((0..<16).map { _ in UInt8.random(in: 0...255) })
-        let source = Source(httpEndpoint: endpoint, id: id, headers: headers)
+        var source = Source(httpEndpoint: endpoint, id: id, headers: headers)
+        decoder.spans.startHTTP(&source, endpoint: endpoint)
         let items = [(source, decoder.decodeHTTP(value, source: source))]
-        let query = decider.query(for: items)
+        var failure: (any Error)?
+        defer { InputSpans.end(items, error: failure) }
+        do {
+            return try await decideHTTP(items, id: id, query: decider.query(for: items), now: now)
+        } catch {
+            failure = error
+            throw error
+        }
+    }
+
+    /// Decides and writes an HTTP request (``handleHTTP(endpoint:value:headers:)``) until it is written.
+    private func decideHTTP(_ items: [(Source, Input)], id: String, query: BatchQuery, now: Timestamp) async throws -> HTTPAnswer {
         var attempt = 1
         while true {
             let decision = try await decide(items, query, [:], at: now, after: nil)

@@ -62,14 +62,18 @@ public struct WorkerServices: Sendable {
     /// - Parameter watchdog: `run` passes one, to exit within `SHUTDOWN_GRACE` whatever hangs.
     /// - Parameter surfaces: services that serve the worker to the outside (the HTTP
     ///   surface): started after the consumer, so stopped before it.
-    public func serviceGroup(signals: [UnixSignal] = [], watchdog: ShutdownWatchdog? = nil, surfaces: [any Service] = []) -> ServiceGroup {
-        serviceGroup(handler: pipeline, signals: signals, watchdog: watchdog, surfaces: surfaces)
+    /// - Parameter observability: services the others report to (the span exporter):
+    ///   started first, so stopped last, after everything they report on.
+    public func serviceGroup(signals: [UnixSignal] = [], watchdog: ShutdownWatchdog? = nil, surfaces: [any Service] = [], observability: [any Service] = []) -> ServiceGroup {
+        serviceGroup(handler: pipeline, signals: signals, watchdog: watchdog, surfaces: surfaces, observability: observability)
     }
 
     /// - Parameter handler: what handles the consumed batches (a wrapper around the
     ///   pipeline can observe them, as the benchmark does).
-    public func serviceGroup(handler: some BatchHandler, signals: [UnixSignal] = [], watchdog: ShutdownWatchdog? = nil, surfaces: [any Service] = []) -> ServiceGroup {
-        var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+    public func serviceGroup(
+        handler: some BatchHandler, signals: [UnixSignal] = [], watchdog: ShutdownWatchdog? = nil, surfaces: [any Service] = [], observability: [any Service] = []
+    ) -> ServiceGroup {
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = observability.map { .init(service: $0) }
         // A store with a lifecycle of its own (PostgreSQL's connection pool) comes
         // first, so that it is the last to stop.
         if let store = store as? any Service { services.append(.init(service: store)) }

@@ -1,0 +1,156 @@
+import Foundation
+import HTTPTestSupport
+import Kafka
+import Testing
+import Workflows
+
+/// Spans exported over OTLP by a running worker (issue 11, tracing): a local HTTP
+/// receiver stands in for the collector, and the worker is told about it with the
+/// standard `OTEL_*` variables.
+@Suite("Tracing", .enabled(if: TestBroker.isAvailable, TestBroker.skipReason), .serialized)
+struct TracingTests {
+    typealias H = WorkerHarness
+
+    /// One exported span, as OTLP/JSON carries it.
+    struct ExportedSpan: CustomStringConvertible {
+        var traceID: String
+        var spanID: String
+        var parentSpanID: String
+        var name: String
+        var service: String?
+        var description: String { "\(name) trace=\(traceID) span=\(spanID) parent=\(parentSpanID)" }
+    }
+
+    /// OTLP/JSON ids are hex by the OTLP spec, base64 by protobuf's JSON mapping: either is read as hex.
+    static func hexID(_ value: JSONValue?) -> String {
+        guard let text = value?.stringValue, !text.isEmpty else { return "" }
+        if text.count == 32 || text.count == 16, text.allSatisfy(\.isHexDigit) { return text.lowercased() }
+        guard let data = Data(base64Encoded: text) else { return text }
+        return Identifier.hex(Array(data))
+    }
+
+    /// Every span of every export request the collector received.
+    static func spans(in requests: [ReceivedRequest]) -> [ExportedSpan] {
+        var spans: [ExportedSpan] = []
+        for request in requests where request.uri.hasSuffix("/v1/traces") {
+            guard let body = try? JSONValue.parse(request.body) else { continue }
+            for resource in body["resourceSpans"]?.arrayValue ?? [] {
+                let service = resource[path: ["resource", "attributes"]]?.arrayValue?
+                    .first { $0["key"] == "service.name" }?[path: ["value", "stringValue"]]?.stringValue
+                for scope in resource["scopeSpans"]?.arrayValue ?? [] {
+                    for span in scope["spans"]?.arrayValue ?? [] {
+                        spans.append(ExportedSpan(
+                            traceID: hexID(span["traceId"]), spanID: hexID(span["spanId"]), parentSpanID: hexID(span["parentSpanId"]),
+                            name: span["name"]?.stringValue ?? "", service: service
+                        ))
+                    }
+                }
+            }
+        }
+        return spans
+    }
+
+    @Test("with OTEL_EXPORTER_OTLP_ENDPOINT set, each input's span is exported: a Kafka request's is the child of its traceparent, an HTTP request's the child of the server's span; outputs carry the exported span's id")
+    func exported() async throws {
+        let collector = try await HTTPReceiver { _, _ in Reply(status: 200) }
+        defer { Task { await collector.close() } }
+        let worker = try await HTTPWorker.start("trace", environment: [
+            "OTEL_EXPORTER_OTLP_ENDPOINT": collector.url(""), "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json",
+            "OTEL_BSP_SCHEDULE_DELAY": "100", "OTEL_SERVICE_NAME": "trigger-worker",
+        ])
+        defer { worker.process.kill() }
+        let reader = try TestMember(group: "reader-\(worker.suffix)", topics: [worker.topics["RUN_STATUS_TOPIC"]!])
+        reader.start()
+        defer { Task { await reader.stop() } }
+        let client = try KafkaProducer(configuration: KafkaProducerConfiguration(common: TestBroker.common), logger: TestBroker.logger)
+
+        // Over Kafka.
+        let kafkaTrace = "4bf92f3577b34da6a3ce929d0e0e4736", kafkaParent = "00f067aa0ba902b7"
+        _ = try await client.send(KafkaProducerMessage(
+            topic: worker.topics["TRIGGER_REQUESTS_TOPIC"]!, key: Array("trace-1".utf8),
+            value: H.workflowRun("quarterly-privacy-sweep").canonicalBytes,
+            headers: [
+                KafkaHeader(key: "Authorization", value: "Bearer \(H.keyA)"), KafkaHeader(key: "Idempotency-Key", value: "trace-1"),
+                KafkaHeader(key: "traceparent", value: "00-\(kafkaTrace)-\(kafkaParent)-01"),
+            ]
+        ))
+        // Over HTTP.
+        let httpTrace = "0af7651916cd43dd8448eb211c80319c", httpParent = "b7ad6b7169203331"
+        let answer = try await OperationsTests.post(
+            worker.port, "/v1/workflows/quarterly-privacy-sweep/run", body: Array(#"{"input": {}}"#.utf8),
+            headers: ["Authorization": "Bearer \(H.keyA)", "traceparent": "00-\(httpTrace)-\(httpParent)-01"]
+        )
+        #expect(answer.status == 201, "\(answer.body)")
+        try await client.shutdown()
+
+        /// The span id of the `traceparent` the outputs of trace `trace` carry (all the same).
+        @Sendable func outputSpans(of trace: String) -> Set<String> {
+            Set(reader.snapshot.received.compactMap { message in
+                let parts = message.header("traceparent")?.split(separator: "-").map(String.init) ?? []
+                return parts.count == 4 && parts[1] == trace ? parts[2] : nil
+            })
+        }
+        try await reader.waitUntil("outputs of both traces") { _ in !outputSpans(of: kafkaTrace).isEmpty && !outputSpans(of: httpTrace).isEmpty }
+        let kafkaOutputSpan = try #require(outputSpans(of: kafkaTrace).first)
+        let httpOutputSpan = try #require(outputSpans(of: httpTrace).first)
+        #expect(outputSpans(of: kafkaTrace).count == 1 && outputSpans(of: httpTrace).count == 1, "one span per input carries its outputs")
+        #expect(kafkaOutputSpan != kafkaParent && httpOutputSpan != httpParent)
+
+        try await collector.waitUntil("the spans of both inputs", timeout: .seconds(30)) { requests in
+            let spans = Self.spans(in: requests)
+            return spans.contains { $0.spanID == kafkaOutputSpan } && spans.contains { $0.spanID == httpOutputSpan }
+        }
+        let spans = Self.spans(in: collector.requests)
+        #expect(collector.requests.allSatisfy { $0.method == "POST" && $0.uri.hasSuffix("/v1/traces") }, "spans only: \(collector.requests.map(\.uri))")
+        // The Kafka request's span: the child of its traceparent, the parent of its outputs.
+        let kafkaSpan = try #require(spans.first { $0.spanID == kafkaOutputSpan }, "\(spans)")
+        #expect(kafkaSpan.traceID == kafkaTrace && kafkaSpan.parentSpanID == kafkaParent, "\(kafkaSpan)")
+        #expect(kafkaSpan.name == "process \(worker.topics["TRIGGER_REQUESTS_TOPIC"]!)" && kafkaSpan.service == "trigger-worker", "\(kafkaSpan)")
+        // The HTTP request's: the child of the server's span, itself the child of the request's traceparent.
+        let httpSpan = try #require(spans.first { $0.spanID == httpOutputSpan }, "\(spans)")
+        #expect(httpSpan.traceID == httpTrace && httpSpan.name == "decide POST /v1/workflows/quarterly-privacy-sweep/run", "\(httpSpan)")
+        let serverSpan = try #require(spans.first { $0.spanID == httpSpan.parentSpanID }, "the server's span: \(spans)")
+        #expect(serverSpan.traceID == httpTrace && serverSpan.parentSpanID == httpParent, "\(serverSpan)")
+
+        worker.process.interrupt()
+        #expect(try await worker.process.waitForExit(timeout: .seconds(15)) == 0, "\(worker.process.output.suffix(10).joined(separator: "\n"))")
+    }
+
+    @Test("by default spans go out as OTLP/HTTP protobuf: the export holds the Kafka request's trace id, its parent and the outputs' span id")
+    func protobuf() async throws {
+        let collector = try await HTTPReceiver { _, _ in Reply(status: 200) }
+        defer { Task { await collector.close() } }
+        let worker = try await HTTPWorker.start("tracepb", environment: ["OTEL_EXPORTER_OTLP_ENDPOINT": collector.url(""), "OTEL_BSP_SCHEDULE_DELAY": "100"])
+        defer { worker.process.kill() }
+        let reader = try TestMember(group: "reader-\(worker.suffix)", topics: [worker.topics["RUN_STATUS_TOPIC"]!])
+        reader.start()
+        defer { Task { await reader.stop() } }
+        let client = try KafkaProducer(configuration: KafkaProducerConfiguration(common: TestBroker.common), logger: TestBroker.logger)
+        let trace = "5bf92f3577b34da6a3ce929d0e0e4736", parent = "10f067aa0ba902b7"
+        _ = try await client.send(KafkaProducerMessage(
+            topic: worker.topics["TRIGGER_REQUESTS_TOPIC"]!, key: Array("trace-pb".utf8), value: H.workflowRun("quarterly-privacy-sweep").canonicalBytes,
+            headers: [KafkaHeader(key: "Authorization", value: "Bearer \(H.keyA)"), KafkaHeader(key: "traceparent", value: "00-\(trace)-\(parent)-01")]
+        ))
+        try await client.shutdown()
+        try await reader.waitUntil("the response") { !$0.received.isEmpty }
+        let carried = try #require(reader.snapshot.received.first?.header("traceparent")).split(separator: "-").map(String.init)
+        #expect(carried.count == 4 && carried[1] == trace && carried[2] != parent)
+        /// The raw bytes of a hex id, as protobuf's `bytes` fields carry them.
+        func bytes(_ hex: String) -> [UInt8] {
+            var result: [UInt8] = []
+            var index = hex.startIndex
+            while index < hex.endIndex {
+                let next = hex.index(index, offsetBy: 2)
+                result.append(UInt8(hex[index..<next], radix: 16)!)
+                index = next
+            }
+            return result
+        }
+        let wanted = [bytes(trace), bytes(parent), bytes(carried[2])]
+        try await collector.waitUntil("an export with the span", timeout: .seconds(30)) { requests in
+            requests.contains { request in wanted.allSatisfy { request.body.firstRange(of: $0) != nil } }
+        }
+        let export = try #require(collector.requests.first { request in wanted.allSatisfy { request.body.firstRange(of: $0) != nil } })
+        #expect(export.uri == "/v1/traces" && export.header("content-type") == "application/x-protobuf", "\(export.uri) \(export.header("content-type") ?? "-")")
+    }
+}
