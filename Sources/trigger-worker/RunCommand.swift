@@ -32,7 +32,10 @@ struct RunCommand: AsyncParsableCommand {
         let logger = Logger(label: "trigger-worker")
         // Once per process: every metric the worker records lands here, for GET /metrics.
         let registry = PrometheusCollectorRegistry()
-        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+        var metrics = PrometheusMetricsFactory(registry: registry)
+        metrics.valueHistogramBuckets = MetricBuckets.values
+        metrics.durationHistogramBuckets = MetricBuckets.durations
+        MetricsSystem.bootstrap(metrics)
 
         let version = KafkaAdmin.librdkafkaVersion
         logger.info("Starting trigger-worker", metadata: configuration.summary.merging(["librdkafka": "\(version)"]) { $1 })

@@ -166,6 +166,12 @@ struct OperationsTests {
         #expect(Self.sample("trigger_worker_idempotent_replays_total", in: metrics) == 1)
         #expect(Self.sample("trigger_worker_runs_started_total", in: metrics) == 5)
         #expect(Self.sample("trigger_worker_outbox_entries", in: metrics) != nil)
+        // Histograms: the six messages came in batches, each one store transaction.
+        #expect(metrics.contains("# TYPE trigger_worker_batch_messages histogram"))
+        #expect((Self.sample("trigger_worker_batch_messages_sum", in: metrics) ?? 0) >= 6, "batch sizes add up to the messages")
+        let batches = Self.sample("trigger_worker_batch_messages_count", in: metrics) ?? 0
+        #expect(batches >= 1 && batches == Self.sample("trigger_worker_store_transaction_seconds_count", ["kind": "batch"], in: metrics))
+        #expect(Self.sample("trigger_worker_store_transaction_seconds_bucket", ["kind": "batch", "le": "+Inf"], in: metrics) == batches)
         // Every input partition reports its lag, and all was read.
         let lags = samples.filter { $0.name == "trigger_worker_consumer_lag" && $0.labels["topic"] == requestTopic }
         #expect(Set(lags.compactMap { $0.labels["partition"] }) == ["0", "1"], "\(lags)")

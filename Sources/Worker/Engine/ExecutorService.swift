@@ -35,7 +35,12 @@ public final class ExecutorService: Service, Sendable {
     private let retries = Counter(label: "trigger_worker_engine_retries_total")
     private let leaseExpiries = Counter(label: "trigger_worker_engine_lease_expiries_total")
     private let lostClaims = Counter(label: "trigger_worker_engine_lost_claims_total")
-    private let runsFinished = Counter(label: "trigger_worker_runs_finished_total")
+    /// Runs finished by the engine, by terminal status (`trigger_worker_runs_finished_total{status}`).
+    private let runsFinished = Dictionary(uniqueKeysWithValues: [RunStatus.completed, .failed, .canceled].map {
+        ($0, Counter(label: "trigger_worker_runs_finished_total", dimensions: [("status", $0.rawValue)]))
+    })
+    /// The engine's store transactions (a histogram).
+    private let engineTransactions = Timer(label: "trigger_worker_store_transaction_seconds", dimensions: [("kind", "engine")])
     private let transactions = Counter(label: "trigger_worker_engine_transactions_total")
     private let stepsPerTransaction = Recorder(label: "trigger_worker_engine_steps_per_transaction")
     private let runnable = Gauge(label: "trigger_worker_engine_steps", dimensions: [("state", "runnable")])
@@ -407,7 +412,9 @@ public final class ExecutorService: Service, Sendable {
         var written: Set<String>
         while true {
             do {
+                let started = ContinuousClock.now
                 written = try await store.commitTasks(outcomes.map(\.0), now: clock.now())
+                engineTransactions.record(ContinuousClock.now - started)
                 break
             } catch let error as StoreError where error.code == .unavailable && attempt < attempts {
                 try await Task.sleep(for: .milliseconds(250 << attempt))
@@ -429,6 +436,7 @@ public final class ExecutorService: Service, Sendable {
             logger.warning("Outcomes not written: their lease ran out and another instance claimed the runs", metadata: [LogKey.count: "\(lost)"])
         }
         var ended = 0, retried = 0, finished = 0
+        var finishedBy: [RunStatus: Int] = [:]
         for (outcome, advance) in outcomes where written.contains(outcome.runID) && (outcome.document != nil || outcome.parentID != nil) {
             ended += advance.stepsEnded
             retried += advance.retries
@@ -437,13 +445,14 @@ public final class ExecutorService: Service, Sendable {
             }
             if advance.finished, advance.state.item == nil {
                 finished += 1
+                finishedBy[advance.state.status, default: 0] += 1
                 // Per run at debug (thousands a second under load); each commit's tally below.
                 logger.debug("Run finished", metadata: [LogKey.runID: "\(outcome.runID)", "status": "\(outcome.status)"])
             }
         }
         stepsEnded.increment(by: Int64(ended))
         retries.increment(by: Int64(retried))
-        runsFinished.increment(by: Int64(finished))
+        for (status, count) in finishedBy { runsFinished[status]?.increment(by: Int64(count)) }
         logger.debug("Engine commit", metadata: [LogKey.count: "\(written.count)", "steps_ended": "\(ended)", "runs_finished": "\(finished)", "retries": "\(retried)"])
     }
 

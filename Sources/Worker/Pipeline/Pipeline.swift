@@ -41,6 +41,11 @@ public final class Pipeline: BatchHandler {
     private let conflicts = Counter(label: "trigger_worker_store_conflicts_total")
     private let resets = Counter(label: "trigger_worker_partition_resets_total")
     private let gaps = Counter(label: "trigger_worker_messages_lost_to_retention_total")
+    /// Messages per consumed batch (a histogram).
+    private let batchSizes = Recorder(label: "trigger_worker_batch_messages")
+    /// The store transaction of a batch, and of an HTTP write (histograms).
+    private let batchTransactions = Timer(label: "trigger_worker_store_transaction_seconds", dimensions: [("kind", "batch")])
+    private let httpTransactions = Timer(label: "trigger_worker_store_transaction_seconds", dimensions: [("kind", "http")])
 
     /// A decoded and decided batch, ready to be written.
     public struct Prepared: Sendable {
@@ -129,7 +134,10 @@ public final class Pipeline: BatchHandler {
         var retried = false
         while true {
             do {
+                let started = ContinuousClock.now
                 try await retryingStore("taking a batch", retried: &retried) { try await self.store.apply(decision.writes) }
+                batchTransactions.record(ContinuousClock.now - started)
+                batchSizes.record(prepared.items.count)
                 record(decision, count: prepared.items.count)
                 if !decision.writes.outbox.isEmpty { outboxReady() }
                 batchWritten(prepared.items.count, !decision.writes.tasks.isEmpty)
@@ -298,7 +306,9 @@ public final class Pipeline: BatchHandler {
             let decision = try await decide(items, query, [:], at: now, after: nil)
             var retried = false
             do {
+                let started = ContinuousClock.now
                 try await retryingStore("writing an HTTP request", retried: &retried) { try await self.store.apply(decision.writes) }
+                httpTransactions.record(ContinuousClock.now - started)
             } catch let error as StoreError where error.code == .conflict {
                 // An attempt whose reply was lost may have committed (there is no mark to
                 // fence an HTTP request): then this decision is the one written, and its
