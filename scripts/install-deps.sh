@@ -41,7 +41,11 @@ apt_install() {
 }
 
 # ---------------------------------------------------------------- 1. toolchain
-command -v swift >/dev/null 2>&1 || fail "swift not found on PATH: install Swift 6 (https://www.swift.org/install/) and run again."
+command -v swift >/dev/null 2>&1 || fail "swift not found on PATH: install Swift 6.1 or newer (https://www.swift.org/install/) and run again."
+# Package.swift uses package traits (swift-tools-version 6.1).
+MIN_SWIFT=6.1
+swift_version=$(swift --version 2>/dev/null | sed -n 's/.*Swift version \([0-9][0-9.]*\).*/\1/p' | head -1)
+version_ge "${swift_version:-0}" "$MIN_SWIFT" || fail "Swift ${swift_version:-of unknown version} is too old: $MIN_SWIFT or newer is needed (https://www.swift.org/install/)."
 need=()
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 command -v cc >/dev/null 2>&1 || need+=(build-essential)

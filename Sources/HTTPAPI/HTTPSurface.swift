@@ -21,7 +21,7 @@ public struct HTTPSurface: Service {
     ) {
         let router = Router()
         // The request's span, a child of its traceparent; the write's own span is its child.
-        if tracing { router.add(middleware: TracingMiddleware()) }
+        if tracing { router.add(middleware: RequestSpanMiddleware()) }
         OperationsRoutes.add(to: router, services: services, registry: registry)
         APIRoutes.add(to: router, reads: ReadAPI(orgs: orgs, store: services.store), pipeline: services.pipeline, maxBodyBytes: maxBodyBytes, logger: logger)
         application = Application(

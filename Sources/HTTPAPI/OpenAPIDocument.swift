@@ -91,8 +91,149 @@ enum OpenAPIDocument {
   },
   "schemas": {
    "artifact": {
+    "description": "What a step produced: an assessment, a child run or the event that resumed a wait (each a reference), a for_each's counts, or an aggregate's report.",
     "type": "object",
-    "description": "What a step produced (an assessment reference, a report, an event that resumed a wait, ...)."
+    "required": [
+     "artifact_type"
+    ],
+    "properties": {
+     "artifact_type": {
+      "enum": [
+       "assessment",
+       "workflow_run",
+       "event",
+       "for_each",
+       "report"
+      ]
+     }
+    },
+    "allOf": [
+     {
+      "if": {
+       "properties": {
+        "artifact_type": {
+         "const": "assessment"
+        }
+       }
+      },
+      "then": {
+       "required": [
+        "id",
+        "role"
+       ],
+       "additionalProperties": false,
+       "properties": {
+        "artifact_type": true,
+        "id": {
+         "$ref": "#/components/schemas/assessmentId"
+        },
+        "role": {
+         "const": "result"
+        }
+       }
+      }
+     },
+     {
+      "if": {
+       "properties": {
+        "artifact_type": {
+         "const": "workflow_run"
+        }
+       }
+      },
+      "then": {
+       "required": [
+        "id",
+        "role"
+       ],
+       "additionalProperties": false,
+       "properties": {
+        "artifact_type": true,
+        "id": {
+         "$ref": "#/components/schemas/runId"
+        },
+        "role": {
+         "const": "result"
+        }
+       }
+      }
+     },
+     {
+      "if": {
+       "properties": {
+        "artifact_type": {
+         "const": "event"
+        }
+       }
+      },
+      "then": {
+       "required": [
+        "id",
+        "event_type",
+        "role"
+       ],
+       "additionalProperties": false,
+       "properties": {
+        "artifact_type": true,
+        "id": {
+         "type": "string",
+         "maxLength": 255
+        },
+        "event_type": {
+         "type": "string"
+        },
+        "role": {
+         "const": "result"
+        }
+       }
+      }
+     },
+     {
+      "if": {
+       "properties": {
+        "artifact_type": {
+         "const": "for_each"
+        }
+       }
+      },
+      "then": {
+       "required": [
+        "total",
+        "succeeded",
+        "failed",
+        "skipped"
+       ],
+       "additionalProperties": false,
+       "properties": {
+        "artifact_type": true,
+        "total": {
+         "$ref": "#/components/schemas/count"
+        },
+        "succeeded": {
+         "$ref": "#/components/schemas/count"
+        },
+        "failed": {
+         "$ref": "#/components/schemas/count"
+        },
+        "skipped": {
+         "$ref": "#/components/schemas/count"
+        }
+       }
+      }
+     },
+     {
+      "if": {
+       "properties": {
+        "artifact_type": {
+         "const": "report"
+        }
+       }
+      },
+      "then": {
+       "$ref": "#/components/schemas/report"
+      }
+     }
+    ]
    },
    "assessment": {
     "description": "The assessment object: the 201 of POST /v1/assessments, GET /v1/assessments/{id}, a create_assessment step's output.",
@@ -203,8 +344,7 @@ enum OpenAPIDocument {
       }
      },
      "name": {
-      "type": "string",
-      "maxLength": 255
+      "type": "string"
      },
      "service_ids": {
       "type": "array",
@@ -213,7 +353,14 @@ enum OpenAPIDocument {
       }
      },
      "assignee_id": {
-      "$ref": "#/components/schemas/userId"
+      "oneOf": [
+       {
+        "$ref": "#/components/schemas/userId"
+       },
+       {
+        "type": "null"
+       }
+      ]
      },
      "trigger_workflow": {
       "$ref": "#/components/schemas/workflowName"
@@ -234,6 +381,10 @@ enum OpenAPIDocument {
    "controlSetId": {
     "type": "string",
     "pattern": "^cbctst_[0-9a-f]{32}$"
+   },
+   "count": {
+    "type": "integer",
+    "minimum": 0
    },
    "definitionId": {
     "type": "string",
@@ -295,7 +446,8 @@ enum OpenAPIDocument {
      "workflow_run_finished",
      "assessment_not_found",
      "too_many_requests",
-     "store_unavailable"
+     "store_unavailable",
+     "internal_error"
     ]
    },
    "httpSource": {
@@ -316,7 +468,7 @@ enum OpenAPIDocument {
     "type": "string",
     "minLength": 1,
     "maxLength": 255,
-    "description": "1-255 bytes of UTF-8"
+    "description": "1-255 bytes of UTF-8 (maxLength counts characters; the worker counts bytes)"
    },
    "kafkaSource": {
     "description": "Where an input was read.",
@@ -339,6 +491,72 @@ enum OpenAPIDocument {
      "offset": {
       "type": "integer",
       "minimum": 0
+     }
+    }
+   },
+   "report": {
+    "description": "An aggregate step's report over a for_each and its waits (§10): responses counts items whose wait was resumed by an event.",
+    "type": "object",
+    "required": [
+     "artifact_type",
+     "total",
+     "succeeded",
+     "failed",
+     "skipped",
+     "responses",
+     "items"
+    ],
+    "additionalProperties": false,
+    "properties": {
+     "artifact_type": {
+      "const": "report"
+     },
+     "total": {
+      "$ref": "#/components/schemas/count"
+     },
+     "succeeded": {
+      "$ref": "#/components/schemas/count"
+     },
+     "failed": {
+      "$ref": "#/components/schemas/count"
+     },
+     "skipped": {
+      "$ref": "#/components/schemas/count"
+     },
+     "responses": {
+      "$ref": "#/components/schemas/count"
+     },
+     "items": {
+      "type": "array",
+      "items": {
+       "type": "object",
+       "required": [
+        "vendor_id",
+        "status",
+        "response"
+       ],
+       "additionalProperties": false,
+       "properties": {
+        "vendor_id": {
+         "$ref": "#/components/schemas/vendorId"
+        },
+        "status": {
+         "enum": [
+          "success",
+          "failed",
+          "skipped"
+         ]
+        },
+        "response": {
+         "description": "The event data that resumed the item's wait, or null"
+        }
+       }
+      }
+     },
+     "items_truncated": {
+      "type": "integer",
+      "minimum": 1,
+      "description": "Items left out of `items` to keep the report within MAX_MESSAGE_BYTES"
      }
     }
    },
@@ -722,8 +940,11 @@ enum OpenAPIDocument {
     "type": "object",
     "properties": {
      "input": {
-      "type": "object",
-      "description": "The run's input (default {})"
+      "type": [
+       "object",
+       "null"
+      ],
+      "description": "The run's input (absent or null: {})"
      }
     }
    }
@@ -858,7 +1079,8 @@ enum OpenAPIDocument {
       "headers": {
        "Retry-After": {
         "schema": {
-         "type": "integer"
+         "type": "string",
+         "pattern": "^[0-9]+$"
         },
         "description": "Seconds"
        }
@@ -996,7 +1218,8 @@ enum OpenAPIDocument {
       "headers": {
        "Retry-After": {
         "schema": {
-         "type": "integer"
+         "type": "string",
+         "pattern": "^[0-9]+$"
         },
         "description": "Seconds"
        }
@@ -1118,7 +1341,8 @@ enum OpenAPIDocument {
       "headers": {
        "Retry-After": {
         "schema": {
-         "type": "integer"
+         "type": "string",
+         "pattern": "^[0-9]+$"
         },
         "description": "Seconds"
        }
@@ -1126,6 +1350,16 @@ enum OpenAPIDocument {
      },
      "503": {
       "description": "The store did not answer (store_unavailable); retry later.",
+      "content": {
+       "application/json": {
+        "schema": {
+         "$ref": "#/components/schemas/error"
+        }
+       }
+      }
+     },
+     "500": {
+      "description": "The run's state cannot be read by this worker (internal_error).",
       "content": {
        "application/json": {
         "schema": {
@@ -1210,7 +1444,8 @@ enum OpenAPIDocument {
       "headers": {
        "Retry-After": {
         "schema": {
-         "type": "integer"
+         "type": "string",
+         "pattern": "^[0-9]+$"
         },
         "description": "Seconds"
        }
@@ -1354,7 +1589,8 @@ enum OpenAPIDocument {
       "headers": {
        "Retry-After": {
         "schema": {
-         "type": "integer"
+         "type": "string",
+         "pattern": "^[0-9]+$"
         },
         "description": "Seconds"
        }
@@ -1451,7 +1687,8 @@ enum OpenAPIDocument {
       "headers": {
        "Retry-After": {
         "schema": {
-         "type": "integer"
+         "type": "string",
+         "pattern": "^[0-9]+$"
         },
         "description": "Seconds"
        }

@@ -27,16 +27,13 @@ enum SchemaCheck {
             what.append("\(kind) at \(message.topic)/\(message.partition)@\(message.offset)")
             switch kind {
             case "dead-letter":
-                // The headers, lower-cased, as the schema describes them (the value is the input's).
-                var headers: [String: JSONValue] = [:]
-                for header in message.headers { headers[header.key.lowercased()] = .string(String(decoding: header.value ?? [], as: UTF8.self)) }
-                requests.append(["message": "dead-letter", "instance": .object(headers)])
+                // The headers, as the schema describes them (the value is the input's).
+                requests.append(["message": "dead-letter", "instance": .object(Self.headers(of: message))])
             default:
-                guard let value = try? JSONValue.parse(message.value ?? []) else {
-                    requests.append(["message": .string(kind), "instance": .string("(not JSON: \(message.value?.count ?? 0) bytes)")])
-                    continue
-                }
+                let value = (try? JSONValue.parse(message.value ?? [])) ?? .string("(not JSON: \(message.value?.count ?? 0) bytes)")
                 requests.append(["message": .string(kind), "instance": value])
+                what.append("the headers of \(kind) at \(message.topic)/\(message.partition)@\(message.offset)")
+                requests.append(["message": "status-event-headers", "instance": .object(Self.headers(of: message))])
             }
         }
         guard !requests.isEmpty else { return }
@@ -50,13 +47,18 @@ enum SchemaCheck {
         var requests: [JSONValue] = []
         var what: [String] = []
         for message in messages {
-            var headers: [String: JSONValue] = [:]
-            for header in message.headers { headers[header.key.lowercased()] = .string(String(decoding: header.value ?? [], as: UTF8.self)) }
             let value = (try? JSONValue.parse(message.value ?? [])) ?? .string("(not JSON)")
-            requests += [["message": "trigger-request", "instance": value], ["message": "trigger-request-headers", "instance": .object(headers)]]
+            requests += [["message": "trigger-request", "instance": value], ["message": "trigger-request-headers", "instance": .object(Self.headers(of: message))]]
             what += ["trigger request at \(message.topic)/\(message.partition)@\(message.offset)", "its headers"]
         }
         record(await validator.errors(requests), what)
+    }
+
+    /// A message's headers as the schemas describe them: names lower-cased, values as text.
+    private static func headers(of message: KafkaMessage) -> [String: JSONValue] {
+        var headers: [String: JSONValue] = [:]
+        for header in message.headers { headers[header.key.lowercased()] = .string(String(decoding: header.value ?? [], as: UTF8.self)) }
+        return headers
     }
 
     /// Records an issue when the HTTP answer is not what `schemas/openapi.json` documents
@@ -118,12 +120,12 @@ enum SchemaCheck {
                     if case .failure(let failure) = state { return requests.map { _ in ["the schema validator is not available: \(failure)"] } }
                     return []
                 }
-                var lines: [UInt8] = []
-                for request in requests { lines += request.canonicalBytes + [0x0A] }
                 do {
-                    try running.input.write(contentsOf: Data(lines))
                     var answers: [[String]] = []
-                    for _ in requests {
+                    // One request, then its answer: the validator never waits on a full pipe
+                    // of answers while this side waits on a full pipe of requests.
+                    for request in requests {
+                        try running.input.write(contentsOf: Data(request.canonicalBytes + [0x0A]))
                         let line = try Self.readLine(&running)
                         let errors = (try? JSONValue.parse(line))?["errors"]?.arrayValue?.compactMap(\.stringValue)
                         answers.append(errors ?? ["the validator answered something else: \(String(decoding: line.prefix(200), as: UTF8.self))"])

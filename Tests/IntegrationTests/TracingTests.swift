@@ -81,6 +81,21 @@ struct TracingTests {
             headers: ["Authorization": "Bearer \(H.keyA)", "traceparent": "00-\(httpTrace)-\(httpParent)-01"]
         )
         #expect(answer.status == 201, "\(answer.body)")
+        // A later version of trace context (§4 accepts its first four fields): read as version 00, same trace.
+        let laterTrace = "6cf92f3577b34da6a3ce929d0e0e4736", laterParent = "20f067aa0ba902b7"
+        _ = try await client.send(KafkaProducerMessage(
+            topic: worker.topics["TRIGGER_REQUESTS_TOPIC"]!, key: Array("trace-2".utf8),
+            value: H.workflowRun("quarterly-privacy-sweep").canonicalBytes,
+            headers: [
+                KafkaHeader(key: "Authorization", value: "Bearer \(H.keyA)"), KafkaHeader(key: "Idempotency-Key", value: "trace-2"),
+                KafkaHeader(key: "traceparent", value: "01-\(laterTrace)-\(laterParent)-01-future"),
+            ]
+        ))
+        // Trace headers the tracer cannot read are not logged with the request's other headers.
+        let unreadable = try await OperationsTests.get(
+            worker.port, "/v1/workflows/runs?limit=1", headers: ["Authorization": "Bearer \(H.keyA)", "traceparent": "garbage", "tracestate": "=,=,="]
+        )
+        #expect(unreadable.status == 200)
         try await client.shutdown()
 
         /// The span id of the `traceparent` the outputs of trace `trace` carry (all the same).
@@ -90,15 +105,18 @@ struct TracingTests {
                 return parts.count == 4 && parts[1] == trace ? parts[2] : nil
             })
         }
-        try await reader.waitUntil("outputs of both traces") { _ in !outputSpans(of: kafkaTrace).isEmpty && !outputSpans(of: httpTrace).isEmpty }
+        try await reader.waitUntil("outputs of the three traces") { _ in
+            !outputSpans(of: kafkaTrace).isEmpty && !outputSpans(of: httpTrace).isEmpty && !outputSpans(of: laterTrace).isEmpty
+        }
         let kafkaOutputSpan = try #require(outputSpans(of: kafkaTrace).first)
         let httpOutputSpan = try #require(outputSpans(of: httpTrace).first)
         #expect(outputSpans(of: kafkaTrace).count == 1 && outputSpans(of: httpTrace).count == 1, "one span per input carries its outputs")
         #expect(kafkaOutputSpan != kafkaParent && httpOutputSpan != httpParent)
 
-        try await collector.waitUntil("the spans of both inputs", timeout: .seconds(30)) { requests in
+        let laterOutputSpan = try #require(outputSpans(of: laterTrace).first)
+        try await collector.waitUntil("the spans of the three inputs", timeout: .seconds(30)) { requests in
             let spans = Self.spans(in: requests)
-            return spans.contains { $0.spanID == kafkaOutputSpan } && spans.contains { $0.spanID == httpOutputSpan }
+            return [kafkaOutputSpan, httpOutputSpan, laterOutputSpan].allSatisfy { id in spans.contains { $0.spanID == id } }
         }
         let spans = Self.spans(in: collector.requests)
         #expect(collector.requests.allSatisfy { $0.method == "POST" && $0.uri.hasSuffix("/v1/traces") }, "spans only: \(collector.requests.map(\.uri))")
@@ -108,9 +126,13 @@ struct TracingTests {
         #expect(kafkaSpan.name == "process \(worker.topics["TRIGGER_REQUESTS_TOPIC"]!)" && kafkaSpan.service == "trigger-worker", "\(kafkaSpan)")
         // The HTTP request's: the child of the server's span, itself the child of the request's traceparent.
         let httpSpan = try #require(spans.first { $0.spanID == httpOutputSpan }, "\(spans)")
-        #expect(httpSpan.traceID == httpTrace && httpSpan.name == "decide POST /v1/workflows/quarterly-privacy-sweep/run", "\(httpSpan)")
+        #expect(httpSpan.traceID == httpTrace && httpSpan.name == "decide HTTP write", "\(httpSpan)")
         let serverSpan = try #require(spans.first { $0.spanID == httpSpan.parentSpanID }, "the server's span: \(spans)")
         #expect(serverSpan.traceID == httpTrace && serverSpan.parentSpanID == httpParent, "\(serverSpan)")
+        #expect(serverSpan.name == "POST /v1/workflows/{name}/run", "a route, not a path: \(serverSpan)")
+        let laterSpan = try #require(spans.first { $0.spanID == laterOutputSpan }, "\(spans)")
+        #expect(laterSpan.traceID == laterTrace && laterSpan.parentSpanID == laterParent, "\(laterSpan)")
+        #expect(!worker.process.output.joined().contains(H.keyA), "an API key in the worker's logs")
 
         worker.process.interrupt()
         #expect(try await worker.process.waitForExit(timeout: .seconds(15)) == 0, "\(worker.process.output.suffix(10).joined(separator: "\n"))")

@@ -145,8 +145,8 @@ struct RunExecutorTests {
         name: demo
         trigger: { type: direct }
         steps:
-          - { id: assess, action: create_assessment, with: { name: "Review {{ vendor.name }}", control_set_ids: [cbctst_1] } }
-          - { id: mail, action: send_email, with: { to: "{{ vendor.owner_email }}", subject: "Assessment {{ assessment.id }} / {{ steps.assess.name }}" } }
+          - { id: assess, action: create_assessment, with: { name: "Review {{ vendor.name }}", control_set_ids: [cbctst_9f4a1c0d7b2e4e9f8c1d2b3a4e5f6071] } }
+          - { id: mail, action: send_email, with: { to: "{{ vendor.owner_email }}", subject: "Assessment {{ assessment.id }} / {{ steps.assess.name }}", vendor_id: forged } }
         """)
         let run = PendingRun(id: "cbwr_x", definition: workflow, input: [:], trigger: Array("{}".utf8), vendor: ["id": "cbvndr_1", "name": "Acme", "owner_email": "o@example.com"], assessment: nil, now: 1000)
         let (start, execution) = await execute(run)
@@ -159,6 +159,7 @@ struct RunExecutorTests {
         let email = try #require(try execution.data("Email.SendRequested").first)
         #expect(email["subject"] == .string("Assessment \(assessment.id) / Review Acme"))
         #expect(email["delivery_id"] == .string(Identifier.derive(prefix: "cbevt", from: ["cbwr_x", "mail", "delivery"])))
+        #expect(email["vendor_id"] == nil, "vendor_id is the worker's handle, not the step's input")
         let started = try JSONValue.parse(start.document), finished = try JSONValue.parse(execution.document)
         #expect(started["status"] == "started")
         #expect(started[path: ["steps", "1", "status"]] == .null)
@@ -167,6 +168,19 @@ struct RunExecutorTests {
         let updates = try execution.data("WorkflowRun.StepUpdated")
         #expect(updates.map { $0[path: ["step", "component_id"]] } == ["assess", "mail"])
         #expect(updates.allSatisfy { $0["workflow_run_id"] == "cbwr_x" && $0["workflow_name"] == "demo" && $0["status"] == "started" })
+    }
+
+    @Test("create_assessment fails, for good, when its ids are not ids of their kinds (the object is served as the API's)", arguments: [
+        "control_set_ids: [soc2]", "service_ids: cbsvc_9f4a1c0d7b2e4e9f8c1d2b3a4e5f6071", "assignee_id: bob", "name: [1]",
+    ])
+    func assessmentInputs(_ with: String) async throws {
+        let workflow = try definition("name: demo\ntrigger: { type: direct }\nsteps:\n  - { id: assess, action: create_assessment, with: { \(with) } }\n")
+        let run = PendingRun(id: "cbwr_y", definition: workflow, input: [:], trigger: Array("{}".utf8), vendor: ["id": "cbvndr_1"], assessment: nil, now: 1000)
+        let (_, execution) = await execute(run)
+        #expect(execution.state.status == .failed)
+        #expect(execution.assessments.isEmpty)
+        let message = try #require(execution.state.steps.first?.message.stringValue)
+        #expect(message.hasPrefix("create_assessment '"), "\(message)")
     }
 
     @Test("the run object has the API's shape, in canonical JSON, as it started and as it ended")

@@ -98,8 +98,13 @@ public final class Pipeline: BatchHandler {
         var last: [PartitionID: KafkaMessage] = [:]
         for message in batch { last[PartitionID(topic: message.topic, partition: message.partition)] = message }
         let digests = last.mapValues { RecordDigest.of(key: $0.key, value: $0.value) }
-        let decision = try await decide(items, query, digests, at: now, after: pending?.decision.writes)
-        return Prepared(items: items, query: query, digests: digests, decision: decision)
+        do {
+            let decision = try await decide(items, query, digests, at: now, after: pending?.decision.writes)
+            return Prepared(items: items, query: query, digests: digests, decision: decision)
+        } catch {
+            InputSpans.end(items, error: error)
+            throw error
+        }
     }
 
     /// Writes a prepared batch in one transaction. After a conflict (another writer
@@ -134,9 +139,11 @@ public final class Pipeline: BatchHandler {
         var retried = false
         while true {
             do {
-                let started = ContinuousClock.now
-                try await retryingStore("taking a batch", retried: &retried) { try await self.store.apply(decision.writes) }
-                batchTransactions.record(ContinuousClock.now - started)
+                try await retryingStore("taking a batch", retried: &retried) {
+                    let started = ContinuousClock.now
+                    try await self.store.apply(decision.writes)
+                    self.batchTransactions.record(ContinuousClock.now - started)
+                }
                 batchSizes.record(prepared.items.count)
                 record(decision, count: prepared.items.count)
                 if !decision.writes.outbox.isEmpty { outboxReady() }
@@ -306,9 +313,11 @@ public final class Pipeline: BatchHandler {
             let decision = try await decide(items, query, [:], at: now, after: nil)
             var retried = false
             do {
-                let started = ContinuousClock.now
-                try await retryingStore("writing an HTTP request", retried: &retried) { try await self.store.apply(decision.writes) }
-                httpTransactions.record(ContinuousClock.now - started)
+                try await retryingStore("writing an HTTP request", retried: &retried) {
+                    let started = ContinuousClock.now
+                    try await self.store.apply(decision.writes)
+                    self.httpTransactions.record(ContinuousClock.now - started)
+                }
             } catch let error as StoreError where error.code == .conflict {
                 // An attempt whose reply was lost may have committed (there is no mark to
                 // fence an HTTP request): then this decision is the one written, and its

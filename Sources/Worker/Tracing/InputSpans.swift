@@ -17,11 +17,26 @@ public struct InputSpans: Sendable {
 
     public init(enabled: Bool) { self.enabled = enabled }
 
+    /// The context whose span is the parent of an input with these headers: its
+    /// `traceparent` when it is valid by §4's rules (one header, W3C trace context),
+    /// written as version 00 (a later version's first four fields), which every tracer
+    /// reads; else a new trace. Only that value reaches the tracer (and its logs).
+    public static func parentContext(_ headers: [KafkaHeader]) -> ServiceContext {
+        var context = ServiceContext.topLevel
+        if let parent = HeaderRules.traceparent(headers) { extract(parent, into: &context) }
+        return context
+    }
+
+    private static func extract(_ traceparent: [UInt8], into context: inout ServiceContext) {
+        let version00 = Array("00-".utf8) + traceparent[3..<55]
+        InstrumentationSystem.instrument.extract(version00, into: &context, using: TraceparentExtractor())
+    }
+
     /// Starts the span of a consumed message, and makes its outputs carry it.
     func start(_ source: inout Source) {
         guard enabled else { return }
         var context = ServiceContext.topLevel
-        if let parent = source.incomingTraceparent { InstrumentationSystem.instrument.extract(parent, into: &context, using: TraceparentExtractor()) }
+        if let parent = source.incomingTraceparent { Self.extract(parent, into: &context) }
         let span = InstrumentationSystem.tracer.startSpan("process \(source.topic)", context: context, ofKind: .consumer)
         span.updateAttributes { attributes in
             attributes["messaging.system"] = "kafka"
@@ -38,22 +53,23 @@ public struct InputSpans: Sendable {
     func startHTTP(_ source: inout Source, endpoint: String) {
         guard enabled else { return }
         var context = ServiceContext.current ?? .topLevel
-        if ServiceContext.current == nil, let parent = source.incomingTraceparent {
-            InstrumentationSystem.instrument.extract(parent, into: &context, using: TraceparentExtractor())
-        }
-        let span = InstrumentationSystem.tracer.startSpan("decide \(endpoint)", context: context, ofKind: .internal)
+        if ServiceContext.current == nil, let parent = source.incomingTraceparent { Self.extract(parent, into: &context) }
+        // The endpoint (ids and names in it) is an attribute, not the span's name.
+        let span = InstrumentationSystem.tracer.startSpan("decide HTTP write", context: context, ofKind: .internal)
         span.updateAttributes { $0["trigger_worker.endpoint"] = endpoint }
         adopt(span, into: &source)
     }
 
     /// The input's outputs carry the span's `traceparent` when the input had a valid one
-    /// (§5: outputs carry `traceparent` only when the input had it).
+    /// (§5: outputs carry `traceparent` only when the input had it), and only when the
+    /// span is in the input's trace (a tracer that could not read it started a new one:
+    /// the outputs then keep the derived child, in the input's trace).
     private func adopt(_ span: any Span, into source: inout Source) {
         source.span = span
-        guard source.traceparent != nil else { return }
+        guard let incoming = source.incomingTraceparent else { return }
         var carrier: [String: String] = [:]
         InstrumentationSystem.instrument.inject(span.context, into: &carrier, using: HeaderInjector())
-        if let value = carrier["traceparent"].map({ Array($0.utf8) }), HeaderRules.isValidTraceparent(value) {
+        if let value = carrier["traceparent"].map({ Array($0.utf8) }), HeaderRules.isValidTraceparent(value), value[3..<35] == incoming[3..<35] {
             source.traceparent = value
         }
     }

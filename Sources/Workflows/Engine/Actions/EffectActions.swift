@@ -37,6 +37,11 @@ struct CreateAssessmentAction: StepAction {
             return .failed(message: "create_assessment needs a vendor, and this run has none", retriable: false)
         }
         let fields = context.inputFields
+        // The assessment object is served as the API's (GET /v1/assessments/{id}): its ids
+        // have their formats, whatever a template made of them.
+        if let problem = Self.problem(fields) {
+            return .failed(message: "create_assessment \(problem) for this run", retriable: false)
+        }
         // One per run and step; in a for_each, one per item too.
         let parts = context.run.item.map { [context.run.runID, $0.stepID, $0.key, context.step.id] } ?? [context.run.runID, context.step.id]
         let id = Identifier.derive(prefix: "cbqsrw", from: parts)
@@ -49,6 +54,23 @@ struct CreateAssessmentAction: StepAction {
             message: .string("created assessment \(id)"), artifacts: [["artifact_type": "assessment", "id": .string(id), "role": "result"]],
             output: document, assessment: CreatedAssessment(id: id, vendorID: vendorID, document: document)
         ))
+    }
+
+    /// What is wrong with the step's inputs, if anything: `control_set_ids` and
+    /// `service_ids` lists of ids of their kinds, `assignee_id` a user id (or null),
+    /// `name` a string.
+    static func problem(_ fields: [String: JSONValue]) -> String? {
+        for (key, prefix) in [("control_set_ids", "cbctst"), ("service_ids", "cbsvc")] {
+            guard let value = fields[key], value != .null else { continue }
+            guard let items = value.arrayValue, items.allSatisfy({ $0.stringValue.map { Identifier.isValid($0, prefix: prefix) } ?? false }) else {
+                return "'\(key)' must be a list of \(prefix)_ ids (\(prefix)_ followed by 32 lowercase hex digits)"
+            }
+        }
+        if let assignee = fields["assignee_id"], assignee != .null, !(assignee.stringValue.map { Identifier.isValid($0, prefix: "cbuser") } ?? false) {
+            return "'assignee_id' must be a cbuser_ id or null"
+        }
+        if let name = fields["name"], name.stringValue == nil { return "'name' must be a string" }
+        return nil
     }
 }
 

@@ -128,6 +128,8 @@ extension StepContext {
         data["workflow_run_id"] = .string(run.runID)
         data["step_id"] = .string(state.stepID)
         data["delivery_id"] = .string(deliveryID)
+        // vendor_id is the worker's to say (the run's vendor, or the item's), never the step's input.
+        data["vendor_id"] = nil
         if let item = run.item { data["vendor_id"] = .string(item.key) }
         for (key, value) in extra { data[key] = value }
         let value = JSONValue.object(data)
