@@ -50,19 +50,24 @@ struct TracingTests {
         return spans
     }
 
-    @Test("with OTEL_EXPORTER_OTLP_ENDPOINT set, each input's span is exported: a Kafka request's is the child of its traceparent, an HTTP request's the child of the server's span; outputs carry the exported span's id")
-    func exported() async throws {
+    /// A collector (a local receiver), a worker exporting to it (`protocol`: the
+    /// `OTEL_EXPORTER_OTLP_PROTOCOL`, swift-otel's default when nil), a reader of its
+    /// status topic and a client.
+    static func tracedWorker(_ prefix: String, protocol: String?) async throws -> (HTTPReceiver, HTTPWorker, TestMember, KafkaProducer) {
         let collector = try await HTTPReceiver { _, _ in Reply(status: 200) }
-        defer { Task { await collector.close() } }
-        let worker = try await HTTPWorker.start("trace", environment: [
-            "OTEL_EXPORTER_OTLP_ENDPOINT": collector.url(""), "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json",
-            "OTEL_BSP_SCHEDULE_DELAY": "100", "OTEL_SERVICE_NAME": "trigger-worker",
-        ])
-        defer { worker.process.kill() }
+        var environment = ["OTEL_EXPORTER_OTLP_ENDPOINT": collector.url(""), "OTEL_BSP_SCHEDULE_DELAY": "100"]
+        environment["OTEL_EXPORTER_OTLP_PROTOCOL"] = `protocol`
+        let worker = try await HTTPWorker.start(prefix, environment: environment)
         let reader = try TestMember(group: "reader-\(worker.suffix)", topics: [worker.topics["RUN_STATUS_TOPIC"]!])
         reader.start()
-        defer { Task { await reader.stop() } }
         let client = try KafkaProducer(configuration: KafkaProducerConfiguration(common: TestBroker.common), logger: TestBroker.logger)
+        return (collector, worker, reader, client)
+    }
+
+    @Test("with OTEL_EXPORTER_OTLP_ENDPOINT set, each input's span is exported: a Kafka request's is the child of its traceparent, an HTTP request's the child of the server's span; outputs carry the exported span's id")
+    func exported() async throws {
+        let (collector, worker, reader, client) = try await Self.tracedWorker("trace", protocol: "http/json")
+        defer { worker.process.kill(); Task { await collector.close(); await reader.stop() } }
 
         // Over Kafka.
         let kafkaTrace = "4bf92f3577b34da6a3ce929d0e0e4736", kafkaParent = "00f067aa0ba902b7"
@@ -140,14 +145,8 @@ struct TracingTests {
 
     @Test("by default spans go out as OTLP/HTTP protobuf: the export holds the Kafka request's trace id, its parent and the outputs' span id")
     func protobuf() async throws {
-        let collector = try await HTTPReceiver { _, _ in Reply(status: 200) }
-        defer { Task { await collector.close() } }
-        let worker = try await HTTPWorker.start("tracepb", environment: ["OTEL_EXPORTER_OTLP_ENDPOINT": collector.url(""), "OTEL_BSP_SCHEDULE_DELAY": "100"])
-        defer { worker.process.kill() }
-        let reader = try TestMember(group: "reader-\(worker.suffix)", topics: [worker.topics["RUN_STATUS_TOPIC"]!])
-        reader.start()
-        defer { Task { await reader.stop() } }
-        let client = try KafkaProducer(configuration: KafkaProducerConfiguration(common: TestBroker.common), logger: TestBroker.logger)
+        let (collector, worker, reader, client) = try await Self.tracedWorker("tracepb", protocol: nil)
+        defer { worker.process.kill(); Task { await collector.close(); await reader.stop() } }
         let trace = "5bf92f3577b34da6a3ce929d0e0e4736", parent = "10f067aa0ba902b7"
         _ = try await client.send(KafkaProducerMessage(
             topic: worker.topics["TRIGGER_REQUESTS_TOPIC"]!, key: Array("trace-pb".utf8), value: H.workflowRun("quarterly-privacy-sweep").canonicalBytes,
