@@ -227,7 +227,17 @@ class HTTPChecker:
         method, path, status = http["method"], http["path"].split("?")[0], str(http["status"])
         template, op = operation(self.doc, method, path)
         if op is None:
-            return [f"{method} {path}: not in schemas/openapi.json"]
+            # What no route takes is answered 404 not_found (the document's description says so).
+            if status != "404":
+                return [f"{method} {path}: not in schemas/openapi.json, and answered {status}, not 404"]
+            try:
+                body_json = json.loads(body)
+            except ValueError:
+                return [f"{method} {path}: a route no one takes was answered 404 without a JSON body"]
+            errors = errors_of(self.schema_validator({"$ref": "common.schema.json#/$defs/error"}), body_json)
+            if body_json.get("detail", {}).get("code") != "not_found":
+                errors.append(f"{method} {path}: a route no one takes was answered 404 without code not_found")
+            return errors
         response = op["responses"].get(status) or op["responses"].get("default")
         if response is None:
             return [f"{method} {template}: status {status} is not documented (documented: {', '.join(op['responses'])})"]

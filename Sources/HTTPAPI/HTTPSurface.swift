@@ -20,6 +20,7 @@ public struct HTTPSurface: Service {
         tracing: Bool = false, logger: Logger
     ) {
         let router = Router()
+        router.add(middleware: NotFoundMiddleware())
         // The request's span, a child of its traceparent; the write's own span is its child.
         if tracing { router.add(middleware: RequestSpanMiddleware()) }
         OperationsRoutes.add(to: router, services: services, registry: registry)

@@ -12,7 +12,7 @@ enum OpenAPIDocument {
  "info": {
   "title": "trigger-worker HTTP API",
   "version": "1.0.0",
-  "description": "Coverbase's triggering API served beside Kafka (contract §8): the same store, the same idempotency and the same answers as the trigger-requests topic. An HTTP write is decided by the same code as a Kafka batch; an HTTP request and a Kafka request for the same (org, endpoint, Idempotency-Key) share one record and one answer."
+  "description": "Coverbase's triggering API served beside Kafka (contract §8): the same store, the same idempotency and the same answers as the trigger-requests topic. An HTTP write is decided by the same code as a Kafka batch; an HTTP request and a Kafka request for the same (org, endpoint, Idempotency-Key) share one record and one answer. A request no route takes (an unknown path, or another method on a known one) is answered 404 {\"detail\": {\"code\": \"not_found\", …}}."
  },
  "servers": [
   {
@@ -447,7 +447,8 @@ enum OpenAPIDocument {
      "assessment_not_found",
      "too_many_requests",
      "store_unavailable",
-     "internal_error"
+     "internal_error",
+     "not_found"
     ]
    },
    "httpSource": {

@@ -17,7 +17,7 @@ struct HTTPReadTests {
 
     static func json(_ text: String) throws -> JSONValue { try JSONValue.parse(Array(text.utf8)) }
 
-    @Test("250 runs paged 100 at a time, newest first, filtered by name and status; a run and an assessment by id; 401, 404 across orgs, 422")
+    @Test("250 runs paged 100 at a time, newest first, filtered by name and status; a run and an assessment by id; 401, 404 across orgs, 422; 404 not_found for what no route takes")
     func reads() async throws {
         let http = try await HTTPWorker.start("api")
         let (worker, port, topics, suffix) = (http.process, http.port, http.topics, http.suffix)
@@ -105,6 +105,12 @@ struct HTTPReadTests {
         #expect(try await O.get(port, "/v1/workflows/runs?limit=500", headers: Self.keyA).status == 200)
         let longID = try await O.get(port, "/v1/workflows/runs?limit=1", headers: Self.keyA.merging(["Request-Id": String(repeating: "r", count: 256)]) { $1 })
         #expect(longID.status == 400 && longID.headers["request-id"] == nil)
+        // What no route takes: 404 in the error envelope, the path not echoed.
+        for (method, path) in [("GET", "/v1/nowhere/<script>"), ("GET", "/v1/assessments"), ("DELETE", "/v1/workflows/runs")] {
+            let lost = try await O.get(port, path.replacingOccurrences(of: "<", with: "%3C").replacingOccurrences(of: ">", with: "%3E"), headers: Self.keyA, method: method)
+            #expect(lost.status == 404 && lost.headers["content-type"] == "application/json", "\(method) \(path): \(lost.status)")
+            #expect(try Self.json(lost.body)["detail"]?["code"] == "not_found" && !lost.body.contains("script"), "\(lost.body)")
+        }
 
         // An assessment created over Kafka, read over HTTP; another org's key gets 404.
         let vendorID = try await http.addVendor(client: client, reader: reader)
