@@ -230,12 +230,14 @@ class HTTPChecker:
             # What no route takes is answered 404 not_found (the document's description says so).
             if status != "404":
                 return [f"{method} {path}: not in schemas/openapi.json, and answered {status}, not 404"]
+            if (http.get("content_type") or "").split(";")[0].strip().lower() != "application/json":
+                return [f"{method} {path}: a route no one takes was answered 404 without a JSON body"]
             try:
                 body_json = json.loads(body)
             except ValueError:
                 return [f"{method} {path}: a route no one takes was answered 404 without a JSON body"]
             errors = errors_of(self.schema_validator({"$ref": "common.schema.json#/$defs/error"}), body_json)
-            if body_json.get("detail", {}).get("code") != "not_found":
+            if not isinstance(body_json, dict) or not isinstance(body_json.get("detail"), dict) or body_json["detail"].get("code") != "not_found":
                 errors.append(f"{method} {path}: a route no one takes was answered 404 without code not_found")
             return errors
         response = op["responses"].get(status) or op["responses"].get("default")
@@ -259,6 +261,9 @@ class HTTPChecker:
                 instance = json.loads(body)
             except ValueError as e:
                 return errors + [f"{method} {template} {status}: the body is not JSON: {e}"]
+            # not_found is what no route takes: a documented operation never answers it.
+            if isinstance(instance, dict) and isinstance(instance.get("detail"), dict) and instance["detail"].get("code") == "not_found":
+                errors.append(f"{method} {path}: answered 404 not_found (no route), but {method} {template} is a route")
             errors += [f"{method} {template} {status}: {e}" for e in errors_of(self.schema_validator(content[media]["schema"]), instance)]
         return errors
 

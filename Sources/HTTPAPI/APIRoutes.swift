@@ -16,6 +16,10 @@ enum APIRoutes {
             let name = parameter(context, "name")
             return await write(request, pipeline, maxBodyBytes, logger, endpoint: "POST /v1/workflows/\(name)/run") { WriteAPI.workflowRun(name: name, body: $0) }
         }
+        // A workflow named `runs`: the router would take its path for `runs/:id`.
+        router.post("v1/workflows/runs/run") { request, _ -> Response in
+            await write(request, pipeline, maxBodyBytes, logger, endpoint: "POST /v1/workflows/runs/run") { WriteAPI.workflowRun(name: "runs", body: $0) }
+        }
         router.post("v1/assessments") { request, _ -> Response in
             await write(request, pipeline, maxBodyBytes, logger, endpoint: "POST /v1/assessments") { WriteAPI.assessmentCreate(body: $0) }
         }
@@ -51,7 +55,6 @@ enum APIRoutes {
         defer { inFlight.leave() }
         // An invalid Request-Id is answered by the decoder's §4 checks, in their order.
         var (headers, _) = responseHeaders(request)
-        var request = request
         let body: [UInt8]
         do {
             body = Array(buffer: try await request.body.collect(upTo: maxBodyBytes))

@@ -20,9 +20,10 @@ public struct HTTPSurface: Service {
         tracing: Bool = false, logger: Logger
     ) {
         let router = Router()
-        router.add(middleware: NotFoundMiddleware())
         // The request's span, a child of its traceparent; the write's own span is its child.
+        // Outermost, so that it sees every answer, a 404 of no route among them.
         if tracing { router.add(middleware: RequestSpanMiddleware()) }
+        router.add(middleware: NotFoundMiddleware())
         OperationsRoutes.add(to: router, services: services, registry: registry)
         APIRoutes.add(to: router, reads: ReadAPI(orgs: orgs, store: services.store), pipeline: services.pipeline, maxBodyBytes: maxBodyBytes, logger: logger)
         application = Application(

@@ -344,13 +344,23 @@ enum OpenAPIDocument {
       }
      },
      "name": {
-      "type": "string"
+      "type": [
+       "string",
+       "null"
+      ]
      },
      "service_ids": {
-      "type": "array",
-      "items": {
-       "$ref": "#/components/schemas/serviceId"
-      }
+      "oneOf": [
+       {
+        "type": "array",
+        "items": {
+         "$ref": "#/components/schemas/serviceId"
+        }
+       },
+       {
+        "type": "null"
+       }
+      ]
      },
      "assignee_id": {
       "oneOf": [
@@ -363,14 +373,28 @@ enum OpenAPIDocument {
       ]
      },
      "trigger_workflow": {
-      "$ref": "#/components/schemas/workflowName"
+      "oneOf": [
+       {
+        "$ref": "#/components/schemas/workflowName"
+       },
+       {
+        "type": "null"
+       }
+      ]
      },
      "supporting_document_ids": {
-      "type": "array",
-      "items": {
-       "type": "string",
-       "pattern": "^cbvdoc_[0-9a-f]{32}$"
-      }
+      "oneOf": [
+       {
+        "type": "array",
+        "items": {
+         "type": "string",
+         "pattern": "^cbvdoc_[0-9a-f]{32}$"
+        }
+       },
+       {
+        "type": "null"
+       }
+      ]
      }
     }
    },

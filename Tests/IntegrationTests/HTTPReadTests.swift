@@ -105,6 +105,10 @@ struct HTTPReadTests {
         #expect(try await O.get(port, "/v1/workflows/runs?limit=500", headers: Self.keyA).status == 200)
         let longID = try await O.get(port, "/v1/workflows/runs?limit=1", headers: Self.keyA.merging(["Request-Id": String(repeating: "r", count: 256)]) { $1 })
         #expect(longID.status == 400 && longID.headers["request-id"] == nil)
+        // A workflow named `runs` is a workflow's path, not a run's.
+        let runsWorkflow = try await O.post(port, "/v1/workflows/runs/run", body: Array("{}".utf8), headers: Self.keyA)
+        let runsCode = try Self.json(runsWorkflow.body)["detail"]?["code"]
+        #expect(runsWorkflow.status == 404 && runsCode == "workflow_not_found", "\(runsWorkflow.body)")
         // What no route takes: 404 in the error envelope, the path not echoed.
         for (method, path) in [("GET", "/v1/nowhere/<script>"), ("GET", "/v1/assessments"), ("DELETE", "/v1/workflows/runs")] {
             let lost = try await O.get(port, path.replacingOccurrences(of: "<", with: "%3C").replacingOccurrences(of: ">", with: "%3E"), headers: Self.keyA, method: method)

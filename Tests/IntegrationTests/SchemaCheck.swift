@@ -33,7 +33,12 @@ enum SchemaCheck {
                 let value = (try? JSONValue.parse(message.value ?? [])) ?? .string("(not JSON: \(message.value?.count ?? 0) bytes)")
                 requests.append(["message": .string(kind), "instance": value])
                 what.append("the headers of \(kind) at \(message.topic)/\(message.partition)@\(message.offset)")
-                requests.append(["message": "status-event-headers", "instance": .object(Self.headers(of: message))])
+                // The worker's own headers: each once, event-type the body's.
+                var headers = Self.headers(of: message)
+                let names = message.headers.map { $0.key.lowercased() }
+                if Set(names).count != names.count { headers["(a header repeated)"] = .string(names.joined(separator: ",")) }
+                if headers["event-type"] != value["event_type"] { headers["(event-type is not the body's event_type)"] = value["event_type"] ?? .null }
+                requests.append(["message": "status-event-headers", "instance": .object(headers)])
             }
         }
         guard !requests.isEmpty else { return }

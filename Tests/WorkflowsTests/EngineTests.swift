@@ -170,17 +170,26 @@ struct RunExecutorTests {
         #expect(updates.allSatisfy { $0["workflow_run_id"] == "cbwr_x" && $0["workflow_name"] == "demo" && $0["status"] == "started" })
     }
 
-    @Test("create_assessment fails, for good, when its ids are not ids of their kinds (the object is served as the API's)", arguments: [
-        "control_set_ids: [soc2]", "service_ids: cbsvc_9f4a1c0d7b2e4e9f8c1d2b3a4e5f6071", "assignee_id: bob", "name: [1]",
-    ])
-    func assessmentInputs(_ with: String) async throws {
-        let workflow = try definition("name: demo\ntrigger: { type: direct }\nsteps:\n  - { id: assess, action: create_assessment, with: { \(with) } }\n")
-        let run = PendingRun(id: "cbwr_y", definition: workflow, input: [:], trigger: Array("{}".utf8), vendor: ["id": "cbvndr_1"], assessment: nil, now: 1000)
+    @Test("create_assessment fails, for good, when its templated ids render to what is not an id of their kind (the object is served as the API's)", arguments: [
+        ("control_set_ids", ["soc2"]), ("service_ids", "cbsvc_9f4a1c0d7b2e4e9f8c1d2b3a4e5f6071"), ("assignee_id", "bob"), ("name", [1]),
+    ] as [(String, JSONValue)])
+    func assessmentInputs(_ key: String, _ rendered: JSONValue) async throws {
+        let workflow = try definition("name: demo\ntrigger: { type: direct }\nsteps:\n  - { id: assess, action: create_assessment, with: { \(key): \"{{ input.v }}\" } }\n")
+        let run = PendingRun(id: "cbwr_y", definition: workflow, input: ["v": rendered], trigger: Array("{}".utf8), vendor: ["id": "cbvndr_1"], assessment: nil, now: 1000)
         let (_, execution) = await execute(run)
         #expect(execution.state.status == .failed)
         #expect(execution.assessments.isEmpty)
         let message = try #require(execution.state.steps.first?.message.stringValue)
         #expect(message.hasPrefix("create_assessment '"), "\(message)")
+    }
+
+    @Test("create_assessment whose name renders to nothing takes the default name, as POST /v1/assessments does")
+    func assessmentDefaultName() async throws {
+        let workflow = try definition("name: demo\ntrigger: { type: direct }\nsteps:\n  - { id: assess, action: create_assessment, with: { name: \"{{ input.title }}\" } }\n")
+        let run = PendingRun(id: "cbwr_z", definition: workflow, input: [:], trigger: Array("{}".utf8), vendor: ["id": "cbvndr_1"], assessment: nil, now: 1000)
+        let (_, execution) = await execute(run)
+        #expect(execution.state.status == .completed)
+        #expect(execution.assessments.first?.document["name"] == "demo assessment")
     }
 
     @Test("the run object has the API's shape, in canonical JSON, as it started and as it ended")

@@ -130,6 +130,26 @@ struct WorkflowValidationTests {
         #expect(problems.contains { $0.line == 6 && $0.message.contains("bad template") }, "\(problems)")
     }
 
+    @Test("create_assessment's ids written out in the file are checked at its line; templated ones are left to the run")
+    func assessmentIDs() {
+        let (_, problems) = parseWorkflow("""
+        name: demo
+        trigger: { type: direct }
+        steps:
+          - id: assess
+            action: create_assessment
+            with: { control_set_ids: [soc2], assignee_id: "{{ input.owner }}", name: null }
+        """)
+        #expect(problems.count == 1 && problems.first?.line == 6 && problems.first?.message.contains("'control_set_ids'") == true, "\(problems)")
+        let (templated, none) = parseWorkflow("""
+        name: demo
+        trigger: { type: direct }
+        steps:
+          - { id: assess, action: create_assessment, with: { control_set_ids: "{{ input.sets }}", service_ids: [cbsvc_3c2b1a0f9e8d7c6b5a4f3e2d1c0b9a88] } }
+        """)
+        #expect(templated != nil && none.isEmpty, "\(none)")
+    }
+
     @Test("every problem of a file is listed, not just the first")
     func allProblems() {
         let (_, problems) = parseWorkflow("""

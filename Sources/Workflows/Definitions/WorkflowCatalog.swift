@@ -240,6 +240,10 @@ struct WorkflowParser {
                 for key in action.requiredInputs where inputs[key] == nil {
                     reader.report("action '\(action.rawValue)' needs '\(key)' under 'with'", line: step.line(of: "action"))
                 }
+                // Ids written out in the file are checked now (templated ones when they render).
+                if action == .createAssessment, let problem = CreateAssessmentAction.problem(inputs.filter { !$0.value.canonicalString.contains("{{") }) {
+                    reader.report("create_assessment \(problem)", line: step.line(of: "with"))
+                }
                 if let known = action.knownInputs {
                     for key in inputs.keys.sorted() where !known.contains(key) {
                         reader.report("action '\(action.rawValue)' takes no '\(key)' under 'with' (it takes: \(known.sorted().joined(separator: ", ")))", line: step.line(of: "with"))

@@ -58,7 +58,8 @@ struct CreateAssessmentAction: StepAction {
 
     /// What is wrong with the step's inputs, if anything: `control_set_ids` and
     /// `service_ids` lists of ids of their kinds, `assignee_id` a user id (or null),
-    /// `name` a string.
+    /// `name` a string (or null: the default name). `validate` asks it of the inputs
+    /// written out in the file; a run, of them all as they rendered.
     static func problem(_ fields: [String: JSONValue]) -> String? {
         for (key, prefix) in [("control_set_ids", "cbctst"), ("service_ids", "cbsvc")] {
             guard let value = fields[key], value != .null else { continue }
@@ -69,7 +70,7 @@ struct CreateAssessmentAction: StepAction {
         if let assignee = fields["assignee_id"], assignee != .null, !(assignee.stringValue.map { Identifier.isValid($0, prefix: "cbuser") } ?? false) {
             return "'assignee_id' must be a cbuser_ id or null"
         }
-        if let name = fields["name"], name.stringValue == nil { return "'name' must be a string" }
+        if let name = fields["name"], name != .null, name.stringValue == nil { return "'name' must be a string" }
         return nil
     }
 }
