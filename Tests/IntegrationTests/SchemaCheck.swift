@@ -1,4 +1,7 @@
 import Dispatch
+#if canImport(Glibc)
+import Glibc
+#endif
 import Foundation
 import Kafka
 import Synchronization
@@ -101,7 +104,6 @@ enum SchemaCheck {
     /// pipes are read and written with blocking calls, off the concurrency pool.
     final class Validator: Sendable {
         private struct Running: @unchecked Sendable {
-            let process: Process
             let input: FileHandle
             let output: FileHandle
             var buffered: [UInt8] = []
@@ -157,6 +159,12 @@ enum SchemaCheck {
             }
         }
 
+        /// Starts the validator with posix_spawn, not Foundation's `Process`: on Linux a
+        /// `Process` learns that its child ended when a socket the child inherited closes,
+        /// and a child started meanwhile (this one lives for the whole test run) may inherit
+        /// that socket too: the worker's end is then never seen, and `waitUntilExit` spins
+        /// (swift-corelibs-foundation #4795). The validator closes every inherited
+        /// descriptor but its pipes first thing, and Foundation does not track it.
         private static func start() -> Result<Running, ValidatorUnavailable> {
             let root = WorkerProcess.root
             let python = root.appendingPathComponent(".venv/bin/python").path
@@ -165,18 +173,32 @@ enum SchemaCheck {
             }
             // A validator that died must be an error of the write, not the end of the test run.
             signal(SIGPIPE, SIG_IGN)
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: python)
-            process.arguments = [root.appendingPathComponent("scripts/schemas.py").path, "serve"]
-            let input = Pipe(), output = Pipe()
-            process.standardInput = input
-            process.standardOutput = output
-            do {
-                try process.run()
-            } catch {
-                return .failure(ValidatorUnavailable(description: "\(python) scripts/schemas.py serve did not start: \(error)"))
+            var requests: [Int32] = [0, 0], answers: [Int32] = [0, 0]
+            guard pipe(&requests) == 0, pipe(&answers) == 0 else {
+                return .failure(ValidatorUnavailable(description: "pipe failed: errno \(errno)"))
             }
-            return .success(Running(process: process, input: input.fileHandleForWriting, output: output.fileHandleForReading))
+            // Not inherited by the workers the tests start (the child gets its copies as 0 and 1).
+            for descriptor in requests + answers { _ = fcntl(descriptor, F_SETFD, FD_CLOEXEC) }
+            var actions = posix_spawn_file_actions_t()
+            posix_spawn_file_actions_init(&actions)
+            defer { posix_spawn_file_actions_destroy(&actions) }
+            posix_spawn_file_actions_adddup2(&actions, requests[0], 0)
+            posix_spawn_file_actions_adddup2(&actions, answers[1], 1)
+            let arguments = [python, root.appendingPathComponent("scripts/schemas.py").path, "serve"]
+            var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
+            defer { for pointer in argv { free(pointer) } }
+            var pid: pid_t = 0
+            let spawned = posix_spawn(&pid, python, &actions, nil, &argv, environ)
+            close(requests[0])
+            close(answers[1])
+            guard spawned == 0 else {
+                close(requests[1])
+                close(answers[0])
+                return .failure(ValidatorUnavailable(description: "\(python) scripts/schemas.py serve did not start: errno \(spawned)"))
+            }
+            return .success(Running(
+                input: FileHandle(fileDescriptor: requests[1], closeOnDealloc: true), output: FileHandle(fileDescriptor: answers[0], closeOnDealloc: true)
+            ))
         }
     }
 }
