@@ -136,15 +136,11 @@ final class OwnBroker: @unchecked Sendable {
         self.process = nil
     }
 
-    /// SIGKILL, and the process's exit awaited.
+    /// SIGKILL, and the process's end awaited (for at most 10 s: not waitUntilExit(),
+    /// which spins forever when Foundation misses the end; see ``Foundation/Process/isAlive``).
     private static func killAndWait(_ process: Process) async {
         kill(process.processIdentifier, SIGKILL)
-        await withCheckedContinuation { continuation in
-            DispatchQueue.global().async {
-                process.waitUntilExit()
-                continuation.resume()
-            }
-        }
+        await process.waitUntilEnded(limit: .seconds(10))
     }
 }
 

@@ -128,11 +128,24 @@ final class WorkerProcess: Sendable {
         guard process.isRunning else { return reportCrash() }
         process.terminate()
         let deadline = Date().addingTimeInterval(15)
-        while process.isRunning, Date() < deadline { usleep(20_000) }
-        if process.isRunning { Foundation.kill(process.processIdentifier, SIGKILL) }
-        process.waitUntilExit()
+        while isAlive, Date() < deadline { usleep(20_000) }
+        if isAlive { Foundation.kill(process.processIdentifier, SIGKILL) }
+        // Not waitUntilExit(): it spins forever when Foundation misses the end (Process.isAlive).
+        let killed = Date().addingTimeInterval(10)
+        var endedAt: Date?
+        while process.isRunning, Date() < killed {
+            if !isAlive {
+                let ended = endedAt ?? Date()
+                if Date().timeIntervalSince(ended) > 2 { break }  // a zombie Foundation does not see
+                endedAt = ended
+            }
+            usleep(20_000)
+        }
+        if process.isRunning { return }  // ended, but unseen by Foundation: there is no status to report
         reportCrash()
     }
+
+    private var isAlive: Bool { process.isAlive }
 
     private func reportCrash() {
         guard !process.isRunning, process.terminationReason == .uncaughtSignal,
@@ -144,12 +157,9 @@ final class WorkerProcess: Sendable {
     func waitForExit(timeout: Duration) async throws -> Int32 {
         let process = self.process
         let status = try await withDeadline(timeout, "the worker to exit") {
-            await withCheckedContinuation { continuation in
-                DispatchQueue.global().async {
-                    process.waitUntilExit()
-                    continuation.resume()
-                }
-            }
+            // Polled, not waitUntilExit(), which spins forever when Foundation misses the end.
+            await process.waitUntilEnded(limit: timeout)
+            guard !process.isRunning else { throw TimedOut(what: "Foundation to see the worker's end (swift-corelibs-foundation #4795)") }
             return process.terminationStatus
         }
         // The process may exit before its output is read to the end.
@@ -235,5 +245,36 @@ struct WorkerProcessTests {
             #expect(output.contains { $0.contains(file) }, "no problem reported at \(file)")
         }
         #expect(output.last == "8 problem(s) found")
+    }
+}
+
+extension Process {
+    /// Whether the process still runs. Foundation's `isRunning` alone is not enough on
+    /// Linux: it learns of the end when a socket the child inherited closes, and a
+    /// process started at the same moment may have inherited that socket too
+    /// (swift-corelibs-foundation #4795); a process that ended is then a zombie that
+    /// Foundation still calls running, and `waitUntilExit()` spins forever.
+    var isAlive: Bool {
+        guard isRunning else { return false }
+        guard let stat = try? String(contentsOfFile: "/proc/\(processIdentifier)/stat", encoding: .utf8) else { return false }
+        // The state follows the command's closing parenthesis: "pid (comm) S …".
+        guard let close = stat.lastIndex(of: ")") else { return true }
+        return stat[stat.index(after: close)...].trimmingCharacters(in: .whitespaces).first != "Z"
+    }
+
+    /// Waits until the process has ended, for at most `limit` (or until cancelled): until
+    /// Foundation saw it end, or, when it is a zombie Foundation does not see (``isAlive``),
+    /// for 2 s more.
+    func waitUntilEnded(limit: Duration) async {
+        let deadline = ContinuousClock.now + limit
+        var endedAt: ContinuousClock.Instant?
+        while isRunning, ContinuousClock.now < deadline, !Task.isCancelled {
+            if !isAlive {
+                let now = ContinuousClock.now
+                if now - (endedAt ?? now) > .seconds(2) { return }
+                endedAt = endedAt ?? now
+            }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
     }
 }
