@@ -132,15 +132,7 @@ final class WorkerProcess: Sendable {
         if isAlive { Foundation.kill(process.processIdentifier, SIGKILL) }
         // Not waitUntilExit(): it spins forever when Foundation misses the end (Process.isAlive).
         let killed = Date().addingTimeInterval(10)
-        var endedAt: Date?
-        while process.isRunning, Date() < killed {
-            if !isAlive {
-                let ended = endedAt ?? Date()
-                if Date().timeIntervalSince(ended) > 2 { break }  // a zombie Foundation does not see
-                endedAt = ended
-            }
-            usleep(20_000)
-        }
+        while process.isRunning, Date() < killed { usleep(20_000) }
         if process.isRunning { return }  // ended, but unseen by Foundation: there is no status to report
         reportCrash()
     }
@@ -159,7 +151,9 @@ final class WorkerProcess: Sendable {
         let status = try await withDeadline(timeout, "the worker to exit") {
             // Polled, not waitUntilExit(), which spins forever when Foundation misses the end.
             await process.waitUntilEnded(limit: timeout)
-            guard !process.isRunning else { throw TimedOut(what: "Foundation to see the worker's end (swift-corelibs-foundation #4795)") }
+            guard !process.isRunning else {
+                throw TimedOut(what: process.isAlive ? "the worker to exit" : "Foundation to see the worker's end (swift-corelibs-foundation #4795)")
+            }
             return process.terminationStatus
         }
         // The process may exit before its output is read to the end.
@@ -262,19 +256,9 @@ extension Process {
         return stat[stat.index(after: close)...].trimmingCharacters(in: .whitespaces).first != "Z"
     }
 
-    /// Waits until the process has ended, for at most `limit` (or until cancelled): until
-    /// Foundation saw it end, or, when it is a zombie Foundation does not see (``isAlive``),
-    /// for 2 s more.
+    /// Waits until Foundation saw the process end, for at most `limit` (or until cancelled).
     func waitUntilEnded(limit: Duration) async {
         let deadline = ContinuousClock.now + limit
-        var endedAt: ContinuousClock.Instant?
-        while isRunning, ContinuousClock.now < deadline, !Task.isCancelled {
-            if !isAlive {
-                let now = ContinuousClock.now
-                if now - (endedAt ?? now) > .seconds(2) { return }
-                endedAt = endedAt ?? now
-            }
-            try? await Task.sleep(for: .milliseconds(20))
-        }
+        while isRunning, ContinuousClock.now < deadline, !Task.isCancelled { try? await Task.sleep(for: .milliseconds(20)) }
     }
 }
