@@ -34,6 +34,16 @@ struct HTTPWorker {
 }
 
 extension HTTPWorker {
+    /// A reader of the worker's status topic, started.
+    func statusReader() throws -> TestMember {
+        let reader = try TestMember(group: "reader-\(suffix)", topics: [topics["RUN_STATUS_TOPIC"]!])
+        reader.start()
+        return reader
+    }
+
+    /// An HTTP answer's body as JSON.
+    static func json(_ text: String) throws -> JSONValue { try JSONValue.parse(Array(text.utf8)) }
+
     /// Publishes a `Vendor.Created` of org A and returns its vendor id once the worker
     /// has handled it: the vendor enters the directory in the batch that starts its
     /// onboarding run, which `reader` (on the status topic) sees.

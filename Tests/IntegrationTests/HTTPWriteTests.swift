@@ -12,7 +12,6 @@ struct HTTPWriteTests {
     typealias H = WorkerHarness
     typealias O = OperationsTests
 
-    static func json(_ text: String) throws -> JSONValue { try JSONValue.parse(Array(text.utf8)) }
     static func bytes(_ value: JSONValue) -> [UInt8] { value.canonicalBytes }
 
     @Test("HTTP then Kafka and Kafka then HTTP with one key: one run, the original body; the §4 rows; run events without a Responded; an assessment; cancel 200/404/409")
@@ -20,8 +19,7 @@ struct HTTPWriteTests {
         let http = try await HTTPWorker.start("apiw")
         let (worker, port, topics, suffix) = (http.process, http.port, http.topics, http.suffix)
         defer { worker.kill() }
-        let reader = try TestMember(group: "reader-\(suffix)", topics: [topics["RUN_STATUS_TOPIC"]!])
-        reader.start()
+        let reader = try http.statusReader()
         defer { Task { await reader.stop() } }
         let client = try KafkaProducer(configuration: KafkaProducerConfiguration(common: TestBroker.common), logger: TestBroker.logger)
         func kafka(_ value: JSONValue, key: String) async throws {
@@ -37,7 +35,7 @@ struct HTTPWriteTests {
         let first = try await O.post(port, "/v1/workflows/early-stop/run", body: run, headers: keyA.merging(["Idempotency-Key": "one", "Request-Id": "req-1"]) { $1 })
         #expect(first.status == 201, "\(first.body)")
         #expect(first.headers["request-id"] == "req-1" && first.headers["idempotent-replayed"] == nil)
-        let firstBody = try Self.json(first.body)
+        let firstBody = try HTTPWorker.json(first.body)
         let runID = try #require(firstBody["workflow_run_id"]?.stringValue)
         #expect(firstBody["status"] == "started" && firstBody["input"] == ["n": 1])
         try await kafka(H.workflowRun("early-stop", input: ["n": 1]), key: "one")
@@ -56,9 +54,9 @@ struct HTTPWriteTests {
         let kafkaBody = try #require(reader.responded(key: "two").first?[path: ["response", "body"]])
         let overHTTP = try await O.post(port, "/v1/workflows/early-stop/run", body: Self.bytes(["input": ["n": 3]]), headers: keyA.merging(["Idempotency-Key": "two"]) { $1 })
         #expect(overHTTP.status == 201 && overHTTP.headers["idempotent-replayed"] == "true")
-        try #expect(try Self.json(overHTTP.body) == kafkaBody)
+        try #expect(try HTTPWorker.json(overHTTP.body) == kafkaBody)
         try await O.waitFor("two early-stop runs, not four", port: port, "/v1/workflows/runs?workflow_name=early-stop&status=canceled", headers: keyA, timeout: .seconds(30)) { _, body in
-            (try? Self.json(body))?["total"] == 2
+            (try? HTTPWorker.json(body))?["total"] == 2
         }
 
         // The HTTP run's events are published, its trigger says HTTP; no Responded for HTTP requests.
@@ -72,17 +70,17 @@ struct HTTPWriteTests {
 
         // The §4 rows over HTTP.
         let noKey = try await O.post(port, "/v1/workflows/early-stop/run", body: run)
-        try #expect(noKey.status == 401 && (try Self.json(noKey.body)) == ["detail": ["code": "unauthorized", "message": "Invalid or expired API key."]])
+        try #expect(noKey.status == 401 && (try HTTPWorker.json(noKey.body)) == ["detail": ["code": "unauthorized", "message": "Invalid or expired API key."]])
         let unknown = try await O.post(port, "/v1/workflows/nope/run", body: run, headers: keyA)
-        try #expect(unknown.status == 404 && (try Self.json(unknown.body))[path: ["detail", "code"]] == "workflow_not_found")
+        try #expect(unknown.status == 404 && (try HTTPWorker.json(unknown.body))[path: ["detail", "code"]] == "workflow_not_found")
         let disabled = try await O.post(port, "/v1/workflows/paused-flow/run", body: run, headers: keyA)
-        try #expect(disabled.status == 409 && (try Self.json(disabled.body))[path: ["detail", "code"]] == "workflow_disabled")
+        try #expect(disabled.status == 409 && (try HTTPWorker.json(disabled.body))[path: ["detail", "code"]] == "workflow_disabled")
         let invalid = try await O.post(port, "/v1/workflows/early-stop/run", body: Self.bytes(["input": 5]), headers: keyA)
-        try #expect(invalid.status == 422 && (try Self.json(invalid.body))["detail"]?.arrayValue?.first?["loc"] == ["body", "input"], "\(invalid.body)")
+        try #expect(invalid.status == 422 && (try HTTPWorker.json(invalid.body))["detail"]?.arrayValue?.first?["loc"] == ["body", "input"], "\(invalid.body)")
         let notJSON = try await O.post(port, "/v1/workflows/early-stop/run", body: Array("{oops".utf8), headers: keyA)
-        try #expect(notJSON.status == 400 && (try Self.json(notJSON.body))[path: ["detail", "code"]] == "invalid_request")
+        try #expect(notJSON.status == 400 && (try HTTPWorker.json(notJSON.body))[path: ["detail", "code"]] == "invalid_request")
         let tooLarge = try await O.post(port, "/v1/workflows/early-stop/run", body: Array(repeating: UInt8(ascii: " "), count: 1_048_577) + run, headers: keyA)
-        try #expect(tooLarge.status == 413 && (try Self.json(tooLarge.body))[path: ["detail", "code"]] == "payload_too_large")
+        try #expect(tooLarge.status == 413 && (try HTTPWorker.json(tooLarge.body))[path: ["detail", "code"]] == "payload_too_large")
         let badKey = try await O.post(port, "/v1/workflows/early-stop/run", body: run, headers: keyA.merging(["Idempotency-Key": String(repeating: "k", count: 256)]) { $1 })
         #expect(badKey.status == 422)
         let smuggled = try await O.post(port, "/v1/assessments", body: Array(#"{},"request_type":"workflow_run","workflow_name":"early-stop""#.utf8), headers: keyA)
@@ -90,7 +88,7 @@ struct HTTPWriteTests {
         let escaped = try await O.post(port, "/v1/workflows/early%2Dstop/run", body: run, headers: keyA)
         #expect(escaped.status == 201, "path parameters are percent-decoded: \(escaped.body)")
         let garbage = try await O.post(port, "/v1/workflows/runs/not-a-run/cancel", body: [], headers: keyA)
-        try #expect(garbage.status == 404 && Self.json(garbage.body)[path: ["detail", "code"]] == "workflow_run_not_found")
+        try #expect(garbage.status == 404 && HTTPWorker.json(garbage.body)[path: ["detail", "code"]] == "workflow_run_not_found")
         #expect(try await O.post(port, "/v1/workflows/runs/not-a-run/cancel", body: []).status == 401, "the key first")
 
         // An assessment over HTTP (its vendor known from an event), then its run read back.
@@ -98,18 +96,18 @@ struct HTTPWriteTests {
         let create = Self.bytes(["vendor_id": .string(vendorID), "control_set_ids": []])
         let assessment = try await O.post(port, "/v1/assessments", body: create, headers: keyA.merging(["Idempotency-Key": "assess-http"]) { $1 })
         #expect(assessment.status == 201, "\(assessment.body)")
-        let assessmentID = try #require(try Self.json(assessment.body)["id"]?.stringValue)
+        let assessmentID = try #require(try HTTPWorker.json(assessment.body)["id"]?.stringValue)
         #expect(try await O.get(port, "/v1/assessments/\(assessmentID)", headers: keyA).body == assessment.body)
 
         // Cancel over HTTP: a waiting run (short-delay) → 200; again → 409; another org → 404.
         let waiting = try await O.post(port, "/v1/workflows/short-delay/run", body: Array("{}".utf8), headers: keyA.merging(["Idempotency-Key": "wait-1"]) { $1 })
-        let waitingID = try #require(try Self.json(waiting.body)["workflow_run_id"]?.stringValue)
+        let waitingID = try #require(try HTTPWorker.json(waiting.body)["workflow_run_id"]?.stringValue)
         let otherOrg = try await O.post(port, "/v1/workflows/runs/\(waitingID)/cancel", body: [], headers: ["Authorization": "Bearer \(H.keyB)"])
-        try #expect(otherOrg.status == 404 && (try Self.json(otherOrg.body))[path: ["detail", "code"]] == "workflow_run_not_found")
+        try #expect(otherOrg.status == 404 && (try HTTPWorker.json(otherOrg.body))[path: ["detail", "code"]] == "workflow_run_not_found")
         let canceled = try await O.post(port, "/v1/workflows/runs/\(waitingID)/cancel", body: [], headers: keyA)
-        try #expect(canceled.status == 200 && (try Self.json(canceled.body))["status"] == "canceled", "\(canceled.body)")
+        try #expect(canceled.status == 200 && (try HTTPWorker.json(canceled.body))["status"] == "canceled", "\(canceled.body)")
         let twice = try await O.post(port, "/v1/workflows/runs/\(waitingID)/cancel", body: [], headers: keyA)
-        try #expect(twice.status == 409 && (try Self.json(twice.body))[path: ["detail", "code"]] == "workflow_run_finished")
+        try #expect(twice.status == 409 && (try HTTPWorker.json(twice.body))[path: ["detail", "code"]] == "workflow_run_finished")
 
         try await client.shutdown()
         worker.interrupt()

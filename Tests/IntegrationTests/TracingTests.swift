@@ -58,10 +58,20 @@ struct TracingTests {
         var environment = ["OTEL_EXPORTER_OTLP_ENDPOINT": collector.url(""), "OTEL_BSP_SCHEDULE_DELAY": "100"]
         environment["OTEL_EXPORTER_OTLP_PROTOCOL"] = `protocol`
         let worker = try await HTTPWorker.start(prefix, environment: environment)
-        let reader = try TestMember(group: "reader-\(worker.suffix)", topics: [worker.topics["RUN_STATUS_TOPIC"]!])
-        reader.start()
+        let reader = try worker.statusReader()
         let client = try KafkaProducer(configuration: KafkaProducerConfiguration(common: TestBroker.common), logger: TestBroker.logger)
         return (collector, worker, reader, client)
+    }
+
+    /// A request of org A to run quarterly-privacy-sweep, with `key` as its Kafka key and Idempotency-Key.
+    static func request(to worker: HTTPWorker, key: String, traceparent: String) -> KafkaProducerMessage {
+        KafkaProducerMessage(
+            topic: worker.topics["TRIGGER_REQUESTS_TOPIC"]!, key: Array(key.utf8), value: H.workflowRun("quarterly-privacy-sweep").canonicalBytes,
+            headers: [
+                KafkaHeader(key: "Authorization", value: "Bearer \(H.keyA)"), KafkaHeader(key: "Idempotency-Key", value: key),
+                KafkaHeader(key: "traceparent", value: traceparent),
+            ]
+        )
     }
 
     @Test("with OTEL_EXPORTER_OTLP_ENDPOINT set, each input's span is exported: a Kafka request's is the child of its traceparent, an HTTP request's the child of the server's span; outputs carry the exported span's id")
@@ -71,14 +81,7 @@ struct TracingTests {
 
         // Over Kafka.
         let kafkaTrace = "4bf92f3577b34da6a3ce929d0e0e4736", kafkaParent = "00f067aa0ba902b7"
-        _ = try await client.send(KafkaProducerMessage(
-            topic: worker.topics["TRIGGER_REQUESTS_TOPIC"]!, key: Array("trace-1".utf8),
-            value: H.workflowRun("quarterly-privacy-sweep").canonicalBytes,
-            headers: [
-                KafkaHeader(key: "Authorization", value: "Bearer \(H.keyA)"), KafkaHeader(key: "Idempotency-Key", value: "trace-1"),
-                KafkaHeader(key: "traceparent", value: "00-\(kafkaTrace)-\(kafkaParent)-01"),
-            ]
-        ))
+        _ = try await client.send(Self.request(to: worker, key: "trace-1", traceparent: "00-\(kafkaTrace)-\(kafkaParent)-01"))
         // Over HTTP.
         let httpTrace = "0af7651916cd43dd8448eb211c80319c", httpParent = "b7ad6b7169203331"
         let answer = try await OperationsTests.post(
@@ -88,14 +91,7 @@ struct TracingTests {
         #expect(answer.status == 201, "\(answer.body)")
         // A later version of trace context (§4 accepts its first four fields): read as version 00, same trace.
         let laterTrace = "6cf92f3577b34da6a3ce929d0e0e4736", laterParent = "20f067aa0ba902b7"
-        _ = try await client.send(KafkaProducerMessage(
-            topic: worker.topics["TRIGGER_REQUESTS_TOPIC"]!, key: Array("trace-2".utf8),
-            value: H.workflowRun("quarterly-privacy-sweep").canonicalBytes,
-            headers: [
-                KafkaHeader(key: "Authorization", value: "Bearer \(H.keyA)"), KafkaHeader(key: "Idempotency-Key", value: "trace-2"),
-                KafkaHeader(key: "traceparent", value: "01-\(laterTrace)-\(laterParent)-01-future"),
-            ]
-        ))
+        _ = try await client.send(Self.request(to: worker, key: "trace-2", traceparent: "01-\(laterTrace)-\(laterParent)-01-future"))
         // Trace headers the tracer cannot read are not logged with the request's other headers.
         let unreadable = try await OperationsTests.get(
             worker.port, "/v1/workflows/runs?limit=1", headers: ["Authorization": "Bearer \(H.keyA)", "traceparent": "garbage", "tracestate": "=,=,="]
@@ -148,10 +144,7 @@ struct TracingTests {
         let (collector, worker, reader, client) = try await Self.tracedWorker("tracepb", protocol: nil)
         defer { worker.process.kill(); Task { await collector.close(); await reader.stop() } }
         let trace = "5bf92f3577b34da6a3ce929d0e0e4736", parent = "10f067aa0ba902b7"
-        _ = try await client.send(KafkaProducerMessage(
-            topic: worker.topics["TRIGGER_REQUESTS_TOPIC"]!, key: Array("trace-pb".utf8), value: H.workflowRun("quarterly-privacy-sweep").canonicalBytes,
-            headers: [KafkaHeader(key: "Authorization", value: "Bearer \(H.keyA)"), KafkaHeader(key: "traceparent", value: "00-\(trace)-\(parent)-01")]
-        ))
+        _ = try await client.send(Self.request(to: worker, key: "trace-pb", traceparent: "00-\(trace)-\(parent)-01"))
         try await client.shutdown()
         try await reader.waitUntil("the response") { !$0.received.isEmpty }
         let carried = try #require(reader.snapshot.received.first?.header("traceparent")).split(separator: "-").map(String.init)

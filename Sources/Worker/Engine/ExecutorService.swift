@@ -183,6 +183,13 @@ public final class ExecutorService: Service, Sendable {
             var claimDue = true
             var pending: [(TaskOutcome, RunAdvance)] = []
             var backoff = Duration.milliseconds(200)
+            /// Commits what was performed, in a child task (one commit at a time).
+            func commitPending() {
+                let batch = pending
+                pending = []
+                committing = true
+                group.addTask { await self.commit(batch); return .committed }
+            }
             while true {
                 let stopping = Task.isCancelled || Task.isShuttingDownGracefully
                 let held = running + queued.count - next
@@ -258,22 +265,14 @@ public final class ExecutorService: Service, Sendable {
                     }
                 case .flush:
                     flushArmed = false
-                    let batch = pending
-                    pending = []
-                    committing = true
-                    group.addTask { await self.commit(batch); return .committed }
+                    commitPending()
                 case .committed:
                     committing = false
                     // What was just committed may be due again at once (a run handed back after
                     // its step budget, a retry with no wait).
                     claimDue = true
                     // What was performed during the commit goes next, at once (it already waited).
-                    if !pending.isEmpty {
-                        committing = true
-                        let batch = pending
-                        pending = []
-                        group.addTask { await self.commit(batch); return .committed }
-                    }
+                    if !pending.isEmpty { commitPending() }
                 case .woken:
                     waiting = false
                     claimDue = true
