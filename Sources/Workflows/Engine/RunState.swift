@@ -188,84 +188,6 @@ extension RunState {
             "steps": .array(steps.map(\.json)),
         ]
     }
-
-    /// A state as stored. - Throws: ``RunStateError`` when it is not one this build can read.
-    public init(decoding bytes: [UInt8]) throws(RunStateError) {
-        guard let value = try? JSONValue.parse(bytes), let object = value.objectValue else { throw RunStateError("not a JSON object") }
-        guard let version = object["v"]?.intValue, version <= Self.version else {
-            throw RunStateError("written by a newer release (format \(object["v"]?.intValue.map(String.init) ?? "?"))")
-        }
-        func string(_ key: String, in object: [String: JSONValue]) throws(RunStateError) -> String {
-            guard let text = object[key]?.stringValue else { throw RunStateError("'\(key)' is missing") }
-            return text
-        }
-        func int(_ key: String, in object: [String: JSONValue]) throws(RunStateError) -> Int64 {
-            guard let number = object[key]?.intValue else { throw RunStateError("'\(key)' is missing") }
-            return number
-        }
-        runID = try string("run_id", in: object)
-        orgID = try string("org_id", in: object)
-        workflowName = try string("workflow_name", in: object)
-        definitionID = try string("definition_id", in: object)
-        startedAt = try int("started_at", in: object)
-        completedAt = object["completed_at"]?.intValue
-        guard let status = object["status"]?.stringValue.flatMap(RunStatus.init(rawValue:)) else { throw RunStateError("'status' is missing") }
-        self.status = status
-        input = object["input"] ?? .object([:])
-        vendor = object["vendor"] ?? .null
-        assessment = object["assessment"] ?? .null
-        trigger = object["trigger"] ?? .object([:])
-        outputs = object["outputs"]?.objectValue ?? [:]
-        cursor = Int(try int("cursor", in: object))
-        let headers = object["headers"]?.objectValue ?? [:]
-        self.headers = RunHeaders(
-            requestID: headers["request_id"]?.stringValue, idempotencyKey: headers["idempotency_key"]?.stringValue,
-            traceparent: headers["traceparent"]?.stringValue
-        )
-        var steps: [StepState] = []
-        for item in object["steps"]?.arrayValue ?? [] {
-            guard let step = item.objectValue else { throw RunStateError("a step is not an object") }
-            guard let action = step["action"]?.stringValue.flatMap(WorkflowAction.init(rawValue:)) else { throw RunStateError("a step's action is unknown") }
-            var state = StepState(
-                componentID: try string("component_id", in: step), stepID: try string("step_id", in: step), action: action,
-                createdAt: try int("created_at", in: step), updatedAt: try int("updated_at", in: step)
-            )
-            state.status = step["status"]?.stringValue.flatMap(StepStatus.init(rawValue:))
-            state.message = step["message"] ?? .null
-            state.artifacts = step["artifacts"]?.arrayValue ?? []
-            state.attempts = Int(step["attempts"]?.intValue ?? 0)
-            state.nextAttemptAt = step["next_attempt_at"]?.intValue
-            state.wakeAt = step["wake_at"]?.intValue
-            if let waitingFor = step["waiting_for"], waitingFor != .null { state.waitingFor = waitingFor }
-            state.lastError = step["last_error"]?.stringValue
-            if let progress = step["progress"], progress != .null { state.progress = progress }
-            state.recheck = step["recheck"] == .bool(true)
-            if let type = step["subscription"]?["event_type"]?.stringValue {
-                state.subscription = WaitSubscription(
-                    eventType: type, vendorID: step["subscription"]?["vendor_id"]?.stringValue, seenSequence: step["subscription"]?["seen"]?.intValue ?? 0
-                )
-            }
-            steps.append(state)
-        }
-        self.steps = steps
-        let stored = object["definition"]?.arrayValue ?? []
-        let cacheKey = DefinitionCache.key(definitionID: definitionID, item: object["item"]?["step_id"]?.stringValue)
-        if let cached = DefinitionCache.steps(cacheKey, matching: stored) {
-            definition = cached
-        } else {
-            var definition: [WorkflowStep] = []
-            for item in stored {
-                guard let step = WorkflowStep(json: item) else { throw RunStateError("a step of the definition cannot be read") }
-                definition.append(step)
-            }
-            self.definition = definition
-        }
-        if let stepID = object["item"]?["step_id"]?.stringValue, let key = object["item"]?["key"]?.stringValue {
-            item = ItemInfo(stepID: stepID, key: key)
-        }
-        guard definition.count == steps.count else { throw RunStateError("the definition has \(definition.count) steps, the run \(steps.count)") }
-        guard (0...steps.count).contains(cursor) else { throw RunStateError("the cursor is outside the steps") }
-    }
 }
 
 /// A stored run state this build cannot read.
@@ -320,8 +242,10 @@ extension StepState {
 
 /// The definitions of runs, encoded and decoded once per process: a definition id is a
 /// digest of its workflow file, so its steps never change (an item's are its
-/// for_each's `do`, told apart by the step). Entries are checked against what they
-/// stand for (step ids and actions), and the cache is emptied when it grows large.
+/// for_each's `do`, told apart by the step). A state's definition is taken from the
+/// cache only when its bytes are the entry's, byte for byte, and an entry is spliced
+/// into a state only for equal steps (the same array, from the cache, compares at once).
+/// The cache is emptied when it grows large.
 enum DefinitionCache {
     private static let entries = Mutex<[String: (steps: [WorkflowStep], encoded: [UInt8])]>([:])
     static let capacity = 4096
@@ -330,21 +254,21 @@ enum DefinitionCache {
 
     static func encoded(_ state: RunState) -> [UInt8] {
         let key = key(definitionID: state.definitionID, item: state.item?.stepID)
-        if let entry = entries.withLock({ $0[key] }), same(entry.steps, state.definition) { return entry.encoded }
+        if let entry = entries.withLock({ $0[key] }), entry.steps == state.definition { return entry.encoded }
         let encoded = JSONValue.array(state.definition.map(\.json)).canonicalBytes
         store(key, (state.definition, encoded))
         return encoded
     }
 
-    static func steps(_ key: String, matching stored: [JSONValue]) -> [WorkflowStep]? {
-        guard let entry = entries.withLock({ $0[key] }), entry.steps.count == stored.count,
-              zip(entry.steps, stored).allSatisfy({ $0.id == $1["id"]?.stringValue && $0.action.rawValue == $1["action"]?.stringValue })
-        else { return nil }
+    /// The steps whose canonical bytes are `stored`, when the cache has them under `key`.
+    static func steps(_ key: String, stored: [UInt8]) -> [WorkflowStep]? {
+        guard let entry = entries.withLock({ $0[key] }), entry.encoded == stored else { return nil }
         return entry.steps
     }
 
-    private static func same(_ one: [WorkflowStep], _ other: [WorkflowStep]) -> Bool {
-        one.count == other.count && zip(one, other).allSatisfy { $0.id == $1.id && $0.action == $1.action }
+    /// Keeps steps read from a state (by their canonical bytes, which later states are compared with).
+    static func keep(_ key: String, steps: [WorkflowStep]) {
+        store(key, (steps, JSONValue.array(steps.map(\.json)).canonicalBytes))
     }
 
     private static func store(_ key: String, _ entry: (steps: [WorkflowStep], encoded: [UInt8])) {

@@ -30,19 +30,19 @@ struct JSONParser {
         return try result.get()
     }
 
-    private init(bytes: UnsafeBufferPointer<UInt8>) {
+    init(bytes: UnsafeBufferPointer<UInt8>) {
         self.bytes = bytes
     }
 
-    private func failure(_ reason: String) -> Failure { Failure(offset: index, reason: reason) }
+    func failure(_ reason: String) -> Failure { Failure(offset: index, reason: reason) }
 
     private var current: UInt8? { index < bytes.count ? bytes[index] : nil }
 
-    private mutating func skipWhitespace() {
+    mutating func skipWhitespace() {
         while index < bytes.count, bytes[index] == 0x20 || bytes[index] == 0x0A || bytes[index] == 0x0D || bytes[index] == 0x09 { index += 1 }
     }
 
-    private mutating func value() throws(Failure) -> JSONValue {
+    mutating func value() throws(Failure) -> JSONValue {
         guard let byte = current else { throw failure("unexpected end") }
         switch byte {
         case UInt8(ascii: "{"): return try object()
@@ -230,5 +230,133 @@ struct JSONParser {
         // 1E3 and 1.0 are whole numbers: one representation, as the canonical encoding writes them.
         if double == double.rounded(), abs(double) < 9_007_199_254_740_992 { return .int(Int64(double)) }
         return .double(double)
+    }
+
+    // MARK: Reading a document of a known shape in place (no tree for its known objects)
+
+    /// Reads `input` with `body`, which walks it with the methods below, and checks
+    /// that nothing but whitespace follows what `body` read.
+    static func reading<Value>(_ input: [UInt8], _ body: (inout JSONParser) throws(Failure) -> Value) throws(Failure) -> Value {
+        let result: Result<Value, Failure> = input.withUnsafeBufferPointer { buffer in
+            var parser = JSONParser(bytes: buffer)
+            do throws(Failure) {
+                parser.skipWhitespace()
+                let value = try body(&parser)
+                parser.skipWhitespace()
+                guard parser.index == buffer.count else { throw parser.failure("trailing characters") }
+                return .success(value)
+            } catch {
+                return .failure(error)
+            }
+        }
+        return try result.get()
+    }
+
+    /// Whether the next value is an object.
+    var isAtObject: Bool { current == UInt8(ascii: "{") }
+
+    /// Whether the next value is an array.
+    var isAtArray: Bool { current == UInt8(ascii: "[") }
+
+    /// Whether the next value is `null` (then read).
+    mutating func readNull() throws(Failure) -> Bool {
+        guard current == UInt8(ascii: "n") else { return false }
+        try literal("null")
+        return true
+    }
+
+    /// Reads `{`; then ``nextKey(_:)`` until it returns `nil`.
+    mutating func openObject() throws(Failure) {
+        guard current == UInt8(ascii: "{") else { throw failure("expected an object") }
+        try enter()
+        index += 1
+    }
+
+    /// The next key of an object opened by ``openObject()``, its value next to read;
+    /// `nil` at the object's end (read). `first` is true before the first key.
+    mutating func nextKey(_ first: inout Bool) throws(Failure) -> String? {
+        skipWhitespace()
+        if first {
+            first = false
+            if current == UInt8(ascii: "}") { index += 1; depth -= 1; return nil }
+        } else {
+            switch current {
+            case UInt8(ascii: ","): index += 1; skipWhitespace()
+            case UInt8(ascii: "}"): index += 1; depth -= 1; return nil
+            default: throw failure("expected ',' or '}'")
+            }
+        }
+        guard current == UInt8(ascii: "\"") else { throw failure("expected a key") }
+        let key = try string()
+        skipWhitespace()
+        guard current == UInt8(ascii: ":") else { throw failure("expected ':'") }
+        index += 1
+        skipWhitespace()
+        return key
+    }
+
+    /// Reads `[`; then ``nextElement(_:)`` until it returns false.
+    mutating func openArray() throws(Failure) {
+        guard current == UInt8(ascii: "[") else { throw failure("expected an array") }
+        try enter()
+        index += 1
+    }
+
+    /// Whether an array opened by ``openArray()`` has a next element (then next to
+    /// read); false at its end (read). `first` is true before the first element.
+    mutating func nextElement(_ first: inout Bool) throws(Failure) -> Bool {
+        skipWhitespace()
+        if first {
+            first = false
+            if current == UInt8(ascii: "]") { index += 1; depth -= 1; return false }
+        } else {
+            switch current {
+            case UInt8(ascii: ","): index += 1; skipWhitespace()
+            case UInt8(ascii: "]"): index += 1; depth -= 1; return false
+            default: throw failure("expected ',' or ']'")
+            }
+        }
+        return true
+    }
+
+    /// Passes over the next value by its structure alone (brackets and strings), and
+    /// returns its bytes: the caller either finds them equal to bytes known to be valid
+    /// JSON or parses them (``parse(_:)`` checks everything).
+    mutating func skipValue() throws(Failure) -> [UInt8] {
+        let start = index
+        var level = 0
+        repeat {
+            guard let byte = current else { throw failure("unexpected end") }
+            switch byte {
+            case UInt8(ascii: "{"), UInt8(ascii: "["):
+                level += 1
+                if depth + level > Self.maxDepth { throw failure("nested too deeply") }
+                index += 1
+            case UInt8(ascii: "}"), UInt8(ascii: "]"):
+                guard level > 0 else { throw failure("unexpected '\(Character(Unicode.Scalar(byte)))'") }
+                level -= 1
+                index += 1
+            case UInt8(ascii: "\""):
+                index += 1
+                while true {
+                    guard let inner = current else { throw failure("unterminated string") }
+                    index += inner == UInt8(ascii: "\\") ? 2 : 1
+                    if inner == UInt8(ascii: "\"") { break }
+                }
+            default:
+                // A scalar at the top, or anything between a container's brackets.
+                if level == 0 {
+                    while let next = current, !Self.endsScalar(next) { index += 1 }
+                } else {
+                    index += 1
+                }
+            }
+        } while level > 0
+        guard index <= bytes.count, index > start else { throw failure("unexpected end") }
+        return Array(bytes[start..<index])
+    }
+
+    private static func endsScalar(_ byte: UInt8) -> Bool {
+        byte == UInt8(ascii: ",") || byte == UInt8(ascii: "}") || byte == UInt8(ascii: "]") || byte == 0x20 || byte == 0x0A || byte == 0x0D || byte == 0x09
     }
 }
