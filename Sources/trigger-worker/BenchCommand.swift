@@ -379,14 +379,19 @@ struct BenchCommand: AsyncParsableCommand {
                 // Every run ended when no engine work is left (polled: the store is the only witness).
                 while try await store.nextTaskDue() != nil { try await Task.sleep(for: .milliseconds(20)) }
                 let done = (ContinuousClock.now - started).seconds
+                // The last commit's tally is recorded after its transaction (which emptied the
+                // queue): read once the executor has stopped.
+                await group.triggerGracefulShutdown()
+                try await running.value
                 let stats = services.executor.committed
                 line += String(format: "; %8.0f runs completed/s (all %d in %.1f s); %.0f step transactions/s, %.1f steps per transaction",
                                Double(count) / done, count, done, Double(stats.transactions) / done, Double(stats.steps) / Double(max(1, stats.transactions)))
                 line += String(format: "\n  runs completed/s ÷ requests accepted/s, same pass: %.2f", (Double(count) / done) / (Double(count) / intake))
+            } else {
+                await group.triggerGracefulShutdown()
+                try await running.value
             }
             print(line)
-            await group.triggerGracefulShutdown()
-            try await running.value
             pool?.cancel()
             if paused {
                 // The runs intake left: the engine alone on them (and the publisher on its outputs).
@@ -411,9 +416,10 @@ struct BenchCommand: AsyncParsableCommand {
         let running = Task { try await group.run() }
         while try await store.nextTaskDue() != nil { try await Task.sleep(for: .milliseconds(20)) }
         let seconds = (ContinuousClock.now - started).seconds
-        let stats = services.executor.committed
         await group.triggerGracefulShutdown()
         try await running.value
+        // Read once the executor stopped: the last commit's tally follows its transaction.
+        let stats = services.executor.committed
         print(String(format: "  engine alone: %8.0f runs completed/s (%d runs left by the paused pass, in %.1f s); %.1f steps per transaction",
                      Double(stats.outcomes) / seconds, stats.outcomes, seconds, Double(stats.steps) / Double(max(1, stats.transactions))))
         return Double(stats.outcomes) / seconds
