@@ -91,6 +91,7 @@ struct RunStateDecodingTests {
         broken["definition not JSON"] = replacing("\"on_failure\":\"fail\"", "\"on_failure\":fail")
         broken["definition brackets crossed"] = replacing("\"do\":[]", "\"do\":[}")
         broken["definition unbalanced"] = replacing("\"do\":[]", "\"do\":[[]")
+        broken["a broken definition before the real one"] = replacing("\"definition\":[", "\"definition\":[},\"definition\":[")
         broken["a step not an object"] = replacing("\"steps\":[{", "\"steps\":[1,{")
         broken["a step's action unknown"] = replacing("\"action\":\"delay\",\"artifacts\"", "\"action\":\"teleport\",\"artifacts\"")
         broken["run id missing"] = replacing("\"run_id\":\"cbwr_dec\"", "\"run_id\":null")

@@ -108,7 +108,10 @@ private struct Fields {
             case "cursor": cursor = try parser.value().intValue
             case "headers": try readHeaders(&parser)
             case "steps": try readSteps(&parser)
-            case "definition": definition = try parser.skipValue()
+            case "definition":
+                // Only delimited here, and checked later: a second one would go unchecked.
+                guard definition == nil else { throw parser.failure("'definition' written twice") }
+                definition = try parser.skipValue()
             case "item": try readItem(&parser)
             default: _ = try parser.value()
             }
