@@ -170,13 +170,14 @@ public final class ExecutorService: Service, Sendable {
     static let claimAhead = 4
 
     /// How long the engine rests after each round while intake has a backlog on a shared
-    /// store, in rounds. On PostgreSQL intake's and the engine's statements compete for the
-    /// server, not for one writer as on SQLite. Measured (`bench --engine-only`, 30,000 runs,
-    /// PostgreSQL on the same two cores), intake with the engine on ÷ paused: 0.67-0.75
-    /// yielding as on SQLite, 0.62-0.69 in rounds without rests, 0.83-0.86 with rests of
-    /// 0.2, 0.92 with 0.3, 0.87-0.92 with 0.5. The engine's share while intake is busy is
-    /// what the rest gives up: runs completed ÷ accepted fell from 0.45 to 0.37.
-    static let yieldFactor = 0.3
+    /// store, in rounds (capped at a second). On PostgreSQL intake's and the engine's
+    /// statements compete for the server, not for one writer as on SQLite. Measured (`bench
+    /// --engine-only`, 30,000 runs, PostgreSQL on the same two cores), intake with the
+    /// engine on ÷ paused: 0.67-0.75 yielding as on SQLite, 0.62-0.69 in rounds without
+    /// rests, 0.60-0.73 with rests of 0.3, 0.71-0.87 with 2, 0.91-0.93 with 3. The rest is
+    /// the engine's share given up while intake is busy: runs completed ÷ accepted fell
+    /// from 0.45 to 0.37.
+    static let yieldFactor = 3.0
 
     /// Claims runs ahead of free slots (at most `ENGINE_CONCURRENCY` × ``claimAhead``
     /// held), performs at most `ENGINE_CONCURRENCY` at once, each in a child task, and
@@ -198,7 +199,7 @@ public final class ExecutorService: Service, Sendable {
             // until when the engine rests before the next.
             var claimedAt = ContinuousClock.now
             var resumeAt = ContinuousClock.now
-            var restArmed = false
+            var restTimer: ContinuousClock.Instant?  // the earliest rest timer set
             var round: Set<String> = []  // the last claim's runs not performed yet
             /// Commits what was performed, in a child task (one commit at a time).
             func commitPending() {
@@ -225,11 +226,14 @@ public final class ExecutorService: Service, Sendable {
                 // second at most) and committed.
                 let roundHeld = rounds && !round.isEmpty && ContinuousClock.now < claimedAt + .seconds(1)
                 let roundOpen = roundHeld || flushArmed || !pending.isEmpty
-                if resting || roundHeld, claimDue, !restArmed, !stopping {
-                    // Looked at again when the rest ends, or when a slow step stops holding the round.
-                    restArmed = true
+                if resting || roundHeld, claimDue, !stopping {
+                    // Looked at again when the rest ends, or when a slow step stops holding the
+                    // round (a round committed early ends at its rest, not at the second).
                     let until = resting ? resumeAt : claimedAt + .seconds(1)
-                    group.addTask { try? await Task.sleep(until: until); return .rested }
+                    if restTimer.map({ until < $0 }) ?? true {
+                        restTimer = until
+                        group.addTask { try? await Task.sleep(until: until); return .rested }
+                    }
                 }
                 // With a backlog, claims are made in halves (one claim for many runs, not one per run).
                 if !stopping, claimDue, held <= most / 2, !(yielding && committing), !(rounds && (resting || roundOpen)) {
@@ -317,7 +321,7 @@ public final class ExecutorService: Service, Sendable {
                     waiting = false
                     claimDue = true
                 case .rested:
-                    restArmed = false
+                    if let timer = restTimer, ContinuousClock.now >= timer { restTimer = nil }
                 }
             }
             group.cancelAll()
