@@ -69,53 +69,19 @@ struct JSONParser {
     }
 
     private mutating func object() throws(Failure) -> JSONValue {
-        try enter()
-        defer { depth -= 1 }
-        index += 1
+        try openObject()
         var object: [String: JSONValue] = [:]
-        skipWhitespace()
-        if current == UInt8(ascii: "}") {
-            index += 1
-            return .object(object)
-        }
-        while true {
-            skipWhitespace()
-            guard current == UInt8(ascii: "\"") else { throw failure("expected a key") }
-            let key = try string()
-            skipWhitespace()
-            guard current == UInt8(ascii: ":") else { throw failure("expected ':'") }
-            index += 1
-            skipWhitespace()
-            object[key] = try value()
-            skipWhitespace()
-            switch current {
-            case UInt8(ascii: ","): index += 1
-            case UInt8(ascii: "}"): index += 1; return .object(object)
-            default: throw failure("expected ',' or '}'")
-            }
-        }
+        var first = true
+        while let key = try nextKey(&first) { object[key] = try value() }
+        return .object(object)
     }
 
     private mutating func array() throws(Failure) -> JSONValue {
-        try enter()
-        defer { depth -= 1 }
-        index += 1
+        try openArray()
         var items: [JSONValue] = []
-        skipWhitespace()
-        if current == UInt8(ascii: "]") {
-            index += 1
-            return .array(items)
-        }
-        while true {
-            skipWhitespace()
-            items.append(try value())
-            skipWhitespace()
-            switch current {
-            case UInt8(ascii: ","): index += 1
-            case UInt8(ascii: "]"): index += 1; return .array(items)
-            default: throw failure("expected ',' or ']'")
-            }
-        }
+        var first = true
+        while try nextElement(&first) { items.append(try value()) }
+        return .array(items)
     }
 
     private mutating func string() throws(Failure) -> String {
@@ -267,25 +233,13 @@ struct JSONParser {
 
     /// Reads `{`; then ``nextKey(_:)`` until it returns `nil`.
     mutating func openObject() throws(Failure) {
-        guard current == UInt8(ascii: "{") else { throw failure("expected an object") }
-        try enter()
-        index += 1
+        try open(UInt8(ascii: "{"), "expected an object")
     }
 
     /// The next key of an object opened by ``openObject()``, its value next to read;
     /// `nil` at the object's end (read). `first` is true before the first key.
     mutating func nextKey(_ first: inout Bool) throws(Failure) -> String? {
-        skipWhitespace()
-        if first {
-            first = false
-            if current == UInt8(ascii: "}") { index += 1; depth -= 1; return nil }
-        } else {
-            switch current {
-            case UInt8(ascii: ","): index += 1; skipWhitespace()
-            case UInt8(ascii: "}"): index += 1; depth -= 1; return nil
-            default: throw failure("expected ',' or '}'")
-            }
-        }
+        guard try nextMember(&first, closing: UInt8(ascii: "}"), "expected ',' or '}'") else { return nil }
         guard current == UInt8(ascii: "\"") else { throw failure("expected a key") }
         let key = try string()
         skipWhitespace()
@@ -297,25 +251,37 @@ struct JSONParser {
 
     /// Reads `[`; then ``nextElement(_:)`` until it returns false.
     mutating func openArray() throws(Failure) {
-        guard current == UInt8(ascii: "[") else { throw failure("expected an array") }
-        try enter()
-        index += 1
+        try open(UInt8(ascii: "["), "expected an array")
     }
 
     /// Whether an array opened by ``openArray()`` has a next element (then next to
     /// read); false at its end (read). `first` is true before the first element.
     mutating func nextElement(_ first: inout Bool) throws(Failure) -> Bool {
+        try nextMember(&first, closing: UInt8(ascii: "]"), "expected ',' or ']'")
+    }
+
+    private mutating func open(_ bracket: UInt8, _ expected: String) throws(Failure) {
+        guard current == bracket else { throw failure(expected) }
+        try enter()
+        index += 1
+    }
+
+    /// Past the separator before a container's next member: false at its end (read).
+    private mutating func nextMember(_ first: inout Bool, closing: UInt8, _ expected: String) throws(Failure) -> Bool {
         skipWhitespace()
+        if current == closing {
+            index += 1
+            depth -= 1
+            first = false
+            return false
+        }
         if first {
             first = false
-            if current == UInt8(ascii: "]") { index += 1; depth -= 1; return false }
-        } else {
-            switch current {
-            case UInt8(ascii: ","): index += 1; skipWhitespace()
-            case UInt8(ascii: "]"): index += 1; depth -= 1; return false
-            default: throw failure("expected ',' or ']'")
-            }
+            return true
         }
+        guard current == UInt8(ascii: ",") else { throw failure(expected) }
+        index += 1
+        skipWhitespace()
         return true
     }
 
