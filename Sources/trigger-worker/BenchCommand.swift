@@ -386,6 +386,7 @@ struct BenchCommand: AsyncParsableCommand {
                 let stats = services.executor.committed
                 line += String(format: "; %8.0f runs completed/s (all %d in %.1f s); %.0f step transactions/s, %.1f steps per transaction",
                                Double(count) / done, count, done, Double(stats.transactions) / done, Double(stats.steps) / Double(max(1, stats.transactions)))
+                if stats.rests > 0 { line += "; \(stats.rests) rests yielding to intake" }
                 line += String(format: "\n  runs completed/s ÷ requests accepted/s, same pass: %.2f", (Double(count) / done) / (Double(count) / intake))
             } else {
                 await group.triggerGracefulShutdown()

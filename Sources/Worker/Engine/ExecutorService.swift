@@ -60,6 +60,8 @@ public final class ExecutorService: Service, Sendable {
         public var outcomes = 0
         /// Steps performed in them.
         public var steps = 0
+        /// Rests taken between rounds, yielding to intake's backlog on a shared store.
+        public var rests = 0
     }
 
     private let statistics = Mutex(Statistics())
@@ -310,7 +312,9 @@ public final class ExecutorService: Service, Sendable {
                     committing = false
                     if intakeBusy, store.isShared {
                         // A rest in proportion to the round (from its claim), up to a second.
-                        resumeAt = ContinuousClock.now + min((ContinuousClock.now - claimedAt) * Self.yieldFactor, .seconds(1))
+                        let rest = min((ContinuousClock.now - claimedAt) * Self.yieldFactor, .seconds(1))
+                        resumeAt = ContinuousClock.now + rest
+                        if rest > .zero { statistics.withLock { $0.rests += 1 } }
                     }
                     // What was just committed may be due again at once (a run handed back after
                     // its step budget, a retry with no wait).
