@@ -9,9 +9,10 @@ import Workflows
 @testable import Worker
 
 /// Intake first (§10): while intake has a backlog the engine yields, and it must still
-/// finish every run, exactly once, without waiting for the backlog to end. On a shared
-/// store it yields in rounds with rests between them; an embedded store's one writer
-/// already queues its claims behind intake's, so it never rests.
+/// finish every run, exactly once, without waiting for the backlog to end (the tests
+/// would stall otherwise). On a shared store it yields in rounds with rests between
+/// them; an embedded store's one writer already queues its claims behind intake's, so
+/// it never rests.
 @Suite("Engine executor: yielding to intake's backlog")
 struct EngineYieldTests {
     static let fixtures = ExecutorServiceTests.fixtures
@@ -24,7 +25,8 @@ struct EngineYieldTests {
 
     /// Starts `Self.runs` runs through intake, then runs the executor while intake says it
     /// has a backlog (a batch of 500 every 50 ms) until no engine work is left.
-    func executeWhileIntakeBusy(_ store: any Store) async throws -> (ExecutorService, [String]) {
+    /// - Returns: the executor, the runs, and how long they took.
+    func executeWhileIntakeBusy(_ store: any Store, yieldFactor: Double = ExecutorService.defaultYieldFactor) async throws -> (ExecutorService, [String], Duration) {
         let configuration = WorkerConfiguration()
         let catalog = try WorkflowCatalog.load(directory: "\(Self.fixtures)/engine/workflows")
         let orgs = try OrgDirectory.load(path: "\(Self.fixtures)/pipeline/orgs.yaml")
@@ -41,7 +43,7 @@ struct EngineYieldTests {
         let runs = prepared.decision.writes.runs.map(\.id)
         #expect(runs.count == Self.runs)
 
-        let executor = ExecutorService(configuration: configuration, catalog: catalog, store: store, logger: logger)
+        let executor = ExecutorService(configuration: configuration, catalog: catalog, store: store, yieldFactor: yieldFactor, logger: logger)
         executor.intakeWrote(messages: 500, startedRuns: true)
         let backlog = Task {
             while !Task.isCancelled {
@@ -51,17 +53,20 @@ struct EngineYieldTests {
         }
         defer { backlog.cancel() }
         let group = ServiceGroup(services: [executor], logger: logger)
+        let started = ContinuousClock.now
         let running = Task { try await group.run() }
+        // Whatever happens below, the engine does not outlive the test.
+        defer { running.cancel() }
         // The store is the only witness of the work left: looked at until empty, within a deadline.
-        let deadline = ContinuousClock.now + .seconds(120)
-        while try await store.nextTaskDue() != nil {
-            #expect(ContinuousClock.now < deadline, "the engine stalled while intake had a backlog")
-            if ContinuousClock.now >= deadline { break }
-            try await Task.sleep(for: .milliseconds(50))
+        let deadline = started + .seconds(120)
+        while try await store.nextTaskDue() != nil, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(20))
         }
+        let took = ContinuousClock.now - started
+        #expect(ContinuousClock.now < deadline, "the engine stalled while intake had a backlog")
         await group.triggerGracefulShutdown()
         try await running.value
-        return (executor, runs)
+        return (executor, runs, took)
     }
 
     func expectEveryRunCompletedOnce(_ executor: ExecutorService, _ runs: [String], in store: any Store) async throws {
@@ -71,22 +76,28 @@ struct EngineYieldTests {
         }
     }
 
-    @Test("on PostgreSQL the engine works in rounds with rests while intake has a backlog, and completes every run once",
+    @Test("on PostgreSQL the engine rests between rounds while intake has a backlog (each rest holds the next claim back), and completes every run once",
           .enabled(if: TestPostgres.url != nil, TestPostgres.skipReason))
     func sharedStoreRests() async throws {
         let url = try await TestPostgres.freshDatabase()
         try await TestPostgres.withStore(url) { store in
-            let (executor, runs) = try await executeWhileIntakeBusy(store)
+            // Rests of a second (the cap): claims of at most 256 runs (ENGINE_CONCURRENCY × 4),
+            // so 600 runs take three rounds and two rests at least.
+            let (executor, runs, took) = try await executeWhileIntakeBusy(store, yieldFactor: 1000)
             try await expectEveryRunCompletedOnce(executor, runs, in: store)
-            // Claims of at most ENGINE_CONCURRENCY × 4 (256): 600 runs take three rounds or more.
             #expect(executor.committed.rests >= 2)
+            #expect(took >= .seconds(2), "a claim was made during a rest")
         }
+        let name = String(try #require(URLComponents(string: url)).path.dropFirst())
+        try await PostgresStore.dropDatabase(named: name, serverURL: try #require(TestPostgres.url), logger: logger)
     }
 
-    @Test("on SQLite the engine yields without resting, and completes every run once")
+    @Test("on SQLite the engine never rests while intake has a backlog, and completes every run once")
     func embeddedStoreDoesNotRest() async throws {
-        let store = try SQLiteStore(path: FileManager.default.temporaryDirectory.appendingPathComponent("yield-\(UUID().uuidString).sqlite").path)
-        let (executor, runs) = try await executeWhileIntakeBusy(store)
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("yield-\(UUID().uuidString).sqlite").path
+        defer { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) } }
+        let store = try SQLiteStore(path: path)
+        let (executor, runs, _) = try await executeWhileIntakeBusy(store, yieldFactor: 1000)
         try await expectEveryRunCompletedOnce(executor, runs, in: store)
         #expect(executor.committed.rests == 0)
     }

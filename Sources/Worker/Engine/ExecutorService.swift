@@ -60,7 +60,7 @@ public final class ExecutorService: Service, Sendable {
         public var outcomes = 0
         /// Steps performed in them.
         public var steps = 0
-        /// Rests taken between rounds, yielding to intake's backlog on a shared store.
+        /// Rests that held a due claim back, yielding to intake's backlog on a shared store.
         public var rests = 0
     }
 
@@ -78,11 +78,14 @@ public final class ExecutorService: Service, Sendable {
     /// - Parameters:
     ///   - paused: claims nothing (the benchmark measures intake alone with it).
     ///   - maxBatchSize: the consumer's largest batch (a batch of 80% of it means a backlog).
+    ///   - yieldFactor: a shared store's rest after a round while intake has a backlog, in rounds.
     ///   - outboxReady: called after each commit that wrote events (the publisher's doorbell).
     public init(
         configuration: WorkerConfiguration, catalog: WorkflowCatalog, store: any Store, clock: any WallClock = SystemWallClock(), engine: RunEngine? = nil,
-        paused: Bool = false, maxBatchSize: Int = 500, logger: Logger, outboxReady: @escaping @Sendable () -> Void = {}
+        paused: Bool = false, maxBatchSize: Int = 500, yieldFactor: Double = ExecutorService.defaultYieldFactor, logger: Logger,
+        outboxReady: @escaping @Sendable () -> Void = {}
     ) {
+        self.yieldFactor = yieldFactor
         self.backlogBatch = max(1, maxBatchSize * 4 / 5)
         self.outboxReady = outboxReady
         self.store = store
@@ -179,7 +182,9 @@ public final class ExecutorService: Service, Sendable {
     /// rests, 0.60-0.73 with rests of 0.3, 0.71-0.87 with 2, 0.91-0.93 with 3. The rest is
     /// the engine's share given up while intake is busy: runs completed ÷ accepted fell
     /// from 0.45 to 0.37.
-    static let yieldFactor = 3.0
+    public static let defaultYieldFactor = 3.0
+    /// ``defaultYieldFactor`` unless a test chose another.
+    let yieldFactor: Double
 
     /// Claims runs ahead of free slots (at most `ENGINE_CONCURRENCY` × ``claimAhead``
     /// held), performs at most `ENGINE_CONCURRENCY` at once, each in a child task, and
@@ -202,6 +207,7 @@ public final class ExecutorService: Service, Sendable {
             var claimedAt = ContinuousClock.now
             var resumeAt = ContinuousClock.now
             var restTimer: ContinuousClock.Instant?  // the earliest rest timer set
+            var countedRest: ContinuousClock.Instant?  // the last rest counted in the statistics
             var round: Set<String> = []  // the last claim's runs not performed yet
             /// Commits what was performed, in a child task (one commit at a time).
             func commitPending() {
@@ -218,7 +224,7 @@ public final class ExecutorService: Service, Sendable {
                 //   and not while it commits: it holds the store for one transaction at a time;
                 // - on a shared store (intake and engine compete for the server) it works in
                 //   rounds, a claim performed and committed, each followed by a rest of
-                //   ``yieldFactor`` times the round.
+                //   ``defaultYieldFactor`` times the round.
                 // Then it catches up.
                 let yielding = intakeBusy
                 let rounds = yielding && store.isShared
@@ -238,7 +244,13 @@ public final class ExecutorService: Service, Sendable {
                     }
                 }
                 // With a backlog, claims are made in halves (one claim for many runs, not one per run).
-                if !stopping, claimDue, held <= most / 2, !(yielding && committing), !(rounds && (resting || roundOpen)) {
+                let mayClaim = !stopping && claimDue && held <= most / 2 && !(yielding && committing) && !(rounds && roundOpen)
+                if mayClaim, resting, countedRest != resumeAt {
+                    // A rest that holds a claim back (counted once).
+                    countedRest = resumeAt
+                    statistics.withLock { $0.rests += 1 }
+                }
+                if mayClaim, !resting {
                     do {
                         claimedAt = ContinuousClock.now
                         let tasks = try await claim(limit: most - held)
@@ -312,9 +324,7 @@ public final class ExecutorService: Service, Sendable {
                     committing = false
                     if intakeBusy, store.isShared {
                         // A rest in proportion to the round (from its claim), up to a second.
-                        let rest = min((ContinuousClock.now - claimedAt) * Self.yieldFactor, .seconds(1))
-                        resumeAt = ContinuousClock.now + rest
-                        if rest > .zero { statistics.withLock { $0.rests += 1 } }
+                        resumeAt = ContinuousClock.now + min((ContinuousClock.now - claimedAt) * yieldFactor, .seconds(1))
                     }
                     // What was just committed may be due again at once (a run handed back after
                     // its step budget, a retry with no wait).
