@@ -40,12 +40,14 @@ extension RunState {
         if let error = fields.stepError { throw RunStateError(error) }
         steps = fields.steps
         let cacheKey = DefinitionCache.key(definitionID: definitionID, item: fields.itemStepID)
-        if let stored = fields.definition, let cached = DefinitionCache.steps(cacheKey, stored: stored) {
+        // Compared in place: copied only when the cache does not have them.
+        let stored = fields.definition.map { bytes[$0] }
+        if let stored, let cached = DefinitionCache.steps(cacheKey, stored: stored) {
             definition = cached
         } else {
             var definition: [WorkflowStep] = []
-            if let stored = fields.definition {
-                guard let value = try? JSONValue.parse(stored) else { throw RunStateError("the definition is not JSON") }
+            if let stored {
+                guard let value = try? JSONValue.parse(Array(stored)) else { throw RunStateError("the definition is not JSON") }
                 for item in value.arrayValue ?? [] {
                     guard let step = WorkflowStep(json: item) else { throw RunStateError("a step of the definition cannot be read") }
                     definition.append(step)
@@ -82,8 +84,8 @@ private struct Fields {
     /// Why a step cannot be read (reported after the version is checked, as a newer
     /// release's steps may be what this build cannot read).
     var stepError: String?
-    /// The definition's bytes, not parsed yet.
-    var definition: [UInt8]?
+    /// Where the definition's bytes are, not parsed yet.
+    var definition: Range<Int>?
     var itemStepID: String?
     var itemKey: String?
 

@@ -255,20 +255,23 @@ enum DefinitionCache {
     static func encoded(_ state: RunState) -> [UInt8] {
         let key = key(definitionID: state.definitionID, item: state.item?.stepID)
         if let entry = entries.withLock({ $0[key] }), entry.steps == state.definition { return entry.encoded }
-        let encoded = JSONValue.array(state.definition.map(\.json)).canonicalBytes
+        let encoded = canonical(state.definition)
         store(key, (state.definition, encoded))
         return encoded
     }
 
+    /// The steps as a state writes them.
+    private static func canonical(_ steps: [WorkflowStep]) -> [UInt8] { JSONValue.array(steps.map(\.json)).canonicalBytes }
+
     /// The steps whose canonical bytes are `stored`, when the cache has them under `key`.
-    static func steps(_ key: String, stored: [UInt8]) -> [WorkflowStep]? {
-        guard let entry = entries.withLock({ $0[key] }), entry.encoded == stored else { return nil }
+    static func steps(_ key: String, stored: ArraySlice<UInt8>) -> [WorkflowStep]? {
+        guard let entry = entries.withLock({ $0[key] }), entry.encoded.count == stored.count, entry.encoded.elementsEqual(stored) else { return nil }
         return entry.steps
     }
 
     /// Keeps steps read from a state (by their canonical bytes, which later states are compared with).
     static func keep(_ key: String, steps: [WorkflowStep]) {
-        store(key, (steps, JSONValue.array(steps.map(\.json)).canonicalBytes))
+        store(key, (steps, canonical(steps)))
     }
 
     private static func store(_ key: String, _ entry: (steps: [WorkflowStep], encoded: [UInt8])) {

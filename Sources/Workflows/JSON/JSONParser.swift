@@ -286,9 +286,9 @@ struct JSONParser {
     }
 
     /// Passes over the next value by its structure alone (brackets and strings), and
-    /// returns its bytes: the caller either finds them equal to bytes known to be valid
-    /// JSON or parses them (``parse(_:)`` checks everything).
-    mutating func skipValue() throws(Failure) -> [UInt8] {
+    /// returns where its bytes are in the input: the caller either finds them equal to
+    /// bytes known to be valid JSON or parses them (``parse(_:)`` checks everything).
+    mutating func skipValue() throws(Failure) -> Range<Int> {
         let start = index
         var level = 0
         repeat {
@@ -319,7 +319,7 @@ struct JSONParser {
             }
         } while level > 0
         guard index <= bytes.count, index > start else { throw failure("unexpected end") }
-        return Array(bytes[start..<index])
+        return start..<index
     }
 
     private static func endsScalar(_ byte: UInt8) -> Bool {
