@@ -188,6 +188,8 @@ public final class ExecutorService: Service, Sendable {
     let yieldFactor: Double
     /// The longest rest between two rounds.
     static let longestRest = Duration.seconds(2)
+    /// The longest a slow step holds its round open (keeps the next claim back).
+    static let longestRoundHold = Duration.seconds(1)
 
     /// Claims runs ahead of free slots (at most `ENGINE_CONCURRENCY` × ``claimAhead``
     /// held), performs at most `ENGINE_CONCURRENCY` at once, each in a child task, and
@@ -228,14 +230,15 @@ public final class ExecutorService: Service, Sendable {
                 let rounds = intakeBusy
                 let most = concurrency * Self.claimAhead
                 let resting = rounds && ContinuousClock.now < resumeAt
-                // A round is open until its runs are performed (a slow step holds it for a
-                // second at most) and committed.
-                let roundHeld = rounds && !round.isEmpty && ContinuousClock.now < claimedAt + .seconds(1)
+                // A round is open until its runs are performed (a slow step holds it for
+                // ``longestRoundHold`` at most) and committed.
+                let roundHeldUntil = claimedAt + Self.longestRoundHold
+                let roundHeld = rounds && !round.isEmpty && ContinuousClock.now < roundHeldUntil
                 let roundOpen = roundHeld || flushArmed || !pending.isEmpty
                 if resting || roundHeld, claimDue, !stopping {
                     // Looked at again when the rest ends, or when a slow step stops holding the
-                    // round (a round committed early ends at its rest, not at the second).
-                    let until = resting ? resumeAt : claimedAt + .seconds(1)
+                    // round (a round committed early ends at its rest, not at the hold's end).
+                    let until = resting ? resumeAt : roundHeldUntil
                     if restTimer.map({ until < $0 }) ?? true {
                         restTimer = until
                         group.addTask { try? await Task.sleep(until: until); return .rested }
