@@ -60,7 +60,7 @@ public final class ExecutorService: Service, Sendable {
         public var outcomes = 0
         /// Steps performed in them.
         public var steps = 0
-        /// Rests that held a due claim back, yielding to intake's backlog.
+        /// Rests that held a due claim back, yielding to intake's backlog on a shared store.
         public var rests = 0
     }
 
@@ -78,7 +78,7 @@ public final class ExecutorService: Service, Sendable {
     /// - Parameters:
     ///   - paused: claims nothing (the benchmark measures intake alone with it).
     ///   - maxBatchSize: the consumer's largest batch (a batch of 80% of it means a backlog).
-    ///   - yieldFactor: the rest after a round while intake has a backlog, in rounds.
+    ///   - yieldFactor: a shared store's rest after a round while intake has a backlog, in rounds.
     ///   - outboxReady: called after each commit that wrote events (the publisher's doorbell).
     public init(
         configuration: WorkerConfiguration, catalog: WorkflowCatalog, store: any Store, clock: any WallClock = SystemWallClock(), engine: RunEngine? = nil,
@@ -174,20 +174,17 @@ public final class ExecutorService: Service, Sendable {
     /// claims of at most `ENGINE_CONCURRENCY` to 0.47 with four times that.
     static let claimAhead = 4
 
-    /// How long the engine rests after each round while intake has a backlog, in rounds
-    /// (up to ``longestRest``): intake keeps the store, the CPU and, on PostgreSQL, the
-    /// server to itself for three quarters of the time. Measured (`bench --engine-only`,
-    /// 30,000 runs, two cores), intake with the engine on ÷ paused: on PostgreSQL 0.67-0.75
-    /// when the engine only claimed no more than its slots and not while committing (as
-    /// it did), 0.62-0.69 in rounds without rests, 0.71-0.87 with rests of 2, 0.83-1.05 with
-    /// 3; on SQLite 0.77-1.01 as it did, 0.93-1.05 with 3. The rest is the engine's share
-    /// given up while intake is busy: runs completed ÷ accepted 0.31-0.37 with 3, against
-    /// 0.35-0.45 as it did.
+    /// How long the engine rests after each round while intake has a backlog on a shared
+    /// store, in rounds (capped at a second). On PostgreSQL intake's and the engine's
+    /// statements compete for the server, not for one writer as on SQLite. Measured (`bench
+    /// --engine-only`, 30,000 runs, PostgreSQL on the same two cores), intake with the
+    /// engine on ÷ paused: 0.67-0.75 yielding as on SQLite, 0.62-0.69 in rounds without
+    /// rests, 0.60-0.73 with rests of 0.3, 0.71-0.87 with 2, 0.91-0.93 with 3. The rest is
+    /// the engine's share given up while intake is busy: runs completed ÷ accepted fell
+    /// from 0.45 to 0.37.
     public static let defaultYieldFactor = 3.0
     /// ``defaultYieldFactor`` unless a test chose another.
     let yieldFactor: Double
-    /// The longest rest between two rounds.
-    static let longestRest = Duration.seconds(2)
     /// The longest a slow step holds its round open (keeps the next claim back).
     static let longestRoundHold = Duration.seconds(1)
 
@@ -207,8 +204,8 @@ public final class ExecutorService: Service, Sendable {
             var claimDue = true
             var pending: [(TaskOutcome, RunAdvance)] = []
             var backoff = Duration.milliseconds(200)
-            // Rounds (yielding to intake's backlog): when the last claim was made, until when
-            // the engine rests before the next.
+            // Rounds (yielding to intake on a shared store): when the last claim was made,
+            // until when the engine rests before the next.
             var claimedAt = ContinuousClock.now
             var resumeAt = ContinuousClock.now
             var restTimer: ContinuousClock.Instant?  // the earliest rest timer set
@@ -224,11 +221,16 @@ public final class ExecutorService: Service, Sendable {
             while true {
                 let stopping = Task.isCancelled || Task.isShuttingDownGracefully
                 let held = running + queued.count - next
-                // Intake first (§10: intake never waits for execution). While it has a backlog
-                // the engine works in rounds, a claim performed and committed, each followed by
-                // a rest of ``defaultYieldFactor`` times the round; then it catches up.
-                let rounds = intakeBusy
-                let most = concurrency * Self.claimAhead
+                // Intake first (§10: intake never waits for execution). While it has a backlog:
+                // - on an embedded store (one writer) the engine claims no more than its slots
+                //   and not while it commits: it holds the store for one transaction at a time;
+                // - on a shared store (intake and engine compete for the server) it works in
+                //   rounds, a claim performed and committed, each followed by a rest of
+                //   ``defaultYieldFactor`` times the round.
+                // Then it catches up.
+                let yielding = intakeBusy
+                let rounds = yielding && store.isShared
+                let most = yielding && !rounds ? concurrency : concurrency * Self.claimAhead
                 let resting = rounds && ContinuousClock.now < resumeAt
                 // A round is open until its runs are performed (a slow step holds it for
                 // ``longestRoundHold`` at most) and committed.
@@ -245,7 +247,7 @@ public final class ExecutorService: Service, Sendable {
                     }
                 }
                 // With a backlog, claims are made in halves (one claim for many runs, not one per run).
-                let mayClaim = !stopping && claimDue && held <= most / 2 && !(rounds && (committing || roundOpen))
+                let mayClaim = !stopping && claimDue && held <= most / 2 && !(yielding && committing) && !(rounds && roundOpen)
                 if mayClaim, resting, countedRest != resumeAt {
                     // A rest that holds a claim back (counted once).
                     countedRest = resumeAt
@@ -323,9 +325,9 @@ public final class ExecutorService: Service, Sendable {
                     commitPending()
                 case .committed:
                     committing = false
-                    if intakeBusy {
-                        // A rest in proportion to the round (from its claim), up to ``longestRest``.
-                        resumeAt = ContinuousClock.now + min((ContinuousClock.now - claimedAt) * yieldFactor, Self.longestRest)
+                    if intakeBusy, store.isShared {
+                        // A rest in proportion to the round (from its claim), up to a second.
+                        resumeAt = ContinuousClock.now + min((ContinuousClock.now - claimedAt) * yieldFactor, .seconds(1))
                     }
                     // What was just committed may be due again at once (a run handed back after
                     // its step budget, a retry with no wait).
