@@ -1,6 +1,7 @@
 import Foundation
 import Kafka
 import Logging
+import ServiceLifecycle
 import Store
 import Synchronization
 import Testing
@@ -108,6 +109,28 @@ struct ExecutorServiceTests {
         #expect(try await published().filter { $0.key == run }.map(\.type) == [
             "WorkflowRun.Started", "WorkflowRun.StepUpdated", "WorkflowRun.StepUpdated", "Questionnaire.SendRequested", "WorkflowRun.StepUpdated", "WorkflowRun.Completed",
         ])
+    }
+
+    @Test("a timer committed while the executor idles fires at its time, not at the idle interval (30 s on SQLite)")
+    func timerCommittedWhileIdle() async throws {
+        // The executor's first claim takes the run while an idle wait begins (the store's
+        // next due time is then the claim's lease, 30 s away); the delay's commit must cut
+        // that wait short.
+        let run = try #require(try await start("wait-a-second", keys: ["w"]).first)
+        let executor = ExecutorService(configuration: configuration, catalog: catalog, store: store, logger: logger)
+        let group = ServiceGroup(services: [executor], logger: logger)
+        let started = ContinuousClock.now
+        let running = Task { try await group.run() }
+        defer { running.cancel() }
+        let deadline = started + .seconds(12)
+        while try await store.run(id: run)?.status != "completed", ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        let took = ContinuousClock.now - started
+        #expect(try await store.run(id: run)?.status == "completed", "the delay of 1 s fired within 12 s (it took \(took))")
+        #expect(took >= .seconds(1), "nothing happens before the delay ends")
+        await group.triggerGracefulShutdown()
+        try await running.value
     }
 
     @Test("an instance that dies mid-claim: its lease runs out, another takes the run over, and the dead claim's late outcome writes nothing")

@@ -159,12 +159,15 @@ public final class ExecutorService: Service, Sendable {
         case performed(runID: String, fence: Int64, (TaskOutcome, RunAdvance)?)
         /// Woken: intake started runs, a timer is due, or the idle interval passed.
         case woken
+        /// A claim that failed is tried again.
+        case retry
         /// Time to commit what was performed.
         case flush
-        /// A commit ended.
-        case committed
-        /// A rest (yielding to intake) ended.
-        case rested
+        /// A commit ended; `wroteTimer`: it made a run due again before the idle interval
+        /// ends (a delay, a deadline, a retry's backoff).
+        case committed(wroteTimer: Bool)
+        /// The rest (yielding to intake) or round hold set to end at `until` ended.
+        case rested(until: ContinuousClock.Instant)
     }
 
     /// How many runs are claimed at most, per slot: claims run ahead of the slots, so
@@ -199,6 +202,7 @@ public final class ExecutorService: Service, Sendable {
             var queued: [(task: EngineTask, claimed: ContinuousClock.Instant)] = []  // claimed, waiting for a slot (oldest first)
             var next = 0  // the first of `queued` not started
             var waiting = false  // a child waits for the doorbell
+            var retrying = false  // a child waits to claim again after a failed claim
             var flushArmed = false
             var committing = false
             var claimDue = true
@@ -216,7 +220,9 @@ public final class ExecutorService: Service, Sendable {
                 let batch = pending
                 pending = []
                 committing = true
-                group.addTask { await self.commit(batch); return .committed }
+                let now = clock.now(), idle = idleInterval.wholeMilliseconds
+                let wroteTimer = batch.contains { ($0.0.next?.dueAt).map { $0 > now && $0 - now < idle } ?? false }
+                group.addTask { await self.commit(batch); return .committed(wroteTimer: wroteTimer) }
             }
             while true {
                 let stopping = Task.isCancelled || Task.isShuttingDownGracefully
@@ -243,7 +249,7 @@ public final class ExecutorService: Service, Sendable {
                     let until = resting ? resumeAt : roundHeldUntil
                     if restTimer.map({ until < $0 }) ?? true {
                         restTimer = until
-                        group.addTask { try? await Task.sleep(until: until); return .rested }
+                        group.addTask { try? await Task.sleep(until: until); return .rested(until: until) }
                     }
                 }
                 // With a backlog, claims are made in halves (one claim for many runs, not one per run).
@@ -269,9 +275,10 @@ public final class ExecutorService: Service, Sendable {
                         claimDue = false
                         let wait = backoff
                         backoff = min(backoff * 2, .seconds(10))
-                        if !waiting {
-                            waiting = true
-                            group.addTask { try? await Task.sleep(for: wait); return .woken }
+                        // Its own timer: an idle wait already running may last the idle interval.
+                        if !retrying {
+                            retrying = true
+                            group.addTask { try? await Task.sleep(for: wait); return .retry }
                         }
                     }
                 }
@@ -323,8 +330,12 @@ public final class ExecutorService: Service, Sendable {
                 case .flush:
                     flushArmed = false
                     commitPending()
-                case .committed:
+                case .committed(let wroteTimer):
                     committing = false
+                    // An idle wait began before this commit made a run due soon: it waits for
+                    // the store's next due time as it was then (a claim's lease, or the idle
+                    // interval: 30 s on SQLite). Rung, it ends, and the next one reads it again.
+                    if wroteTimer, waiting { doorbell.ring() }
                     if intakeBusy, store.isShared {
                         // A rest in proportion to the round (from its claim), up to a second.
                         resumeAt = ContinuousClock.now + min((ContinuousClock.now - claimedAt) * yieldFactor, .seconds(1))
@@ -337,8 +348,11 @@ public final class ExecutorService: Service, Sendable {
                 case .woken:
                     waiting = false
                     claimDue = true
-                case .rested:
-                    if let timer = restTimer, ContinuousClock.now >= timer { restTimer = nil }
+                case .retry:
+                    retrying = false
+                    claimDue = true
+                case .rested(let until):
+                    if let timer = restTimer, timer == until || ContinuousClock.now >= timer { restTimer = nil }
                 }
             }
             group.cancelAll()
