@@ -372,12 +372,12 @@ public final class ExecutorService: Service, Sendable {
     }
 
     /// Hands claims back: their leases end now (where this instance still holds them).
-    private func release(_ tasks: [EngineTask]) async {
+    private func release(_ tasks: [EngineTask], why: String = "at shutdown") async {
         guard !tasks.isEmpty else { return }
         forget(tasks.map { ($0.runID, $0.fence) })
         do {
             _ = try await store.renewLeases(owner: owner, tasks: Dictionary(tasks.map { ($0.runID, $0.fence) }, uniquingKeysWith: max), until: clock.now())
-            logger.info("Handed back runs claimed and not started, at shutdown", metadata: [LogKey.count: "\(tasks.count)"])
+            logger.info("Handed back runs claimed and not started, \(why)", metadata: [LogKey.count: "\(tasks.count)"])
         } catch {
             logger.warning("Runs claimed and not started could not be handed back; they are taken over after STEP_LEASE", metadata: [LogKey.count: "\(tasks.count)", LogKey.error: "\(error)"])
         }
@@ -389,7 +389,17 @@ public final class ExecutorService: Service, Sendable {
     private func performIfHeld(_ task: EngineTask, verify: Bool) async -> (TaskOutcome, RunAdvance)? {
         guard inFlight.withLock({ $0[task.runID] == task.fence }) else { return nil }
         if verify {
-            guard let current = try? await store.task(runID: task.runID), current.fence == task.fence, current.leaseOwner == owner else {
+            let current: EngineTask?
+            do {
+                current = try await store.task(runID: task.runID)
+            } catch {
+                // Not known to be lost: handed back for a next claim, not left to its lease.
+                logger.warning("A claimed run could not be checked before it was performed; handed back", metadata: [LogKey.runID: "\(task.runID)", LogKey.error: "\(error)"])
+                await release([task], why: "unchecked")
+                doorbell.ring()
+                return nil
+            }
+            guard let current, current.fence == task.fence, current.leaseOwner == owner else {
                 logger.debug("A claimed run changed while it waited for a slot; not performed", metadata: [LogKey.runID: "\(task.runID)"])
                 return nil
             }
