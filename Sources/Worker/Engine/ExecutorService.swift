@@ -70,7 +70,7 @@ public final class ExecutorService: Service, Sendable {
     public var committed: Statistics { statistics.withLock { $0 } }
 
     /// How long an idle executor waits before looking at the store anyway.
-    var idleInterval: Duration { store.isShared ? .seconds(1) : .seconds(30) }
+    let idleInterval: Duration
 
     /// Told after each commit that wrote events: the outbox has rows.
     private let outboxReady: @Sendable () -> Void
@@ -79,13 +79,16 @@ public final class ExecutorService: Service, Sendable {
     ///   - paused: claims nothing (the benchmark measures intake alone with it).
     ///   - maxBatchSize: the consumer's largest batch (a batch of 80% of it means a backlog).
     ///   - yieldFactor: a shared store's rest after a round while intake has a backlog, in rounds.
+    ///   - idleInterval: how long an idle executor waits before looking at the store anyway
+    ///     (by default 1 s on a shared store, 30 s on an embedded one).
     ///   - outboxReady: called after each commit that wrote events (the publisher's doorbell).
     public init(
         configuration: WorkerConfiguration, catalog: WorkflowCatalog, store: any Store, clock: any WallClock = SystemWallClock(), engine: RunEngine? = nil,
-        paused: Bool = false, maxBatchSize: Int = 500, yieldFactor: Double = ExecutorService.defaultYieldFactor, logger: Logger,
+        paused: Bool = false, maxBatchSize: Int = 500, yieldFactor: Double = ExecutorService.defaultYieldFactor, idleInterval: Duration? = nil, logger: Logger,
         outboxReady: @escaping @Sendable () -> Void = {}
     ) {
         self.yieldFactor = yieldFactor
+        self.idleInterval = idleInterval ?? (store.isShared ? .seconds(1) : .seconds(30))
         self.backlogBatch = max(1, maxBatchSize * 4 / 5)
         self.outboxReady = outboxReady
         self.store = store
