@@ -24,7 +24,7 @@ struct HTTPReadTests {
         let reader = try http.statusReader()
         defer { Task { await reader.stop() } }
 
-        // 250 runs of early-stop (each ends canceled at once) and 3 of short-delay (waiting 8 s), org A.
+        // 250 runs of early-stop (each ends canceled at once) and 3 of long-delay (waiting an hour), org A.
         let client = try KafkaProducer(configuration: KafkaProducerConfiguration(common: TestBroker.common), logger: TestBroker.logger)
         func request(_ value: JSONValue, key: String) -> KafkaProducerMessage {
             KafkaProducerMessage(
@@ -33,7 +33,7 @@ struct HTTPReadTests {
             )
         }
         let requests = (0..<250).map { request(H.workflowRun("early-stop", input: ["n": .int(Int64($0))]), key: "stop-\($0)") }
-            + (0..<3).map { request(H.workflowRun("short-delay"), key: "delay-\($0)") }
+            + (0..<3).map { request(H.workflowRun("long-delay"), key: "delay-\($0)") }
         for result in await client.send(requests) { _ = try result.get() }
         try await O.waitFor("253 runs listed", port: port, "/v1/workflows/runs?limit=1", headers: Self.keyA, timeout: .seconds(60)) { status, body in
             status == 200 && (try? HTTPWorker.json(body))?["total"] == 253
@@ -64,7 +64,7 @@ struct HTTPReadTests {
         try await O.waitFor("the early-stop runs ended", port: port, "/v1/workflows/runs?status=canceled&limit=1", headers: Self.keyA, timeout: .seconds(30)) { _, body in
             (try? HTTPWorker.json(body))?["total"] == 250
         }
-        let delays = try HTTPWorker.json(try await O.get(port, "/v1/workflows/runs?workflow_name=short-delay&status=started&status=waiting", headers: Self.keyA).body)
+        let delays = try HTTPWorker.json(try await O.get(port, "/v1/workflows/runs?workflow_name=long-delay&status=started&status=waiting", headers: Self.keyA).body)
         #expect(delays["total"] == 3, "\(delays)")
         let future = try HTTPWorker.json(try await O.get(port, "/v1/workflows/runs?created_at_after=2999-01-01T00:00:00Z", headers: Self.keyA).body)
         #expect(future["total"] == 0)

@@ -99,8 +99,8 @@ struct HTTPWriteTests {
         let assessmentID = try #require(try HTTPWorker.json(assessment.body)["id"]?.stringValue)
         #expect(try await O.get(port, "/v1/assessments/\(assessmentID)", headers: keyA).body == assessment.body)
 
-        // Cancel over HTTP: a waiting run (short-delay) → 200; again → 409; another org → 404.
-        let waiting = try await O.post(port, "/v1/workflows/short-delay/run", body: Array("{}".utf8), headers: keyA.merging(["Idempotency-Key": "wait-1"]) { $1 })
+        // Cancel over HTTP: a waiting run (long-delay) → 200; again → 409; another org → 404.
+        let waiting = try await O.post(port, "/v1/workflows/long-delay/run", body: Array("{}".utf8), headers: keyA.merging(["Idempotency-Key": "wait-1"]) { $1 })
         let waitingID = try #require(try HTTPWorker.json(waiting.body)["workflow_run_id"]?.stringValue)
         let otherOrg = try await O.post(port, "/v1/workflows/runs/\(waitingID)/cancel", body: [], headers: ["Authorization": "Bearer \(H.keyB)"])
         try #expect(otherOrg.status == 404 && (try HTTPWorker.json(otherOrg.body))[path: ["detail", "code"]] == "workflow_run_not_found")
