@@ -60,7 +60,7 @@ public final class ExecutorService: Service, Sendable {
         public var outcomes = 0
         /// Steps performed in them.
         public var steps = 0
-        /// Rests that held a due claim back, yielding to intake's backlog on a shared store.
+        /// Rests that held a due claim back, yielding to intake's backlog.
         public var rests = 0
     }
 
@@ -78,16 +78,19 @@ public final class ExecutorService: Service, Sendable {
     /// - Parameters:
     ///   - paused: claims nothing (the benchmark measures intake alone with it).
     ///   - maxBatchSize: the consumer's largest batch (a batch of 80% of it means a backlog).
-    ///   - yieldFactor: a shared store's rest after a round while intake has a backlog, in rounds.
+    ///   - yieldFactor: the rest after a round while intake has a backlog, in rounds.
+    ///   - longestRest: the longest such rest.
     ///   - idleInterval: how long an idle executor waits before looking at the store anyway
     ///     (by default 1 s on a shared store, 30 s on an embedded one).
     ///   - outboxReady: called after each commit that wrote events (the publisher's doorbell).
     public init(
         configuration: WorkerConfiguration, catalog: WorkflowCatalog, store: any Store, clock: any WallClock = SystemWallClock(), engine: RunEngine? = nil,
-        paused: Bool = false, maxBatchSize: Int = 500, yieldFactor: Double = ExecutorService.defaultYieldFactor, idleInterval: Duration? = nil, logger: Logger,
+        paused: Bool = false, maxBatchSize: Int = 500, yieldFactor: Double = ExecutorService.defaultYieldFactor,
+        longestRest: Duration = ExecutorService.defaultLongestRest, idleInterval: Duration? = nil, logger: Logger,
         outboxReady: @escaping @Sendable () -> Void = {}
     ) {
         self.yieldFactor = yieldFactor
+        self.longestRest = longestRest
         self.idleInterval = idleInterval ?? (store.isShared ? .seconds(1) : .seconds(30))
         self.backlogBatch = max(1, maxBatchSize * 4 / 5)
         self.outboxReady = outboxReady
@@ -125,6 +128,10 @@ public final class ExecutorService: Service, Sendable {
         }
         if startedRuns { doorbell.ring() }
     }
+
+    /// Makes intake count as busy until the process ends (tests: a backlog that needs no
+    /// batches to keep it up).
+    func holdIntakeBusy() { intakeBusyUntil.store(.max, ordering: .relaxed) }
 
     /// Whether intake wrote a large batch lately: the engine then yields the store to it.
     private var intakeBusy: Bool { DispatchTime.now().uptimeNanoseconds < intakeBusyUntil.load(ordering: .relaxed) }
@@ -180,19 +187,26 @@ public final class ExecutorService: Service, Sendable {
     /// claims of at most `ENGINE_CONCURRENCY` to 0.47 with four times that.
     static let claimAhead = 4
 
-    /// How long the engine rests after each round while intake has a backlog on a shared
-    /// store, in rounds (capped at a second). On PostgreSQL intake's and the engine's
-    /// statements compete for the server, not for one writer as on SQLite. Measured (`bench
-    /// --engine-only`, 30,000 runs, PostgreSQL on the same two cores), intake with the
-    /// engine on ÷ paused: 0.67-0.75 yielding as on SQLite, 0.62-0.69 in rounds without
-    /// rests, 0.60-0.73 with rests of 0.3, 0.71-0.87 with 2, 0.91-0.93 with 3. The rest is
-    /// the engine's share given up while intake is busy: runs completed ÷ accepted fell
-    /// from 0.45 to 0.37.
+    /// How long the engine rests after each round while intake has a backlog, in rounds
+    /// (up to ``longestRest``): intake keeps the store, the CPU and, on PostgreSQL, the
+    /// server to itself for three quarters of the time. Measured (`bench --engine-only`,
+    /// 30,000 runs, two cores), intake with the engine on ÷ paused: on PostgreSQL 0.67-0.75
+    /// when the engine only claimed no more than its slots and not while committing (as
+    /// it did), 0.62-0.69 in rounds without rests, 0.71-0.87 with rests of 2, 0.83-1.05 with
+    /// 3; on SQLite 0.77-1.01 as it did, 0.93-1.05 with 3. The rest is the engine's share
+    /// given up while intake is busy: runs completed ÷ accepted 0.31-0.37 with 3, against
+    /// 0.35-0.45 as it did. Rests capped at half a second kept intake at 0.93-1.04 (SQLite)
+    /// and 0.88-0.91 (PostgreSQL), and make a run wait less behind a backlog; rests of up to
+    /// 2 s slowed a loaded CI's crash test past its waits.
     public static let defaultYieldFactor = 3.0
     /// ``defaultYieldFactor`` unless a test chose another.
     let yieldFactor: Double
     /// The longest a slow step holds its round open (keeps the next claim back).
     static let longestRoundHold = Duration.seconds(1)
+    /// The longest rest between two rounds.
+    public static let defaultLongestRest = Duration.milliseconds(500)
+    /// ``defaultLongestRest`` unless a test chose another.
+    let longestRest: Duration
 
     /// Claims runs ahead of free slots (at most `ENGINE_CONCURRENCY` × ``claimAhead``
     /// held), performs at most `ENGINE_CONCURRENCY` at once, each in a child task, and
@@ -211,8 +225,8 @@ public final class ExecutorService: Service, Sendable {
             var claimDue = true
             var pending: [(TaskOutcome, RunAdvance)] = []
             var backoff = Duration.milliseconds(200)
-            // Rounds (yielding to intake on a shared store): when the last claim was made,
-            // until when the engine rests before the next.
+            // Rounds (yielding to intake's backlog): when the last claim was made, until when
+            // the engine rests before the next.
             var claimedAt = ContinuousClock.now
             var resumeAt = ContinuousClock.now
             var restTimer: ContinuousClock.Instant?  // the earliest rest timer set
@@ -230,16 +244,11 @@ public final class ExecutorService: Service, Sendable {
             while true {
                 let stopping = Task.isCancelled || Task.isShuttingDownGracefully
                 let held = running + queued.count - next
-                // Intake first (§10: intake never waits for execution). While it has a backlog:
-                // - on an embedded store (one writer) the engine claims no more than its slots
-                //   and not while it commits: it holds the store for one transaction at a time;
-                // - on a shared store (intake and engine compete for the server) it works in
-                //   rounds, a claim performed and committed, each followed by a rest of
-                //   ``defaultYieldFactor`` times the round.
-                // Then it catches up.
-                let yielding = intakeBusy
-                let rounds = yielding && store.isShared
-                let most = yielding && !rounds ? concurrency : concurrency * Self.claimAhead
+                // Intake first (§10: intake never waits for execution). While it has a backlog
+                // the engine works in rounds, a claim performed and committed, each followed by
+                // a rest of ``defaultYieldFactor`` times the round; then it catches up.
+                let rounds = intakeBusy
+                let most = concurrency * Self.claimAhead
                 let resting = rounds && ContinuousClock.now < resumeAt
                 // A round is open until its runs are performed (a slow step holds it for
                 // ``longestRoundHold`` at most) and committed.
@@ -256,7 +265,7 @@ public final class ExecutorService: Service, Sendable {
                     }
                 }
                 // With a backlog, claims are made in halves (one claim for many runs, not one per run).
-                let mayClaim = !stopping && claimDue && held <= most / 2 && !(yielding && committing) && !(rounds && roundOpen)
+                let mayClaim = !stopping && claimDue && held <= most / 2 && !(rounds && (committing || roundOpen))
                 if mayClaim, resting, countedRest != resumeAt {
                     // A rest that holds a claim back (counted once).
                     countedRest = resumeAt
@@ -339,9 +348,9 @@ public final class ExecutorService: Service, Sendable {
                     // the store's next due time as it was then (a claim's lease, or the idle
                     // interval: 30 s on SQLite). Rung, it ends, and the next one reads it again.
                     if wroteTimer, waiting { doorbell.ring() }
-                    if intakeBusy, store.isShared {
-                        // A rest in proportion to the round (from its claim), up to a second.
-                        resumeAt = ContinuousClock.now + min((ContinuousClock.now - claimedAt) * yieldFactor, .seconds(1))
+                    if intakeBusy {
+                        // A rest in proportion to the round (from its claim), up to ``longestRest``.
+                        resumeAt = ContinuousClock.now + min((ContinuousClock.now - claimedAt) * yieldFactor, longestRest)
                     }
                     // What was just committed may be due again at once (a run handed back after
                     // its step budget, a retry with no wait).
