@@ -87,7 +87,9 @@ public protocol Store: Sendable {
     /// so the writes of an earlier claim can no longer apply. Oldest due first.
     func claimTasks(owner: String, now: Timestamp, leaseUntil: Timestamp, limit: Int) async throws -> [EngineTask]
 
-    /// Extends the leases `owner` still holds among `tasks` (run id and fence) to `until`.
+    /// Extends the leases `owner` still holds among `tasks` (run id and fence) to `until`;
+    /// ``EngineTask/handedBack`` hands them back instead (claimable at once, and a claim
+    /// after it takes over nothing). A lease handed back is not extended again.
     /// - Returns: the run ids whose lease was extended (the others were lost).
     func renewLeases(owner: String, tasks: [String: Int64], until: Timestamp) async throws -> Set<String>
 
@@ -220,6 +222,10 @@ public struct EngineTask: Sendable, Hashable {
     /// is the last to end), and how many of that run's items may execute at once.
     public var parentID: String?
     public var slots: Int = 0
+
+    /// The lease end of a claim handed back by its holder (it stopped, or could not check
+    /// the run before performing it): not a lease that ran out.
+    public static let handedBack: Timestamp = 0
 
     /// The due time of an item not yet started (its run's `concurrency` holds it back).
     public static let dormant: Timestamp = 9_000_000_000_000_000_000

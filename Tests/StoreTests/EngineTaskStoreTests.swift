@@ -42,6 +42,14 @@ extension StoreSemanticsTests {
         #expect(taken.map(\.runID) == ["cbwr_a"])
         #expect(taken[0].fence == 2 && taken[0].tookOverExpiredLease)
         #expect(try await store.renewLeases(owner: "one", tasks: ["cbwr_a": 1], until: 99_000).isEmpty, "a lost lease is not renewed")
+
+        // A claim handed back (its holder stopped): claimable at once, not renewed after,
+        // and a claim after it took nothing over (no lease ran out).
+        #expect(try await store.renewLeases(owner: "one", tasks: ["cbwr_b": 1], until: EngineTask.handedBack) == ["cbwr_b"])
+        #expect(try await store.renewLeases(owner: "one", tasks: ["cbwr_b": 1], until: 99_000).isEmpty, "a lease handed back is not extended again")
+        let after = try await store.claimTasks(owner: "two", now: 7000, leaseUntil: 9000, limit: 10)
+        #expect(after.map(\.runID) == ["cbwr_b"])
+        #expect(after[0].fence == 2 && !after[0].tookOverExpiredLease)
     }
 
     @Test("a commit writes what a claim did in one go; a lost claim's outcome writes nothing; a task that ended is gone", arguments: StoreKind.available)

@@ -135,6 +135,30 @@ struct ExecutorServiceTests {
         try await running.value
     }
 
+    @Test("a store that answers reads and refuses claims is claimed from at the backoff's pace, and the run completes once it accepts them")
+    func claimsBackOff() async throws {
+        let run = try #require(try await start("two-steps", keys: ["b"]).first)
+        let flaky = FlakyStore(base: store, failures: [])
+        flaky.claimsFail.withLock { $0 = true }
+        let executor = ExecutorService(configuration: configuration, catalog: catalog, store: flaky, logger: logger)
+        let group = ServiceGroup(services: [executor], logger: logger)
+        let running = Task { try await group.run() }
+        defer { running.cancel() }
+        // The window measured, not a wait for an event: backoffs of 0.2, 0.4 and 0.8 s
+        // allow 4 claims in 1.5 s; an idle wait of 5 ms (a run is due) would allow hundreds.
+        try await Task.sleep(for: .milliseconds(1500))
+        let tried = flaky.claims.withLock { $0 }
+        #expect((1...6).contains(tried), "claims tried in 1.5 s: \(tried)")
+        flaky.claimsFail.withLock { $0 = false }
+        let deadline = ContinuousClock.now + .seconds(60)
+        while try await store.run(id: run)?.status != "completed", ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        #expect(try await store.run(id: run)?.status == "completed", "claimed once the store accepts claims")
+        await group.triggerGracefulShutdown()
+        try await running.value
+    }
+
     @Test("an instance that dies mid-claim: its lease runs out, another takes the run over, and the dead claim's late outcome writes nothing")
     func leaseTakeOver() async throws {
         let run = try #require(try await start("two-steps", keys: ["l"]).first)

@@ -166,7 +166,8 @@ struct PipelineTests {
 }
 
 /// A store that fails its next applies as unavailable: before committing them, or after
-/// (a reply lost on the way back); everything else goes to `base`.
+/// (a reply lost on the way back), and its claims while `claimsFail`; everything else
+/// goes to `base`.
 final class FlakyStore: Store {
     enum Failure { case beforeCommit, afterCommit }
 
@@ -179,6 +180,10 @@ final class FlakyStore: Store {
     }
 
     var applies: Int { plan.withLock { $0.applies } }
+
+    /// Whether claims fail (reads still answer), and how many were tried.
+    let claimsFail = Mutex(false)
+    let claims = Mutex(0)
 
     func apply(_ writes: BatchWrites) async throws {
         let failure = plan.withLock { plan -> Failure? in
@@ -206,7 +211,11 @@ final class FlakyStore: Store {
     func run(id: String) async throws -> RunRecord? { try await base.run(id: id) }
     func runs(statuses: [String], limit: Int, offset: Int) async throws -> [RunRecord] { try await base.runs(statuses: statuses, limit: limit, offset: offset) }
     func assessment(id: String) async throws -> AssessmentRecord? { try await base.assessment(id: id) }
-    func claimTasks(owner: String, now: Timestamp, leaseUntil: Timestamp, limit: Int) async throws -> [EngineTask] { try await base.claimTasks(owner: owner, now: now, leaseUntil: leaseUntil, limit: limit) }
+    func claimTasks(owner: String, now: Timestamp, leaseUntil: Timestamp, limit: Int) async throws -> [EngineTask] {
+        claims.withLock { $0 += 1 }
+        if claimsFail.withLock({ $0 }) { throw StoreError(code: .unavailable, message: "the test's store refuses claims") }
+        return try await base.claimTasks(owner: owner, now: now, leaseUntil: leaseUntil, limit: limit)
+    }
     func renewLeases(owner: String, tasks: [String: Int64], until: Timestamp) async throws -> Set<String> { try await base.renewLeases(owner: owner, tasks: tasks, until: until) }
     func commitTasks(_ outcomes: [TaskOutcome], now: Timestamp) async throws -> Set<String> { try await base.commitTasks(outcomes, now: now) }
     func releaseLeases() async throws -> Int { try await base.releaseLeases() }

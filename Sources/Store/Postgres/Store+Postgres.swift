@@ -582,14 +582,14 @@ public final class PostgresStore: Store, Service {
             let rows = try await self.client.query(
                 """
                 WITH c AS (
-                    SELECT run_id, lease_owner AS previous FROM run_tasks
+                    SELECT run_id, lease_owner AS previous, lease_until AS previous_until FROM run_tasks
                      WHERE due_at <= \(now) AND lease_until <= \(now)
                      ORDER BY due_at LIMIT \(limit) FOR UPDATE SKIP LOCKED
                 )
                 UPDATE run_tasks t SET lease_owner = \(owner), lease_until = \(leaseUntil), fence = t.fence + 1, woken = false
                   FROM c WHERE t.run_id = c.run_id
                 RETURNING t.run_id, t.org_id, t.due_at, t.state, t.source_topic, t.source_partition, t.fence, t.lease_owner, t.lease_until,
-                          t.parent_id, t.slots, c.previous IS NOT NULL
+                          t.parent_id, t.slots, c.previous IS NOT NULL AND c.previous_until <> \(EngineTask.handedBack)
                 """,
                 logger: self.logger
             )
@@ -609,7 +609,7 @@ public final class PostgresStore: Store, Service {
                 """
                 WITH held AS (
                     SELECT t.run_id FROM run_tasks t JOIN unnest(\(runs)::text[], \(fences)::bigint[]) AS c(run, fence)
-                        ON t.run_id = c.run AND t.fence = c.fence AND t.lease_owner = \(owner)
+                        ON t.run_id = c.run AND t.fence = c.fence AND t.lease_owner = \(owner) AND t.lease_until <> \(EngineTask.handedBack)
                      ORDER BY t.run_id FOR UPDATE OF t
                 )
                 UPDATE run_tasks t SET lease_until = \(until) FROM held WHERE t.run_id = held.run_id

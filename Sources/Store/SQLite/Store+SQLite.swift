@@ -632,7 +632,8 @@ public final class SQLiteStore: Store {
             // A claim starts unwoken: only an event during it keeps the run due at its commit.
             let claim = try db.cachedStatement(sql: "UPDATE run_tasks SET lease_owner = ?, lease_until = ?, fence = fence + 1, woken = 0 WHERE run_id = ?")
             return try rows.map { row in
-                var task = Self.task(row, tookOver: (row[7] as String?) != nil)
+                // A lease handed back (ended at `handedBack`) was not taken over.
+                var task = Self.task(row, tookOver: (row[7] as String?) != nil && (row[8] as Int64) != EngineTask.handedBack)
                 try claim.execute(arguments: [owner, leaseUntil, task.runID])
                 task.fence += 1
                 task.leaseOwner = owner
@@ -645,10 +646,10 @@ public final class SQLiteStore: Store {
     public func renewLeases(owner: String, tasks: [String: Int64], until: Timestamp) async throws -> Set<String> {
         guard !tasks.isEmpty else { return [] }
         return try await pool.write { db in
-            let renew = try db.cachedStatement(sql: "UPDATE run_tasks SET lease_until = ? WHERE run_id = ? AND fence = ? AND lease_owner = ?")
+            let renew = try db.cachedStatement(sql: "UPDATE run_tasks SET lease_until = ? WHERE run_id = ? AND fence = ? AND lease_owner = ? AND lease_until <> ?")
             var renewed: Set<String> = []
             for (runID, fence) in tasks {
-                try renew.execute(arguments: [until, runID, fence, owner])
+                try renew.execute(arguments: [until, runID, fence, owner, EngineTask.handedBack])
                 if db.changesCount == 1 { renewed.insert(runID) }
             }
             return renewed

@@ -290,7 +290,10 @@ public final class ExecutorService: Service, Sendable {
                         // Its own timer: an idle wait already running may last the idle interval.
                         if !retrying {
                             retrying = true
-                            group.addTask { try? await Task.sleep(for: wait); return .retry }
+                            group.addTask {
+                                try? await cancelWhenGracefulShutdown { try await Task.sleep(for: wait) }
+                                return .retry
+                            }
                         }
                     }
                 }
@@ -314,7 +317,9 @@ public final class ExecutorService: Service, Sendable {
                         .performed(runID: task.runID, fence: task.fence, await self.performIfHeld(task, verify: verify))
                     }
                 }
-                if !stopping, !claimDue, !waiting {
+                // Not while a failed claim waits for its retry: a store that answers reads and
+                // refuses claims would otherwise be claimed from every few milliseconds.
+                if !stopping, !claimDue, !waiting, !retrying {
                     waiting = true
                     group.addTask { await self.idle(); return .woken }
                 }
@@ -347,14 +352,17 @@ public final class ExecutorService: Service, Sendable {
                     // An idle wait began before this commit made a run due soon: it waits for
                     // the store's next due time as it was then (a claim's lease, or the idle
                     // interval: 30 s on SQLite). Rung, it ends, and the next one reads it again.
-                    if wroteTimer, waiting { doorbell.ring() }
+                    if wroteTimer, waiting {
+                        doorbell.ring()  // its `.woken` claims
+                    } else {
+                        // What was just committed may be due again at once (a run handed back
+                        // after its step budget, a retry with no wait).
+                        claimDue = true
+                    }
                     if intakeBusy {
                         // A rest in proportion to the round (from its claim), up to ``longestRest``.
                         resumeAt = ContinuousClock.now + min((ContinuousClock.now - claimedAt) * yieldFactor, longestRest)
                     }
-                    // What was just committed may be due again at once (a run handed back after
-                    // its step budget, a retry with no wait).
-                    claimDue = true
                     // What was performed during the commit goes next, at once (it already waited).
                     if !pending.isEmpty { commitPending() }
                 case .woken:
@@ -363,6 +371,8 @@ public final class ExecutorService: Service, Sendable {
                 case .retry:
                     retrying = false
                     claimDue = true
+                    // An idle wait that began while the store failed waits the idle interval.
+                    if waiting { doorbell.ring() }
                 case .rested(let until):
                     if let timer = restTimer, timer == until || ContinuousClock.now >= timer { restTimer = nil }
                 }
@@ -388,7 +398,7 @@ public final class ExecutorService: Service, Sendable {
         guard !tasks.isEmpty else { return }
         forget(tasks.map { ($0.runID, $0.fence) })
         do {
-            _ = try await store.renewLeases(owner: owner, tasks: Dictionary(tasks.map { ($0.runID, $0.fence) }, uniquingKeysWith: max), until: clock.now())
+            _ = try await store.renewLeases(owner: owner, tasks: Dictionary(tasks.map { ($0.runID, $0.fence) }, uniquingKeysWith: max), until: EngineTask.handedBack)
             logger.info("Handed back runs claimed and not started, \(why)", metadata: [LogKey.count: "\(tasks.count)"])
         } catch {
             logger.warning("Runs claimed and not started could not be handed back; they are taken over after STEP_LEASE", metadata: [LogKey.count: "\(tasks.count)", LogKey.error: "\(error)"])
