@@ -30,8 +30,18 @@ struct JSONParserTests {
     }
 
     @Test("refuses invalid UTF-8 and absurd nesting")
-    func limits() {
+    func limits() throws {
         #expect(throws: (any Error).self) { try JSONValue.parse([0x22, 0xFF, 0x22]) }
+        // Invalid sequences after ASCII, in keys and after an escape are refused too (the
+        // ASCII fast path must not let them through).
+        for invalid: [UInt8] in [[0x22, 0x61, 0xC3, 0x28, 0x22], [0x7B, 0x22, 0xED, 0xA0, 0x80, 0x22, 0x3A, 0x31, 0x7D], [0x22, 0x5C, 0x6E, 0xF8, 0x22], [0x22, 0x61, 0xC0, 0xAF, 0x22]] {
+            #expect(throws: (any Error).self, "\(invalid)") { try JSONValue.parse(invalid) }
+        }
+        // Valid UTF-8 of every length, and ASCII up to DEL, read as written.
+        for text in ["é", "aé", "€", "😀x", "\u{7F}", "plain ascii"] {
+            #expect(try JSONValue.parse(Array("\"\(text)\"".utf8)) == .string(text))
+            #expect(try JSONValue.parse(Array("{\"\(text)\":1}".utf8)) == .object([text: .int(1)]))
+        }
         #expect(throws: (any Error).self) { try JSONValue.parse(Array(String(repeating: "[", count: 10_000).utf8)) }
         #expect(throws: Never.self) { try JSONValue.parse(Array((String(repeating: "[", count: 100) + String(repeating: "]", count: 100)).utf8)) }
     }
