@@ -195,16 +195,16 @@ public final class ExecutorService: Service, Sendable {
     /// it did), 0.62-0.69 in rounds without rests, 0.71-0.87 with rests of 2, 0.83-1.05 with
     /// 3; on SQLite 0.77-1.01 as it did, 0.93-1.05 with 3. The rest is the engine's share
     /// given up while intake is busy: runs completed ÷ accepted 0.31-0.37 with 3, against
-    /// 0.35-0.45 as it did. Rests capped at half a second kept intake at 0.93-1.04 (SQLite)
-    /// and 0.88-0.91 (PostgreSQL), and make a run wait less behind a backlog; rests of up to
-    /// 2 s slowed a loaded CI's crash test past its waits.
+    /// 0.35-0.45 as it did. Rests are capped at a second: capped at 2 s they slowed a loaded
+    /// CI's crash test past its waits; at half a second, 100,000 runs on PostgreSQL kept
+    /// intake at 0.73 (0.77-0.98 capped at a second); SQLite kept it at 1.06 (0.95).
     public static let defaultYieldFactor = 3.0
     /// ``defaultYieldFactor`` unless a test chose another.
     let yieldFactor: Double
     /// The longest a slow step holds its round open (keeps the next claim back).
     static let longestRoundHold = Duration.seconds(1)
     /// The longest rest between two rounds.
-    public static let defaultLongestRest = Duration.milliseconds(500)
+    public static let defaultLongestRest = Duration.seconds(1)
     /// ``defaultLongestRest`` unless a test chose another.
     let longestRest: Duration
 
