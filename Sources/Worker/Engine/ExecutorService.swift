@@ -285,10 +285,11 @@ public final class ExecutorService: Service, Sendable {
                     } catch {
                         logger.warning("The engine cannot reach the store; retrying", metadata: [LogKey.error: "\(error)", "retry_in": "\(backoff)"])
                         claimDue = false
-                        let wait = backoff
-                        backoff = min(backoff * 2, .seconds(10))
                         // Its own timer: an idle wait already running may last the idle interval.
+                        // The backoff grows with each retry, not with each claim that fails.
                         if !retrying {
+                            let wait = backoff
+                            backoff = min(backoff * 2, .seconds(10))
                             retrying = true
                             group.addTask {
                                 try? await cancelWhenGracefulShutdown { try await Task.sleep(for: wait) }
@@ -370,9 +371,13 @@ public final class ExecutorService: Service, Sendable {
                     claimDue = true
                 case .retry:
                     retrying = false
-                    claimDue = true
-                    // An idle wait that began while the store failed waits the idle interval.
-                    if waiting { doorbell.ring() }
+                    if waiting {
+                        // An idle wait that began while the store failed waits the idle
+                        // interval: rung, it ends, and its `.woken` claims.
+                        doorbell.ring()
+                    } else {
+                        claimDue = true
+                    }
                 case .rested(let until):
                     if let timer = restTimer, timer == until || ContinuousClock.now >= timer { restTimer = nil }
                 }
@@ -387,9 +392,16 @@ public final class ExecutorService: Service, Sendable {
 
     /// Forgets claims this instance no longer holds, each only if it is still the claim
     /// at that fence (the run may have been claimed again since, by this instance).
-    private func forget(_ claims: [(runID: String, fence: Int64)]) {
+    /// - Returns: how many were still held (not committed or handed back meanwhile).
+    @discardableResult
+    private func forget(_ claims: [(runID: String, fence: Int64)]) -> Int {
         inFlight.withLock { inFlight in
-            for (runID, fence) in claims where inFlight[runID] == fence { inFlight[runID] = nil }
+            var forgotten = 0
+            for (runID, fence) in claims where inFlight[runID] == fence {
+                inFlight[runID] = nil
+                forgotten += 1
+            }
+            return forgotten
         }
     }
 
@@ -648,9 +660,10 @@ public final class ExecutorService: Service, Sendable {
             do {
                 let renewed = try await store.renewLeases(owner: owner, tasks: held, until: clock.now() + lease.wholeMilliseconds)
                 // A lost claim is not performed if it still waits for a slot, nor renewed again.
-                forget(held.filter { !renewed.contains($0.key) }.map { ($0.key, $0.value) })
-                if renewed.count < held.count {
-                    logger.warning("Some leases could not be renewed: another instance claimed those runs", metadata: ["count": "\(held.count - renewed.count)"])
+                // Those committed or handed back since the copy of `inFlight` were not lost.
+                let lost = forget(held.filter { !renewed.contains($0.key) }.map { ($0.key, $0.value) })
+                if lost > 0 {
+                    logger.warning("Some leases could not be renewed: another instance claimed those runs", metadata: ["count": "\(lost)"])
                 }
             } catch {
                 logger.warning("Leases could not be renewed", metadata: ["error": "\(error)"])
