@@ -22,7 +22,9 @@ enum StoreKind: String, Sendable, CustomTestStringConvertible {
             let path = FileManager.default.temporaryDirectory.appendingPathComponent("store-\(UUID()).sqlite").path
             return OpenedStore(store: try SQLiteStore(path: path), task: nil)
         case .postgres:
-            let store = try PostgresStore(url: try await TestPostgres.freshDatabase(), poolSize: 4, logger: TestPostgres.logger)
+            // The tests are about outcomes, not latency: a loaded CI server has taken over 30 s
+            // (the default) to answer one of them, while every test creates its database.
+            let store = try PostgresStore(url: try await TestPostgres.freshDatabase(), poolSize: 4, timeout: .seconds(120), logger: TestPostgres.logger)
             let task = Task { try await store.run() }
             return OpenedStore(store: store, task: task)
         }

@@ -125,7 +125,10 @@ public final class PostgresStore: Store, Service {
         try await withThrowingTaskGroup(of: Void.self) { tasks in
             tasks.addTask { await client.run() }
             defer { tasks.cancelAll() }
-            try await withDeadline(.seconds(30)) {
+            // Two minutes, as migrations get: a database is created by copying its template
+            // through the WAL, and dozens created at once by a test run on a loaded server
+            // came close to 30 s (the semantic tests create one each).
+            try await withDeadline(.seconds(120)) {
                 try await count(client.query(PostgresQuery(unsafeSQL: "\(command) \(name) \(options)"), logger: logger))
             }
         }
