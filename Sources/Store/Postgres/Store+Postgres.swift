@@ -128,7 +128,7 @@ public final class PostgresStore: Store, Service {
             // Two minutes, as migrations get: a database is created by copying its template
             // through the WAL, and dozens created at once by a test run on a loaded server
             // came close to 30 s (the semantic tests create one each).
-            try await withDeadline(.seconds(120)) {
+            _ = try await withDeadline(.seconds(120)) {
                 try await count(client.query(PostgresQuery(unsafeSQL: "\(command) \(name) \(options)"), logger: logger))
             }
         }
@@ -195,7 +195,7 @@ public final class PostgresStore: Store, Service {
     /// Notes a migration as applied without applying it: for tests of a store that a
     /// newer release migrated.
     func recordMigrationForTesting(version: Int) async throws {
-        try await call {
+        _ = try await call {
             try await Self.count(self.client.query("INSERT INTO schema_migrations (version, name) VALUES (\(version), 'test')", logger: self.logger))
         }
     }
