@@ -241,14 +241,19 @@ public final class ExecutorService: Service, Sendable {
                 let wroteTimer = batch.contains { ($0.0.next?.dueAt).map { $0 > now && $0 - now < idle } ?? false }
                 group.addTask { await self.commit(batch); return .committed(wroteTimer: wroteTimer) }
             }
+            /// Claims again: at once, unless `staleIdleWait` and an idle wait is running, which
+            /// then is rung and claims when it ends (one claim, not two).
+            func claimAgain(staleIdleWait: Bool) {
+                if staleIdleWait, waiting { doorbell.ring() } else { claimDue = true }
+            }
+            let most = concurrency * Self.claimAhead
             while true {
                 let stopping = Task.isCancelled || Task.isShuttingDownGracefully
                 let held = running + queued.count - next
                 // Intake first (§10: intake never waits for execution). While it has a backlog
                 // the engine works in rounds, a claim performed and committed, each followed by
-                // a rest of ``defaultYieldFactor`` times the round; then it catches up.
+                // a rest of ``yieldFactor`` times the round; then it catches up.
                 let rounds = intakeBusy
-                let most = concurrency * Self.claimAhead
                 let resting = rounds && ContinuousClock.now < resumeAt
                 // A round is open until its runs are performed (a slow step holds it for
                 // ``longestRoundHold`` at most) and committed.
@@ -350,16 +355,12 @@ public final class ExecutorService: Service, Sendable {
                     commitPending()
                 case .committed(let wroteTimer):
                     committing = false
-                    // An idle wait began before this commit made a run due soon: it waits for
-                    // the store's next due time as it was then (a claim's lease, or the idle
-                    // interval: 30 s on SQLite). Rung, it ends, and the next one reads it again.
-                    if wroteTimer, waiting {
-                        doorbell.ring()  // its `.woken` claims
-                    } else {
-                        // What was just committed may be due again at once (a run handed back
-                        // after its step budget, a retry with no wait).
-                        claimDue = true
-                    }
+                    // What was just committed may be due again at once (a run handed back after
+                    // its step budget, a retry with no wait). An idle wait begun before this
+                    // commit made a run due soon waits for the store's next due time as it was
+                    // then (a claim's lease, or the idle interval: 30 s on SQLite); rung, it
+                    // ends, and the next one reads it again.
+                    claimAgain(staleIdleWait: wroteTimer)
                     if intakeBusy {
                         // A rest in proportion to the round (from its claim), up to ``longestRest``.
                         resumeAt = ContinuousClock.now + min((ContinuousClock.now - claimedAt) * yieldFactor, longestRest)
@@ -371,13 +372,8 @@ public final class ExecutorService: Service, Sendable {
                     claimDue = true
                 case .retry:
                     retrying = false
-                    if waiting {
-                        // An idle wait that began while the store failed waits the idle
-                        // interval: rung, it ends, and its `.woken` claims.
-                        doorbell.ring()
-                    } else {
-                        claimDue = true
-                    }
+                    // An idle wait that began while the store failed waits the idle interval.
+                    claimAgain(staleIdleWait: true)
                 case .rested(let until):
                     if let timer = restTimer, timer == until || ContinuousClock.now >= timer { restTimer = nil }
                 }
