@@ -6,11 +6,13 @@ public enum Deadline {
     /// The result of `body`, or a ``StoreError/Code/unavailable`` once `timeout` passed
     /// (`body` is then cancelled, and not waited for). Cancelling the caller ends the
     /// wait with `CancellationError`.
-    public static func run<T: Sendable>(_ timeout: Duration, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+    /// - Parameter what: the call, named in the error (which call hung is the first
+    ///   question a timeout raises).
+    public static func run<T: Sendable>(_ timeout: Duration, what: String = "", _ body: @escaping @Sendable () async throws -> T) async throws -> T {
         let race = DeadlineRace<T>()
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { continuation in
-                race.start(continuation, timeout: timeout, body)
+                race.start(continuation, timeout: timeout, what: what, body)
             }
         } onCancel: {
             race.settle(.failure(CancellationError()))
@@ -31,7 +33,7 @@ final class DeadlineRace<T: Sendable>: Sendable {
 
     private let state = Mutex(State())
 
-    func start(_ continuation: CheckedContinuation<T, any Error>, timeout: Duration, _ body: @escaping @Sendable () async throws -> T) {
+    func start(_ continuation: CheckedContinuation<T, any Error>, timeout: Duration, what: String, _ body: @escaping @Sendable () async throws -> T) {
         let early = state.withLock { state -> Result<T, any Error>? in
             if let outcome = state.outcome { return outcome }  // cancelled before it began
             state.continuation = continuation
@@ -46,7 +48,8 @@ final class DeadlineRace<T: Sendable>: Sendable {
         }
         let timer = Task {
             guard (try? await Task.sleep(for: timeout)) != nil else { return }
-            self.settle(.failure(StoreError(code: .unavailable, message: "the database did not answer within \(timeout)")))
+            let call = what.isEmpty ? "" : " (\(what))"
+            self.settle(.failure(StoreError(code: .unavailable, message: "the database did not answer within \(timeout)\(call)")))
         }
         // Whichever settled meanwhile left its tasks to be cancelled here.
         let done = state.withLock { state -> Bool in

@@ -9,7 +9,9 @@ public enum TestPostgres {
     public static let skipReason: Comment = "TEST_POSTGRES_URL is not set: run `make test`, which starts a private PostgreSQL"
     public static let logger: Logger = {
         var logger = Logger(label: "store-tests")
-        logger.logLevel = .warning  // the pool's reconnection attempts are info
+        // Info: the pool's failed connection attempts are info, and they are what a
+        // call that timed out waiting for a connection leaves to go on.
+        logger.logLevel = .info
         return logger
     }()
 

@@ -57,16 +57,18 @@ struct PostgresStoreTests {
         await #expect(throws: StoreError.self) { _ = try await running.pendingOutbox(limit: 1) }
     }
 
-    @Test("a call's deadline: a quick answer is never lost to the race with its timer; a slow one fails at the deadline; cancellation ends the wait")
+    @Test("a call's deadline: a quick answer is never lost to the race with its timer; a slow one fails at the deadline, naming the call; cancellation ends the wait")
     func deadlines() async throws {
         for round in 0..<5000 {
             #expect(try await PostgresStore.withDeadline(.seconds(10)) { round } == round)
         }
         let started = ContinuousClock.now
-        await #expect(throws: StoreError.self) {
-            try await PostgresStore.withDeadline(.milliseconds(50)) { try await Task.sleep(for: .seconds(30)); return 0 }
+        let late = await #expect(throws: StoreError.self) {
+            try await PostgresStore.withDeadline(.milliseconds(50), what: "load(_:now:)") { try await Task.sleep(for: .seconds(30)); return 0 }
         }
         #expect(started.duration(to: .now) < .seconds(10))
+        #expect(late?.code == .unavailable)
+        #expect(late?.message.contains("(load(_:now:))") == true, "the timeout names the call that hung: \(late?.message ?? "")")
         let waiting = Task { try await PostgresStore.withDeadline(.seconds(30)) { try await Task.sleep(for: .seconds(30)); return 0 } }
         waiting.cancel()
         await #expect(throws: CancellationError.self) { try await waiting.value }

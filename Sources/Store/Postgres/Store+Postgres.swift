@@ -128,7 +128,7 @@ public final class PostgresStore: Store, Service {
             // Two minutes, as migrations get: a database is created by copying its template
             // through the WAL, and dozens created at once by a test run on a loaded server
             // came close to 30 s (the semantic tests create one each).
-            _ = try await withDeadline(.seconds(120)) {
+            _ = try await withDeadline(.seconds(120), what: command) {
                 try await count(client.query(PostgresQuery(unsafeSQL: "\(command) \(name) \(options)"), logger: logger))
             }
         }
@@ -144,7 +144,7 @@ public final class PostgresStore: Store, Service {
     public func migrate() async throws -> [(version: Int, name: String)] {
         if let error = await started.wait() { throw error }
         do {
-            return try await Self.withDeadline(startupTimeout) { try await self.migrations() }
+            return try await Self.withDeadline(startupTimeout, what: "migrations") { try await self.migrations() }
         } catch {
             throw StoreError(code: .unavailable, message: "cannot migrate the PostgreSQL store at \(Self.describe(configuration)): \(Self.reason(error))")
         }
@@ -862,11 +862,12 @@ public final class PostgresStore: Store, Service {
     /// Runs `body` once the migrations are done, and turns PostgreSQL's errors into
     /// ``StoreError``s: a changed read is a ``StoreError/Code/conflict``; everything
     /// else (the server gone, a failed statement) ``StoreError/Code/unavailable``.
-    private func call<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) async throws -> T {
+    /// - Parameter what: the call, named in a timeout's message (the caller's name by default).
+    private func call<T: Sendable>(what: String = #function, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
         if let error = await ready.wait() { throw error }
         calls.add(1, ordering: .relaxed)
         do {
-            return try await Self.withDeadline(timeout, body)
+            return try await Self.withDeadline(timeout, what: what, body)
         } catch {
             throw Self.storeError(error)
         }
@@ -900,8 +901,8 @@ public final class PostgresStore: Store, Service {
 
     /// The result of `body`, or a ``StoreError/Code/unavailable`` once `timeout` passed
     /// (see ``Deadline/run(_:_:)``).
-    static func withDeadline<T: Sendable>(_ timeout: Duration, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
-        try await Deadline.run(timeout, body)
+    static func withDeadline<T: Sendable>(_ timeout: Duration, what: String = "", _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+        try await Deadline.run(timeout, what: what, body)
     }
 
     /// Reads a result to its end (which releases its connection and surfaces a failure
