@@ -165,6 +165,33 @@ struct ExecutorServiceTests {
         try await running.value
     }
 
+    @Test("a claimed run whose check before it is performed fails is handed back and performed on a later claim, not left to its lease")
+    func uncheckedClaimHandedBack() async throws {
+        let run = try #require(try await start("two-steps", keys: ["u"]).first)
+        let flaky = FlakyStore(base: store, failures: [])
+        flaky.taskReadsFail.withLock { $0 = 2 }
+        // Leases and idle waits of 10 minutes: a claim left to its lease, or a hand-back
+        // that does not wake the executor, shows as a stall past the 2-minute deadline.
+        var configuration = configuration
+        configuration.stepLease = .seconds(600)
+        // Every claimed run is checked before it is performed (as one that waited a second for a slot).
+        let executor = ExecutorService(configuration: configuration, catalog: catalog, store: flaky, idleInterval: .seconds(600), queueRecheck: .zero, logger: logger)
+        let group = ServiceGroup(services: [executor], logger: logger)
+        let started = ContinuousClock.now
+        let running = Task { try await group.run() }
+        defer { running.cancel() }
+        let deadline = started + .seconds(120)
+        while try await store.run(id: run)?.status != "completed", ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        #expect(try await store.run(id: run)?.status == "completed", "performed after two failed checks, within 2 minutes (took \(ContinuousClock.now - started))")
+        #expect(flaky.taskReads.withLock { $0 } >= 3, "checked three times: two failed, then one that held")
+        #expect(flaky.claims.withLock { $0 } >= 3, "claimed again after each hand-back")
+        await group.triggerGracefulShutdown()
+        try await running.value
+        #expect(try await published().filter { $0.key == run }.map(\.type).filter { $0 == "WorkflowRun.Completed" }.count == 1, "the run completed once")
+    }
+
     @Test("an instance that dies mid-claim: its lease runs out, another takes the run over, and the dead claim's late outcome writes nothing")
     func leaseTakeOver() async throws {
         let run = try #require(try await start("two-steps", keys: ["l"]).first)

@@ -184,6 +184,9 @@ final class FlakyStore: Store {
     /// Whether claims fail (reads still answer), and how many were tried.
     let claimsFail = Mutex(false)
     let claims = Mutex(0)
+    /// How many of the next reads of one run's task fail, and how many were tried.
+    let taskReadsFail = Mutex(0)
+    let taskReads = Mutex(0)
 
     func apply(_ writes: BatchWrites) async throws {
         let failure = plan.withLock { plan -> Failure? in
@@ -223,7 +226,15 @@ final class FlakyStore: Store {
     func engineQueue(now: Timestamp) async throws -> EngineQueueStats { try await base.engineQueue(now: now) }
     func outboxDepth() async throws -> Int { try await base.outboxDepth() }
     func runs(matching query: RunQuery) async throws -> (runs: [RunRecord], total: Int) { try await base.runs(matching: query) }
-    func task(runID: String) async throws -> EngineTask? { try await base.task(runID: runID) }
+    func task(runID: String) async throws -> EngineTask? {
+        taskReads.withLock { $0 += 1 }
+        let fails = taskReadsFail.withLock { left in
+            defer { left = max(0, left - 1) }
+            return left > 0
+        }
+        if fails { throw StoreError(code: .unavailable, message: "the test's store cannot read the run") }
+        return try await base.task(runID: runID)
+    }
     func vendors(orgID: String, afterID: String, limit: Int) async throws -> [VendorRecord] { try await base.vendors(orgID: orgID, afterID: afterID, limit: limit) }
     func pendingItems(runID: String) async throws -> Int { try await base.pendingItems(runID: runID) }
     func itemCounts(runID: String, stepID: String) async throws -> ItemCounts { try await base.itemCounts(runID: runID, stepID: stepID) }

@@ -82,14 +82,18 @@ public final class ExecutorService: Service, Sendable {
     ///   - longestRest: the longest such rest.
     ///   - idleInterval: how long an idle executor waits before looking at the store anyway
     ///     (by default 1 s on a shared store, 30 s on an embedded one).
+    ///   - queueRecheck: how long a claimed run may wait for a slot unchecked (tests: zero,
+    ///     every run is checked).
     ///   - outboxReady: called after each commit that wrote events (the publisher's doorbell).
     public init(
         configuration: WorkerConfiguration, catalog: WorkflowCatalog, store: any Store, clock: any WallClock = SystemWallClock(), engine: RunEngine? = nil,
         paused: Bool = false, maxBatchSize: Int = 500, yieldFactor: Double = ExecutorService.defaultYieldFactor,
-        longestRest: Duration = ExecutorService.defaultLongestRest, idleInterval: Duration? = nil, logger: Logger,
+        longestRest: Duration = ExecutorService.defaultLongestRest, idleInterval: Duration? = nil,
+        queueRecheck: Duration = ExecutorService.defaultQueueRecheck, logger: Logger,
         outboxReady: @escaping @Sendable () -> Void = {}
     ) {
         self.yieldFactor = yieldFactor
+        self.queueRecheck = queueRecheck
         self.longestRest = longestRest
         self.idleInterval = idleInterval ?? (store.isShared ? .seconds(1) : .seconds(30))
         self.backlogBatch = max(1, maxBatchSize * 4 / 5)
@@ -317,7 +321,7 @@ public final class ExecutorService: Service, Sendable {
                     running += 1
                     // A run that waited for a slot is checked first: cancelled or claimed
                     // elsewhere meanwhile, it is not performed (no effect after its cancel).
-                    let verify = ContinuousClock.now - claimed > Self.queueRecheck
+                    let verify = ContinuousClock.now - claimed >= queueRecheck
                     // Below intake's tasks: a backlog of runs yields the CPU to new requests.
                     group.addTask(priority: .low) {
                         .performed(runID: task.runID, fence: task.fence, await self.performIfHeld(task, verify: verify))
@@ -384,7 +388,9 @@ public final class ExecutorService: Service, Sendable {
 
     /// How long a claimed run may wait for a slot before its claim is checked in the
     /// store before it is performed.
-    static let queueRecheck = Duration.seconds(1)
+    public static let defaultQueueRecheck = Duration.seconds(1)
+    /// ``defaultQueueRecheck`` unless a test chose another.
+    let queueRecheck: Duration
 
     /// Forgets claims this instance no longer holds, each only if it is still the claim
     /// at that fence (the run may have been claimed again since, by this instance).
