@@ -1,9 +1,12 @@
+import HTTPTypes
 import Hummingbird
 import NIOCore
+import Worker
 
 /// A request no route takes (an unknown path, or a known one with another method) is
 /// answered 404 in the API's error envelope, `{"detail": {"code": "not_found", …}}`,
-/// as every other error is, rather than with an empty body.
+/// as every other error is, rather than with an empty body, and with the `Request-Id`
+/// echoed when it is valid, as every other answer of the API has it.
 struct NotFoundMiddleware<Context: RequestContext>: RouterMiddleware {
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         do {
@@ -11,7 +14,9 @@ struct NotFoundMiddleware<Context: RequestContext>: RouterMiddleware {
         } catch let error as HTTPError where error.status == .notFound {
             // The method is one of HTTP's few tokens; the path is the caller's, so it is not echoed.
             let body = #"{"detail":{"code":"not_found","message":"No route takes \#(request.method.rawValue.prefix(16)) on this path."}}"#
-            return Response(status: .notFound, headers: [.contentType: "application/json"], body: ResponseBody(byteBuffer: ByteBuffer(string: body)))
+            var headers: HTTPFields = [.contentType: "application/json"]
+            if let echo = ReadAPI.requestID(request.headers[values: .requestID]).echo { headers[.requestID] = echo }
+            return Response(status: .notFound, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(string: body)))
         }
     }
 }

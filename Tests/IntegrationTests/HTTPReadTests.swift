@@ -107,10 +107,11 @@ struct HTTPReadTests {
         let runsWorkflow = try await O.post(port, "/v1/workflows/runs/run", body: Array("{}".utf8), headers: Self.keyA)
         let runsCode = try HTTPWorker.json(runsWorkflow.body)["detail"]?["code"]
         #expect(runsWorkflow.status == 404 && runsCode == "workflow_not_found", "\(runsWorkflow.body)")
-        // What no route takes: 404 in the error envelope, the path not echoed.
-        for (method, path) in [("GET", "/v1/nowhere/<script>"), ("GET", "/v1/assessments"), ("DELETE", "/v1/workflows/runs")] {
-            let lost = try await O.get(port, path.replacingOccurrences(of: "<", with: "%3C").replacingOccurrences(of: ">", with: "%3E"), headers: Self.keyA, method: method)
+        // What no route takes: 404 in the error envelope, the path not echoed, the Request-Id echoed.
+        for (method, path) in [("GET", "/v1/nowhere/<script>"), ("GET", "/v1/assessments"), ("DELETE", "/v1/workflows/runs"), ("GET", "/nowhere")] {
+            let lost = try await O.get(port, path.replacingOccurrences(of: "<", with: "%3C").replacingOccurrences(of: ">", with: "%3E"), headers: Self.keyA.merging(["Request-Id": "req-lost"]) { $1 }, method: method)
             #expect(lost.status == 404 && lost.headers["content-type"] == "application/json", "\(method) \(path): \(lost.status)")
+            #expect(lost.headers["request-id"] == "req-lost", "\(method) \(path): the Request-Id echoed")
             #expect(try HTTPWorker.json(lost.body)["detail"]?["code"] == "not_found" && !lost.body.contains("script"), "\(lost.body)")
         }
 
