@@ -6,7 +6,7 @@ import Worker
 /// A request no route takes (an unknown path, or a known one with another method) is
 /// answered 404 in the API's error envelope, `{"detail": {"code": "not_found", …}}`,
 /// as every other error is, rather than with an empty body, and with the `Request-Id`
-/// echoed when it is valid, as every other answer of the API has it.
+/// echoed when it is valid, as the `/v1` routes' answers have it.
 struct NotFoundMiddleware<Context: RequestContext>: RouterMiddleware {
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         do {

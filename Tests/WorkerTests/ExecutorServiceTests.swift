@@ -170,8 +170,10 @@ struct ExecutorServiceTests {
         let run = try #require(try await start("two-steps", keys: ["u"]).first)
         let flaky = FlakyStore(base: store, failures: [])
         flaky.taskReadsFail.withLock { $0 = 2 }
-        // Leases and idle waits of 10 minutes: a claim left to its lease, or a hand-back
-        // that does not wake the executor, shows as a stall past the 2-minute deadline.
+        // Leases and idle waits of 10 minutes, and an idle wait that cannot see the run due
+        // again: a claim left to its lease, or a hand-back that does not ring the doorbell,
+        // shows as a stall past the 2-minute deadline.
+        flaky.hidesNextDue.withLock { $0 = true }
         var configuration = configuration
         configuration.stepLease = .seconds(600)
         // Every claimed run is checked before it is performed (as one that waited a second for a slot).

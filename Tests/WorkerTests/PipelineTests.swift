@@ -184,9 +184,12 @@ final class FlakyStore: Store {
     /// Whether claims fail (reads still answer), and how many were tried.
     let claimsFail = Mutex(false)
     let claims = Mutex(0)
-    /// How many of the next reads of one run's task fail, and how many were tried.
+    /// How many of the next reads of a run's task fail, and how many were tried.
     let taskReadsFail = Mutex(0)
     let taskReads = Mutex(0)
+    /// Whether the store keeps its next due time to itself (`nextTaskDue` is `nil`): an
+    /// idle executor then waits its idle interval unless its doorbell rings.
+    let hidesNextDue = Mutex(false)
 
     func apply(_ writes: BatchWrites) async throws {
         let failure = plan.withLock { plan -> Failure? in
@@ -222,7 +225,7 @@ final class FlakyStore: Store {
     func renewLeases(owner: String, tasks: [String: Int64], until: Timestamp) async throws -> Set<String> { try await base.renewLeases(owner: owner, tasks: tasks, until: until) }
     func commitTasks(_ outcomes: [TaskOutcome], now: Timestamp) async throws -> Set<String> { try await base.commitTasks(outcomes, now: now) }
     func releaseLeases() async throws -> Int { try await base.releaseLeases() }
-    func nextTaskDue() async throws -> Timestamp? { try await base.nextTaskDue() }
+    func nextTaskDue() async throws -> Timestamp? { hidesNextDue.withLock { $0 } ? nil : try await base.nextTaskDue() }
     func engineQueue(now: Timestamp) async throws -> EngineQueueStats { try await base.engineQueue(now: now) }
     func outboxDepth() async throws -> Int { try await base.outboxDepth() }
     func runs(matching query: RunQuery) async throws -> (runs: [RunRecord], total: Int) { try await base.runs(matching: query) }

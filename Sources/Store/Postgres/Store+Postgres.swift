@@ -710,7 +710,7 @@ public final class PostgresStore: Store, Service {
             } catch let error as StoreError where error.code == .conflict {
                 // A claim was lost: keep the outcomes whose claim still holds, and write those.
                 let runs = outcomes.map(\.runID), fences = outcomes.map(\.fence)
-                let held = try await call {
+                let held = try await call(what: "commitTasks(_:now:), the claims still held") {
                     let rows = try await self.client.query(
                         """
                         SELECT t.run_id FROM run_tasks t JOIN unnest(\(runs)::text[], \(fences)::bigint[]) AS c(run, fence)
@@ -900,7 +900,7 @@ public final class PostgresStore: Store, Service {
     }
 
     /// The result of `body`, or a ``StoreError/Code/unavailable`` once `timeout` passed
-    /// (see ``Deadline/run(_:_:)``).
+    /// (see ``Deadline/run(_:what:_:)``).
     static func withDeadline<T: Sendable>(_ timeout: Duration, what: String = "", _ body: @escaping @Sendable () async throws -> T) async throws -> T {
         try await Deadline.run(timeout, what: what, body)
     }
