@@ -30,7 +30,7 @@ cleanup() {
 }
 trap cleanup EXIT
 port=$(scripts/broker.sh start 0) || { echo "test: could not start the broker" >&2; exit 1; }
-postgres_url=$(scripts/postgres.sh start "$scratch/postgres") || { echo "test: could not start PostgreSQL" >&2; exit 1; }
+postgres_url=$(scripts/postgres.sh start "$scratch/postgres" --scratch) || { echo "test: could not start PostgreSQL" >&2; exit 1; }
 export KAFKA_BROKERS="127.0.0.1:$port"
 export TEST_POSTGRES_URL="$postgres_url"
 # Every test database and worker store lands here (FileManager's temporaryDirectory).
