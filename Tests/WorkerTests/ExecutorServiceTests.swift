@@ -54,6 +54,23 @@ struct ExecutorServiceTests {
         return prepared.decision.writes.runs.map(\.id)
     }
 
+    /// Runs `executor` as a service until `run` completed or `deadline` passed (the store
+    /// is the only witness: polled), then stops it gracefully.
+    /// - Returns: how long it ran.
+    func runUntilCompleted(_ run: String, _ executor: ExecutorService, deadline: Duration = .seconds(120)) async throws -> Duration {
+        let group = ServiceGroup(services: [executor], logger: logger)
+        let started = ContinuousClock.now
+        let running = Task { try await group.run() }
+        defer { running.cancel() }
+        while try await store.run(id: run)?.status != "completed", ContinuousClock.now < started + deadline {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        let took = ContinuousClock.now - started
+        await group.triggerGracefulShutdown()
+        try await running.value
+        return took
+    }
+
     /// Every published message, in outbox order, as (event type, run key, data).
     func published() async throws -> [(type: String, key: String, event: JSONValue, headers: [String: String])] {
         try await store.pendingOutbox(limit: 1000).flatMap(\.messages).map { message in
@@ -120,19 +137,9 @@ struct ExecutorServiceTests {
         var configuration = configuration
         configuration.stepLease = .seconds(600)
         let executor = ExecutorService(configuration: configuration, catalog: catalog, store: store, idleInterval: .seconds(600), logger: logger)
-        let group = ServiceGroup(services: [executor], logger: logger)
-        let started = ContinuousClock.now
-        let running = Task { try await group.run() }
-        defer { running.cancel() }
-        let deadline = started + .seconds(120)
-        while try await store.run(id: run)?.status != "completed", ContinuousClock.now < deadline {
-            try await Task.sleep(for: .milliseconds(20))
-        }
-        let took = ContinuousClock.now - started
+        let took = try await runUntilCompleted(run, executor)
         #expect(try await store.run(id: run)?.status == "completed", "the delay of 1 s fired within 2 minutes (it took \(took))")
         #expect(took >= .seconds(1), "nothing happens before the delay ends")
-        await group.triggerGracefulShutdown()
-        try await running.value
     }
 
     @Test("a store that answers reads and refuses claims is claimed from at the backoff's pace, and the run completes once it accepts them")
@@ -178,19 +185,10 @@ struct ExecutorServiceTests {
         configuration.stepLease = .seconds(600)
         // Every claimed run is checked before it is performed (as one that waited a second for a slot).
         let executor = ExecutorService(configuration: configuration, catalog: catalog, store: flaky, idleInterval: .seconds(600), queueRecheck: .zero, logger: logger)
-        let group = ServiceGroup(services: [executor], logger: logger)
-        let started = ContinuousClock.now
-        let running = Task { try await group.run() }
-        defer { running.cancel() }
-        let deadline = started + .seconds(120)
-        while try await store.run(id: run)?.status != "completed", ContinuousClock.now < deadline {
-            try await Task.sleep(for: .milliseconds(20))
-        }
-        #expect(try await store.run(id: run)?.status == "completed", "performed after two failed checks, within 2 minutes (took \(ContinuousClock.now - started))")
+        let took = try await runUntilCompleted(run, executor)
+        #expect(try await store.run(id: run)?.status == "completed", "performed after two failed checks, within 2 minutes (took \(took))")
         #expect(flaky.taskReads.withLock { $0 } >= 3, "checked three times: two failed, then one that held")
         #expect(flaky.claims.withLock { $0 } >= 3, "claimed again after each hand-back")
-        await group.triggerGracefulShutdown()
-        try await running.value
         #expect(try await published().filter { $0.key == run }.map(\.type).filter { $0 == "WorkflowRun.Completed" }.count == 1, "the run completed once")
     }
 
