@@ -25,6 +25,27 @@ struct EngineYieldTests {
     /// backlog until no engine work is left.
     /// - Returns: the executor, the runs, and how long they took.
     func executeWhileIntakeBusy(_ store: any Store, yieldFactor: Double, longestRest: Duration) async throws -> (ExecutorService, [String], Duration) {
+        let (executor, runs) = try await backlog(store, yieldFactor: yieldFactor, longestRest: longestRest)
+        let group = ServiceGroup(services: [executor], logger: logger)
+        let started = ContinuousClock.now
+        let running = Task { try await group.run() }
+        // Whatever happens below, the engine does not outlive the test.
+        defer { running.cancel() }
+        // The store is the only witness of the work left: looked at until empty, within a deadline.
+        let deadline = started + .seconds(120)
+        while try await store.nextTaskDue() != nil, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        let took = ContinuousClock.now - started
+        #expect(ContinuousClock.now < deadline, "the engine stalled while intake had a backlog")
+        await group.triggerGracefulShutdown()
+        try await running.value
+        return (executor, runs, took)
+    }
+
+    /// Starts `Self.runs` runs through intake; returns them and an executor (not running)
+    /// that sees intake's backlog for as long as the process lives.
+    func backlog(_ store: any Store, yieldFactor: Double, longestRest: Duration) async throws -> (ExecutorService, [String]) {
         let configuration = WorkerConfiguration()
         let catalog = try WorkflowCatalog.load(directory: "\(Self.fixtures)/engine/workflows")
         let orgs = try OrgDirectory.load(path: "\(Self.fixtures)/pipeline/orgs.yaml")
@@ -45,21 +66,7 @@ struct EngineYieldTests {
         // A backlog that lasts the whole test: not a task that must refresh it in time,
         // which a loaded machine may hold back past the busy window.
         executor.holdIntakeBusy()
-        let group = ServiceGroup(services: [executor], logger: logger)
-        let started = ContinuousClock.now
-        let running = Task { try await group.run() }
-        // Whatever happens below, the engine does not outlive the test.
-        defer { running.cancel() }
-        // The store is the only witness of the work left: looked at until empty, within a deadline.
-        let deadline = started + .seconds(120)
-        while try await store.nextTaskDue() != nil, ContinuousClock.now < deadline {
-            try await Task.sleep(for: .milliseconds(20))
-        }
-        let took = ContinuousClock.now - started
-        #expect(ContinuousClock.now < deadline, "the engine stalled while intake had a backlog")
-        await group.triggerGracefulShutdown()
-        try await running.value
-        return (executor, runs, took)
+        return (executor, runs)
     }
 
     func expectEveryRunCompletedOnce(_ executor: ExecutorService, _ runs: [String], in store: any Store) async throws {
@@ -87,6 +94,33 @@ struct EngineYieldTests {
         try await TestPostgres.withStore(url) { store in try await expectRests(in: store) }
         let name = String(try #require(URLComponents(string: url)).path.dropFirst())
         try await PostgresStore.dropDatabase(named: name, serverURL: try #require(TestPostgres.url), logger: logger)
+    }
+
+    @Test("a graceful shutdown during a rest ends it at once: the engine stops without waiting for its next round")
+    func shutdownDuringRest() async throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("yield-\(UUID().uuidString).sqlite").path
+        defer { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) } }
+        let store = try SQLiteStore(path: path)
+        // Rests of 30 s: one that outlived the shutdown shows against the bound of 10 s.
+        let (executor, runs) = try await backlog(store, yieldFactor: 1000, longestRest: .seconds(30))
+        let group = ServiceGroup(services: [executor], logger: logger)
+        let running = Task { try await group.run() }
+        defer { running.cancel() }
+        // The first round committed and its rest began (a rest counts once it holds a claim back).
+        let deadline = ContinuousClock.now + .seconds(120)
+        while executor.committed.rests == 0, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
+        #expect(executor.committed.rests == 1, "resting after the first round")
+        // Past the round's hold (a timer of its own, at most a second after the claim, that
+        // the rest's timer follows): from then on only the rest's timer is left to end it.
+        try await Task.sleep(for: ExecutorService.longestRoundHold + .milliseconds(500))
+        #expect(executor.committed.rests == 1, "still in the first rest")
+        let asked = ContinuousClock.now
+        await group.triggerGracefulShutdown()
+        try await running.value
+        let took = ContinuousClock.now - asked
+        #expect(took < .seconds(10), "stopped \(took) after the shutdown began")
+        let done = executor.committed.outcomes
+        #expect(done > 0 && done < runs.count, "one round done, the rest of the runs left for later: \(done) of \(runs.count)")
     }
 
     @Test("on SQLite the engine rests between rounds while intake has a backlog (each rest holds the next claim back), and completes every run once")

@@ -270,7 +270,11 @@ public final class ExecutorService: Service, Sendable {
                     let until = resting ? resumeAt : roundHeldUntil
                     if restTimer.map({ until < $0 }) ?? true {
                         restTimer = until
-                        group.addTask { try? await Task.sleep(until: until); return .rested(until: until) }
+                        // Ended by a graceful shutdown too: a rest holds nothing to finish.
+                        group.addTask {
+                            try? await cancelWhenGracefulShutdown { try await Task.sleep(until: until) }
+                            return .rested(until: until)
+                        }
                     }
                 }
                 // With a backlog, claims are made in halves (one claim for many runs, not one per run).
