@@ -56,7 +56,7 @@ free_port() {
 
 start() {
   local dir=${1:?usage: postgres.sh start DIR [--scratch]}
-  local durability=()
+  local durability=""
   case "${2:-}" in
     "") ;;
     # The test suite creates a database per store test (about 8 MB of files each)
@@ -65,7 +65,7 @@ start() {
     # 13-14 s, and one DROP DATABASE that waited 76 s. The tests are about the store's
     # semantics; the server is never crashed under them (a killed worker is not a killed
     # server), so its fsyncs buy the tests nothing and cost them stalls.
-    --scratch) durability=(-c fsync=off -c full_page_writes=off) ;;
+    --scratch) durability="-c fsync=off -c full_page_writes=off" ;;
     *) fail "usage: postgres.sh start DIR [--scratch]" ;;
   esac
   ensure_server
@@ -85,7 +85,7 @@ start() {
   # what the store promises, and the benchmark pays for it) unless --scratch, shared
   # buffers modest, a socket only in DIR.
   as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
-    -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=200 -c shared_buffers=256MB ${durability[*]}" start >/dev/null \
+    -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=200 -c shared_buffers=256MB $durability" start >/dev/null \
     || { tail -n 20 "$dir/server.log" >&2; fail "the server did not start (log above, full log in $dir/server.log)"; }
   echo "$port" > "$dir/port"
   "$bin/psql" -h 127.0.0.1 -p "$port" -U trigger -d postgres -qAtc "SELECT 1 FROM pg_database WHERE datname = 'trigger'" | grep -q 1 \
@@ -103,7 +103,7 @@ stop() {
 }
 
 case "${1:-}" in
-  start) start "${2:-}" "${3:-}" ;;
+  start) [ $# -le 3 ] || fail "usage: postgres.sh start DIR [--scratch]"; start "${2:-}" "${3:-}" ;;
   stop) stop "${2:-}" ;;
   bin) ensure_server; server_bin ;;
   *) fail "usage: postgres.sh start DIR [--scratch] | stop DIR | bin" ;;
