@@ -1,7 +1,30 @@
 import Foundation
+import Logging
+import PostgresNIO
 import PostgresTestSupport
 @testable import Store
+import Synchronization
 import Testing
+
+/// What a ``KeptLogs`` handler kept.
+final class KeptLines: Sendable {
+    let lines = Mutex<[String]>([])
+}
+
+/// Keeps the messages and metadata of what is logged through it, one line each.
+struct KeptLogs: LogHandler {
+    let kept: KeptLines
+    var metadata: Logger.Metadata = [:]
+    var logLevel: Logger.Level = .info
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+    func log(event: LogEvent) {
+        let fields = (metadata.merging(event.metadata ?? [:]) { $1 }).sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
+        kept.lines.withLock { $0.append("\(event.message) \(fields.joined(separator: " "))") }
+    }
+}
 
 @Suite("PostgreSQL store")
 struct PostgresStoreTests {
@@ -72,6 +95,46 @@ struct PostgresStoreTests {
         let waiting = Task { try await PostgresStore.withDeadline(.seconds(30)) { try await Task.sleep(for: .seconds(30)); return 0 } }
         waiting.cancel()
         await #expect(throws: CancellationError.self) { try await waiting.value }
+    }
+
+    @Test("a call that times out logs what the database's sessions were doing: here a call waiting on a lock another session holds",
+          .enabled(if: TestPostgres.url != nil, TestPostgres.skipReason))
+    func timeoutReportsSessions() async throws {
+        let url = try await TestPostgres.freshDatabase()
+        let kept = KeptLines()
+        let logger = Logger(label: "timeouts") { _ in KeptLogs(kept: kept) }
+        let store = try PostgresStore(url: url, poolSize: 2, timeout: .seconds(1), logger: logger)
+        let pool = Task { try await store.run() }
+        defer { pool.cancel() }
+        try await store.waitUntilReady()
+        // Another session locks the table the call reads, until the call has timed out.
+        let locker = PostgresClient(configuration: try PostgresStore.clientConfiguration(from: url), backgroundLogger: TestPostgres.logger)
+        let lockerPool = Task { await locker.run() }
+        defer { lockerPool.cancel() }
+        let release = AsyncStream<Void>.makeStream()
+        let locked = AsyncStream<Void>.makeStream()
+        let holding = Task {
+            try await locker.withTransaction(logger: TestPostgres.logger) { connection in
+                try await connection.query("LOCK TABLE idempotency IN ACCESS EXCLUSIVE MODE", logger: TestPostgres.logger)
+                locked.continuation.yield()
+                for await _ in release.stream { break }
+            }
+        }
+        for await _ in locked.stream { break }
+        var query = BatchQuery()
+        query.scopes = [ScopeHash(bytes: Array(repeating: 7, count: 16))]
+        let failure = await #expect(throws: StoreError.self) { _ = try await store.load(query, now: 1) }
+        #expect(failure.map(Deadline.isTimeout) == true, "\(String(describing: failure))")
+        // The report is read on a connection of its own, after the call failed.
+        let deadline = ContinuousClock.now + .seconds(60)
+        func report() -> String? { kept.lines.withLock { $0.first { $0.hasPrefix("The database's sessions") } } }
+        while report() == nil, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
+        release.continuation.yield()
+        try await holding.value
+        let line = try #require(report())
+        #expect(line.contains("call=load(_:now:)"), "\(line)")
+        #expect(line.contains("active Lock/relation"), "the call is seen waiting on the lock: \(line)")
+        #expect(line.contains("LOCK TABLE idempotency"), "and the session holding it: \(line)")
     }
 
     @Test("a batch too large for one statement is written in several, in one transaction: all of it, or nothing when a part conflicts",

@@ -26,6 +26,8 @@ public final class PostgresStore: Store, Service {
     private let ready = ReadyGate()
     private let migrateOnRun: Bool
     private let calls = Atomic<Int>(0)
+    /// When (uptime, nanoseconds) the database's sessions were last reported after a timeout.
+    private let lastSessionsReport = Atomic<UInt64>(0)
     /// How long a call may wait for the server (a connection, then its answer).
     private let timeout: Duration
     /// How long the migrations at start-up may wait for the server.
@@ -869,7 +871,54 @@ public final class PostgresStore: Store, Service {
         do {
             return try await Self.withDeadline(timeout, what: what, body)
         } catch {
-            throw Self.storeError(error)
+            let failure = Self.storeError(error)
+            if Deadline.isTimeout(failure) { reportSessions(after: what) }
+            throw failure
+        }
+    }
+
+    /// Logs what the server's sessions on this database were doing when `what` timed out
+    /// (at most once a minute), read on a connection of its own: a session idle or
+    /// reading from this side (`ClientRead`) while a call waits tells a client that lost
+    /// its answer from a server that is slow (active) or blocked (`Lock`). Statements are
+    /// shown as their text only, cut short (their values are bound, never in it); 20
+    /// sessions at most.
+    private func reportSessions(after what: String) {
+        let now = DispatchTime.now().uptimeNanoseconds
+        let last = lastSessionsReport.load(ordering: .relaxed)
+        guard last == 0 || now - last > 60_000_000_000,
+              lastSessionsReport.compareExchange(expected: last, desired: now, ordering: .relaxed).exchanged
+        else { return }
+        var configuration = self.configuration
+        configuration.options.maximumConnections = 1
+        configuration.options.additionalStartupParameters = []
+        let logger = self.logger
+        Task.detached {
+            let client = PostgresClient(configuration: configuration, backgroundLogger: logger)
+            await withTaskGroup(of: Void.self) { tasks in
+                tasks.addTask { await client.run() }
+                defer { tasks.cancelAll() }
+                do {
+                    let sessions = try await Self.withDeadline(.seconds(10), what: "pg_stat_activity") {
+                        var sessions: [String] = []
+                        let rows = try await client.query(
+                            """
+                            SELECT pid, coalesce(state, ''), coalesce(wait_event_type, '') || '/' || coalesce(wait_event, ''),
+                                   coalesce(extract(epoch FROM clock_timestamp() - query_start)::float8, 0), left(coalesce(query, ''), 80)
+                              FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() ORDER BY pid LIMIT 20
+                            """,
+                            logger: logger
+                        )
+                        for try await (pid, state, wait, seconds, query) in rows.decode((Int32, String, String, Double, String).self) {
+                            sessions.append("\(pid) \(state) \(wait) for \(Int(seconds)) s: \(query)")
+                        }
+                        return sessions
+                    }
+                    logger.warning("The database's sessions when a call timed out", metadata: ["call": "\(what)", "sessions": "\(sessions.joined(separator: " | "))"])
+                } catch {
+                    logger.warning("The database's sessions could not be read after a call timed out", metadata: ["call": "\(what)", "error": "\(Self.reason(error))"])
+                }
+            }
         }
     }
 
