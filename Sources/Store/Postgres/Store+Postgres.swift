@@ -881,17 +881,18 @@ public final class PostgresStore: Store, Service {
     /// (at most once a minute), read on a connection of its own: a session idle or
     /// reading from this side (`ClientRead`) while a call waits tells a client that lost
     /// its answer from a server that is slow (active) or blocked (`Lock`). Statements are
-    /// shown as their text only, cut short (their values are bound, never in it); 20
-    /// sessions at most.
+    /// shown as their text only, cut short, and only for this store's role (its values
+    /// are bound, never in it; another client's text may hold values); 20 sessions at most.
     private func reportSessions(after what: String) {
         let now = DispatchTime.now().uptimeNanoseconds
         let last = lastSessionsReport.load(ordering: .relaxed)
-        guard last == 0 || now - last > 60_000_000_000,
+        // `last` may be later than `now` (another call's report won meanwhile): no wrap-around.
+        guard last == 0 || (now > last && now - last > 60_000_000_000),
               lastSessionsReport.compareExchange(expected: last, desired: now, ordering: .relaxed).exchanged
         else { return }
         var configuration = self.configuration
         configuration.options.maximumConnections = 1
-        configuration.options.additionalStartupParameters = []
+        configuration.options.additionalStartupParameters = [("statement_timeout", "10s")]
         let logger = self.logger
         Task.detached {
             let client = PostgresClient(configuration: configuration, backgroundLogger: logger)
@@ -904,7 +905,8 @@ public final class PostgresStore: Store, Service {
                         let rows = try await client.query(
                             """
                             SELECT pid, coalesce(state, ''), coalesce(wait_event_type, '') || '/' || coalesce(wait_event, ''),
-                                   coalesce(extract(epoch FROM clock_timestamp() - query_start)::float8, 0), left(coalesce(query, ''), 80)
+                                   coalesce(extract(epoch FROM clock_timestamp() - query_start)::float8, 0),
+                                   CASE WHEN usename = current_user THEN left(coalesce(query, ''), 80) ELSE '(a session of another role)' END
                               FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() ORDER BY pid LIMIT 20
                             """,
                             logger: logger
