@@ -98,7 +98,7 @@ enum APIRoutes {
 
     /// A JSON answer's headers, with the `Request-Id` echoed when it is valid; the 400
     /// its §4 rules answer when it is not.
-    private static func responseHeaders(_ request: Request) -> (HTTPFields, problem: APIAnswer?) {
+    static func responseHeaders(_ request: Request) -> (HTTPFields, problem: APIAnswer?) {
         let (echo, problem) = ReadAPI.requestID(request.headers[values: .requestID])
         var headers: HTTPFields = [.contentType: "application/json"]
         if let echo { headers[.requestID] = echo }

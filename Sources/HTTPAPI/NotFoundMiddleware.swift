@@ -1,7 +1,5 @@
-import HTTPTypes
 import Hummingbird
 import NIOCore
-import Worker
 
 /// A request no route takes (an unknown path, or a known one with another method) is
 /// answered 404 in the API's error envelope, `{"detail": {"code": "not_found", …}}`,
@@ -14,8 +12,8 @@ struct NotFoundMiddleware<Context: RequestContext>: RouterMiddleware {
         } catch let error as HTTPError where error.status == .notFound {
             // The method is one of HTTP's few tokens; the path is the caller's, so it is not echoed.
             let body = #"{"detail":{"code":"not_found","message":"No route takes \#(request.method.rawValue.prefix(16)) on this path."}}"#
-            var headers: HTTPFields = [.contentType: "application/json"]
-            if let echo = ReadAPI.requestID(request.headers[values: .requestID]).echo { headers[.requestID] = echo }
+            // An invalid Request-Id is not echoed; the 404 stands (the path is what failed).
+            let (headers, _) = APIRoutes.responseHeaders(request)
             return Response(status: .notFound, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(string: body)))
         }
     }
