@@ -123,16 +123,25 @@ public final class PostgresStore: Store, Service {
         guard !name.isEmpty, name.allSatisfy({ $0.isASCII && ($0.isLowercase || $0.isNumber || $0 == "_") }) else {
             throw StoreError(code: .invalidURL, message: "a database name of lower-case letters, digits and _ only")
         }
-        let client = PostgresClient(configuration: try clientConfiguration(from: serverURL), backgroundLogger: logger)
-        try await withThrowingTaskGroup(of: Void.self) { tasks in
+        // Two minutes, as migrations get: a database is created by copying its template
+        // through the WAL, and dozens created at once by a test run on a loaded server
+        // came close to 30 s (the semantic tests create one each).
+        _ = try await withOwnClient(try clientConfiguration(from: serverURL), timeout: .seconds(120), what: command, logger: logger) { client in
+            try await count(client.query(PostgresQuery(unsafeSQL: "\(command) \(name) \(options)"), logger: logger))
+        }
+    }
+
+    /// The result of `body` on a client of its own (not the store's pool: that may be
+    /// the one in trouble, or not exist), within `timeout`; the client stops after.
+    private static func withOwnClient<T: Sendable>(
+        _ configuration: PostgresClient.Configuration, timeout: Duration, what: String, logger: Logger,
+        _ body: @escaping @Sendable (PostgresClient) async throws -> T
+    ) async throws -> T {
+        let client = PostgresClient(configuration: configuration, backgroundLogger: logger)
+        return try await withThrowingTaskGroup(of: Void.self) { tasks in
             tasks.addTask { await client.run() }
             defer { tasks.cancelAll() }
-            // Two minutes, as migrations get: a database is created by copying its template
-            // through the WAL, and dozens created at once by a test run on a loaded server
-            // came close to 30 s (the semantic tests create one each).
-            _ = try await withDeadline(.seconds(120), what: command) {
-                try await count(client.query(PostgresQuery(unsafeSQL: "\(command) \(name) \(options)"), logger: logger))
-            }
+            return try await withDeadline(timeout, what: what) { try await body(client) }
         }
     }
 
@@ -895,31 +904,26 @@ public final class PostgresStore: Store, Service {
         configuration.options.additionalStartupParameters = [("statement_timeout", "10s")]
         let logger = self.logger
         Task.detached {
-            let client = PostgresClient(configuration: configuration, backgroundLogger: logger)
-            await withTaskGroup(of: Void.self) { tasks in
-                tasks.addTask { await client.run() }
-                defer { tasks.cancelAll() }
-                do {
-                    let sessions = try await Self.withDeadline(.seconds(10), what: "pg_stat_activity") {
-                        var sessions: [String] = []
-                        let rows = try await client.query(
-                            """
-                            SELECT pid, coalesce(state, ''), coalesce(wait_event_type, '') || '/' || coalesce(wait_event, ''),
-                                   coalesce(extract(epoch FROM clock_timestamp() - query_start)::float8, 0),
-                                   CASE WHEN usename = current_user THEN left(coalesce(query, ''), 80) ELSE '(a session of another role)' END
-                              FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() ORDER BY pid LIMIT 20
-                            """,
-                            logger: logger
-                        )
-                        for try await (pid, state, wait, seconds, query) in rows.decode((Int32, String, String, Double, String).self) {
-                            sessions.append("\(pid) \(state) \(wait) for \(Int(seconds)) s: \(query)")
-                        }
-                        return sessions
+            do {
+                let sessions = try await Self.withOwnClient(configuration, timeout: .seconds(10), what: "pg_stat_activity", logger: logger) { client in
+                    var sessions: [String] = []
+                    let rows = try await client.query(
+                        """
+                        SELECT pid, coalesce(state, ''), coalesce(wait_event_type, '') || '/' || coalesce(wait_event, ''),
+                               coalesce(extract(epoch FROM clock_timestamp() - query_start)::float8, 0),
+                               CASE WHEN usename = current_user THEN left(coalesce(query, ''), 80) ELSE '(a session of another role)' END
+                          FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() ORDER BY pid LIMIT 20
+                        """,
+                        logger: logger
+                    )
+                    for try await (pid, state, wait, seconds, query) in rows.decode((Int32, String, String, Double, String).self) {
+                        sessions.append("\(pid) \(state) \(wait) for \(Int(seconds)) s: \(query)")
                     }
-                    logger.warning("The database's sessions when a call timed out", metadata: ["call": "\(what)", "sessions": "\(sessions.joined(separator: " | "))"])
-                } catch {
-                    logger.warning("The database's sessions could not be read after a call timed out", metadata: ["call": "\(what)", "error": "\(Self.reason(error))"])
+                    return sessions
                 }
+                logger.warning("The database's sessions when a call timed out", metadata: ["call": "\(what)", "sessions": "\(sessions.joined(separator: " | "))"])
+            } catch {
+                logger.warning("The database's sessions could not be read after a call timed out", metadata: ["call": "\(what)", "error": "\(Self.reason(error))"])
             }
         }
     }
