@@ -3,17 +3,9 @@ import Synchronization
 /// A call with a deadline that returns at the deadline even when the call does not:
 /// a connection or a broker that hangs must not hang its caller.
 public enum Deadline {
-    /// How the message of a timeout's ``StoreError`` begins.
-    static let timeoutMessage = "the database did not answer within"
-
-    /// Whether `error` is a deadline that passed (not a failure the server reported).
-    public static func isTimeout(_ error: StoreError) -> Bool {
-        error.code == .unavailable && error.message.hasPrefix(timeoutMessage)
-    }
-
-    /// The result of `body`, or a ``StoreError/Code/unavailable`` once `timeout` passed
-    /// (`body` is then cancelled, and not waited for). Cancelling the caller ends the
-    /// wait with `CancellationError`.
+    /// The result of `body`, or a ``StoreError/Code/unavailable`` marked
+    /// ``StoreError/timedOut`` once `timeout` passed (`body` is then cancelled, and not
+    /// waited for). Cancelling the caller ends the wait with `CancellationError`.
     /// - Parameter what: the call, named in the error (which call hung is the first
     ///   question a timeout raises).
     public static func run<T: Sendable>(_ timeout: Duration, what: String = "", _ body: @escaping @Sendable () async throws -> T) async throws -> T {
@@ -57,7 +49,9 @@ final class DeadlineRace<T: Sendable>: Sendable {
         let timer = Task {
             guard (try? await Task.sleep(for: timeout)) != nil else { return }
             let call = what.isEmpty ? "" : " (\(what))"
-            self.settle(.failure(StoreError(code: .unavailable, message: "\(Deadline.timeoutMessage) \(timeout)\(call)")))
+            var late = StoreError(code: .unavailable, message: "the database did not answer within \(timeout)\(call)")
+            late.timedOut = true
+            self.settle(.failure(late))
         }
         // Whichever settled meanwhile left its tasks to be cancelled here.
         let done = state.withLock { state -> Bool in

@@ -771,6 +771,8 @@ public struct StoreError: Error, Sendable, Hashable, CustomStringConvertible {
 
     public var code: Code
     public var message: String
+    /// Whether the call passed its deadline (``Deadline``) rather than failed at the server.
+    public var timedOut = false
 
     public init(code: Code, message: String) {
         self.code = code

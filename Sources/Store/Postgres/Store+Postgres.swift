@@ -881,7 +881,7 @@ public final class PostgresStore: Store, Service {
             return try await Self.withDeadline(timeout, what: what, body)
         } catch {
             let failure = Self.storeError(error)
-            if Deadline.isTimeout(failure) { reportSessions(after: what) }
+            if failure.timedOut { reportSessions(after: what) }
             throw failure
         }
     }
