@@ -192,6 +192,41 @@ struct ExecutorServiceTests {
         #expect(try await published().filter { $0.key == run }.map(\.type).filter { $0 == "WorkflowRun.Completed" }.count == 1, "the run completed once")
     }
 
+    @Test("a claim the store holds open does not hold back the runs claimed before it: they are performed and committed meanwhile")
+    func claimHeldOpen() async throws {
+        let runs = try await start("two-steps", keys: (0..<5).map { "held-\($0)" })
+        let flaky = FlakyStore(base: store, failures: [])
+        flaky.holdClaims(after: 1)
+        // One slot: claims of at most four. The first takes four of the five runs; the
+        // second is made when two are left to perform, and the store holds it open.
+        var configuration = configuration
+        configuration.engineConcurrency = 1
+        let executor = ExecutorService(configuration: configuration, catalog: catalog, store: flaky, idleInterval: .seconds(600), logger: logger)
+        let group = ServiceGroup(services: [executor], logger: logger)
+        let running = Task { try await group.run() }
+        defer { running.cancel() }
+        func completed() async throws -> Int {
+            var count = 0
+            for run in runs where try await store.run(id: run)?.status == "completed" { count += 1 }
+            return count
+        }
+        // The store is the only witness: polled, up to a minute.
+        let deadline = ContinuousClock.now + .seconds(60)
+        while try await completed() < 4 || flaky.heldClaims == 0, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        #expect(flaky.heldClaims == 1, "the second claim is held open")
+        #expect(try await completed() == 4, "the first claim's four runs completed while the second claim was held open")
+        flaky.openClaims()
+        while try await completed() < 5, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        #expect(try await completed() == 5, "the fifth, claimed once the store answered")
+        await group.triggerGracefulShutdown()
+        try await running.value
+        #expect(try await published().filter { $0.type == "WorkflowRun.Completed" }.map(\.key).sorted() == runs.sorted(), "each run completed once")
+    }
+
     @Test("an instance that dies mid-claim: its lease runs out, another takes the run over, and the dead claim's late outcome writes nothing")
     func leaseTakeOver() async throws {
         let run = try #require(try await start("two-steps", keys: ["l"]).first)

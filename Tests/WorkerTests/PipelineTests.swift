@@ -190,6 +190,24 @@ final class FlakyStore: Store {
     /// Whether the store keeps its next due time to itself (`nextTaskDue` is `nil`): an
     /// idle executor then waits its idle interval unless its doorbell rings.
     let hidesNextDue = Mutex(false)
+    /// Claims after the first `after` wait, before they reach the store, until ``openClaims()``
+    /// (a claim the store holds open); `waiting` are those held now.
+    private let claimGate = Mutex<(after: Int?, waiting: [CheckedContinuation<Void, Never>])>((nil, []))
+
+    /// Holds every claim after the first `count` until ``openClaims()``.
+    func holdClaims(after count: Int) { claimGate.withLock { $0.after = count } }
+
+    /// How many claims are held now.
+    var heldClaims: Int { claimGate.withLock { $0.waiting.count } }
+
+    /// Lets the held claims, and every later one, through.
+    func openClaims() {
+        let waiting = claimGate.withLock { gate in
+            defer { gate = (nil, []) }
+            return gate.waiting
+        }
+        for claim in waiting { claim.resume() }
+    }
 
     func apply(_ writes: BatchWrites) async throws {
         let failure = plan.withLock { plan -> Failure? in
@@ -218,8 +236,16 @@ final class FlakyStore: Store {
     func runs(statuses: [String], limit: Int, offset: Int) async throws -> [RunRecord] { try await base.runs(statuses: statuses, limit: limit, offset: offset) }
     func assessment(id: String) async throws -> AssessmentRecord? { try await base.assessment(id: id) }
     func claimTasks(owner: String, now: Timestamp, leaseUntil: Timestamp, limit: Int) async throws -> [EngineTask] {
-        claims.withLock { $0 += 1 }
+        let number = claims.withLock { $0 += 1; return $0 }
         if claimsFail.withLock({ $0 }) { throw StoreError(code: .unavailable, message: "the test's store refuses claims") }
+        await withCheckedContinuation { (claim: CheckedContinuation<Void, Never>) in
+            let held = claimGate.withLock { gate -> Bool in
+                guard let after = gate.after, number > after else { return false }
+                gate.waiting.append(claim)
+                return true
+            }
+            if !held { claim.resume() }
+        }
         return try await base.claimTasks(owner: owner, now: now, leaseUntil: leaseUntil, limit: limit)
     }
     func renewLeases(owner: String, tasks: [String: Int64], until: Timestamp) async throws -> Set<String> { try await base.renewLeases(owner: owner, tasks: tasks, until: until) }

@@ -171,6 +171,10 @@ public final class ExecutorService: Service, Sendable {
         /// A run's claim was performed (`nil`: nothing to commit: its state could not be
         /// read, or the claim was lost while it waited for a slot).
         case performed(runID: String, fence: Int64, (TaskOutcome, RunAdvance)?)
+        /// A claim returned the runs it claimed (`limit`: the most it asked for).
+        case claimed([EngineTask], limit: Int)
+        /// A claim failed.
+        case claimFailed(any Error)
         /// Woken: intake started runs, a timer is due, or the idle interval passed.
         case woken
         /// A claim that failed is tried again.
@@ -217,6 +221,13 @@ public final class ExecutorService: Service, Sendable {
     /// commits finished claims together, a few milliseconds after the first of them
     /// finished, one commit at a time beside the claiming and performing: a slow step
     /// (a webhook that takes its 10 s) holds its own slot, not the others' commits.
+    ///
+    /// A claim is a child too, one at a time: the loop goes on starting queued runs and
+    /// collecting what was performed (and the commit that ended) while the store claims.
+    /// Measured (`bench --engine-only`, 30,000 runs, SQLite, three passes each): the engine
+    /// alone completed 6,400-6,900 runs/s when the loop waited for each claim (a claim
+    /// waits behind the commit before it, in the store's one writer), 7,300-7,600 with it
+    /// in a child.
     private func schedule() async {
         await withTaskGroup(of: Event.self) { group in
             var running = 0
@@ -226,6 +237,7 @@ public final class ExecutorService: Service, Sendable {
             var retrying = false  // a child waits to claim again after a failed claim
             var flushArmed = false
             var committing = false
+            var claiming = false  // a claim (a store transaction) is in flight
             var claimDue = true
             var pending: [(TaskOutcome, RunAdvance)] = []
             var backoff = Duration.milliseconds(200)
@@ -278,37 +290,21 @@ public final class ExecutorService: Service, Sendable {
                     }
                 }
                 // With a backlog, claims are made in halves (one claim for many runs, not one per run).
-                let mayClaim = !stopping && claimDue && held <= most / 2 && !(rounds && (committing || roundOpen))
+                let mayClaim = !stopping && !claiming && claimDue && held <= most / 2 && !(rounds && (committing || roundOpen))
                 if mayClaim, resting, countedRest != resumeAt {
                     // A rest that holds a claim back (counted once).
                     countedRest = resumeAt
                     statistics.withLock { $0.rests += 1 }
                 }
                 if mayClaim, !resting {
-                    do {
-                        claimedAt = ContinuousClock.now
-                        let tasks = try await claim(limit: most - held)
-                        backoff = .milliseconds(200)
-                        // A full claim may have left more that is due: claim again when runs are performed.
-                        claimDue = tasks.count == most - held
-                        if next > 0 { queued.removeFirst(next); next = 0 }
-                        round = Set(tasks.map(\.runID))
-                        let now = ContinuousClock.now
-                        queued.append(contentsOf: tasks.map { ($0, now) })
-                    } catch {
-                        logger.warning("The engine cannot reach the store; retrying", metadata: [LogKey.error: "\(error)", "retry_in": "\(backoff)"])
-                        claimDue = false
-                        // Its own timer: an idle wait already running may last the idle interval.
-                        // The backoff grows with each retry, not with each claim that fails.
-                        if !retrying {
-                            let wait = backoff
-                            backoff = min(backoff * 2, .seconds(10))
-                            retrying = true
-                            group.addTask {
-                                try? await cancelWhenGracefulShutdown { try await Task.sleep(for: wait) }
-                                return .retry
-                            }
-                        }
+                    // In a child: the loop goes on starting and collecting runs while the
+                    // store claims (a claim waits for the commit before it in the store).
+                    claiming = true
+                    claimDue = false
+                    claimedAt = ContinuousClock.now
+                    let limit = most - held
+                    group.addTask {
+                        do { return .claimed(try await self.claim(limit: limit), limit: limit) } catch { return .claimFailed(error) }
                     }
                 }
                 // Stopping: claimed runs not started yet are handed back at once (their leases
@@ -333,11 +329,11 @@ public final class ExecutorService: Service, Sendable {
                 }
                 // Not while a failed claim waits for its retry: a store that answers reads and
                 // refuses claims would otherwise be claimed from every few milliseconds.
-                if !stopping, !claimDue, !waiting, !retrying {
+                if !stopping, !claimDue, !waiting, !retrying, !claiming {
                     waiting = true
                     group.addTask { await self.idle(); return .woken }
                 }
-                if stopping, running == 0, next == queued.count, !committing {
+                if stopping, running == 0, next == queued.count, !committing, !claiming {
                     if pending.isEmpty { break }
                     if !flushArmed {
                         await commit(pending)
@@ -369,12 +365,38 @@ public final class ExecutorService: Service, Sendable {
                     // then (a claim's lease, or the idle interval: 30 s on SQLite); rung, it
                     // ends, and the next one reads it again.
                     claimAgain(staleIdleWait: wroteTimer)
-                    if intakeBusy {
-                        // A rest in proportion to the round (from its claim), up to ``longestRest``.
+                    if intakeBusy, !claiming {
+                        // A rest in proportion to the round (from its claim), up to ``longestRest``;
+                        // with a claim in flight (a slow step's commit), the next round's commit sets it.
                         resumeAt = ContinuousClock.now + min((ContinuousClock.now - claimedAt) * yieldFactor, longestRest)
                     }
                     // What was performed during the commit goes next, at once (it already waited).
                     if !pending.isEmpty { commitPending() }
+                case .claimed(let tasks, let limit):
+                    claiming = false
+                    backoff = .milliseconds(200)
+                    // A full claim may have left more that is due: claim again when runs are
+                    // performed (as when asked to while this claim was in flight).
+                    if tasks.count == limit { claimDue = true }
+                    if next > 0 { queued.removeFirst(next); next = 0 }
+                    round = Set(tasks.map(\.runID))
+                    let now = ContinuousClock.now
+                    queued.append(contentsOf: tasks.map { ($0, now) })
+                case .claimFailed(let error):
+                    claiming = false
+                    logger.warning("The engine cannot reach the store; retrying", metadata: [LogKey.error: "\(error)", "retry_in": "\(backoff)"])
+                    claimDue = false
+                    // Its own timer: an idle wait already running may last the idle interval.
+                    // The backoff grows with each retry, not with each claim that fails.
+                    if !retrying {
+                        let wait = backoff
+                        backoff = min(backoff * 2, .seconds(10))
+                        retrying = true
+                        group.addTask {
+                            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: wait) }
+                            return .retry
+                        }
+                    }
                 case .woken:
                     waiting = false
                     claimDue = true
