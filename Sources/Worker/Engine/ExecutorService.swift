@@ -188,6 +188,16 @@ public final class ExecutorService: Service, Sendable {
         case rested(until: ContinuousClock.Instant)
     }
 
+    /// Whether a claim runs beside the loop, as a child, one at a time: the loop goes on
+    /// starting queued runs and collecting what was performed (and the commit that ended)
+    /// while the store claims. On an embedded store (SQLite, one writer: a claim waits
+    /// behind the commit before it), measured with `bench --engine-only`, SQLite, 30,000
+    /// runs, interleaved passes: the engine alone completed 6,612-7,541 runs/s when the loop
+    /// awaited each claim, 6,909-7,960 with claims beside it. Not on a shared store: on
+    /// PostgreSQL, 100,000 runs, 4,545-4,959 runs/s awaited and 2,796-4,957 beside it (two
+    /// passes of four under 3,200), a slowdown not understood yet.
+    private var claimsBeside: Bool { !store.isShared }
+
     /// How many runs are claimed at most, per slot: claims run ahead of the slots, so
     /// that one claim (a store transaction) feeds many slots and a slot that frees finds
     /// its next run without a round trip. Measured (`bench --engine-only`, 100,000 runs
@@ -222,12 +232,7 @@ public final class ExecutorService: Service, Sendable {
     /// finished, one commit at a time beside the claiming and performing: a slow step
     /// (a webhook that takes its 10 s) holds its own slot, not the others' commits.
     ///
-    /// A claim is a child too, one at a time: the loop goes on starting queued runs and
-    /// collecting what was performed (and the commit that ended) while the store claims.
-    /// Measured (`bench --engine-only`, 30,000 runs, SQLite, three passes each): the engine
-    /// alone completed 6,400-6,900 runs/s when the loop waited for each claim (a claim
-    /// waits behind the commit before it, in the store's one writer), 7,300-7,600 with it
-    /// in a child.
+    /// On an embedded store a claim is a child too, one at a time (``claimsBeside``).
     private func schedule() async {
         await withTaskGroup(of: Event.self) { group in
             var running = 0
@@ -261,6 +266,34 @@ public final class ExecutorService: Service, Sendable {
             /// then is rung and claims when it ends (one claim, not two).
             func claimAgain(staleIdleWait: Bool) {
                 if staleIdleWait, waiting { doorbell.ring() } else { claimDue = true }
+            }
+            /// Queues what a claim returned.
+            func claimed(_ tasks: [EngineTask], limit: Int) {
+                claiming = false
+                backoff = .milliseconds(200)
+                // A full claim may have left more that is due: claim again when runs are
+                // performed (as when asked to while this claim was in flight).
+                if tasks.count == limit { claimDue = true }
+                if next > 0 { queued.removeFirst(next); next = 0 }
+                round = Set(tasks.map(\.runID))
+                let now = ContinuousClock.now
+                queued.append(contentsOf: tasks.map { ($0, now) })
+            }
+            func claimFailed(_ error: any Error) {
+                claiming = false
+                logger.warning("The engine cannot reach the store; retrying", metadata: [LogKey.error: "\(error)", "retry_in": "\(backoff)"])
+                claimDue = false
+                // Its own timer: an idle wait already running may last the idle interval.
+                // The backoff grows with each retry, not with each claim that fails.
+                if !retrying {
+                    let wait = backoff
+                    backoff = min(backoff * 2, .seconds(10))
+                    retrying = true
+                    group.addTask {
+                        try? await cancelWhenGracefulShutdown { try await Task.sleep(for: wait) }
+                        return .retry
+                    }
+                }
             }
             let most = concurrency * Self.claimAhead
             while true {
@@ -297,14 +330,16 @@ public final class ExecutorService: Service, Sendable {
                     statistics.withLock { $0.rests += 1 }
                 }
                 if mayClaim, !resting {
-                    // In a child: the loop goes on starting and collecting runs while the
-                    // store claims (a claim waits for the commit before it in the store).
                     claiming = true
                     claimDue = false
                     claimedAt = ContinuousClock.now
                     let limit = most - held
-                    group.addTask {
-                        do { return .claimed(try await self.claim(limit: limit), limit: limit) } catch { return .claimFailed(error) }
+                    if claimsBeside {
+                        group.addTask {
+                            do { return .claimed(try await self.claim(limit: limit), limit: limit) } catch { return .claimFailed(error) }
+                        }
+                    } else {
+                        do { claimed(try await claim(limit: limit), limit: limit) } catch { claimFailed(error) }
                     }
                 }
                 // Stopping: claimed runs not started yet are handed back at once (their leases
@@ -373,30 +408,9 @@ public final class ExecutorService: Service, Sendable {
                     // What was performed during the commit goes next, at once (it already waited).
                     if !pending.isEmpty { commitPending() }
                 case .claimed(let tasks, let limit):
-                    claiming = false
-                    backoff = .milliseconds(200)
-                    // A full claim may have left more that is due: claim again when runs are
-                    // performed (as when asked to while this claim was in flight).
-                    if tasks.count == limit { claimDue = true }
-                    if next > 0 { queued.removeFirst(next); next = 0 }
-                    round = Set(tasks.map(\.runID))
-                    let now = ContinuousClock.now
-                    queued.append(contentsOf: tasks.map { ($0, now) })
+                    claimed(tasks, limit: limit)
                 case .claimFailed(let error):
-                    claiming = false
-                    logger.warning("The engine cannot reach the store; retrying", metadata: [LogKey.error: "\(error)", "retry_in": "\(backoff)"])
-                    claimDue = false
-                    // Its own timer: an idle wait already running may last the idle interval.
-                    // The backoff grows with each retry, not with each claim that fails.
-                    if !retrying {
-                        let wait = backoff
-                        backoff = min(backoff * 2, .seconds(10))
-                        retrying = true
-                        group.addTask {
-                            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: wait) }
-                            return .retry
-                        }
-                    }
+                    claimFailed(error)
                 case .woken:
                     waiting = false
                     claimDue = true
