@@ -71,7 +71,7 @@ struct BenchCommand: AsyncParsableCommand {
         defer { for ext in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: sqlitePath + ext) } }
 
         print("machine: \(ProcessInfo.processInfo.activeProcessorCount) cores; librdkafka \(KafkaAdmin.librdkafkaVersion); \(count) requests per pass, \(partitions) partitions")
-        print(Self.row("pass", "raw msg/s", "worker msg/s", "ratio", "publish-only/s", "ratio") + "   (raw: median of \(Self.rawRepeats) runs)")
+        print(Self.row("pass", "raw msg/s", "worker msg/s", "ratio", "publish-only/s", "ratio", "worker/publish-only") + "   (raw: median of \(Self.rawRepeats) runs)")
         var rates: [Kind: [Double]] = [:]
         for kind in kinds {
             // One database per store kind: the replay pass finds the keys of the first.
@@ -98,7 +98,8 @@ struct BenchCommand: AsyncParsableCommand {
                 let published = try await consume(topic: topics.runStatus, count: worker.published, configuration: configuration, logger: logger, keep: true).messages
                 let ceiling = try await measurePublish(published, topic: "bench-copy\(pass)-\(kind)-\(suffix)", configuration: configuration, logger: logger)
                 print(Self.row(
-                    "\(label) [\(kind)]", String(Int(raw)), String(Int(worker.rate)), String(format: "%.3f", worker.rate / raw), String(Int(ceiling)), String(format: "%.3f", ceiling / raw)
+                    "\(label) [\(kind)]", String(Int(raw)), String(Int(worker.rate)), String(format: "%.3f", worker.rate / raw), String(Int(ceiling)), String(format: "%.3f", ceiling / raw),
+                    String(format: "%.3f", worker.rate / ceiling)
                 ) + "   (raw runs: \(raws.map { String(Int($0)) }.joined(separator: ", ")); \(worker.published) messages published)")
                 var details = "      \(worker.batches) batches; CPU \(spent)"
                 if let postgres = store as? PostgresStore {
@@ -135,12 +136,14 @@ struct BenchCommand: AsyncParsableCommand {
         }
     }
 
-    static func row(_ label: String, _ raw: String, _ worker: String, _ ratio: String, _ ceiling: String, _ ceilingRatio: String) -> String {
+    /// A row of the table: rates, each ratio to raw, and the worker's ratio to the
+    /// publish-only ceiling (how much of what publishing alone allows the worker reaches).
+    static func row(_ label: String, _ raw: String, _ worker: String, _ ratio: String, _ ceiling: String, _ ceilingRatio: String, _ ofCeiling: String) -> String {
         func pad(_ text: String, _ width: Int, left: Bool = false) -> String {
             let fill = String(repeating: " ", count: max(0, width - text.count))
             return left ? text + fill : fill + text
         }
-        return pad(label, 34, left: true) + pad(raw, 12) + pad(worker, 14) + pad(ratio, 8) + pad(ceiling, 16) + pad(ceilingRatio, 8)
+        return pad(label, 34, left: true) + pad(raw, 12) + pad(worker, 14) + pad(ratio, 8) + pad(ceiling, 16) + pad(ceilingRatio, 8) + pad(ofCeiling, 21)
     }
 
     /// The demo org and workflows of `examples/`, which the bench requests use.
