@@ -204,7 +204,11 @@ struct ExecutorServiceTests {
         let executor = ExecutorService(configuration: configuration, catalog: catalog, store: flaky, idleInterval: .seconds(600), logger: logger)
         let group = ServiceGroup(services: [executor], logger: logger)
         let running = Task { try await group.run() }
-        defer { running.cancel() }
+        // Opened first on every way out: a claim held in the store ignores cancellation.
+        defer {
+            flaky.openClaims()
+            running.cancel()
+        }
         func completed() async throws -> Int {
             var count = 0
             for run in runs where try await store.run(id: run)?.status == "completed" { count += 1 }
