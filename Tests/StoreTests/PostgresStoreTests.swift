@@ -26,6 +26,42 @@ struct KeptLogs: LogHandler {
     }
 }
 
+/// A lock that another session holds in a transaction of its own (an older instance, a
+/// stalled client) until it is let go.
+struct HeldLock {
+    private let release: AsyncStream<Void>.Continuation
+    private let holding: Task<Void, any Error>
+
+    /// Runs `statement` (a `LOCK TABLE …`) in a transaction of `client`; returns once the
+    /// lock is held.
+    static func take(_ statement: String, on client: PostgresClient) async throws -> HeldLock {
+        let release = AsyncStream<Void>.makeStream()
+        let locked = AsyncStream<Void>.makeStream()
+        let holding = Task {
+            // Whatever happens, the wait below ends (a lock not taken fails the test, not hangs it).
+            defer { locked.continuation.finish() }
+            try await client.withTransaction(logger: TestPostgres.logger) { connection in
+                try await connection.query(PostgresQuery(unsafeSQL: statement), logger: TestPostgres.logger)
+                locked.continuation.yield()
+                for await _ in release.stream { break }
+            }
+        }
+        let held = HeldLock(release: release.continuation, holding: holding)
+        for await _ in locked.stream { return held }
+        try await held.end()  // the transaction's error, if it failed
+        throw StoreError(code: .unavailable, message: "the other session did not take the lock")
+    }
+
+    /// Lets the lock go without waiting (a test leaving early).
+    func letGo() { release.finish() }
+
+    /// Ends the transaction and waits for it.
+    func end() async throws {
+        release.finish()
+        try await holding.value
+    }
+}
+
 @Suite("PostgreSQL store")
 struct PostgresStoreTests {
     @Test("postgres:// URLs: user, password, host, port, database and sslmode; anything else is refused")
@@ -111,21 +147,8 @@ struct PostgresStoreTests {
         let locker = PostgresClient(configuration: try PostgresStore.clientConfiguration(from: url), backgroundLogger: TestPostgres.logger)
         let lockerPool = Task { await locker.run() }
         defer { lockerPool.cancel() }
-        let release = AsyncStream<Void>.makeStream()
-        let locked = AsyncStream<Void>.makeStream()
-        let holding = Task {
-            // Whatever happens, the wait below ends (a lock not taken fails the test, not hangs it).
-            defer { locked.continuation.finish() }
-            try await locker.withTransaction(logger: TestPostgres.logger) { connection in
-                try await connection.query("LOCK TABLE idempotency IN ACCESS EXCLUSIVE MODE", logger: TestPostgres.logger)
-                locked.continuation.yield()
-                for await _ in release.stream { break }
-            }
-        }
-        defer { release.continuation.finish() }
-        var lockTaken = false
-        for await _ in locked.stream { lockTaken = true; break }
-        try #require(lockTaken, "the other session took the lock")
+        let held = try await HeldLock.take("LOCK TABLE idempotency IN ACCESS EXCLUSIVE MODE", on: locker)
+        defer { held.letGo() }
         var query = BatchQuery()
         query.scopes = [ScopeHash(bytes: Array(repeating: 7, count: 16))]
         let failure = await #expect(throws: StoreError.self) { _ = try await store.load(query, now: 1) }
@@ -134,8 +157,7 @@ struct PostgresStoreTests {
         let deadline = ContinuousClock.now + .seconds(60)
         func report() -> String? { kept.lines.withLock { $0.first { $0.hasPrefix("The database's sessions") } } }
         while report() == nil, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
-        release.continuation.yield()
-        try await holding.value
+        try await held.end()
         let line = try #require(report())
         #expect(line.contains("call=load(_:now:)"), "\(line)")
         // The session holding the lock, as the server sees it. (The call itself shows as
@@ -191,6 +213,61 @@ struct PostgresStoreTests {
         } catch let error as StoreError {
             #expect(error.message.contains("newer than this trigger-worker knows"))
         }
+    }
+
+    @Test("large values (outbox entries, task states, documents) are compressed with lz4 where the server has it, not pglz; a column whose table another session holds is left for the next start, not waited for; one set to pglz on purpose is left alone",
+          .enabled(if: TestPostgres.url != nil, TestPostgres.skipReason))
+    func lz4Values() async throws {
+        let url = try await TestPostgres.freshDatabase()
+        let store = try PostgresStore(url: url, poolSize: 2, logger: TestPostgres.logger)
+        let pool = Task { try await store.run() }
+        defer { pool.cancel() }
+        try await store.waitUntilReady()
+        if let error = await store.startupPass.wait() { throw error }
+        guard try await store.serverHasLZ4() else {
+            // PostgreSQL 13, or a server built without lz4: nothing to set (and no catalog column to read).
+            #expect(await store.compressLargeValuesWithLZ4() == [])
+            return
+        }
+        for (table, column) in PostgresSchema.largeValueColumns {
+            #expect(try await store.columnCompression(table: table, column: column) == "l", "\(table).\(column), set at the start")
+        }
+        // An entry of events: large and repetitive, so stored compressed.
+        let partition = PartitionID(topic: "t", partition: 0)
+        var writes = BatchWrites()
+        writes.watermarks[partition] = (expected: nil, next: 1)
+        writes.outbox = (0..<40).map { index in
+            OutboxMessage(topic: "workflow-run-status", key: Array("cbwr_\(index)".utf8), value: Array(#"{"data":{"status":"started","step":{}},"event_type":"WorkflowRun.StepUpdated"}"#.utf8), headers: [], source: partition)
+        }
+        try await store.apply(writes)
+        #expect(try await store.outboxCompressions() == ["lz4"])
+        #expect(try await store.pendingOutbox(limit: 1).flatMap(\.messages).map(\.value) == writes.outbox.map(\.value))
+
+        // Another session (an older instance, say) holds the outbox: that column is left
+        // after a second's wait, the others are set; pglz chosen on purpose stays.
+        let other = PostgresClient(configuration: try PostgresStore.clientConfiguration(from: url), backgroundLogger: TestPostgres.logger)
+        let otherPool = Task { await other.run() }
+        defer { otherPool.cancel() }
+        try await other.query("ALTER TABLE outbox ALTER COLUMN messages SET COMPRESSION default", logger: TestPostgres.logger)
+        try await other.query("ALTER TABLE runs ALTER COLUMN document SET COMPRESSION default", logger: TestPostgres.logger)
+        try await other.query("ALTER TABLE vendors ALTER COLUMN document SET COMPRESSION pglz", logger: TestPostgres.logger)
+        let held = try await HeldLock.take("LOCK TABLE outbox IN ACCESS SHARE MODE", on: other)
+        defer { held.letGo() }
+        let started = ContinuousClock.now
+        #expect(await store.compressLargeValuesWithLZ4() == ["outbox.messages"])
+        #expect(ContinuousClock.now - started < .seconds(10), "waited for the lock about a second, not for its holder")
+        #expect(try await store.columnCompression(table: "runs", column: "document") == "l")
+        #expect(try await store.columnCompression(table: "outbox", column: "messages") == "")
+        #expect(try await store.columnCompression(table: "vendors", column: "document") == "p")
+        try await held.end()
+
+        // The next start sets what was left.
+        let restarted = try PostgresStore(url: url, poolSize: 1, logger: TestPostgres.logger)
+        let restartedPool = Task { try await restarted.run() }
+        defer { restartedPool.cancel() }
+        if let error = await restarted.startupPass.wait() { throw error }
+        #expect(try await restarted.columnCompression(table: "outbox", column: "messages") == "l")
+        #expect(try await restarted.columnCompression(table: "vendors", column: "document") == "p")
     }
 }
 

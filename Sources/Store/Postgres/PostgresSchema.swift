@@ -205,6 +205,16 @@ enum PostgresSchema {
         ]),
     ]
 
+    /// The columns whose values may pass PostgreSQL's TOAST threshold (about 2 KiB): a
+    /// run's task state (its definition, input and steps), outbox entries (hundreds of
+    /// messages each), documents, kept events and responses. Compressed with lz4 where the
+    /// server has it (``PostgresStore/compressLargeValuesWithLZ4()``).
+    static let largeValueColumns: [(table: String, column: String)] = [
+        ("outbox", "messages"), ("parked_outputs", "message"), ("run_tasks", "state"), ("runs", "document"),
+        ("idempotency", "body"), ("assessments", "document"), ("vendors", "document"), ("engine_events", "data"),
+        ("run_items", "response"),
+    ]
+
     /// The newest version this build knows: a store migrated further belongs to a newer build.
     static var latestVersion: Int { migrations.map(\.version).max() ?? 0 }
 
