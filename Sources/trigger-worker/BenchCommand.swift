@@ -120,7 +120,7 @@ struct BenchCommand: AsyncParsableCommand {
             try await measureFanOut(kind, server: server, configuration: configuration, logger: logger)
         }
         if let server, kinds.contains(.postgres) {
-            await Self.dropDatabases(["bench_\(suffix)", "bench_\(suffix)_x1", "bench_\(suffix)_x2", "bench_\(suffix)_paused", "bench_\(suffix)_on"], server: server, logger: logger)
+            await Self.dropDatabases(["bench_\(suffix)", "bench_\(suffix)_x1", "bench_\(suffix)_x2"], server: server, logger: logger)
         }
     }
 
@@ -408,6 +408,7 @@ struct BenchCommand: AsyncParsableCommand {
         if let paused = accepted[true], let alone {
             print(String(format: "  the engine alone ÷ intake alone (engine paused), same run: %.2f", alone / paused))
         }
+        if kind == .postgres, let server { await Self.dropDatabases(["bench_\(suffix)_paused", "bench_\(suffix)_on"], server: server, logger: logger) }
     }
 
     /// Runs left by an intake pass with the engine paused, executed by the engine with
@@ -433,7 +434,8 @@ struct BenchCommand: AsyncParsableCommand {
     /// engine's transactions and items per transaction, and the process's peak RSS.
     private func measureFanOut(_ kind: Kind, server: String?, configuration: WorkerConfiguration, logger: Logger) async throws {
         let vendors = 10_000
-        let (store, pool, cleanUp, _) = try await engineStore(kind, name: "bench_fanout_\(UUID().uuidString.prefix(8).lowercased())", server: server, runsPool: true, logger: logger)
+        let name = "bench_fanout_\(UUID().uuidString.prefix(8).lowercased())"
+        let (store, pool, cleanUp, _) = try await engineStore(kind, name: name, server: server, runsPool: true, logger: logger)
         defer { cleanUp() }
         defer { pool?.cancel() }
         for start in stride(from: 0, to: vendors, by: 1000) {
@@ -475,6 +477,9 @@ struct BenchCommand: AsyncParsableCommand {
         print(String(format: "\nfan-out [%@]: %d items in %.1f s (%.0f items/s), run %@; %d engine transactions (%.0f outcomes each); peak RSS %d MiB (%d before)",
                      kind.rawValue, vendors, seconds, Double(vendors) / seconds, status, stats.transactions,
                      Double(stats.outcomes) / Double(max(1, stats.transactions)), Self.peakRSS() >> 20, rssBefore >> 20))
+        pool?.cancel()
+        _ = await pool?.result  // closed before its database is dropped
+        if kind == .postgres, let server { await Self.dropDatabases([name], server: server, logger: logger) }
     }
 
     /// The process's peak resident set so far, in bytes.
