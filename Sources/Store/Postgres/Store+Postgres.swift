@@ -243,39 +243,66 @@ public final class PostgresStore: Store, Service {
     /// Not a migration: `SET COMPRESSION` takes its table's ACCESS EXCLUSIVE lock, and
     /// instances of an older release may be writing (a migration holding one table's lock
     /// while waiting for the next could deadlock with them). Each column is set by one
-    /// statement committed by the server itself, on a connection of its own that waits at
-    /// most a second for a lock; a column left as it was is tried again at the next start.
-    /// Only columns with no compression chosen are set: one an operator set (to pglz, say)
-    /// is left alone, and one already set takes no lock.
+    /// statement committed by the server itself, on a connection of the pass's own that
+    /// waits at most a second for a lock; a column left as it was is tried again at the
+    /// next start. Only columns with no compression chosen are set, found in one query: one
+    /// an operator set (to pglz, say) is left alone, and a start that finds them all set
+    /// takes no lock and opens no connection.
     /// - Returns: the columns left unset although the server has lz4.
     @discardableResult
     func compressLargeValuesWithLZ4() async -> [String] {
+        let unset: [(table: String, column: String)]
         do {
             guard try await serverHasLZ4() else { return [] }
+            unset = try await columnsWithoutCompression()
         } catch {
             if !Task.isCancelled { logger.notice("Could not tell whether the PostgreSQL server has lz4; large values stay compressed with pglz", metadata: ["error": "\(error)"]) }
             return []
         }
+        guard !unset.isEmpty else { return [] }
         var configuration = self.configuration
         configuration.options.maximumConnections = 1
         configuration.options.additionalStartupParameters = [("lock_timeout", "1s"), ("statement_timeout", "10s")]
-        var left: [String] = []
-        for (table, column) in PostgresSchema.largeValueColumns {
-            do {
-                guard try await columnCompression(table: table, column: column).isEmpty else { continue }
-                // Names from the schema's own list, not from input.
-                let alter = "ALTER TABLE \(table) ALTER COLUMN \(column) SET COMPRESSION lz4"
-                try await Self.withOwnClient(configuration, timeout: .seconds(15), what: "lz4 for \(table).\(column)", logger: logger) { client in
-                    try await Self.count(client.query(PostgresQuery(unsafeSQL: alter), logger: self.logger))
+        let logger = self.logger
+        let left: [String]
+        do {
+            left = try await Self.withOwnClient(configuration, timeout: .seconds(15) * unset.count, what: "lz4 for large values", logger: logger) { client in
+                var left: [String] = []
+                for (table, column) in unset {
+                    do {
+                        // Names from the schema's own list, not from input.
+                        let alter = "ALTER TABLE \(table) ALTER COLUMN \(column) SET COMPRESSION lz4"
+                        try await Self.count(client.query(PostgresQuery(unsafeSQL: alter), logger: logger))
+                    } catch {
+                        // Stopping: what is left is set at the next start, without a notice for each.
+                        if Task.isCancelled { return left }
+                        left.append("\(table).\(column)")
+                        logger.notice("Large values stay compressed with pglz for now (tried again at the next start)", metadata: ["column": "\(table).\(column)", "error": "\(error)"])
+                    }
                 }
-            } catch {
-                // Stopping: what is left is set at the next start, without a notice for each.
-                if Task.isCancelled { return left }
-                left.append("\(table).\(column)")
-                logger.notice("Large values stay compressed with pglz for now (tried again at the next start)", metadata: ["column": "\(table).\(column)", "error": "\(error)"])
+                return left
             }
+        } catch {
+            if !Task.isCancelled { logger.notice("Large values stay compressed with pglz for now (tried again at the next start)", metadata: ["error": "\(error)"]) }
+            return unset.map { "\($0.table).\($0.column)" }
         }
         return left
+    }
+
+    /// The columns of ``PostgresSchema/largeValueColumns`` with no compression chosen, in
+    /// its order, read in one query (PostgreSQL 14 or later).
+    private func columnsWithoutCompression() async throws -> [(table: String, column: String)] {
+        let tables = PostgresSchema.largeValueColumns.map(\.table), columns = PostgresSchema.largeValueColumns.map(\.column)
+        return try await call {
+            let rows = try await self.client.query("""
+                SELECT c.t, c.c FROM unnest(\(tables)::text[], \(columns)::text[]) WITH ORDINALITY AS c(t, c, i)
+                  JOIN pg_attribute a ON a.attrelid = c.t::regclass AND a.attname = c.c
+                 WHERE a.attcompression = ''::"char" ORDER BY c.i
+                """, logger: self.logger)
+            var unset: [(table: String, column: String)] = []
+            for try await (table, column) in rows.decode((String, String).self) { unset.append((table, column)) }
+            return unset
+        }
     }
 
     /// How the outbox's stored entries are compressed (`pg_column_compression`: `lz4`,
