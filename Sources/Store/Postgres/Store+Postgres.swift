@@ -248,16 +248,22 @@ public final class PostgresStore: Store, Service {
     /// next start. Only columns with no compression chosen are set, found in one query: one
     /// an operator set (to pglz, say) is left alone, and a start that finds them all set
     /// takes no lock and opens no connection.
-    /// - Returns: the columns left unset although the server has lz4.
+    /// - Returns: the columns left unset although the server has lz4 (all it meant to set
+    ///   when it could not tell which, or its connection failed).
     @discardableResult
     func compressLargeValuesWithLZ4() async -> [String] {
         let unset: [(table: String, column: String)]
         do {
             guard try await serverHasLZ4() else { return [] }
-            unset = try await columnsWithoutCompression()
         } catch {
             if !Task.isCancelled { logger.notice("Could not tell whether the PostgreSQL server has lz4; large values stay compressed with pglz", metadata: ["error": "\(error)"]) }
             return []
+        }
+        do {
+            unset = try await columnsWithoutCompression()
+        } catch {
+            if !Task.isCancelled { logger.notice("Could not read which columns compress with lz4; large values stay compressed with pglz for now (tried again at the next start)", metadata: ["error": "\(error)"]) }
+            return PostgresSchema.largeValueColumns.map { "\($0.table).\($0.column)" }
         }
         guard !unset.isEmpty else { return [] }
         var configuration = self.configuration
