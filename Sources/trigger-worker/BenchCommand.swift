@@ -373,11 +373,13 @@ struct BenchCommand: AsyncParsableCommand {
             let group = services.serviceGroup(handler: counting)
             let running = Task { try await group.run() }
             if kind == .postgres { try await Self.addBenchVendor(store) }
+            let cpu = CPUSplit()
             let started = await counting.firstBatch.value
             await counting.reachedTarget.value
             let intake = (ContinuousClock.now - started).seconds
             accepted[paused] = Double(count) / intake
             var line = String(format: "  engine %@: %8.0f requests accepted/s (%.0f messages per batch)", paused ? "paused" : "on    ", Double(count) / intake, Double(count) / Double(max(1, counting.batches)))
+            if paused { line += String(format: "; CPU %.0f µs per request", cpu.since().microseconds(per: count)) }
             if !paused {
                 // Every run ended when no engine work is left (polled: the store is the only witness).
                 while try await store.nextTaskDue() != nil { try await Task.sleep(for: .milliseconds(20)) }
@@ -390,6 +392,7 @@ struct BenchCommand: AsyncParsableCommand {
                 line += String(format: "; %8.0f runs completed/s (all %d in %.1f s); %.0f step transactions/s, %.1f steps per transaction",
                                Double(count) / done, count, done, Double(stats.transactions) / done, Double(stats.steps) / Double(max(1, stats.transactions)))
                 if stats.rests > 0 { line += "; \(stats.rests) rests yielding to intake" }
+                line += String(format: "; CPU %.0f µs per request and its run", cpu.since().microseconds(per: count))
                 line += String(format: "\n  runs completed/s ÷ requests accepted/s, same pass: %.2f", (Double(count) / done) / (Double(count) / intake))
             } else {
                 await group.triggerGracefulShutdown()
@@ -417,16 +420,18 @@ struct BenchCommand: AsyncParsableCommand {
         // The same group and topics: its offsets are committed, so nothing is consumed again.
         let services = try WorkerServices(configuration: configuration, orgs: orgs, catalog: catalog, store: store, logger: logger)
         let group = services.serviceGroup(handler: services.pipeline)
+        let cpu = CPUSplit()
         let started = ContinuousClock.now
         let running = Task { try await group.run() }
         while try await store.nextTaskDue() != nil { try await Task.sleep(for: .milliseconds(20)) }
         let seconds = (ContinuousClock.now - started).seconds
+        let spent = cpu.since()
         await group.triggerGracefulShutdown()
         try await running.value
         // Read once the executor stopped: the last commit's tally follows its transaction.
         let stats = services.executor.committed
-        print(String(format: "  engine alone: %8.0f runs completed/s (%d runs left by the paused pass, in %.1f s); %.1f steps per transaction",
-                     Double(stats.outcomes) / seconds, stats.outcomes, seconds, Double(stats.steps) / Double(max(1, stats.transactions))))
+        print(String(format: "  engine alone: %8.0f runs completed/s (%d runs left by the paused pass, in %.1f s); %.1f steps per transaction; CPU %.0f µs per run",
+                     Double(stats.outcomes) / seconds, stats.outcomes, seconds, Double(stats.steps) / Double(max(1, stats.transactions)), spent.microseconds(per: stats.outcomes)))
         return Double(stats.outcomes) / seconds
     }
 

@@ -27,6 +27,13 @@ struct CPUSplit: CustomStringConvertible {
         return copy
     }
 
+    /// Microseconds of all three (worker, PostgreSQL, broker) per unit of work: what a
+    /// request or a run costs, less sensitive than a rate to a machine shared with others.
+    func microseconds(per units: Int) -> Double {
+        guard let end, units > 0 else { return 0 }
+        return (end.worker + end.postgres + end.broker - start.worker - start.postgres - start.broker) * 1e6 / Double(units)
+    }
+
     var description: String {
         guard let end else { return "-" }
         return String(
