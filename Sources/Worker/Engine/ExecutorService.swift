@@ -170,7 +170,7 @@ public final class ExecutorService: Service, Sendable {
     private enum Event: Sendable {
         /// A run's claim was performed (`nil`: nothing to commit: its state could not be
         /// read, or the claim was lost while it waited for a slot).
-        case performed(runID: String, fence: Int64, (TaskOutcome, RunAdvance)?)
+        case performed(runID: String, fence: Int64, Performed?)
         /// A claim returned the runs it claimed (`limit`: the most it asked for).
         case claimed([EngineTask], limit: Int)
         /// A claim failed.
@@ -244,7 +244,7 @@ public final class ExecutorService: Service, Sendable {
             var committing = false
             var claiming = false  // a claim (a store transaction) is in flight
             var claimDue = true
-            var pending: [(TaskOutcome, RunAdvance)] = []
+            var pending: [Performed] = []
             var backoff = Duration.milliseconds(200)
             // Rounds (yielding to intake's backlog): when the last claim was made, until when
             // the engine rests before the next.
@@ -259,7 +259,7 @@ public final class ExecutorService: Service, Sendable {
                 pending = []
                 committing = true
                 let now = clock.now(), idle = idleInterval.wholeMilliseconds
-                let wroteTimer = batch.contains { ($0.0.next?.dueAt).map { $0 > now && $0 - now < idle } ?? false }
+                let wroteTimer = batch.contains { ($0.outcome.next?.dueAt).map { $0 > now && $0 - now < idle } ?? false }
                 group.addTask { await self.commit(batch); return .committed(wroteTimer: wroteTimer) }
             }
             /// Claims again: at once, unless `staleIdleWait` and an idle wait is running, which
@@ -462,7 +462,7 @@ public final class ExecutorService: Service, Sendable {
     /// Performs a claim unless it was lost: its lease not renewed (another instance has
     /// the run), or, when `verify`, the store no longer holds it under this claim (the
     /// run was cancelled, or its lease ran out while it waited for a slot).
-    private func performIfHeld(_ task: EngineTask, verify: Bool) async -> (TaskOutcome, RunAdvance)? {
+    private func performIfHeld(_ task: EngineTask, verify: Bool) async -> Performed? {
         guard inFlight.withLock({ $0[task.runID] == task.fence }) else { return nil }
         if verify {
             let current: EngineTask?
@@ -510,9 +510,9 @@ public final class ExecutorService: Service, Sendable {
         let tasks = try await claim(limit: concurrency)
         guard !tasks.isEmpty else { return 0 }
         let now = clock.now()
-        let outcomes = await withTaskGroup(of: (TaskOutcome, RunAdvance)?.self) { group in
+        let outcomes = await withTaskGroup(of: Performed?.self) { group in
             for task in tasks { group.addTask { await self.perform(task, now: now) } }
-            var outcomes: [(TaskOutcome, RunAdvance)] = []
+            var outcomes: [Performed] = []
             for await outcome in group { if let outcome { outcomes.append(outcome) } }
             return outcomes
         }
@@ -522,7 +522,7 @@ public final class ExecutorService: Service, Sendable {
 
     /// Commits performed claims in one transaction, retrying a store that does not
     /// answer while their leases last; records what was written.
-    private func commit(_ outcomes: [(TaskOutcome, RunAdvance)]) async {
+    private func commit(_ outcomes: [Performed]) async {
         guard !outcomes.isEmpty else { return }
         do {
             try await commit(outcomes, attempts: 4)
@@ -530,12 +530,12 @@ public final class ExecutorService: Service, Sendable {
             // Not written: the leases run out and the runs are performed again (effects
             // outside the store carry their delivery id; those inside were not applied).
             logger.error("The engine could not commit what it performed; those runs are performed again after STEP_LEASE", metadata: [LogKey.count: "\(outcomes.count)", LogKey.error: "\(error)"])
-            forget(outcomes.map { ($0.0.runID, $0.0.fence) })
+            forget(outcomes.map { ($0.outcome.runID, $0.outcome.fence) })
         }
     }
 
-    private func commit(_ outcomes: [(TaskOutcome, RunAdvance)], attempts: Int) async throws {
-        defer { forget(outcomes.map { ($0.0.runID, $0.0.fence) }) }
+    private func commit(_ outcomes: [Performed], attempts: Int) async throws {
+        defer { forget(outcomes.map { ($0.outcome.runID, $0.outcome.fence) }) }
         for chunk in Self.chunks(outcomes) {
             do {
                 try await commitChunk(chunk, attempts: attempts)
@@ -550,14 +550,11 @@ public final class ExecutorService: Service, Sendable {
     static let maxRunsPerCommit = 256
     static let maxBytesPerCommit = 64 << 20
 
-    static func chunks(_ outcomes: [(TaskOutcome, RunAdvance)]) -> [ArraySlice<(TaskOutcome, RunAdvance)>] {
-        var chunks: [ArraySlice<(TaskOutcome, RunAdvance)>] = []
+    static func chunks(_ outcomes: [Performed]) -> [ArraySlice<Performed>] {
+        var chunks: [ArraySlice<Performed>] = []
         var start = outcomes.startIndex, bytes = 0
         for index in outcomes.indices {
-            let outcome = outcomes[index].0
-            let size = (outcome.document?.count ?? 0) + (outcome.next?.state.count ?? 0) + outcome.outbox.reduce(0) { $0 + $1.byteCount }
-                + outcome.assessments.reduce(0) { $0 + $1.document.count } + outcome.spawn.reduce(0) { $0 + $1.state.count }
-                + outcome.children.reduce(0) { $0 + $1.run.document.count + $1.task.state.count }
+            let size = outcomes[index].bytes
             if index > start, index - start == maxRunsPerCommit || bytes + size > maxBytesPerCommit {
                 chunks.append(outcomes[start..<index])
                 start = index
@@ -569,13 +566,13 @@ public final class ExecutorService: Service, Sendable {
         return chunks
     }
 
-    private func commitChunk(_ outcomes: ArraySlice<(TaskOutcome, RunAdvance)>, attempts: Int) async throws {
+    private func commitChunk(_ outcomes: ArraySlice<Performed>, attempts: Int) async throws {
         var attempt = 1
         var written: Set<String>
         while true {
             do {
                 let started = ContinuousClock.now
-                written = try await store.commitTasks(outcomes.map(\.0), now: clock.now())
+                written = try await store.commitTasks(outcomes.map(\.outcome), now: clock.now())
                 engineTransactions.record(ContinuousClock.now - started)
                 break
             } catch let error as StoreError where error.code == .unavailable && attempt < attempts {
@@ -584,8 +581,8 @@ public final class ExecutorService: Service, Sendable {
             }
         }
         transactions.increment()
-        if outcomes.contains(where: { written.contains($0.0.runID) && !$0.0.outbox.isEmpty }) { outboxReady() }
-        let steps = outcomes.reduce(0) { $0 + $1.1.performed.count }
+        if outcomes.contains(where: { written.contains($0.outcome.runID) && !$0.outcome.outbox.isEmpty }) { outboxReady() }
+        let steps = outcomes.reduce(0) { $0 + $1.timings.count }
         stepsPerTransaction.record(steps)
         statistics.withLock { statistics in
             statistics.transactions += 1
@@ -599,17 +596,17 @@ public final class ExecutorService: Service, Sendable {
         }
         var ended = 0, retried = 0, finished = 0
         var finishedBy: [RunStatus: Int] = [:]
-        for (outcome, advance) in outcomes where written.contains(outcome.runID) && (outcome.document != nil || outcome.parentID != nil) {
-            ended += advance.stepsEnded
-            retried += advance.retries
-            for (action, milliseconds) in advance.performed {
+        for performed in outcomes where written.contains(performed.outcome.runID) && (performed.outcome.document != nil || performed.outcome.parentID != nil) {
+            ended += performed.stepsEnded
+            retried += performed.retries
+            for (action, milliseconds) in performed.timings {
                 stepTimers[action]?.recordMilliseconds(milliseconds)
             }
-            if advance.finished, advance.state.item == nil {
+            if let status = performed.runFinished {
                 finished += 1
-                finishedBy[advance.state.status, default: 0] += 1
+                finishedBy[status, default: 0] += 1
                 // Per run at debug (thousands a second under load); each commit's tally below.
-                logger.debug("Run finished", metadata: [LogKey.runID: "\(outcome.runID)", "status": "\(outcome.status)"])
+                logger.debug("Run finished", metadata: [LogKey.runID: "\(performed.outcome.runID)", "status": "\(status.rawValue)"])
             }
         }
         stepsEnded.increment(by: Int64(ended))
@@ -619,7 +616,7 @@ public final class ExecutorService: Service, Sendable {
     }
 
     /// One run's claim: its steps that can proceed now, as an outcome to commit.
-    private func perform(_ task: EngineTask, now: Timestamp) async -> (TaskOutcome, RunAdvance)? {
+    private func perform(_ task: EngineTask, now: Timestamp) async -> Performed? {
         let state: RunState
         do {
             state = try RunState(decoding: task.state)
@@ -627,9 +624,7 @@ public final class ExecutorService: Service, Sendable {
             // Never dropped, never spun on: the run is kept as it is and looked at again in
             // an hour (by a build that can read it, say); the error says which and why.
             logger.error("A run's engine state cannot be read; it is kept and looked at again in an hour", metadata: [LogKey.runID: "\(task.runID)", LogKey.error: "\(error)"])
-            var parked = RunAdvance(state: RunState.unreadable(runID: task.runID, orgID: task.orgID))
-            parked.dueAt = now + Self.unreadableRetry
-            return (TaskOutcome(runID: task.runID, fence: task.fence, status: "", finishedAt: nil, document: nil, next: (task.state, now + Self.unreadableRetry), assessments: [], outbox: []), parked)
+            return Performed(TaskOutcome(runID: task.runID, fence: task.fence, status: "", finishedAt: nil, document: nil, next: (task.state, now + Self.unreadableRetry), assessments: [], outbox: []))
         }
         let advance = await engine.advance(state, now: now)
         let outbox = advance.events.map { event in
@@ -678,7 +673,7 @@ public final class ExecutorService: Service, Sendable {
                 )
             }
         }
-        return (outcome, advance)
+        return Performed(outcome, advance)
     }
 
     /// Waits for intake's signal, the earliest timer, or the idle interval. Runs due now
@@ -726,5 +721,46 @@ public final class ExecutorService: Service, Sendable {
         running.record(stats.running)
         waiting.record(stats.waiting)
         oldestRunnable.record(Double(stats.oldestRunnableAge) / 1000)
+    }
+}
+
+/// A claim performed, to be committed: what the store writes, and what the engine counts
+/// once it is written. Not the run's `RunAdvance`: kept until the commit, that held each
+/// run's whole state, events and document a second time, and copied them on the way.
+struct Performed: Sendable {
+    var outcome: TaskOutcome
+    /// About the bytes the outcome writes (documents, states, events), for sizing commits.
+    let bytes: Int
+    let stepsEnded: Int
+    let retries: Int
+    /// Per action, the steps performed and how long each took in the action (milliseconds).
+    let timings: [(action: WorkflowAction, milliseconds: Int64)]
+    /// How the run ended, when it (not an item of it) ended in this claim.
+    let runFinished: RunStatus?
+
+    /// A claim whose state could not be read: only its task is written (kept as it is).
+    init(_ outcome: TaskOutcome) {
+        self.init(outcome, stepsEnded: 0, retries: 0, timings: [], runFinished: nil)
+    }
+
+    init(_ outcome: TaskOutcome, _ advance: RunAdvance) {
+        self.init(
+            outcome, stepsEnded: advance.stepsEnded, retries: advance.retries, timings: advance.performed,
+            runFinished: advance.finished && advance.state.item == nil ? advance.state.status : nil
+        )
+    }
+
+    private init(_ outcome: TaskOutcome, stepsEnded: Int, retries: Int, timings: [(action: WorkflowAction, milliseconds: Int64)], runFinished: RunStatus?) {
+        var bytes = (outcome.document?.count ?? 0) + (outcome.next?.state.count ?? 0)
+        for message in outcome.outbox { bytes += message.byteCount }
+        for assessment in outcome.assessments { bytes += assessment.document.count }
+        for task in outcome.spawn { bytes += task.state.count }
+        for child in outcome.children { bytes += child.run.document.count + child.task.state.count }
+        self.outcome = outcome
+        self.bytes = bytes
+        self.stepsEnded = stepsEnded
+        self.retries = retries
+        self.timings = timings
+        self.runFinished = runFinished
     }
 }
