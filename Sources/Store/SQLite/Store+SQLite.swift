@@ -659,12 +659,14 @@ public final class SQLiteStore: Store {
     public func commitTasks(_ outcomes: [TaskOutcome], now: Timestamp) async throws -> Set<String> {
         guard !outcomes.isEmpty else { return [] }
         return try await pool.write { db in
-            let held = try db.cachedStatement(sql: "SELECT 1 FROM run_tasks WHERE run_id = ? AND fence = ?")
-            // Woken by an event while it was being performed: due at once, not at its deadline.
+            // Each outcome's first statement is fenced: it writes only over its own claim
+            // (one B-tree search per run, not a SELECT before the write), and nothing else
+            // of it is written when the claim moved on. Woken by an event while it was being
+            // performed: due at once, not at its deadline.
             let updateTask = try db.cachedStatement(sql: """
                 UPDATE run_tasks SET state = ?, due_at = CASE WHEN woken = 1 THEN min(?, ?) ELSE ? END, woken = 0,
                        lease_owner = NULL, lease_until = 0, fence = fence + 1
-                 WHERE run_id = ?
+                 WHERE run_id = ? AND fence = ?
                 """)
             let deleteWait = try db.cachedStatement(sql: "DELETE FROM run_waits WHERE run_id = ?")
             let insertWait = try db.cachedStatement(sql: "INSERT INTO run_waits (run_id, org_id, event_type, vendor_id) VALUES (?, ?, ?, ?)")
@@ -674,7 +676,7 @@ public final class SQLiteStore: Store {
                     SELECT 1 FROM engine_events WHERE org_id = ?3 AND event_type = ?4 AND (?5 IS NULL OR vendor_id = ?5)
                        AND (run_id IS NULL OR run_id = ?2 OR ?2 LIKE run_id || '/%') AND sequence > ?6)
                 """)
-            let deleteTask = try db.cachedStatement(sql: "DELETE FROM run_tasks WHERE run_id = ?")
+            let deleteTask = try db.cachedStatement(sql: "DELETE FROM run_tasks WHERE run_id = ? AND fence = ?")
             let updateRun = try db.cachedStatement(sql: "UPDATE runs SET status = ?, finished_at = ?, document = ? WHERE id = ?")
             let insertAssessment = try db.cachedStatement(sql: "INSERT INTO assessments (id, org_id, vendor_id, created_at, document) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING")
             let spawn = try db.cachedStatement(sql: """
@@ -688,12 +690,12 @@ public final class SQLiteStore: Store {
             var outbox: [OutboxMessage] = []
             var parents: Set<String> = []
             for outcome in outcomes {
-                guard try Row.fetchOne(held, arguments: [outcome.runID, outcome.fence]) != nil else { continue }
                 if let next = outcome.next {
-                    try updateTask.execute(arguments: [Data(next.state), next.dueAt, now, next.dueAt, outcome.runID])
+                    try updateTask.execute(arguments: [Data(next.state), next.dueAt, now, next.dueAt, outcome.runID, outcome.fence])
                 } else {
-                    try deleteTask.execute(arguments: [outcome.runID])
+                    try deleteTask.execute(arguments: [outcome.runID, outcome.fence])
                 }
+                guard db.changesCount == 1 else { continue }
                 try deleteWait.execute(arguments: [outcome.runID])
                 if let wait = outcome.subscription, outcome.next != nil {
                     try insertWait.execute(arguments: [outcome.runID, wait.orgID, wait.eventType, wait.vendorID])
