@@ -627,9 +627,7 @@ public final class ExecutorService: Service, Sendable {
             return Performed(TaskOutcome(runID: task.runID, fence: task.fence, status: "", finishedAt: nil, document: nil, next: (task.state, now + Self.unreadableRetry), assessments: [], outbox: []))
         }
         let advance = await engine.advance(state, now: now)
-        let outbox = advance.events.map { event in
-            outputs.runEvent(event, orgID: state.orgID, runID: state.runID, headers: state.headers, source: task.source, now: now)
-        }
+        let outbox = outputs.runEvents(advance.events, orgID: state.orgID, runID: state.runID, headers: state.headers, source: task.source, now: now)
         let assessments = advance.assessments.map { assessment in
             AssessmentRecord(id: assessment.id, orgID: state.orgID, vendorID: assessment.vendorID, createdAt: now / 1000, document: assessment.document.canonicalBytes)
         }

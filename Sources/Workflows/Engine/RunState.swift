@@ -1,4 +1,9 @@
 import Synchronization
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 /// A run's statuses (§10): `started → waiting ⇄ started → completed | failed | canceled`.
 public enum RunStatus: String, Sendable, Hashable, CaseIterable {
@@ -265,8 +270,12 @@ enum DefinitionCache {
 
     /// The steps whose canonical bytes are `stored`, when the cache has them under `key`.
     static func steps(_ key: String, stored: ArraySlice<UInt8>) -> [WorkflowStep]? {
-        guard let entry = entries.withLock({ $0[key] }), entry.encoded.count == stored.count, entry.encoded.elementsEqual(stored) else { return nil }
-        return entry.steps
+        guard let entry = entries.withLock({ $0[key] }), entry.encoded.count == stored.count else { return nil }
+        // memcmp: the generic elementsEqual compared the kilobyte byte by byte, on every claim.
+        let equal = entry.encoded.withUnsafeBytes { cached in stored.withUnsafeBytes { stored in
+            cached.isEmpty || memcmp(cached.baseAddress!, stored.baseAddress!, cached.count) == 0
+        } }
+        return equal ? entry.steps : nil
     }
 
     /// Keeps steps read from a state (by their canonical bytes, which later states are compared with).
