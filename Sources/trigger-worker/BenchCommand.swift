@@ -373,8 +373,9 @@ struct BenchCommand: AsyncParsableCommand {
             let group = services.serviceGroup(handler: counting)
             let running = Task { try await group.run() }
             if kind == .postgres { try await Self.addBenchVendor(store) }
-            let cpu = CPUSplit()
             let started = await counting.firstBatch.value
+            // From the first batch, as the rates are.
+            let cpu = CPUSplit()
             await counting.reachedTarget.value
             let intake = (ContinuousClock.now - started).seconds
             accepted[paused] = Double(count) / intake
@@ -384,6 +385,8 @@ struct BenchCommand: AsyncParsableCommand {
                 // Every run ended when no engine work is left (polled: the store is the only witness).
                 while try await store.nextTaskDue() != nil { try await Task.sleep(for: .milliseconds(20)) }
                 let done = (ContinuousClock.now - started).seconds
+                // Until the last run ended, as the rate (the publisher may still publish its events).
+                let spent = cpu.since()
                 // The last commit's tally is recorded after its transaction (which emptied the
                 // queue): read once the executor has stopped.
                 await group.triggerGracefulShutdown()
@@ -392,7 +395,7 @@ struct BenchCommand: AsyncParsableCommand {
                 line += String(format: "; %8.0f runs completed/s (all %d in %.1f s); %.0f step transactions/s, %.1f steps per transaction",
                                Double(count) / done, count, done, Double(stats.transactions) / done, Double(stats.steps) / Double(max(1, stats.transactions)))
                 if stats.rests > 0 { line += "; \(stats.rests) rests yielding to intake" }
-                line += String(format: "; CPU %.0f µs per request and its run", cpu.since().microseconds(per: count))
+                line += String(format: "; CPU %.0f µs per request and its run", spent.microseconds(per: count))
                 line += String(format: "\n  runs completed/s ÷ requests accepted/s, same pass: %.2f", (Double(count) / done) / (Double(count) / intake))
             } else {
                 await group.triggerGracefulShutdown()

@@ -48,7 +48,10 @@ struct Outputs: Sendable {
     /// input that started the run (kept in its state), and its source partition is the
     /// input's, so that the instance owning it publishes it after the run's `Started`.
     func runEvent(_ event: RunEvent, orgID: String, runID: String, headers: RunHeaders, source: PartitionID?, now: Timestamp) -> OutboxMessage {
-        runEvents([event], orgID: orgID, runID: runID, headers: headers, source: source, now: now)[0]
+        runMessage(
+            event, orgID: orgID, key: Self.boundedKey(Array(runID.utf8)), source: source, now: now,
+            headers: Self.headers(type: event.type, requestID: headers.requestID, idempotencyKey: headers.idempotencyKey, traceparent: headers.traceparent.map { Array($0.utf8) })
+        )
     }
 
     /// A run's events, as ``runEvent(_:orgID:runID:headers:source:now:)`` writes each. Their
@@ -67,12 +70,16 @@ struct Outputs: Sendable {
                 eventHeaders = Self.headers(type: event.type, requestID: headers.requestID, idempotencyKey: headers.idempotencyKey, traceparent: traceparent)
                 byType.append((event.type, eventHeaders))
             }
-            // Sized for the data and the envelope's fields (ids, type and time: under 256 bytes).
-            let value = envelope(id: Identifier.derive(prefix: "cbevt", from: event.idParts), type: event.type, orgID: orgID, now: now, capacity: 256 + event.data.count) {
-                $0.encoded(event.data)
-            }
-            return OutboxMessage(topic: topics.runStatus, key: key, value: value, headers: eventHeaders, source: source)
+            return runMessage(event, orgID: orgID, key: key, source: source, now: now, headers: eventHeaders)
         }
+    }
+
+    private func runMessage(_ event: RunEvent, orgID: String, key: [UInt8]?, source: PartitionID?, now: Timestamp, headers: [OutboxHeader]) -> OutboxMessage {
+        // Sized for the data and the envelope's fields (ids, type and time: under 256 bytes).
+        let value = envelope(id: Identifier.derive(prefix: "cbevt", from: event.idParts), type: event.type, orgID: orgID, now: now, capacity: 256 + event.data.count) {
+            $0.encoded(event.data)
+        }
+        return OutboxMessage(topic: topics.runStatus, key: key, value: value, headers: headers, source: source)
     }
 
     private func event(
