@@ -126,14 +126,6 @@ public struct RunState: Sendable, Hashable {
 }
 
 extension RunState {
-    /// A placeholder for a run whose stored state could not be read (nothing of it is written).
-    public static func unreadable(runID: String, orgID: String) -> RunState {
-        RunState(
-            runID: runID, orgID: orgID, workflowName: "", definitionID: "", startedAt: 0, completedAt: nil, status: .started,
-            input: .null, vendor: .null, assessment: .null, trigger: .null, outputs: [:], cursor: 0, steps: [], definition: [], headers: RunHeaders(), item: nil
-        )
-    }
-
     /// The state as stored: the same bytes as `json.canonicalBytes`, written straight
     /// into one buffer with the definition spliced from a cache (`make bench` profiled the
     /// engine: encoding and decoding states was its largest cost, a JSON tree built and
