@@ -271,6 +271,16 @@ struct PostgresStoreTests {
     }
 }
 
+extension PostgresStore {
+    /// How one of the large-value columns compresses (`l`, `p`, or empty for none chosen).
+    func columnCompression(table: String, column: String) async throws -> String {
+        guard let found = try await largeValueCompressions().first(where: { $0.table == table && $0.column == column }) else {
+            throw StoreError(code: .unavailable, message: "no large-value column \(table).\(column)")
+        }
+        return found.method
+    }
+}
+
 extension PostgresStoreTests {
     @Test("the server ends what a call gave up on: statements, lock waits and idle transactions are limited a little past the call's deadline",
           .enabled(if: TestPostgres.url != nil, TestPostgres.skipReason))

@@ -220,18 +220,6 @@ public final class PostgresStore: Store, Service {
         }
     }
 
-    /// How a column's large values are compressed: `l` (lz4), `p` (pglz), or empty (the
-    /// server's default, pglz unless configured otherwise).
-    func columnCompression(table: String, column: String) async throws -> String {
-        try await call {
-            let rows = try await self.client.query(
-                "SELECT attcompression::text FROM pg_attribute WHERE attrelid = \(table)::regclass AND attname = \(column)", logger: self.logger
-            )
-            for try await method in rows.decode(String.self) { return method }
-            throw StoreError(code: .unavailable, message: "no column \(table).\(column)")
-        }
-    }
-
     /// Has large values (``PostgresSchema/largeValueColumns``) compressed with lz4 rather
     /// than the default pglz, where the server has lz4; new values only, stored ones stay
     /// readable as they are. Measured with `bench --engine-only --stores postgres` (60,000
@@ -260,7 +248,7 @@ public final class PostgresStore: Store, Service {
             return []
         }
         do {
-            unset = try await columnsWithoutCompression()
+            unset = try await largeValueCompressions().filter(\.method.isEmpty).map { ($0.table, $0.column) }
         } catch {
             if !Task.isCancelled { logger.notice("Could not read which columns compress with lz4; large values stay compressed with pglz for now (tried again at the next start)", metadata: ["error": "\(error)"]) }
             return PostgresSchema.largeValueColumns.map { "\($0.table).\($0.column)" }
@@ -295,19 +283,20 @@ public final class PostgresStore: Store, Service {
         return left
     }
 
-    /// The columns of ``PostgresSchema/largeValueColumns`` with no compression chosen, in
-    /// its order, read in one query (PostgreSQL 14 or later).
-    private func columnsWithoutCompression() async throws -> [(table: String, column: String)] {
+    /// How each column of ``PostgresSchema/largeValueColumns`` compresses its large values,
+    /// in its order, read in one query (PostgreSQL 14 or later): `l` (lz4), `p` (pglz), or
+    /// empty (none chosen: the server's default, pglz unless configured otherwise).
+    func largeValueCompressions() async throws -> [(table: String, column: String, method: String)] {
         let tables = PostgresSchema.largeValueColumns.map(\.table), columns = PostgresSchema.largeValueColumns.map(\.column)
         return try await call {
             let rows = try await self.client.query("""
-                SELECT c.t, c.c FROM unnest(\(tables)::text[], \(columns)::text[]) WITH ORDINALITY AS c(t, c, i)
+                SELECT c.t, c.c, a.attcompression::text FROM unnest(\(tables)::text[], \(columns)::text[]) WITH ORDINALITY AS c(t, c, i)
                   JOIN pg_attribute a ON a.attrelid = c.t::regclass AND a.attname = c.c
-                 WHERE a.attcompression = ''::"char" ORDER BY c.i
+                 ORDER BY c.i
                 """, logger: self.logger)
-            var unset: [(table: String, column: String)] = []
-            for try await (table, column) in rows.decode((String, String).self) { unset.append((table, column)) }
-            return unset
+            var compressions: [(table: String, column: String, method: String)] = []
+            for try await (table, column, method) in rows.decode((String, String, String).self) { compressions.append((table, column, method)) }
+            return compressions
         }
     }
 
