@@ -30,16 +30,20 @@ struct CPUSplit: CustomStringConvertible {
     /// Microseconds of all three (worker, PostgreSQL, broker) per unit of work: what a
     /// request or a run costs, less sensitive than a rate to a machine shared with others.
     func microseconds(per units: Int) -> Double {
-        guard let end, units > 0 else { return 0 }
-        return (end.worker + end.postgres + end.broker - start.worker - start.postgres - start.broker) * 1e6 / Double(units)
+        guard let seconds, units > 0 else { return 0 }
+        return seconds * 1e6 / Double(units)
+    }
+
+    /// CPU seconds of all three together, once ended.
+    private var seconds: Double? {
+        end.map { $0.worker + $0.postgres + $0.broker - start.worker - start.postgres - start.broker }
     }
 
     var description: String {
-        guard let end else { return "-" }
+        guard let end, let seconds else { return "-" }
         return String(
             format: "worker %.1f s, postgres %.1f s, broker %.1f s in %.1f s (%.1f cores)",
-            end.worker - start.worker, end.postgres - start.postgres, end.broker - start.broker, wall,
-            (end.worker + end.postgres + end.broker - start.worker - start.postgres - start.broker) / max(wall, 0.001)
+            end.worker - start.worker, end.postgres - start.postgres, end.broker - start.broker, wall, seconds / max(wall, 0.001)
         )
     }
 
