@@ -23,9 +23,14 @@ struct SQLiteStoreTests {
 
     @Test("the writer syncs the WAL at each commit: offsets follow the transaction, so it must survive a power loss")
     func durability() async throws {
-        let settings = try await makeStore().durabilitySettings()
+        let settings = try await makeStore().writerSettings()
         #expect(settings.journalMode == "wal")
         #expect(settings.synchronous == 2, "FULL")
+    }
+
+    @Test("pages freed by a delete are not zeroed and written again (Debian's SQLite zeroes them by default)")
+    func secureDeleteFast() async throws {
+        #expect(try await makeStore().writerSettings().secureDelete == 2, "FAST")
     }
 
     @Test("outbox messages are packed and unpacked unchanged: keys or none, headers or none, empty values")
