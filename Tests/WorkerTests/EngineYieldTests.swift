@@ -126,6 +126,24 @@ struct EngineYieldTests {
         #expect(done > 0 && done < runs.count, "one round done, the rest of the runs left for later: \(done) of \(runs.count)")
     }
 
+    @Test("by default the engine rests half a round on an embedded store and three rounds on a shared one (whose server intake needs too)",
+          .enabled(if: TestPostgres.url != nil, TestPostgres.skipReason))
+    func defaultRestByStore() async throws {
+        let configuration = WorkerConfiguration()
+        let catalog = try WorkflowCatalog.load(directory: "\(Self.fixtures)/engine/workflows")
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("yield-\(UUID().uuidString).sqlite").path
+        defer { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) } }
+        let embedded = ExecutorService(configuration: configuration, catalog: catalog, store: try SQLiteStore(path: path), logger: logger)
+        #expect(embedded.yieldFactor == 0.5)
+        let url = try await TestPostgres.freshDatabase()
+        try await TestPostgres.withStore(url) { store in
+            #expect(ExecutorService(configuration: configuration, catalog: catalog, store: store, logger: logger).yieldFactor == 3)
+            #expect(ExecutorService(configuration: configuration, catalog: catalog, store: store, yieldFactor: 1, logger: logger).yieldFactor == 1, "a chosen rest stands")
+        }
+        let name = String(try #require(URLComponents(string: url)).path.dropFirst())
+        try await PostgresStore.dropDatabase(named: name, serverURL: try #require(TestPostgres.url), logger: logger)
+    }
+
     @Test("on SQLite the engine rests between rounds while intake has a backlog (each rest holds the next claim back), and completes every run once")
     func sqliteRests() async throws {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("yield-\(UUID().uuidString).sqlite").path

@@ -78,7 +78,8 @@ public final class ExecutorService: Service, Sendable {
     /// - Parameters:
     ///   - paused: claims nothing (the benchmark measures intake alone with it).
     ///   - maxBatchSize: the consumer's largest batch (a batch of 80% of it means a backlog).
-    ///   - yieldFactor: the rest after a round while intake has a backlog, in rounds.
+    ///   - yieldFactor: the rest after a round while intake has a backlog, in rounds
+    ///     (by default 3 on a shared store, 0.5 on an embedded one).
     ///   - longestRest: the longest such rest.
     ///   - idleInterval: how long an idle executor waits before looking at the store anyway
     ///     (by default 1 s on a shared store, 30 s on an embedded one).
@@ -87,12 +88,12 @@ public final class ExecutorService: Service, Sendable {
     ///   - outboxReady: called after each commit that wrote events (the publisher's doorbell).
     public init(
         configuration: WorkerConfiguration, catalog: WorkflowCatalog, store: any Store, clock: any WallClock = SystemWallClock(), engine: RunEngine? = nil,
-        paused: Bool = false, maxBatchSize: Int = 500, yieldFactor: Double = ExecutorService.defaultYieldFactor,
+        paused: Bool = false, maxBatchSize: Int = 500, yieldFactor: Double? = nil,
         longestRest: Duration = ExecutorService.defaultLongestRest, idleInterval: Duration? = nil,
         queueRecheck: Duration = ExecutorService.defaultQueueRecheck, logger: Logger,
         outboxReady: @escaping @Sendable () -> Void = {}
     ) {
-        self.yieldFactor = yieldFactor
+        self.yieldFactor = yieldFactor ?? Self.defaultYieldFactor(for: store)
         self.queueRecheck = queueRecheck
         self.longestRest = longestRest
         self.idleInterval = idleInterval ?? (store.isShared ? .seconds(1) : .seconds(30))
@@ -206,18 +207,28 @@ public final class ExecutorService: Service, Sendable {
     static let claimAhead = 4
 
     /// How long the engine rests after each round while intake has a backlog, in rounds
-    /// (up to ``longestRest``): intake keeps the store, the CPU and, on PostgreSQL, the
-    /// server to itself for three quarters of the time. Measured (`bench --engine-only`,
-    /// 30,000 runs, two cores), intake with the engine on ÷ paused: on PostgreSQL 0.67-0.75
-    /// when the engine only claimed no more than its slots and not while committing (as
-    /// it did), 0.62-0.69 in rounds without rests, 0.71-0.87 with rests of 2, 0.83-1.05 with
-    /// 3; on SQLite 0.77-1.01 as it did, 0.93-1.05 with 3. The rest is the engine's share
-    /// given up while intake is busy: runs completed ÷ accepted 0.31-0.37 with 3, against
-    /// 0.35-0.45 as it did. Rests are capped at a second: capped at 2 s they slowed a loaded
-    /// CI's crash test past its waits; at half a second, 100,000 runs on PostgreSQL kept
-    /// intake at 0.73 (0.77-0.98 capped at a second); SQLite kept it at 1.06 (0.95).
-    public static let defaultYieldFactor = 3.0
-    /// ``defaultYieldFactor`` unless a test chose another.
+    /// (up to ``longestRest``), on a shared store: intake keeps the server, the store and
+    /// the CPU to itself for three quarters of the time. Measured (`bench --engine-only`,
+    /// 30,000 runs, two cores), intake with the engine on ÷ paused on PostgreSQL: 0.67-0.75
+    /// when the engine only claimed no more than its slots and not while committing,
+    /// 0.62-0.69 in rounds without rests, 0.71-0.87 with rests of 2, 0.83-1.05 with 3.
+    /// Rests are capped at a second: capped at 2 s they slowed a loaded CI's crash test
+    /// past its waits; at half a second, 100,000 runs on PostgreSQL kept intake at 0.73
+    /// (0.77-0.98 capped at a second).
+    public static let sharedStoreYieldFactor = 3.0
+    /// The rest on an embedded store, where intake and the engine share the process's
+    /// writer and CPU and no server: intake keeps them to itself a third of the time. Measured
+    /// (`bench --engine-only`, 100,000 runs of the demo flow on SQLite, two passes each),
+    /// intake with the engine on ÷ paused and runs completed ÷ accepted: 0.88-0.89 and
+    /// 0.48-0.49 with rests of 3; 0.85-0.89 and 0.50-0.52 with 0.5; 0.82-0.84 and 0.52-0.54
+    /// with 0.25. Half a round is where both of the engine's targets (intake ≥ 0.8,
+    /// completed ≥ 0.5 × accepted) hold at once with the most room for intake.
+    public static let embeddedStoreYieldFactor = 0.5
+    /// The rest for `store`: shared or embedded (see above).
+    public static func defaultYieldFactor(for store: any Store) -> Double {
+        store.isShared ? sharedStoreYieldFactor : embeddedStoreYieldFactor
+    }
+    /// ``defaultYieldFactor(for:)`` unless a test chose another.
     let yieldFactor: Double
     /// The longest a slow step holds its round open (keeps the next claim back).
     static let longestRoundHold = Duration.seconds(1)
