@@ -32,7 +32,9 @@ public protocol Store: Sendable {
     func waitUntilReady() async throws
 
     /// Whether other worker instances may share this store. The outbox of a shared
-    /// store is published per source partition, by the instance that owns it.
+    /// store is published per source partition, by the instance that owns it. It also
+    /// tells the engine whether intake and it share a server too (its idle interval, its
+    /// rest between rounds and how it claims are tuned by it).
     var isShared: Bool { get }
 
     /// Ends a publishing round in one transaction: deletes the entries `done` (each

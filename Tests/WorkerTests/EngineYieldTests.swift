@@ -126,15 +126,22 @@ struct EngineYieldTests {
         #expect(done > 0 && done < runs.count, "one round done, the rest of the runs left for later: \(done) of \(runs.count)")
     }
 
-    @Test("by default the engine rests half a round on an embedded store and three rounds on a shared one (whose server intake needs too)",
-          .enabled(if: TestPostgres.url != nil, TestPostgres.skipReason))
-    func defaultRestByStore() async throws {
+    @Test("by default the engine rests half a round on an embedded store, unless told otherwise")
+    func defaultRestEmbedded() throws {
         let configuration = WorkerConfiguration()
         let catalog = try WorkflowCatalog.load(directory: "\(Self.fixtures)/engine/workflows")
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("yield-\(UUID().uuidString).sqlite").path
         defer { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) } }
-        let embedded = ExecutorService(configuration: configuration, catalog: catalog, store: try SQLiteStore(path: path), logger: logger)
-        #expect(embedded.yieldFactor == 0.5)
+        let store = try SQLiteStore(path: path)
+        #expect(ExecutorService(configuration: configuration, catalog: catalog, store: store, logger: logger).yieldFactor == 0.5)
+        #expect(ExecutorService(configuration: configuration, catalog: catalog, store: store, yieldFactor: 2, logger: logger).yieldFactor == 2, "a chosen rest stands")
+    }
+
+    @Test("by default the engine rests three rounds on a shared store (whose server intake needs too), unless told otherwise",
+          .enabled(if: TestPostgres.url != nil, TestPostgres.skipReason))
+    func defaultRestShared() async throws {
+        let configuration = WorkerConfiguration()
+        let catalog = try WorkflowCatalog.load(directory: "\(Self.fixtures)/engine/workflows")
         let url = try await TestPostgres.freshDatabase()
         try await TestPostgres.withStore(url) { store in
             #expect(ExecutorService(configuration: configuration, catalog: catalog, store: store, logger: logger).yieldFactor == 3)
