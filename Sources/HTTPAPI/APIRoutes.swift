@@ -51,7 +51,7 @@ enum APIRoutes {
     private static func write(
         _ request: Request, _ pipeline: Pipeline, _ maxBodyBytes: Int, _ logger: Logger, endpoint: String, _ value: ([UInt8]) -> [UInt8]
     ) async -> Response {
-        guard inFlight.enter() else { return busy() }
+        guard inFlight.enter() else { return busy(request) }
         defer { inFlight.leave() }
         // An invalid Request-Id is answered by the decoder's §4 checks, in their order.
         var (headers, _) = responseHeaders(request)
@@ -83,7 +83,7 @@ enum APIRoutes {
 
     /// Checks the `Request-Id` and the key, then answers with `body`'s answer.
     private static func answer(_ request: Request, _ reads: ReadAPI, _ logger: Logger, _ body: (Org) async throws -> APIAnswer) async -> Response {
-        guard inFlight.enter() else { return busy() }
+        guard inFlight.enter() else { return busy(request) }
         defer { inFlight.leave() }
         let (headers, problem) = responseHeaders(request)
         if let problem { return response(problem, headers) }
@@ -110,8 +110,12 @@ enum APIRoutes {
     static let maxInFlight = 32
     private static let inFlight = InFlightLimit(maxInFlight)
 
-    private static func busy() -> Response {
-        response(APIAnswer.tooManyRequests, [.contentType: "application/json", .retryAfter: "1"])
+    /// The 429 of a request over the limit, with its `Request-Id` echoed like any other
+    /// answer's (an invalid one is not: the request was not looked at).
+    private static func busy(_ request: Request) -> Response {
+        var (headers, _) = responseHeaders(request)
+        headers[.retryAfter] = "1"
+        return response(APIAnswer.tooManyRequests, headers)
     }
 
     private static func response(_ answer: APIAnswer, _ headers: HTTPFields) -> Response {

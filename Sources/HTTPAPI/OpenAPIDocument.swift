@@ -1108,6 +1108,9 @@ enum OpenAPIDocument {
          "pattern": "^[0-9]+$"
         },
         "description": "Seconds"
+       },
+       "Request-Id": {
+        "$ref": "#/components/headers/Request-Id"
        }
       }
      },
@@ -1247,6 +1250,9 @@ enum OpenAPIDocument {
          "pattern": "^[0-9]+$"
         },
         "description": "Seconds"
+       },
+       "Request-Id": {
+        "$ref": "#/components/headers/Request-Id"
        }
       }
      },
@@ -1370,6 +1376,9 @@ enum OpenAPIDocument {
          "pattern": "^[0-9]+$"
         },
         "description": "Seconds"
+       },
+       "Request-Id": {
+        "$ref": "#/components/headers/Request-Id"
        }
       }
      },
@@ -1473,6 +1482,9 @@ enum OpenAPIDocument {
          "pattern": "^[0-9]+$"
         },
         "description": "Seconds"
+       },
+       "Request-Id": {
+        "$ref": "#/components/headers/Request-Id"
        }
       }
      },
@@ -1618,6 +1630,9 @@ enum OpenAPIDocument {
          "pattern": "^[0-9]+$"
         },
         "description": "Seconds"
+       },
+       "Request-Id": {
+        "$ref": "#/components/headers/Request-Id"
        }
       }
      },
@@ -1716,6 +1731,9 @@ enum OpenAPIDocument {
          "pattern": "^[0-9]+$"
         },
         "description": "Seconds"
+       },
+       "Request-Id": {
+        "$ref": "#/components/headers/Request-Id"
        }
       }
      },

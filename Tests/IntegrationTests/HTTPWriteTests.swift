@@ -113,4 +113,51 @@ struct HTTPWriteTests {
         worker.interrupt()
         #expect(try await worker.waitForExit(timeout: .seconds(15)) == 0)
     }
+
+    /// A connection that sent a write's head and holds its body back: the worker answers
+    /// it only once the body comes, so it holds one of the API's in-flight places.
+    static func heldWrite(port: Int) throws -> Int32 {
+        let socket = Foundation.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = UInt16(port).bigEndian
+        let connected = withUnsafePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(socket, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+        }
+        let head = "POST /v1/assessments HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer \(H.keyA)\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+        guard connected, Array(head.utf8).withUnsafeBytes({ send(socket, $0.baseAddress, $0.count, 0) }) == head.utf8.count else {
+            close(socket)
+            throw TimedOut(what: "a connection to the worker's HTTP port")
+        }
+        return socket
+    }
+
+    @Test("more requests than the API takes at once: 429 with Retry-After and the Request-Id echoed, and answers again once they end")
+    func busy() async throws {
+        let http = try await HTTPWorker.start("apib")
+        defer { http.process.kill() }
+        let keyA = ["Authorization": "Bearer \(H.keyA)"]
+        // As many writes as the API answers at once, each waiting for its body.
+        var held: [Int32] = []
+        defer { for socket in held { close(socket) } }
+        for _ in 0..<32 { held.append(try Self.heldWrite(port: http.port)) }
+        // The worker takes their heads in its own time: asked until the limit answers.
+        let ask = keyA.merging(["Request-Id": "busy-1"]) { $1 }
+        var answer = try await O.get(http.port, "/v1/workflows/runs", headers: ask)
+        let deadline = ContinuousClock.now + .seconds(30)
+        while answer.status != 429, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(50))
+            answer = try await O.get(http.port, "/v1/workflows/runs", headers: ask)
+        }
+        #expect(answer.status == 429, "\(answer.status) \(answer.body)")
+        #expect(answer.headers["request-id"] == "busy-1" && answer.headers["retry-after"] == "1")
+        #expect(try HTTPWorker.json(answer.body)[path: ["detail", "code"]] == "too_many_requests", "\(answer.body)")
+        let invalid = try await O.get(http.port, "/v1/workflows/runs", headers: keyA.merging(["Request-Id": String(repeating: "x", count: 256)]) { $1 })
+        #expect(invalid.status == 429 && invalid.headers["request-id"] == nil, "an invalid Request-Id is not echoed")
+        // The held requests end (their connections close): the API answers again.
+        for socket in held { close(socket) }
+        held = []
+        try await O.waitFor("the API answering again", port: http.port, "/v1/workflows/runs", headers: keyA, timeout: .seconds(30)) { status, _ in status == 200 }
+    }
 }
