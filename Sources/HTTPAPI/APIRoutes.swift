@@ -111,7 +111,7 @@ enum APIRoutes {
     private static let inFlight = InFlightLimit(maxInFlight)
 
     /// The 429 of a request over the limit, with its `Request-Id` echoed like any other
-    /// answer's (an invalid one is not: the request was not looked at).
+    /// answer's (an invalid one is not echoed, and is not answered 400: the limit comes first).
     private static func busy(_ request: Request) -> Response {
         var (headers, _) = responseHeaders(request)
         headers[.retryAfter] = "1"

@@ -1040,6 +1040,11 @@ enum OpenAPIDocument {
          "$ref": "#/components/schemas/error"
         }
        }
+      },
+      "headers": {
+       "Request-Id": {
+        "$ref": "#/components/headers/Request-Id"
+       }
       }
      },
      "401": {
@@ -1049,6 +1054,11 @@ enum OpenAPIDocument {
         "schema": {
          "$ref": "#/components/schemas/error"
         }
+       }
+      },
+      "headers": {
+       "Request-Id": {
+        "$ref": "#/components/headers/Request-Id"
        }
       }
      },
@@ -1060,6 +1070,11 @@ enum OpenAPIDocument {
          "$ref": "#/components/schemas/error"
         }
        }
+      },
+      "headers": {
+       "Request-Id": {
+        "$ref": "#/components/headers/Request-Id"
+       }
       }
      },
      "409": {
@@ -1069,6 +1084,11 @@ enum OpenAPIDocument {
         "schema": {
          "$ref": "#/components/schemas/error"
         }
+       }
+      },
+      "headers": {
+       "Request-Id": {
+        "$ref": "#/components/headers/Request-Id"
        }
       }
      },
@@ -1080,6 +1100,11 @@ enum OpenAPIDocument {
          "$ref": "#/components/schemas/error"
         }
        }
+      },
+      "headers": {
+       "Request-Id": {
+        "$ref": "#/components/headers/Request-Id"
+       }
       }
      },
      "422": {
@@ -1089,6 +1114,11 @@ enum OpenAPIDocument {
         "schema": {
          "$ref": "#/components/schemas/errorAnswer"
         }
+       }
+      },
+      "headers": {
+       "Request-Id": {
+        "$ref": "#/components/headers/Request-Id"
        }
       }
      },
@@ -1121,6 +1151,11 @@ enum OpenAPIDocument {
         "schema": {
          "$ref": "#/components/schemas/error"
         }
+       }
+      },
+      "headers": {
+       "Request-Id": {
+        "$ref": "#/components/headers/Request-Id"
        }
       }
      }
@@ -1182,6 +1217,11 @@ enum OpenAPIDocument {
          "$ref": "#/components/schemas/error"
         }
        }
+      },
+      "headers": {
+       "Request-Id": {
+        "$ref": "#/components/headers/Request-Id"
+       }
       }
      },
      "401": {
@@ -1191,6 +1231,11 @@ enum OpenAPIDocument {
         "schema": {
          "$ref": "#/components/schemas/error"
         }
+       }
+      },
+      "headers": {
+       "Request-Id": {
+        "$ref": "#/components/headers/Request-Id"
        }
       }
      },
@@ -1202,6 +1247,11 @@ enum OpenAPIDocument {
          "$ref": "#/components/schemas/error"
         }
        }
+      },
+      "headers": {
+       "Request-Id": {
+        "$ref": "#/components/headers/Request-Id"
+       }
       }
      },
      "409": {
@@ -1211,6 +1261,11 @@ enum OpenAPIDocument {
         "schema": {
          "$ref": "#/components/schemas/error"
         }
+       }
+      },
+      "headers": {
+       "Request-Id": {
+        "$ref": "#/components/headers/Request-Id"
        }
       }
      },
@@ -1222,6 +1277,11 @@ enum OpenAPIDocument {
          "$ref": "#/components/schemas/error"
         }
        }
+      },
+      "headers": {
+       "Request-Id": {
+        "$ref": "#/components/headers/Request-Id"
+       }
       }
      },
      "422": {
@@ -1231,6 +1291,11 @@ enum OpenAPIDocument {
         "schema": {
          "$ref": "#/components/schemas/errorAnswer"
         }
+       }
+      },
+      "headers": {
+       "Request-Id": {
+        "$ref": "#/components/headers/Request-Id"
        }
       }
      },
@@ -1263,6 +1328,11 @@ enum OpenAPIDocument {
         "schema": {
          "$ref": "#/components/schemas/error"
         }
+       }
+      },
+      "headers": {
+       "Request-Id": {
+        "$ref": "#/components/headers/Request-Id"
        }
       }
      }
@@ -1308,6 +1378,11 @@ enum OpenAPIDocument {
          "$ref": "#/components/schemas/error"
         }
        }
+      },
+      "headers": {
+       "Request-Id": {
+        "$ref": "#/components/headers/Request-Id"
+       }
       }
      },
      "401": {
@@ -1317,6 +1392,11 @@ enum OpenAPIDocument {
         "schema": {
          "$ref": "#/components/schemas/error"
         }
+       }
+      },
+      "headers": {
+       "Request-Id": {
+        "$ref": "#/components/headers/Request-Id"
        }
       }
      },
@@ -1328,6 +1408,11 @@ enum OpenAPIDocument {
          "$ref": "#/components/schemas/error"
         }
        }
+      },
+      "headers": {
+       "Request-Id": {
+        "$ref": "#/components/headers/Request-Id"
+       }
       }
      },
      "409": {
@@ -1337,6 +1422,11 @@ enum OpenAPIDocument {
         "schema": {
          "$ref": "#/components/schemas/error"
         }
+       }
+      },
+      "headers": {
+       "Request-Id": {
+        "$ref": "#/components/headers/Request-Id"
        }
       }
      },
@@ -1348,6 +1438,11 @@ enum OpenAPIDocument {
          "$ref": "#/components/schemas/error"
         }
        }
+      },
+      "headers": {
+       "Request-Id": {
+        "$ref": "#/components/headers/Request-Id"
+       }
       }
      },
      "422": {
@@ -1357,6 +1452,11 @@ enum OpenAPIDocument {
         "schema": {
          "$ref": "#/components/schemas/errorAnswer"
         }
+       }
+      },
+      "headers": {
+       "Request-Id": {
+        "$ref": "#/components/headers/Request-Id"
        }
       }
      },
@@ -1390,6 +1490,11 @@ enum OpenAPIDocument {
          "$ref": "#/components/schemas/error"
         }
        }
+      },
+      "headers": {
+       "Request-Id": {
+        "$ref": "#/components/headers/Request-Id"
+       }
       }
      },
      "500": {
@@ -1399,6 +1504,11 @@ enum OpenAPIDocument {
         "schema": {
          "$ref": "#/components/schemas/error"
         }
+       }
+      },
+      "headers": {
+       "Request-Id": {
+        "$ref": "#/components/headers/Request-Id"
        }
       }
      }
@@ -1444,6 +1554,11 @@ enum OpenAPIDocument {
          "$ref": "#/components/schemas/error"
         }
        }
+      },
+      "headers": {
+       "Request-Id": {
+        "$ref": "#/components/headers/Request-Id"
+       }
       }
      },
      "401": {
@@ -1454,6 +1569,11 @@ enum OpenAPIDocument {
          "$ref": "#/components/schemas/error"
         }
        }
+      },
+      "headers": {
+       "Request-Id": {
+        "$ref": "#/components/headers/Request-Id"
+       }
       }
      },
      "404": {
@@ -1463,6 +1583,11 @@ enum OpenAPIDocument {
         "schema": {
          "$ref": "#/components/schemas/error"
         }
+       }
+      },
+      "headers": {
+       "Request-Id": {
+        "$ref": "#/components/headers/Request-Id"
        }
       }
      },
@@ -1495,6 +1620,11 @@ enum OpenAPIDocument {
         "schema": {
          "$ref": "#/components/schemas/error"
         }
+       }
+      },
+      "headers": {
+       "Request-Id": {
+        "$ref": "#/components/headers/Request-Id"
        }
       }
      }
@@ -1592,6 +1722,11 @@ enum OpenAPIDocument {
          "$ref": "#/components/schemas/error"
         }
        }
+      },
+      "headers": {
+       "Request-Id": {
+        "$ref": "#/components/headers/Request-Id"
+       }
       }
      },
      "401": {
@@ -1602,6 +1737,11 @@ enum OpenAPIDocument {
          "$ref": "#/components/schemas/error"
         }
        }
+      },
+      "headers": {
+       "Request-Id": {
+        "$ref": "#/components/headers/Request-Id"
+       }
       }
      },
      "422": {
@@ -1611,6 +1751,11 @@ enum OpenAPIDocument {
         "schema": {
          "$ref": "#/components/schemas/validationError"
         }
+       }
+      },
+      "headers": {
+       "Request-Id": {
+        "$ref": "#/components/headers/Request-Id"
        }
       }
      },
@@ -1643,6 +1788,11 @@ enum OpenAPIDocument {
         "schema": {
          "$ref": "#/components/schemas/error"
         }
+       }
+      },
+      "headers": {
+       "Request-Id": {
+        "$ref": "#/components/headers/Request-Id"
        }
       }
      }
@@ -1693,6 +1843,11 @@ enum OpenAPIDocument {
          "$ref": "#/components/schemas/error"
         }
        }
+      },
+      "headers": {
+       "Request-Id": {
+        "$ref": "#/components/headers/Request-Id"
+       }
       }
      },
      "401": {
@@ -1703,6 +1858,11 @@ enum OpenAPIDocument {
          "$ref": "#/components/schemas/error"
         }
        }
+      },
+      "headers": {
+       "Request-Id": {
+        "$ref": "#/components/headers/Request-Id"
+       }
       }
      },
      "404": {
@@ -1712,6 +1872,11 @@ enum OpenAPIDocument {
         "schema": {
          "$ref": "#/components/schemas/error"
         }
+       }
+      },
+      "headers": {
+       "Request-Id": {
+        "$ref": "#/components/headers/Request-Id"
        }
       }
      },
@@ -1744,6 +1909,11 @@ enum OpenAPIDocument {
         "schema": {
          "$ref": "#/components/schemas/error"
         }
+       }
+      },
+      "headers": {
+       "Request-Id": {
+        "$ref": "#/components/headers/Request-Id"
        }
       }
      }

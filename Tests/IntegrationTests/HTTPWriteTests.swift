@@ -126,7 +126,7 @@ struct HTTPWriteTests {
             pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(socket, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
         }
         let head = "POST /v1/assessments HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer \(H.keyA)\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
-        guard connected, Array(head.utf8).withUnsafeBytes({ send(socket, $0.baseAddress, $0.count, 0) }) == head.utf8.count else {
+        guard connected, Array(head.utf8).withUnsafeBytes({ send(socket, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }) == head.utf8.count else {
             close(socket)
             throw TimedOut(what: "a connection to the worker's HTTP port")
         }
@@ -142,17 +142,23 @@ struct HTTPWriteTests {
         var held: [Int32] = []
         defer { for socket in held { close(socket) } }
         for _ in 0..<32 { held.append(try Self.heldWrite(port: http.port)) }
-        // The worker takes their heads in its own time: asked until the limit answers.
+        // The worker takes their heads in its own time: asked until the limit answers. A
+        // held write that came while a probe held a place was refused and holds none: one
+        // more is held after each probe answered, so the places fill whatever the order.
         let ask = keyA.merging(["Request-Id": "busy-1"]) { $1 }
         var answer = try await O.get(http.port, "/v1/workflows/runs", headers: ask)
         let deadline = ContinuousClock.now + .seconds(30)
         while answer.status != 429, ContinuousClock.now < deadline {
+            if held.count < 64 { held.append(try Self.heldWrite(port: http.port)) }
             try await Task.sleep(for: .milliseconds(50))
             answer = try await O.get(http.port, "/v1/workflows/runs", headers: ask)
         }
         #expect(answer.status == 429, "\(answer.status) \(answer.body)")
         #expect(answer.headers["request-id"] == "busy-1" && answer.headers["retry-after"] == "1")
         #expect(try HTTPWorker.json(answer.body)[path: ["detail", "code"]] == "too_many_requests", "\(answer.body)")
+        // A write over the limit too (its body is not read).
+        let write = try await O.post(http.port, "/v1/assessments", body: Array(#"{"vendor_id":"x"}"#.utf8), headers: keyA.merging(["Request-Id": "busy-2"]) { $1 })
+        #expect(write.status == 429 && write.headers["request-id"] == "busy-2" && write.headers["retry-after"] == "1", "\(write.status) \(write.headers)")
         let invalid = try await O.get(http.port, "/v1/workflows/runs", headers: keyA.merging(["Request-Id": String(repeating: "x", count: 256)]) { $1 })
         #expect(invalid.status == 429 && invalid.headers["request-id"] == nil, "an invalid Request-Id is not echoed")
         // The held requests end (their connections close): the API answers again.
