@@ -224,8 +224,8 @@ public final class ExecutorService: Service, Sendable {
     /// accepted: 0.88-0.89 and 0.48-0.49 with rests of 3; 0.85-0.89 and 0.50-0.52 with 0.5;
     /// 0.82-0.84 and 0.52-0.54 with 0.25. The engine's targets (issue 10's expectations:
     /// intake ≥ 0.8 × paused, runs completed ≥ 0.5 × accepted) both held with 0.5 and
-    /// 0.25; 0.5 leaves intake more room. In four `make bench` runs with it: 0.84-0.93 and
-    /// 0.51-0.52, so the runs' margin is thin.
+    /// 0.25; 0.5 leaves intake more room. In five `make bench` runs with it: 0.84-0.94 and
+    /// 0.51-0.53, so the runs' margin is thin.
     public static let embeddedStoreYieldFactor = 0.5
     /// The rest for `store`: shared or embedded (see above).
     public static func defaultYieldFactor(for store: any Store) -> Double {
