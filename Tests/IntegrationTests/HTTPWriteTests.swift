@@ -117,18 +117,11 @@ struct HTTPWriteTests {
     /// A connection that sent a write's head and holds its body back: the worker answers
     /// it only once the body comes, so it holds one of the API's in-flight places.
     static func heldWrite(port: Int) throws -> Int32 {
-        let socket = Foundation.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = UInt16(port).bigEndian
-        let connected = withUnsafePointer(to: &address) { pointer in
-            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(socket, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
-        }
+        guard let socket = OwnBroker.connected(to: port) else { throw TimedOut(what: "a connection to the worker's HTTP port") }
         let head = "POST /v1/assessments HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer \(H.keyA)\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
-        guard connected, Array(head.utf8).withUnsafeBytes({ send(socket, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }) == head.utf8.count else {
+        guard Array(head.utf8).withUnsafeBytes({ send(socket, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }) == head.utf8.count else {
             close(socket)
-            throw TimedOut(what: "a connection to the worker's HTTP port")
+            throw TimedOut(what: "the head of a write sent to the worker's HTTP port")
         }
         return socket
     }

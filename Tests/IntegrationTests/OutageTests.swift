@@ -60,15 +60,26 @@ final class OwnBroker: @unchecked Sendable {
     func answers() -> Bool { Self.answers(port) }
 
     static func answers(_ port: Int) -> Bool {
+        guard let socket = connected(to: port) else { return false }
+        close(socket)
+        return true
+    }
+
+    /// A socket connected to `port` on loopback (the caller closes it), or nil.
+    static func connected(to port: Int) -> Int32? {
         let socket = Foundation.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(socket) }
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_addr.s_addr = inet_addr("127.0.0.1")
         address.sin_port = UInt16(port).bigEndian
-        return withUnsafePointer(to: &address) { pointer in
+        let connected = withUnsafePointer(to: &address) { pointer in
             pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(socket, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
         }
+        guard connected else {
+            close(socket)
+            return nil
+        }
+        return socket
     }
 
     func start() async throws {
