@@ -740,7 +740,7 @@ public final class ExecutorService: Service, Sendable {
 /// once it is written. Not the run's `RunAdvance`: kept until the commit, that held each
 /// run's whole state, events and document a second time, and copied them on the way.
 struct Performed: Sendable {
-    var outcome: TaskOutcome
+    let outcome: TaskOutcome
     /// About the bytes the outcome writes (documents, states, events), for sizing commits.
     let bytes: Int
     let stepsEnded: Int
